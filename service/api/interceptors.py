@@ -1,0 +1,86 @@
+"""Cross-cutting concerns of every RPC: error → status mapping, metrics and logging.
+
+Servicers stay thin: they raise :mod:`service.errors` kinds and this interceptor turns them into
+statuses with the caller-facing message. Unexpected exceptions are logged with their traceback
+and answered INTERNAL with a generic message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from service.api.status import public_message, status_for
+from service.errors import LoopserveError
+from service.metrics import Metrics
+
+log = logging.getLogger("service.api")
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+UNKNOWN_MODEL = "_unknown"
+
+Behavior = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
+
+
+class ObservabilityInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, metrics: Metrics, served_models: Callable[[], list[str]]) -> None:
+        self._metrics = metrics
+        self._served_models = served_models
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method: str = details.method
+        wrapped = self._wrap(method, handler.unary_unary)
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap(self, method: str, behavior: Behavior) -> Behavior:
+        is_infer = method == MODEL_INFER
+
+        async def observed(request: Any, context: aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            model = self._model_label(request) if is_infer else ""
+            if is_infer:
+                self._metrics.in_flight.labels(model).inc()
+            code, version = grpc.StatusCode.OK, ""
+            try:
+                response = await behavior(request, context)
+                version = getattr(response, "model_version", "")
+                return response
+            except LoopserveError as exc:
+                code = status_for(exc)
+                log.info("%s -> %s: %s", method, code.name, exc)
+                await context.abort(code, public_message(exc))
+            except aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception as exc:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("%s failed", method)
+                await context.abort(code, public_message(exc))
+            finally:
+                self._metrics.grpc_requests.labels(method, code.name).inc()
+                if is_infer:
+                    self._metrics.in_flight.labels(model).dec()
+                    self._metrics.requests.labels(model, version, code.name).inc()
+                    self._metrics.request_latency.labels(model).observe(time.perf_counter() - started)
+
+        return observed
+
+    def _model_label(self, request: Any) -> str:
+        name = getattr(request, "model_name", "")
+        # Only served names become label values, so callers cannot blow up metric cardinality.
+        return name if name in self._served_models() else UNKNOWN_MODEL

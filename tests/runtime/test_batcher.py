@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from service.errors import Overloaded, Unavailable
+from service.metrics import Metrics
+from service.runtime import Batcher, BatchingOptions, ModelSlot, Prediction
+
+
+class FakeVersion:
+    """Stands in for LoadedVersion: records batches, optionally blocks until released."""
+
+    def __init__(self, version: int = 1, gate: threading.Event | None = None) -> None:
+        self.version = version
+        self.labels = ["a", "b"]
+        self.batches: list[list[str]] = []
+        self.gate = gate
+        self.started = threading.Event()
+        self.active = 0
+
+    def predict(self, texts: list[str]) -> Prediction:
+        self.started.set()
+        if self.gate is not None:
+            assert self.gate.wait(5)
+        self.batches.append(list(texts))
+        probs = np.tile(np.array([[0.25, 0.75]], dtype=np.float32), (len(texts), 1))
+        emb = np.arange(len(texts), dtype=np.float32).reshape(-1, 1)
+        return Prediction(probs, emb)
+
+    def acquire(self) -> None:
+        self.active += 1
+
+    def release(self) -> None:
+        self.active -= 1
+
+    def wait_idle(self, timeout: float) -> bool:
+        return True
+
+
+def make_batcher(version: FakeVersion, **options: float) -> Batcher:
+    slot = ModelSlot("m")
+    slot.swap(version)  # type: ignore[arg-type]
+    batcher = Batcher(slot, BatchingOptions(**options), Metrics())  # type: ignore[arg-type]
+    batcher.start()
+    return batcher
+
+
+def test_results_go_back_to_their_own_request() -> None:
+    version = FakeVersion()
+    batcher = make_batcher(version, max_batch_size=8)
+
+    async def run() -> None:
+        results = await asyncio.gather(*(batcher.infer([f"t{i}"] * (i + 1)) for i in range(3)))
+        for i, result in enumerate(results):
+            assert result.probabilities.shape == (i + 1, 2)
+            assert result.version == 1 and result.labels == ["a", "b"]
+
+    asyncio.run(run())
+    batcher.stop(5)
+
+
+def test_queued_requests_are_batched_up_to_max_batch_size() -> None:
+    gate = threading.Event()
+    version = FakeVersion(gate=gate)
+    batcher = make_batcher(version, max_batch_size=4, max_queue_size=100)
+
+    async def run() -> None:
+        first = asyncio.ensure_future(batcher.infer(["blocker"]))
+        await asyncio.to_thread(version.started.wait, 5)  # worker is now busy with "blocker"
+        rest = [asyncio.ensure_future(batcher.infer([f"t{i}"])) for i in range(10)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(first, *rest)
+
+    asyncio.run(run())
+    batcher.stop(5)
+    assert version.batches[0] == ["blocker"]
+    assert [len(b) for b in version.batches[1:]] == [4, 4, 2]
+    assert [t for b in version.batches[1:] for t in b] == [f"t{i}" for i in range(10)]
+
+
+def test_a_request_larger_than_max_batch_runs_alone() -> None:
+    version = FakeVersion()
+    batcher = make_batcher(version, max_batch_size=2)
+    result = asyncio.run(batcher.infer(["x"] * 5))
+    batcher.stop(5)
+    assert result.probabilities.shape == (5, 2)
+    assert version.batches == [["x"] * 5]
+
+
+def test_max_queue_delay_waits_for_more_requests() -> None:
+    version = FakeVersion()
+    batcher = make_batcher(version, max_batch_size=8, max_queue_delay=0.2)
+
+    async def run() -> None:
+        first = asyncio.ensure_future(batcher.infer(["a"]))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(batcher.infer(["b"]))
+        await asyncio.gather(first, second)
+
+    asyncio.run(run())
+    batcher.stop(5)
+    assert version.batches == [["a", "b"]]
+
+
+def test_zero_delay_does_not_wait_for_a_full_batch() -> None:
+    version = FakeVersion()
+    batcher = make_batcher(version, max_batch_size=64, max_queue_delay=0.0)
+    started = time.perf_counter()
+    asyncio.run(batcher.infer(["alone"]))
+    batcher.stop(5)
+    assert time.perf_counter() - started < 1.0
+    assert version.batches == [["alone"]]
+
+
+def test_full_queue_is_refused_with_overloaded() -> None:
+    gate = threading.Event()
+    version = FakeVersion(gate=gate)
+    batcher = make_batcher(version, max_batch_size=1, max_queue_size=2)
+
+    async def run() -> None:
+        running = asyncio.ensure_future(batcher.infer(["running"]))
+        await asyncio.to_thread(version.started.wait, 5)
+        queued = [asyncio.ensure_future(batcher.infer([f"q{i}"])) for i in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded, match=r"2 requests queued \(limit 2\)"):
+            await batcher.infer(["one too many"])
+        gate.set()
+        await asyncio.gather(running, *queued)
+
+    asyncio.run(run())
+    batcher.stop(5)
+    assert len(version.batches) == 3
+
+
+def test_stop_finishes_queued_work_then_refuses_new() -> None:
+    gate = threading.Event()
+    version = FakeVersion(gate=gate)
+    batcher = make_batcher(version, max_batch_size=1)
+
+    async def run() -> None:
+        futures = [asyncio.ensure_future(batcher.infer([f"t{i}"])) for i in range(3)]
+        await asyncio.to_thread(version.started.wait, 5)
+        stopper = asyncio.ensure_future(asyncio.to_thread(batcher.stop, 5))
+        await asyncio.sleep(0.05)
+        with pytest.raises(Unavailable, match="shutting down"):
+            await batcher.infer(["late"])
+        gate.set()
+        results = await asyncio.gather(*futures)
+        await stopper
+        assert len(results) == 3
+
+    asyncio.run(run())
+
+
+def test_failure_in_a_batch_reaches_every_caller_and_worker_survives() -> None:
+    class Exploding(FakeVersion):
+        calls = 0
+
+        def predict(self, texts: list[str]) -> Prediction:
+            Exploding.calls += 1
+            if Exploding.calls == 1:
+                raise RuntimeError("boom")
+            return super().predict(texts)
+
+    batcher = make_batcher(Exploding(), max_batch_size=4)
+
+    async def run() -> None:
+        with pytest.raises(RuntimeError, match="boom"):
+            await batcher.infer(["a"])
+        assert (await batcher.infer(["b"])).probabilities.shape == (1, 2)
+
+    asyncio.run(run())
+    batcher.stop(5)
+
+
+def test_empty_slot_is_unavailable() -> None:
+    batcher = Batcher(ModelSlot("m"), BatchingOptions(), Metrics())
+    batcher.start()
+    with pytest.raises(Unavailable, match="not loaded"):
+        asyncio.run(batcher.infer(["x"]))
+    batcher.stop(5)

@@ -1,0 +1,453 @@
+"""Model definitions, labeled CSVs and server settings (service.config)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import TINY_LABELS, TINY_MODEL, tiny_rows, write_csv
+
+from service.config import (
+    DEFAULT_BACKBONE,
+    ModelDefinition,
+    ServerSettings,
+    ServingOptions,
+    TrainRecipe,
+    bundled_backbone_path,
+    load_model_definition,
+    read_labeled_csv,
+    validate_model_name,
+    write_model_toml,
+)
+from service.errors import ConfigError
+
+REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
+MINIMAL = '[model]\nlabels = ["a", "b"]\n'
+
+
+def _write_definition(models_dir: Path, text: str, name: str = "m") -> Path:
+    directory = models_dir / name
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "model.toml").write_text(text, encoding="utf-8")
+    return directory
+
+
+def _with(section: str, line: str) -> str:
+    """A valid definition plus one line in ``[section]``."""
+    if section == "model":
+        return f"[model]\nlabels = [\"a\", \"b\"]\n{line}\n"
+    return f"{MINIMAL}[{section}]\n{line}\n"
+
+
+# --- load_model_definition: accepted ------------------------------------------------------------
+
+
+def test_tiny_definition_is_loaded(tiny_definition: ModelDefinition, tiny_backbone: Path) -> None:
+    assert tiny_definition.name == TINY_MODEL
+    assert tiny_definition.labels == tuple(TINY_LABELS)
+    assert tiny_definition.max_seq_length == 32
+    assert tiny_definition.pooling == "mean"
+    assert tiny_definition.train.head_epochs == 60
+    assert tiny_definition.train.learning_rate == pytest.approx(1e-3)
+    assert tiny_definition.train.batch_size == 8
+    assert tiny_definition.serving.max_batch_size == 8
+    assert tiny_definition.directory.is_absolute()
+    assert tiny_definition.backbone_path() == tiny_backbone.resolve()
+    assert read_labeled_csv(tiny_definition.seed_path) == tiny_rows()
+
+
+def test_repo_support_intents_definition_is_valid() -> None:
+    definition = load_model_definition(REPO_MODELS, "support-intents")
+
+    assert definition.name == "support-intents"
+    assert len(definition.labels) == 10
+    assert "refund_request" in definition.labels
+    assert definition.backbone == DEFAULT_BACKBONE
+    assert definition.serving.max_batch_size == 16
+    assert definition.serving.providers == "auto"
+    assert definition.train == TrainRecipe()  # the file spells out the defaults
+    rows = read_labeled_csv(definition.seed_path)
+    assert rows
+    assert {label for _, label in rows} <= set(definition.labels)
+
+
+def test_minimal_definition_gets_the_defaults(tmp_path: Path) -> None:
+    _write_definition(tmp_path, MINIMAL)
+
+    definition = load_model_definition(tmp_path, "m")
+
+    assert definition.labels == ("a", "b")
+    assert definition.backbone == DEFAULT_BACKBONE
+    assert definition.seed_path == (tmp_path / "m" / "seed.csv").resolve()
+    assert definition.train == TrainRecipe()
+    assert definition.serving == ServingOptions()
+
+
+def test_integer_accepted_where_a_float_is_expected(tmp_path: Path) -> None:
+    _write_definition(tmp_path, _with("serving", "max_queue_delay_ms = 5"))
+
+    delay = load_model_definition(tmp_path, "m").serving.max_queue_delay_ms
+
+    assert delay == 5.0
+    assert isinstance(delay, float)
+
+
+def test_relative_backbone_is_resolved_against_the_model_directory(tmp_path: Path) -> None:
+    _write_definition(tmp_path, _with("model", 'backbone = "../backbones/small"'))
+
+    definition = load_model_definition(tmp_path, "m")
+
+    assert definition.backbone_path() == (tmp_path / "backbones" / "small").resolve()
+
+
+def test_write_model_toml_round_trips(tmp_path: Path) -> None:
+    labels = ['say "hi"', "back\\slash", "ünïcode", "plain"]
+    write_model_toml(tmp_path / "m", labels, "data.csv", description='a "quoted" model')
+
+    definition = load_model_definition(tmp_path, "m")
+
+    assert definition.labels == tuple(labels)
+    assert definition.seed_data == "data.csv"
+    assert definition.description == 'a "quoted" model'
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "BUG: _toml_string escapes only backslash and double quote, so a label with a newline "
+        "or another control character (possible in a quoted CSV field) makes write_model_toml "
+        "write a model.toml that load_model_definition cannot parse"
+    ),
+)
+def test_write_model_toml_round_trips_control_characters(tmp_path: Path) -> None:
+    labels = ["two\nlines", "bell\x07"]
+    write_model_toml(tmp_path / "m", labels, "seed.csv")
+
+    assert load_model_definition(tmp_path, "m").labels == tuple(labels)
+
+
+# --- load_model_definition: rejected ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (MINIMAL + "[bogus]\nx = 1\n", "bogus"),
+        (_with("model", 'labelz = ["a"]'), "labelz"),
+        (_with("model", 'name = "other"'), "name"),
+        (_with("train", "epoch = 3"), "epoch"),
+        (_with("serving", "max_batchsize = 4"), "max_batchsize"),
+    ],
+)
+def test_unknown_key_is_rejected_by_name(tmp_path: Path, text: str, key: str) -> None:
+    _write_definition(tmp_path, text)
+
+    with pytest.raises(ConfigError, match=rf"model\.toml.*unknown key\(s\) {key}; known: "):
+        load_model_definition(tmp_path, "m")
+
+
+@pytest.mark.parametrize(
+    ("section", "line", "message"),
+    [
+        ("serving", 'max_batch_size = "8"', r"\[serving\] max_batch_size: expected int, got str"),
+        ("serving", "max_batch_size = true", r"max_batch_size: expected int, got bool"),
+        ("serving", "max_batch_size = 8.0", r"max_batch_size: expected int, got float"),
+        ("serving", "int8 = 1", r"int8: expected bool, got int"),
+        ("serving", "providers = 1", r"providers: expected str, got int"),
+        ("train", 'seed = "0"', r"\[train\] seed: expected int, got str"),
+        ("train", 'learning_rate = "fast"', r"learning_rate: expected float, got str"),
+        ("model", "pooling = 1", r"\[model\] pooling: expected str, got int"),
+        ("model", "max_seq_length = 64.5", r"max_seq_length: expected int, got float"),
+    ],
+)
+def test_wrong_type_is_rejected(tmp_path: Path, section: str, line: str, message: str) -> None:
+    _write_definition(tmp_path, _with(section, line))
+
+    with pytest.raises(ConfigError, match=message):
+        load_model_definition(tmp_path, "m")
+
+
+def test_labels_with_a_non_string_are_rejected(tmp_path: Path) -> None:
+    _write_definition(tmp_path, '[model]\nlabels = ["a", 1]\n')
+
+    with pytest.raises(ConfigError, match=r"\[model\] labels: expected a list of str"):
+        load_model_definition(tmp_path, "m")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "BUG: load_model_definition converts [model] labels with tuple() before type checking, "
+        'so labels = "abc" is silently accepted as the labels (\'a\', \'b\', \'c\')'
+    ),
+)
+def test_labels_given_as_a_string_are_rejected(tmp_path: Path) -> None:
+    _write_definition(tmp_path, '[model]\nlabels = "abc"\n')
+
+    with pytest.raises(ConfigError, match="labels: expected a list of str"):
+        load_model_definition(tmp_path, "m")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason=(
+        "BUG: labels = 5 reaches tuple(5) in load_model_definition and escapes as TypeError "
+        "instead of ConfigError"
+    ),
+)
+def test_labels_given_as_a_number_are_rejected(tmp_path: Path) -> None:
+    _write_definition(tmp_path, "[model]\nlabels = 5\n")
+
+    with pytest.raises(ConfigError, match="labels: expected a list of str"):
+        load_model_definition(tmp_path, "m")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason=(
+        "BUG: a top-level model/train/serving key that is not a table (e.g. serving = 5) "
+        "escapes as TypeError from dict()/set() instead of ConfigError naming the file"
+    ),
+)
+@pytest.mark.parametrize("text", ["model = 3\n", "serving = 5\n" + MINIMAL, "train = [1]\n" + MINIMAL])
+def test_section_that_is_not_a_table_is_rejected(tmp_path: Path, text: str) -> None:
+    _write_definition(tmp_path, text)
+
+    with pytest.raises(ConfigError, match=r"model\.toml"):
+        load_model_definition(tmp_path, "m")
+
+
+@pytest.mark.parametrize(
+    ("section", "line", "message"),
+    [
+        ("serving", "max_batch_size = 0", "max_batch_size must be >= 1"),
+        ("serving", 'providers = "tpu"', "providers must be auto, cpu or cuda"),
+        ("serving", "max_queue_size = 0", "max_queue_size must be >= 1"),
+        ("serving", "max_queue_delay_ms = -1.0", "max_queue_delay_ms must be >= 0"),
+        ("serving", "max_texts_per_request = 0", "max_texts_per_request must be >= 1"),
+        ("serving", "max_text_bytes = 0", "max_text_bytes must be >= 1"),
+        ("serving", "intra_op_threads = -1", "intra_op_threads must be >= 0"),
+        ("serving", "int8_max_accuracy_drop = 1.5", r"int8_max_accuracy_drop must be in \[0, 1\]"),
+        ("train", "validation_fraction = 0.95", r"validation_fraction must be in \(0, 0.9\)"),
+        ("train", "validation_fraction = 0", r"validation_fraction must be in \(0, 0.9\)"),
+        ("train", "head_epochs = 0", "head_epochs must be >= 1"),
+        ("train", "batch_size = 0", "batch_size must be >= 1"),
+        ("train", "patience = 0", "patience must be >= 1"),
+        ("train", "learning_rate = 0", "learning_rate must be > 0"),
+        ("train", "layer_lr_decay = 1.5", r"layer_lr_decay must be in \(0, 1\]"),
+        ("model", "max_seq_length = 4", r"max_seq_length must be in \[8, 512\]"),
+        ("model", "max_seq_length = 1024", r"max_seq_length must be in \[8, 512\]"),
+        ("model", 'pooling = "max"', "pooling must be mean or cls"),
+    ],
+)
+def test_out_of_range_value_is_rejected(
+    tmp_path: Path, section: str, line: str, message: str
+) -> None:
+    _write_definition(tmp_path, _with(section, line))
+
+    with pytest.raises(ConfigError, match=rf"model\.toml \[{section}\]: {message}"):
+        load_model_definition(tmp_path, "m")
+
+
+def test_duplicate_labels_are_rejected(tmp_path: Path) -> None:
+    _write_definition(tmp_path, '[model]\nlabels = ["a", "b", "a"]\n')
+
+    with pytest.raises(ConfigError, match="labels must be unique"):
+        load_model_definition(tmp_path, "m")
+
+
+def test_toml_syntax_error_names_the_file(tmp_path: Path) -> None:
+    _write_definition(tmp_path, "[model\nlabels = 1\n")
+
+    with pytest.raises(ConfigError, match=r"m/model\.toml: "):
+        load_model_definition(tmp_path, "m")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "Upper", "-leading-dash", ".hidden", "a/b", "../escape", "with space", "ünï", "x" * 64],
+)
+def test_invalid_model_names_are_rejected(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match=r"invalid model name .*lowercase letters"):
+        validate_model_name(name)
+    with pytest.raises(ConfigError, match="invalid model name"):
+        load_model_definition(tmp_path, name)
+
+
+@pytest.mark.parametrize("name", ["a", "0", "support-intents", "x.y_z-1", "x" * 63])
+def test_valid_model_names_are_accepted(name: str) -> None:
+    validate_model_name(name)
+
+
+def test_missing_model_toml_says_how_to_create_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no model definition at .*`loopserve init new-model "):
+        load_model_definition(tmp_path, "new-model")
+
+
+# --- read_labeled_csv ---------------------------------------------------------------------------
+
+
+def test_read_labeled_csv_strips_and_ignores_extra_columns(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text("id,label,text\n1, greeting ,  hello there \n2,question,why?\n")
+
+    assert read_labeled_csv(path) == [("hello there", "greeting"), ("why?", "question")]
+
+
+@pytest.mark.parametrize(
+    ("header", "missing"),
+    [("sentence,intent", "label, text"), ("text,intent", "label"), ("body,label", "text")],
+)
+def test_read_labeled_csv_missing_columns(tmp_path: Path, header: str, missing: str) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text(f"{header}\nhello,greeting\n")
+
+    with pytest.raises(ConfigError, match=rf"needs the columns text,label \(missing {missing}\)"):
+        read_labeled_csv(path)
+
+
+@pytest.mark.parametrize("row", ["hello,", "hello,   ", ",greeting", "  ,greeting"])
+def test_read_labeled_csv_empty_text_or_label_names_the_line(tmp_path: Path, row: str) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text(f"text,label\nfine,ok\n{row}\n")
+
+    with pytest.raises(ConfigError, match=r"data\.csv:3: empty text or label"):
+        read_labeled_csv(path)
+
+
+def test_read_labeled_csv_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no such data file: .*nope\.csv"):
+        read_labeled_csv(tmp_path / "nope.csv")
+
+
+def test_read_labeled_csv_header_only(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "data.csv", [])
+
+    with pytest.raises(ConfigError, match="data.csv: no rows"):
+        read_labeled_csv(path)
+
+
+# --- ServerSettings.from_env --------------------------------------------------------------------
+
+
+def test_from_env_without_variables_gives_the_defaults() -> None:
+    assert ServerSettings.from_env({}) == ServerSettings()
+
+
+def test_env_vars_override_defaults() -> None:
+    env = {
+        "LOOPSERVE_MODELS": "tiny, support-intents ,",
+        "LOOPSERVE_MODELS_DIR": "/srv/models",
+        "LOOPSERVE_STATE_DIR": "/srv/state",
+        "LOOPSERVE_HOST": "127.0.0.1",
+        "LOOPSERVE_GRPC_PORT": "50051",
+        "LOOPSERVE_METRICS_PORT": "0",
+        "LOOPSERVE_DRAIN_SECONDS": "2.5",
+        "LOOPSERVE_LOG_LEVEL": "DEBUG",
+        "GRPC_PORT": "1",  # not ours
+    }
+
+    settings = ServerSettings.from_env(env)
+
+    assert settings == ServerSettings(
+        models=("tiny", "support-intents"),
+        models_dir=Path("/srv/models"),
+        state_dir=Path("/srv/state"),
+        host="127.0.0.1",
+        grpc_port=50051,
+        metrics_port=0,
+        drain_seconds=2.5,
+        log_level="DEBUG",
+    )
+
+
+def test_explicit_overrides_beat_env_and_none_means_unset() -> None:
+    env = {"LOOPSERVE_GRPC_PORT": "50051", "LOOPSERVE_HOST": "127.0.0.1"}
+
+    settings = ServerSettings.from_env(env, grpc_port=6000, host=None, models=("tiny",))
+
+    assert settings.grpc_port == 6000
+    assert settings.host == "127.0.0.1"
+    assert settings.models == ("tiny",)
+
+
+def test_from_env_reads_the_process_environment_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in [k for k in __import__("os").environ if k.startswith("LOOPSERVE_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("LOOPSERVE_METRICS_PORT", "9999")
+
+    assert ServerSettings.from_env().metrics_port == 9999
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("LOOPSERVE_GRPC_PORT", "eighty"),
+        ("LOOPSERVE_GRPC_PORT", "80.5"),
+        ("LOOPSERVE_METRICS_PORT", ""),
+        ("LOOPSERVE_DRAIN_SECONDS", "soon"),
+    ],
+)
+def test_unparsable_env_value_is_a_config_error(key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{key}={value!r}: "):
+        ServerSettings.from_env({key: value})
+
+
+@pytest.mark.parametrize(
+    ("env", "overrides", "message"),
+    [
+        ({"LOOPSERVE_GRPC_PORT": "65536"}, {}, "grpc_port"),
+        ({"LOOPSERVE_GRPC_PORT": "-1"}, {}, "grpc_port"),
+        ({"LOOPSERVE_METRICS_PORT": "70000"}, {}, "metrics_port"),
+        ({}, {"grpc_port": 100_000}, "grpc_port"),
+        ({"LOOPSERVE_GRPC_PORT": "8001"}, {"metrics_port": -5}, "metrics_port"),
+    ],
+)
+def test_invalid_port_is_rejected(env: dict[str, str], overrides: dict[str, int], message: str) -> None:
+    with pytest.raises(ConfigError, match=rf"settings: {message} must be in \[0, 65535\]"):
+        ServerSettings.from_env(env, **overrides)
+
+
+@pytest.mark.parametrize("port", ["0", "65535"])
+def test_port_bounds_are_accepted(port: str) -> None:
+    settings = ServerSettings.from_env({"LOOPSERVE_GRPC_PORT": port, "LOOPSERVE_METRICS_PORT": port})
+
+    assert settings.grpc_port == settings.metrics_port == int(port)
+
+
+def test_other_settings_are_validated() -> None:
+    with pytest.raises(ConfigError, match="drain_seconds must be >= 0"):
+        ServerSettings.from_env({"LOOPSERVE_DRAIN_SECONDS": "-1"})
+    with pytest.raises(ConfigError, match="at least one --model is needed"):
+        ServerSettings.from_env({"LOOPSERVE_MODELS": " , "})
+    with pytest.raises(ConfigError, match="invalid model name 'Bad'"):
+        ServerSettings.from_env({"LOOPSERVE_MODELS": "tiny,Bad"})
+
+
+# --- bundled backbone ---------------------------------------------------------------------------
+
+
+def test_bundled_backbone_path_exists_with_config() -> None:
+    path = bundled_backbone_path("all-MiniLM-L6-v2")
+
+    assert path.is_dir()
+    assert (path / "config.json").is_file()
+    assert (path / "tokenizer.json").is_file()
+
+
+def test_default_backbone_resolves_to_the_bundled_one(tmp_path: Path) -> None:
+    _write_definition(tmp_path, MINIMAL)
+
+    definition = load_model_definition(tmp_path, "m")
+
+    assert definition.backbone_path() == bundled_backbone_path("all-MiniLM-L6-v2")
+
+
+def test_unknown_bundled_backbone_lists_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown bundled backbone 'gpt-9'; known: bundled:all-"):
+        bundled_backbone_path("gpt-9")
+    _write_definition(tmp_path, _with("model", 'backbone = "bundled:gpt-9"'))
+    with pytest.raises(ConfigError, match="unknown bundled backbone 'gpt-9'"):
+        load_model_definition(tmp_path, "m").backbone_path()

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_LABELS, TINY_MODEL, tiny_rows, write_csv
+
+from service.config import load_model_definition
+from service.errors import ConfigError
+from service.registry import ModelRegistry
+from service.runtime import LoadedVersion, SessionOptions
+from service.training import build_first_version, create_definition
+
+
+def test_built_version_has_every_file_and_meta(built_state: Path) -> None:
+    info = ModelRegistry(built_state, TINY_MODEL).get(1)
+    for name in ("model.onnx", "weights.safetensors", "tokenizer.json", "meta.json"):
+        assert (info.path / name).is_file(), name
+    assert info.meta["labels"] == TINY_LABELS
+    assert info.meta["parent"] is None
+    assert info.meta["metrics"]["parity_max_abs_diff"] < 1e-3
+    assert info.meta["data"] == {"seed_rows": 60, "train": 48, "validation": 12}
+
+
+def test_first_version_becomes_current_and_second_records_parent(built_state: Path) -> None:
+    registry = ModelRegistry(built_state, TINY_MODEL)
+    assert registry.current() is not None and registry.current().version == 1  # type: ignore[union-attr]
+    assert registry.get(2).meta["parent"] == 1
+
+
+def test_version_learns_the_seed_task(built_state: Path) -> None:
+    info = ModelRegistry(built_state, TINY_MODEL).get(1)
+    loaded = LoadedVersion(TINY_MODEL, 1, info.serving_file, info.path / "tokenizer.json", info.labels, 32, SessionOptions(providers="cpu"))
+    rows = tiny_rows(per_label=10, seed=99)
+    predicted = loaded.predict([t for t, _ in rows]).probabilities.argmax(1)
+    accuracy = np.mean([info.labels[p] == label for p, (_, label) in zip(predicted, rows, strict=True)])
+    assert accuracy >= 0.9
+
+
+def test_onnx_has_dynamic_batch_and_sequence(built_state: Path) -> None:
+    import onnx
+
+    graph = onnx.load(str(ModelRegistry(built_state, TINY_MODEL).get(1).path / "model.onnx")).graph
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
+    assert dims["input_ids"] == ["batch", "sequence"]
+    assert [o.name for o in graph.output] == ["probabilities", "embedding"]
+
+
+def test_int8_is_checked_against_fp32(tmp_path: Path, tiny_backbone: Path) -> None:
+    from conftest import write_tiny_definition
+
+    write_tiny_definition(tmp_path / "models", tiny_backbone, int8=True, int8_max_accuracy_drop=1.0)
+    definition = load_model_definition(tmp_path / "models", TINY_MODEL)
+    info = build_first_version(definition, ModelRegistry(tmp_path / "state", TINY_MODEL), progress=lambda _: None)
+    assert info.meta["int8"]["accepted"] is True
+    assert info.meta["serving_file"] == "model.int8.onnx"
+    assert (info.path / "model.int8.onnx").is_file()
+    assert set(info.meta["int8"]) == {"fp32_accuracy", "int8_accuracy", "accepted"}
+
+
+def test_init_from_csv_writes_definition(tmp_path: Path, tiny_backbone: Path) -> None:
+    data = write_csv(tmp_path / "data.csv", tiny_rows())
+    definition = create_definition(tmp_path / "models", "from-csv", data)
+    assert definition.labels == ("complaint", "greeting", "question")
+    assert (tmp_path / "models" / "from-csv" / "seed.csv").read_text() == data.read_text()
+    with pytest.raises(ConfigError, match="already exists"):
+        create_definition(tmp_path / "models", "from-csv", data)
+
+
+def test_seed_label_outside_definition_is_rejected(tmp_path: Path, tiny_backbone: Path) -> None:
+    from conftest import write_tiny_definition
+
+    directory = write_tiny_definition(tmp_path / "models", tiny_backbone)
+    write_csv(directory / "seed.csv", [*tiny_rows(), ("what is this", "mystery")])
+    definition = load_model_definition(tmp_path / "models", TINY_MODEL)
+    with pytest.raises(ConfigError, match="mystery"):
+        build_first_version(definition, ModelRegistry(tmp_path / "state", TINY_MODEL), progress=lambda _: None)
+    assert not (tmp_path / "state" / "models" / TINY_MODEL / "versions").exists() or not any(
+        (tmp_path / "state" / "models" / TINY_MODEL / "versions").iterdir()
+    )

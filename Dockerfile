@@ -11,10 +11,10 @@ ARG PYTHON_IMAGE=python:3.11-slim
 # ---- build: a self-contained virtual environment in /opt/venv --------------------------------
 FROM ${PYTHON_IMAGE} AS build
 ARG TORCH_SPEC="torch==2.13.0+cpu"
+# An extra package index (pip reads it from the environment); empty means the default index only.
 ARG PIP_EXTRA_INDEX_URL=""
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL}
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 # torch first, in its own layer: it is by far the largest dependency and changes least often.

@@ -81,6 +81,7 @@ class Phase:
     client_cpu_ms_per_text: float | None = None
     errors: int = 0
     first_error: str = ""
+    internals: dict[str, float] = field(default_factory=dict)  # server: deltas of its /metrics
 
 
 @dataclass
@@ -92,6 +93,7 @@ class VariantResult:
     in_process: list[Phase] = field(default_factory=list)
     server: list[Phase] = field(default_factory=list)
     ready_s: float = float("nan")
+    server_starts: int = 1
     rss_after_load_mib: float = float("nan")
     rss_after_bench_mib: float = float("nan")
     hwm_mib: float = float("nan")
@@ -376,7 +378,13 @@ class ServerProcess:
             stub = GRPCInferenceServiceStub(channel)
             while time.perf_counter() < deadline:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.tail()}")
+                    gone = (
+                        "gone" if not Path(f"/proc/{self.proc.pid}").exists() else "still in /proc"
+                    )
+                    raise RuntimeError(
+                        f"server pid {self.proc.pid} exited with {self.proc.returncode} "
+                        f"({gone}) after {time.perf_counter() - self.started:.2f}s:\n{self.tail()}"
+                    )
                 with contextlib.suppress(grpc.RpcError):
                     if stub.ServerReady(pb.ServerReadyRequest(), timeout=1.0).ready:
                         return time.perf_counter() - self.started
@@ -402,6 +410,46 @@ class ServerProcess:
 
 
 # ---------------------------------------------------------------------------------------- client
+
+
+SCRAPED = {
+    "batch": "loopserve_batch_size",
+    "request": "loopserve_request_duration_seconds",
+    "queue": "loopserve_queue_duration_seconds",
+    "inference": "loopserve_inference_duration_seconds",
+}
+SAMPLE = re.compile(r"^(\w+?)_(sum|count)(?:\{[^}]*\})? ([0-9.eE+-]+|NaN)$", re.MULTILINE)
+
+
+def scrape_metrics(port: int) -> dict[str, float]:
+    """``<metric>_sum`` and ``<metric>_count`` of the histograms in SCRAPED, summed over labels."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode("utf-8")
+    wanted = set(SCRAPED.values())
+    values: dict[str, float] = {}
+    for name, kind, value in SAMPLE.findall(text):
+        if name in wanted:
+            key = f"{name}_{kind}"
+            values[key] = values.get(key, 0.0) + float(value)
+    return values
+
+
+def internals(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Means over one phase: texts per batch, and ms per request in the server, queue, batch."""
+
+    def mean(metric: str, scale: float) -> float:
+        count = after.get(f"{metric}_count", 0.0) - before.get(f"{metric}_count", 0.0)
+        total = after.get(f"{metric}_sum", 0.0) - before.get(f"{metric}_sum", 0.0)
+        return total / count * scale if count else float("nan")
+
+    return {
+        "mean_batch": mean(SCRAPED["batch"], 1.0),
+        "server_request_ms": mean(SCRAPED["request"], 1000.0),
+        "queue_ms": mean(SCRAPED["queue"], 1000.0),
+        "batch_ms": mean(SCRAPED["inference"], 1000.0),
+    }
 
 
 def _encode_request(text: str) -> bytes:
@@ -455,7 +503,12 @@ async def _drive(
 
 
 async def _client(
-    address: str, server_pid: int, texts: list[str], requests: int, duration: float
+    address: str,
+    server_pid: int,
+    metrics_port: int,
+    texts: list[str],
+    requests: int,
+    duration: float,
 ) -> dict[str, Any]:
     from grpc import aio
 
@@ -474,17 +527,21 @@ async def _client(
             await asyncio.gather(
                 *(call(encoded[i % n], timeout=30) for i in range(WARMUP_REQUESTS))
             )
+            before = scrape_metrics(metrics_port)
             server_cpu0, client_cpu0 = proc_cpu_seconds(server_pid), time.process_time()
             start = time.perf_counter()
             latencies, errors = await _drive(call, encoded, concurrency, requests, duration)
             wall = time.perf_counter() - start
+            server_cpu, client_cpu = proc_cpu_seconds(server_pid), time.process_time()
+            after = scrape_metrics(metrics_port)
             result["phases"].append(
                 {
                     "concurrency": concurrency,
                     "latencies": latencies,
                     "seconds": wall,
-                    "server_cpu": proc_cpu_seconds(server_pid) - server_cpu0,
-                    "client_cpu": time.process_time() - client_cpu0,
+                    "server_cpu": server_cpu - server_cpu0,
+                    "client_cpu": client_cpu - client_cpu0,
+                    "internals": internals(before, after),
                     "errors": len(errors),
                     "first_error": errors[0] if errors else "",
                 }
@@ -495,6 +552,7 @@ async def _client(
 def client_main(
     address: str,
     server_pid: int,
+    metrics_port: int,
     texts: list[str],
     requests: int,
     duration: float,
@@ -502,7 +560,8 @@ def client_main(
 ) -> None:
     """Entry point of the spawned client process; puts its result (or an error) on ``out``."""
     try:
-        out.put(asyncio.run(_client(address, server_pid, texts, requests, duration)))
+        result = asyncio.run(_client(address, server_pid, metrics_port, texts, requests, duration))
+        out.put(result)
     except BaseException as exc:
         out.put({"error": f"{type(exc).__name__}: {exc}"})
 
@@ -512,7 +571,7 @@ def bench_server(
 ) -> tuple[list[Phase], list[tuple[str, list[float]]]]:
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    args = (server.address, server.proc.pid, texts, requests, duration, queue)
+    args = (server.address, server.proc.pid, server.metrics_port, texts, requests, duration, queue)
     client = ctx.Process(target=client_main, args=args, name="bench-client")
     client.start()
     limit = 120.0 + len(CONCURRENCIES) * (duration + 60.0)
@@ -525,8 +584,9 @@ def bench_server(
             client.join(timeout=10)
     if "error" in result:
         raise RuntimeError(f"client failed: {result['error']}\nserver log:\n{server.tail()}")
-    phases = [
-        summarize(
+    phases = []
+    for p in result["phases"]:
+        phase = summarize(
             f"server c={p['concurrency']}",
             p["latencies"],
             len(p["latencies"]),
@@ -536,8 +596,8 @@ def bench_server(
             errors=p["errors"],
             first_error=p["first_error"],
         )
-        for p in result["phases"]
-    ]
+        phase.internals = p["internals"]
+        phases.append(phase)
     return phases, result["check"]
 
 
@@ -604,6 +664,27 @@ def print_report(info: dict[str, Any], results: list[VariantResult], total_s: fl
                 f"{_fmt(p.cpu_ms_per_text):>9}{_fmt(p.client_cpu_ms_per_text):>12}{p.errors:>8}"
             )
     print()
+    print("== inside the server during each gRPC run (means from its /metrics)")
+    header = (
+        f"  {'variant':<8}{'mode':<14}{'texts/batch':>12}{'request ms':>12}{'queue ms':>10}"
+        f"{'batch ms':>10}{'client p50 - request':>22}"
+    )
+    print(header)
+    print("  " + "-" * (len(header) - 2))
+    for r in results:
+        for p in r.server:
+            i = p.internals
+            outside = p.p50_ms - i.get("server_request_ms", float("nan"))
+            print(
+                f"  {r.variant:<8}{p.name:<14}{_fmt(i.get('mean_batch')):>12}"
+                f"{_fmt(i.get('server_request_ms')):>12}{_fmt(i.get('queue_ms')):>10}"
+                f"{_fmt(i.get('batch_ms')):>10}{_fmt(outside):>22}"
+            )
+    print(
+        "  request = ModelInfer inside the server (decode to encode); queue = wait for the batcher;"
+        "\n  batch = tokenize + ORT per batch; last column ~ gRPC transport + client + event loop."
+    )
+    print()
     print("== server vs in-process")
     header = (
         f"  {'variant':<8}{'p50 c=1 / in-proc p50':>23}{'tput c=16 / in-proc best':>26}"
@@ -628,6 +709,7 @@ def print_report(info: dict[str, Any], results: list[VariantResult], total_s: fl
             f"{best.texts_per_s:.1f} texts/s at {best.name.split()[-1]}; server {r.serving_file} "
             f"({r.prepared}); labels agree {r.label_agreement:.0%}; RSS after bench "
             f"{r.rss_after_bench_mib:.0f} MiB"
+            + (f"; server needed {r.server_starts} starts" if r.server_starts > 1 else "")
         )
     print()
     print(
@@ -639,6 +721,25 @@ def print_report(info: dict[str, Any], results: list[VariantResult], total_s: fl
 
 
 # ------------------------------------------------------------------------------------------- main
+
+
+def start_server(
+    state: Path, models_dir: Path, work: Path, variant: str
+) -> tuple[ServerProcess, float, int]:
+    """A ready server, its seconds from process start to ready and how many starts it took.
+
+    A start that fails is retried once (with fresh ports) and the retry is reported.
+    """
+    for attempt in (1, 2):
+        server = ServerProcess(state, models_dir, work / f"{variant}-server-{attempt}.log")
+        try:
+            return server, server.wait_ready(), attempt
+        except (RuntimeError, TimeoutError) as exc:
+            server.stop()
+            if attempt == 2:
+                raise
+            print(f"[{variant}] WARNING: server start failed, retrying once: {exc}", flush=True)
+    raise AssertionError("unreachable")
 
 
 def run_variant(
@@ -671,8 +772,8 @@ def run_variant(
     del loaded  # free the session (and its threads) before the server runs
 
     print(f"[{variant}] server over gRPC ...", flush=True)
-    with ServerProcess(state, models_dir, work / f"{variant}-server.log") as server:
-        result.ready_s = server.wait_ready()
+    server, result.ready_s, result.server_starts = start_server(state, models_dir, work, variant)
+    with server:
         result.rss_after_load_mib = proc_status_mib(server.proc.pid, "VmRSS")
         result.server, check = bench_server(server, texts, args.requests, args.duration)
         result.rss_after_bench_mib = proc_status_mib(server.proc.pid, "VmRSS")
@@ -691,8 +792,8 @@ def main(argv: list[str] | None = None) -> int:
     add = parser.add_argument
     add("--state-dir", type=Path, help="built state dir (built if missing; default: a temp dir)")
     add("--models-dir", type=Path, default=REPO / "models", help="model definitions")
-    add("--requests", type=int, default=500, help="requests per measured run (default 500)")
-    add("--duration", type=float, default=15.0, help="seconds cap per measured run (default 15)")
+    add("--requests", type=int, default=1000, help="requests per measured run (default 1000)")
+    add("--duration", type=float, default=20.0, help="seconds cap per measured run (default 20)")
     add("--threads", type=int, help="intra-op threads for both (default: model.toml / all cores)")
     add("--variants", default="fp32,int8", help="fp32, int8 or both (default fp32,int8)")
     add("--json", type=Path, help="also write the results as JSON here")

@@ -8,6 +8,7 @@ so a typo fails at start instead of being silently ignored.
 from __future__ import annotations
 
 import csv
+import json
 import dataclasses
 import importlib.util
 import os
@@ -132,9 +133,10 @@ def load_model_definition(models_dir: Path, name: str) -> ModelDefinition:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     _reject_unknown(document, {"model", "train", "serving"}, str(path))
-    model_table = dict(document.get("model", {}))
-    if "labels" in model_table:
-        model_table["labels"] = tuple(model_table["labels"])
+    for section in ("model", "train", "serving"):
+        if not isinstance(document.get(section, {}), dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
+    model_table = document.get("model", {})
     definition = ModelDefinition(
         name=name,
         directory=directory,
@@ -171,6 +173,8 @@ def read_labeled_csv(path: Path) -> list[tuple[str, str]]:
             text, label = (row.get("text") or "").strip(), (row.get("label") or "").strip()
             if not text or not label:
                 raise ConfigError(f"{path}:{line}: empty text or label")
+            if any(ord(c) < 32 or ord(c) == 127 for c in label):
+                raise ConfigError(f"{path}:{line}: label {label!r} contains control characters")
             rows.append((text, label))
     if not rows:
         raise ConfigError(f"{path}: no rows")
@@ -266,7 +270,7 @@ def _coerce(value: Any, expected: Any, where: str) -> Any:
         return float(value)
     if origin is tuple:
         (item_type, _ellipsis) = typing.get_args(expected)
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, item_type) for v in value):
+        if not isinstance(value, list | tuple) or not all(isinstance(v, item_type) for v in value):
             raise ConfigError(f"{where}: expected a list of {item_type.__name__}")
         return tuple(value)
     if isinstance(expected, type) and not isinstance(expected, types.GenericAlias):
@@ -303,4 +307,5 @@ def _check(condition: bool, where: str, message: str) -> None:
 
 
 def _toml_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    # JSON string escapes are valid TOML basic-string escapes; labels never hold DEL (see below).
+    return json.dumps(value, ensure_ascii=False)

@@ -178,6 +178,8 @@ class RunningApp:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(120)  # type: ignore[arg-type]
 
     def stop(self) -> None:
+        if not self.loop.is_running():
+            return
         self._run(self.app.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)

@@ -53,6 +53,8 @@ class InferParameterConverter:
     @staticmethod
     def from_types(values: Mapping[str, Any], target: MutableMapping[str, pb.InferParameter]) -> None:
         for key, value in values.items():
+            if isinstance(value, np.generic):
+                value = value.item()
             if isinstance(value, bool):
                 target[key].bool_param = value
             elif isinstance(value, int):
@@ -224,7 +226,8 @@ def _decode_typed(tensor: Any, datatype: str, shape: tuple[int, ...]) -> TensorD
             )
     if datatype == "BYTES":
         return list(values)
-    return np.asarray(values, dtype=DATATYPE_TO_NUMPY[datatype]).reshape(-1)
+    array = np.asarray(values, dtype=DATATYPE_TO_NUMPY[datatype])
+    return array.reshape(shape) if array.size == prod(shape) else array
 
 
 def _decode_raw(name: str, datatype: str, shape: tuple[int, ...], raw: bytes) -> TensorData:

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,8 +88,9 @@ class ModelRegistry:
         return self.get(int(text))
 
     def set_current(self, version: int) -> VersionInfo:
-        info = self.get(version)
-        _atomic_write(self._pointer, f"{version}\n")
+        with self._lock():
+            info = self.get(version)
+            _atomic_write(self._pointer, f"{version}\n")
         return info
 
     @contextmanager
@@ -121,13 +123,15 @@ class ModelRegistry:
         return self.get(number)
 
     def update_meta(self, version: int, **changes: Any) -> VersionInfo:
-        info = self.get(version)
-        meta = {**info.meta, **changes}
-        _atomic_write(info.path / META_FILE, json.dumps(meta, indent=2) + "\n")
+        with self._lock():
+            info = self.get(version)
+            meta = {**info.meta, **changes}
+            _atomic_write(info.path / META_FILE, json.dumps(meta, indent=2) + "\n")
         return self.get(version)
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
         with (self.root / ".lock").open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
@@ -137,7 +141,7 @@ class ModelRegistry:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     with tmp.open("w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()

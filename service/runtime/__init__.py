@@ -4,6 +4,7 @@ Never imports torch.
 """
 
 from service.runtime._batcher import Batcher, BatchingOptions, BatchResult
+from service.runtime._cpus import available_cpus
 from service.runtime._providers import gpu_visible, select_providers
 from service.runtime._session import LoadedVersion, Prediction, SessionOptions
 from service.runtime._slot import ModelSlot
@@ -16,6 +17,7 @@ __all__ = [
     "ModelSlot",
     "Prediction",
     "SessionOptions",
+    "available_cpus",
     "gpu_visible",
     "select_providers",
 ]

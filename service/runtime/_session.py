@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from service.runtime._cpus import available_cpus
 from service.runtime._encoder import TextEncoder
 from service.runtime._providers import CUDA, preload_cuda_libraries, select_providers
 
@@ -92,7 +92,7 @@ class LoadedVersion:
 
 def _session_options(options: SessionOptions) -> ort.SessionOptions:
     so = ort.SessionOptions()
-    so.intra_op_num_threads = options.intra_op_threads or (os.cpu_count() or 1)
+    so.intra_op_num_threads = options.intra_op_threads or available_cpus()
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

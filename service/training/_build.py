@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from service.config import (
 )
 from service.errors import ConfigError
 from service.registry import ModelRegistry, VersionInfo
+from service.runtime import available_cpus
 from service.training._data import Example, TokenBatcher, copy_tokenizer, stratified_split
 from service.training._export import accuracy, export_onnx, load_for_check, parity_check, quantize_int8
 from service.training._model import TextClassifier, load_encoder, trainable_state
@@ -46,7 +46,7 @@ def create_definition(models_dir: Path, name: str, data: Path) -> ModelDefinitio
 
 def build_first_version(definition: ModelDefinition, registry: ModelRegistry, progress: Progress) -> VersionInfo:
     """Train, export, check and publish version 1 (or the next number), and make it current."""
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(available_cpus())
     rows = read_labeled_csv(definition.seed_path)
     labels = list(definition.labels) or sorted({label for _, label in rows})
     unknown = sorted({label for _, label in rows} - set(labels))

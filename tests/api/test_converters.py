@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import struct
-
 from typing import TypeVar
 
 import numpy as np
@@ -167,14 +166,6 @@ def test_several_raw_inputs_are_matched_in_order() -> None:
     np.testing.assert_array_equal(b.data, [7, 8])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: typed contents decode to a flat 1-D array while raw contents of the same tensor "
-        "decode to an array of the declared shape (_decode_typed reshapes to -1, _decode_raw "
-        "reshapes to the shape), so Tensor.data.shape depends on the wire encoding"
-    ),
-)
 def test_typed_and_raw_encodings_decode_to_the_same_array() -> None:
     values = np.arange(4, dtype=np.float32)
     typed, tensor = _request(name="x", datatype="FP32", shape=[2, 2])

@@ -1,0 +1,106 @@
+"""Hot swap under concurrent load, restart from the current pointer, failed loads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import grpc
+import numpy as np
+import pytest
+from conftest import TINY_LABELS, TINY_MODEL, RunningApp
+
+from service.api._proto.inference import grpc_predict_v2_pb2 as pb
+from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+from service.registry import ModelRegistry
+
+CLIENTS = 8
+
+
+def request(i: int) -> pb.ModelInferRequest:
+    message = pb.ModelInferRequest(model_name=TINY_MODEL, id=str(i))
+    texts = [b"hello team", b"why is it late", b"my order is broken"][: 1 + i % 3]
+    tensor = message.inputs.add(name="text", datatype="BYTES", shape=[len(texts)])
+    tensor.contents.bytes_contents.extend(texts)
+    return message
+
+
+def check_response(i: int, response: pb.ModelInferResponse) -> str:
+    assert response.id == str(i)
+    n = 1 + i % 3
+    probs = np.frombuffer(response.raw_output_contents[1], dtype="<f4").reshape(n, len(TINY_LABELS))
+    assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
+    return str(response.model_version)
+
+
+@pytest.mark.slow
+def test_repeated_hot_swaps_under_load_fail_no_request(server: RunningApp) -> None:
+    served = server.app.models[TINY_MODEL]
+    stop = threading.Event()
+    versions: Counter[str] = Counter()
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+
+    def client(worker: int) -> None:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = GRPCInferenceServiceStub(channel)
+            i = worker
+            while not stop.is_set():
+                try:
+                    version = check_response(i, stub.ModelInfer(request(i), timeout=10))
+                    with lock:
+                        versions[version] += 1
+                except BaseException as exc:
+                    with lock:
+                        failures.append(exc)
+                i += CLIENTS
+
+    threads = [threading.Thread(target=client, args=(w,)) for w in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.3)
+        for swap in range(10):
+            served.activate(2 if swap % 2 == 0 else 1)
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert failures == []
+    assert versions["1"] > 0 and versions["2"] > 0
+    assert set(versions) == {"1", "2"}
+    assert ModelRegistry(server.app.settings.state_dir, TINY_MODEL).current().version == 1  # type: ignore[union-attr]
+
+
+def test_restart_serves_the_version_current_points_to(start_app: object) -> None:
+    first: RunningApp = start_app()  # type: ignore[operator]
+    first.app.models[TINY_MODEL].activate(2)
+    first.stop()
+    second: RunningApp = start_app()  # type: ignore[operator]
+    with grpc.insecure_channel(second.address) as channel:
+        response = GRPCInferenceServiceStub(channel).ModelInfer(request(0))
+    assert response.model_version == "2"
+
+
+def test_failed_load_keeps_serving_the_old_version(server: RunningApp) -> None:
+    served = server.app.models[TINY_MODEL]
+    registry = ModelRegistry(server.app.settings.state_dir, TINY_MODEL)
+    (registry.get(2).path / "model.onnx").write_bytes(b"not an onnx graph")
+    with pytest.raises(Exception, match=r"(?i)protobuf|parse|load|invalid"):
+        served.activate(2)
+    assert registry.current().version == 1  # type: ignore[union-attr]
+    with grpc.insecure_channel(server.address) as channel:
+        assert GRPCInferenceServiceStub(channel).ModelInfer(request(0)).model_version == "1"
+    body = server.app.metrics.registry.get_sample_value("loopserve_model_swaps_total", {"model": TINY_MODEL, "outcome": "failed"})
+    assert body == 1.0
+
+
+def test_missing_version_refuses_to_start(start_app: object, tmp_path: object) -> None:
+    from pathlib import Path
+
+    from service.errors import Unavailable
+
+    with pytest.raises(Unavailable, match="loopserve init tiny"):
+        start_app(state_dir=Path(str(tmp_path)) / "empty")  # type: ignore[operator]

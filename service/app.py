@@ -7,7 +7,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import start_http_server
 
@@ -28,7 +28,7 @@ class App:
     models: dict[str, ServedModel] = field(default_factory=dict)
     inference: InferenceService | None = None
     grpc: GrpcServer | None = None
-    _metrics_http: ThreadingHTTPServer | None = None
+    _metrics_http: WSGIServer | None = None
 
     @property
     def grpc_port(self) -> int:
@@ -51,7 +51,9 @@ class App:
         self.inference = InferenceService(self.models)
         self.grpc = build_server(self.inference, self.metrics, s.host, s.grpc_port)
         await self.grpc.server.start()
-        self._metrics_http, _ = start_http_server(s.metrics_port, addr=s.host, registry=self.metrics.registry)
+        self._metrics_http, _ = start_http_server(
+            s.metrics_port, addr=s.host, registry=self.metrics.registry
+        )
         await self.grpc.set_serving(True)
         log.info(
             "serving %s on %s:%d (gRPC), metrics on :%d/metrics, ready in %.2fs",
@@ -63,10 +65,14 @@ class App:
         """Stop taking work, let in-flight requests finish (up to ``drain_seconds``), release all."""
         if self.grpc is not None:
             await self.grpc.set_serving(False)
+        grace = self.settings.drain_seconds
         if self.inference is not None:
+            # Answer new calls UNAVAILABLE ourselves and finish admitted ones before the transport
+            # stops: grpcio cancels calls it has not yet handed to a handler when it stops.
             self.inference.begin_drain()
+            await self.inference.wait_idle(grace)
         if self.grpc is not None:
-            await self.grpc.server.stop(grace=self.settings.drain_seconds)
+            await self.grpc.server.stop(grace=grace)
         for served in self.models.values():
             await asyncio.to_thread(served.stop, self.settings.drain_seconds)
         if self._metrics_http is not None:

@@ -37,33 +37,71 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--models-dir", type=Path, default=Path(os.environ.get("LOOPSERVE_MODELS_DIR", "models")),
-                        help="model definitions (default ./models)")
-    common.add_argument("--state-dir", type=Path, default=Path(os.environ.get("LOOPSERVE_STATE_DIR", ".loopserve")),
-                        help="runtime state: versions, databases (default ./.loopserve)")
+    common.add_argument(
+        "--models-dir",
+        type=Path,
+        default=Path(os.environ.get("LOOPSERVE_MODELS_DIR", "models")),
+        help="model definitions (default ./models)",
+    )
+    common.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("LOOPSERVE_STATE_DIR", ".loopserve")),
+        help="runtime state: versions, databases (default ./.loopserve)",
+    )
     common.add_argument("--log-level", default=os.environ.get("LOOPSERVE_LOG_LEVEL", "INFO"))
 
-    parser = argparse.ArgumentParser(prog="loopserve", description="A gRPC model server that keeps itself accurate.")
+    parser = argparse.ArgumentParser(
+        prog="loopserve", description="A gRPC model server that keeps itself accurate."
+    )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", parents=[common], help="serve models over gRPC (Open Inference Protocol)")
-    serve.add_argument("--model", action="append", dest="models", metavar="NAME",
-                       help=f"model to serve; repeat for several (default {DEFAULT_MODEL})")
+    serve = commands.add_parser(
+        "serve", parents=[common], help="serve models over gRPC (Open Inference Protocol)"
+    )
+    serve.add_argument(
+        "--model",
+        action="append",
+        dest="models",
+        metavar="NAME",
+        help=f"model to serve; repeat for several (default {DEFAULT_MODEL})",
+    )
     serve.add_argument("--host", default=None, help="bind address (default 0.0.0.0)")
-    serve.add_argument("--grpc-port", type=int, default=None, help="gRPC port (default 8001; 0 picks one)")
-    serve.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default 9090; 0 picks one)")
-    serve.add_argument("--drain-seconds", type=float, default=None, help="grace for in-flight requests on stop (default 10)")
+    serve.add_argument(
+        "--grpc-port", type=int, default=None, help="gRPC port (default 8001; 0 picks one)"
+    )
+    serve.add_argument(
+        "--metrics-port", type=int, default=None, help="Prometheus port (default 9090; 0 picks one)"
+    )
+    serve.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=None,
+        help="grace for in-flight requests on stop (default 10)",
+    )
     serve.set_defaults(run=_serve)
 
-    init = commands.add_parser("init", parents=[common], help="build a model's first version from its seed data")
+    init = commands.add_parser(
+        "init", parents=[common], help="build a model's first version from its seed data"
+    )
     init.add_argument("name")
-    init.add_argument("--data", type=Path, help="text,label CSV: create models/NAME from it when it does not exist")
-    init.add_argument("--if-missing", action="store_true", help="do nothing when the model already has a version")
+    init.add_argument(
+        "--data",
+        type=Path,
+        help="text,label CSV: create models/NAME from it when it does not exist",
+    )
+    init.add_argument(
+        "--if-missing", action="store_true", help="do nothing when the model already has a version"
+    )
     init.set_defaults(run=_init)
 
-    predict = commands.add_parser("predict", parents=[common], help="classify texts with a running server")
+    predict = commands.add_parser(
+        "predict", parents=[common], help="classify texts with a running server"
+    )
     predict.add_argument("texts", nargs="+", metavar="TEXT")
-    predict.add_argument("--addr", default=DEFAULT_ADDR, help=f"server address (default {DEFAULT_ADDR})")
+    predict.add_argument(
+        "--addr", default=DEFAULT_ADDR, help=f"server address (default {DEFAULT_ADDR})"
+    )
     predict.add_argument("--model", default=DEFAULT_MODEL)
     predict.add_argument("--json", action="store_true", help="print JSON")
     predict.set_defaults(run=_predict)
@@ -96,7 +134,9 @@ def _init(args: argparse.Namespace) -> int:
 
     if args.data is not None and not (args.models_dir / args.name / "model.toml").exists():
         definition = create_definition(args.models_dir, args.name, args.data)
-        print(f"created {definition.directory / 'model.toml'} with labels {', '.join(definition.labels)}")
+        print(
+            f"created {definition.directory / 'model.toml'} with labels {', '.join(definition.labels)}"
+        )
     else:
         definition = load_model_definition(args.models_dir, args.name)
     build_first_version(definition, registry, progress=print)
@@ -112,7 +152,15 @@ def _predict(args: argparse.Namespace) -> int:
     finally:
         client.close()
     if args.json:
-        print(json.dumps([{"text": r.text, "label": r.label, "probabilities": r.probabilities} for r in results], indent=2))
+        print(
+            json.dumps(
+                [
+                    {"text": r.text, "label": r.label, "probabilities": r.probabilities}
+                    for r in results
+                ],
+                indent=2,
+            )
+        )
     else:
         for r in results:
             print(f"{r.label}\t{r.probabilities[r.label]:.3f}\t{r.text}")

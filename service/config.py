@@ -8,9 +8,9 @@ so a typo fails at start instead of being silently ignored.
 from __future__ import annotations
 
 import csv
-import json
 import dataclasses
 import importlib.util
+import json
 import os
 import re
 import tomllib
@@ -46,7 +46,9 @@ class TrainRecipe:
     patience: int = 2
 
     def validate(self, where: str) -> None:
-        _check(0.0 < self.validation_fraction < 0.9, where, "validation_fraction must be in (0, 0.9)")
+        _check(
+            0.0 < self.validation_fraction < 0.9, where, "validation_fraction must be in (0, 0.9)"
+        )
         _check(self.head_epochs >= 1, where, "head_epochs must be >= 1")
         _check(self.finetune_layers >= 0, where, "finetune_layers must be >= 0")
         _check(self.epochs >= 0, where, "epochs must be >= 0")
@@ -78,8 +80,12 @@ class ServingOptions:
         _check(self.max_texts_per_request >= 1, where, "max_texts_per_request must be >= 1")
         _check(self.max_text_bytes >= 1, where, "max_text_bytes must be >= 1")
         _check(self.intra_op_threads >= 0, where, "intra_op_threads must be >= 0 (0 = all cores)")
-        _check(self.providers in ("auto", "cpu", "cuda"), where, "providers must be auto, cpu or cuda")
-        _check(0 <= self.int8_max_accuracy_drop <= 1, where, "int8_max_accuracy_drop must be in [0, 1]")
+        _check(
+            self.providers in ("auto", "cpu", "cuda"), where, "providers must be auto, cpu or cuda"
+        )
+        _check(
+            0 <= self.int8_max_accuracy_drop <= 1, where, "int8_max_accuracy_drop must be in [0, 1]"
+        )
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,9 @@ def load_model_definition(models_dir: Path, name: str) -> ModelDefinition:
     directory = (models_dir / name).resolve()
     path = directory / "model.toml"
     if not path.is_file():
-        raise ConfigError(f"no model definition at {path}; create one with `loopserve init {name} --data FILE.csv`")
+        raise ConfigError(
+            f"no model definition at {path}; create one with `loopserve init {name} --data FILE.csv`"
+        )
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -142,13 +150,26 @@ def load_model_definition(models_dir: Path, name: str) -> ModelDefinition:
         directory=directory,
         train=_from_table(TrainRecipe, document.get("train", {}), f"{path} [train]"),
         serving=_from_table(ServingOptions, document.get("serving", {}), f"{path} [serving]"),
-        **_checked_fields(ModelDefinition, model_table, f"{path} [model]", skip={"name", "directory", "train", "serving"}),
+        **_checked_fields(
+            ModelDefinition,
+            model_table,
+            f"{path} [model]",
+            skip={"name", "directory", "train", "serving"},
+        ),
     )
     definition.train.validate(f"{path} [train]")
     definition.serving.validate(f"{path} [serving]")
     _check(definition.pooling in ("mean", "cls"), f"{path} [model]", "pooling must be mean or cls")
-    _check(8 <= definition.max_seq_length <= 512, f"{path} [model]", "max_seq_length must be in [8, 512]")
-    _check(len(set(definition.labels)) == len(definition.labels), f"{path} [model]", "labels must be unique")
+    _check(
+        8 <= definition.max_seq_length <= 512,
+        f"{path} [model]",
+        "max_seq_length must be in [8, 512]",
+    )
+    _check(
+        len(set(definition.labels)) == len(definition.labels),
+        f"{path} [model]",
+        "labels must be unique",
+    )
     return definition
 
 
@@ -167,7 +188,9 @@ def read_labeled_csv(path: Path) -> list[tuple[str, str]]:
         reader = csv.DictReader(handle)
         missing = {"text", "label"} - set(reader.fieldnames or ())
         if missing:
-            raise ConfigError(f"{path}: needs the columns text,label (missing {', '.join(sorted(missing))})")
+            raise ConfigError(
+                f"{path}: needs the columns text,label (missing {', '.join(sorted(missing))})"
+            )
         rows = []
         for line, row in enumerate(reader, start=2):
             text, label = (row.get("text") or "").strip(), (row.get("label") or "").strip()
@@ -181,7 +204,9 @@ def read_labeled_csv(path: Path) -> list[tuple[str, str]]:
     return rows
 
 
-def write_model_toml(directory: Path, labels: list[str], seed_data: str, description: str = "") -> Path:
+def write_model_toml(
+    directory: Path, labels: list[str], seed_data: str, description: str = ""
+) -> Path:
     """Write a model.toml with the default backbone and recipe (used by ``loopserve init --data``)."""
     directory.mkdir(parents=True, exist_ok=True)
     label_list = ", ".join(_toml_string(label) for label in labels)
@@ -250,7 +275,9 @@ def _from_table(cls: type[T], table: Mapping[str, Any], where: str) -> T:
     return cls(**_checked_fields(cls, table, where))
 
 
-def _checked_fields(cls: type, table: Mapping[str, Any], where: str, skip: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+def _checked_fields(
+    cls: type, table: Mapping[str, Any], where: str, skip: frozenset[str] | set[str] = frozenset()
+) -> dict[str, Any]:
     allowed = {f.name for f in dataclasses.fields(cls)} - set(skip)
     _reject_unknown(table, allowed, where)
     values = {}
@@ -276,7 +303,9 @@ def _coerce(value: Any, expected: Any, where: str) -> Any:
     if isinstance(expected, type) and not isinstance(expected, types.GenericAlias):
         ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
         if not ok:
-            raise ConfigError(f"{where}: expected {expected.__name__}, got {type(value).__name__} {value!r}")
+            raise ConfigError(
+                f"{where}: expected {expected.__name__}, got {type(value).__name__} {value!r}"
+            )
     return value
 
 
@@ -295,10 +324,14 @@ def _parse_env(name: str, raw: str, expected: Any) -> Any:
     return raw
 
 
-def _reject_unknown(table: Mapping[str, Any], allowed: set[str] | frozenset[str], where: str) -> None:
+def _reject_unknown(
+    table: Mapping[str, Any], allowed: set[str] | frozenset[str], where: str
+) -> None:
     unknown = sorted(set(table) - set(allowed))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}"
+        )
 
 
 def _check(condition: bool, where: str, message: str) -> None:

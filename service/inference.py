@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 from service import __version__
@@ -14,6 +15,7 @@ class InferenceService:
     def __init__(self, models: Mapping[str, ServedModel]) -> None:
         self._models = dict(models)
         self._draining = False
+        self._in_flight = 0
 
     @property
     def model_names(self) -> list[str]:
@@ -28,6 +30,13 @@ class InferenceService:
 
     def begin_drain(self) -> None:
         self._draining = True
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until every admitted request has been answered (True) or ``timeout`` passes."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._in_flight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        return self._in_flight == 0
 
     def live(self) -> bool:
         return True
@@ -44,7 +53,15 @@ class InferenceService:
     def model_metadata(self, name: str, version: str) -> ModelMetadata:
         return self.model(name).metadata(version)
 
+    def require_model(self, name: str, version: str) -> None:
+        """Fail fast on an unknown model or version, before the request's tensors are decoded."""
+        self.model(name).check_version(version)
+
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         if self._draining:
             raise Unavailable("server is shutting down; retry on another replica")
-        return await self.model(request.model).infer(request)
+        self._in_flight += 1
+        try:
+            return await self.model(request.model).infer(request)
+        finally:
+            self._in_flight -= 1

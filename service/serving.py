@@ -20,7 +20,9 @@ PLATFORM = "onnxruntime_onnx"
 
 
 class ServedModel:
-    def __init__(self, definition: ModelDefinition, registry: ModelRegistry, metrics: Metrics) -> None:
+    def __init__(
+        self, definition: ModelDefinition, registry: ModelRegistry, metrics: Metrics
+    ) -> None:
         self.name = definition.name
         self.definition = definition
         self.registry = registry
@@ -95,7 +97,7 @@ class ServedModel:
             return loaded
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
-        self._check_version(request.version)
+        self.check_version(request.version)
         texts = self.contract.texts(request.inputs)
         wanted = self.contract.requested_outputs(request.outputs)
         result = await self.batcher.infer(texts)
@@ -112,7 +114,7 @@ class ServedModel:
         return loaded is not None and version in ("", str(loaded.version))
 
     def metadata(self, version: str = "") -> ModelMetadata:
-        loaded = self._check_version(version)
+        loaded = self.check_version(version)
         return ModelMetadata(
             name=self.name,
             versions=[str(loaded.version)],
@@ -126,7 +128,7 @@ class ServedModel:
             },
         )
 
-    def _check_version(self, version: str) -> LoadedVersion:
+    def check_version(self, version: str) -> LoadedVersion:
         loaded = self.slot.current
         if loaded is None:
             raise Unavailable(f"model {self.name!r} is loading; retry shortly")

@@ -22,7 +22,9 @@ class Tensor:
     parameters: dict[str, Any] = field(default_factory=dict)
 
     @staticmethod
-    def from_array(name: str, array: npt.NDArray[Any], parameters: dict[str, Any] | None = None) -> Tensor:
+    def from_array(
+        name: str, array: npt.NDArray[Any], parameters: dict[str, Any] | None = None
+    ) -> Tensor:
         datatype = NUMPY_TO_DATATYPE[np.dtype(array.dtype)]
         return Tensor(name, datatype, tuple(array.shape), array, parameters or {})
 

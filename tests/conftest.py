@@ -24,7 +24,20 @@ KEYWORDS = {
     "complaint": ["broken", "angry", "terrible", "awful", "late"],
     "question": ["how", "what", "when", "why", "where"],
 }
-FILLER = ["the", "a", "my", "your", "order", "today", "is", "it", "this", "please", "thanks", "team"]
+FILLER = [
+    "the",
+    "a",
+    "my",
+    "your",
+    "order",
+    "today",
+    "is",
+    "it",
+    "this",
+    "please",
+    "thanks",
+    "team",
+]
 
 
 def tiny_rows(per_label: int = 20, seed: int = 0) -> list[tuple[str, str]]:
@@ -56,15 +69,15 @@ def build_tiny_backbone(directory: Path) -> Path:
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel
 
-    vocab_words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + sorted(
-        {w for words in KEYWORDS.values() for w in words} | set(FILLER)
-    )
+    words = sorted({w for group in KEYWORDS.values() for w in group} | set(FILLER))
+    vocab_words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words]
     vocab = {w: i for i, w in enumerate(vocab_words)}
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+        single="[CLS] $A [SEP]",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
     )
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(directory / "tokenizer.json"))
@@ -81,7 +94,9 @@ def build_tiny_backbone(directory: Path) -> Path:
     return directory
 
 
-def write_tiny_definition(models_dir: Path, backbone: Path, name: str = TINY_MODEL, **serving: object) -> Path:
+def write_tiny_definition(
+    models_dir: Path, backbone: Path, name: str = TINY_MODEL, **serving: object
+) -> Path:
     directory = models_dir / name
     directory.mkdir(parents=True, exist_ok=True)
     write_csv(directory / "seed.csv", tiny_rows())

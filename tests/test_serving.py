@@ -93,7 +93,9 @@ def test_failed_load_keeps_serving_the_old_version(server: RunningApp) -> None:
     assert registry.current().version == 1  # type: ignore[union-attr]
     with grpc.insecure_channel(server.address) as channel:
         assert GRPCInferenceServiceStub(channel).ModelInfer(request(0)).model_version == "1"
-    body = server.app.metrics.registry.get_sample_value("loopserve_model_swaps_total", {"model": TINY_MODEL, "outcome": "failed"})
+    body = server.app.metrics.registry.get_sample_value(
+        "loopserve_model_swaps_total", {"model": TINY_MODEL, "outcome": "failed"}
+    )
     assert body == 1.0
 
 

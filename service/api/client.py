@@ -48,7 +48,9 @@ class InferenceClient:
             outputs=["label", "probabilities"],
         )
         try:
-            message = self._stub.ModelInfer(ModelInferRequestConverter.from_types(request), timeout=self._timeout)
+            message = self._stub.ModelInfer(
+                ModelInferRequestConverter.from_types(request), timeout=self._timeout
+            )
         except grpc.RpcError as exc:
             raise ClientError(exc.code().name, exc.details() or "") from None
         response = ModelInferResponseConverter.to_types(message)
@@ -58,12 +60,16 @@ class InferenceClient:
         probs = np.asarray(probs_tensor.data).reshape(probs_tensor.shape)
         assert isinstance(labels_tensor.data, list)
         return [
-            Classification(text, label.decode(), {n: float(p) for n, p in zip(names, row, strict=True)})
+            Classification(
+                text, label.decode(), {n: float(p) for n, p in zip(names, row, strict=True)}
+            )
             for text, label, row in zip(texts, labels_tensor.data, probs, strict=True)
         ]
 
     def server_ready(self) -> bool:
         try:
-            return bool(self._stub.ServerReady(pb.ServerReadyRequest(), timeout=self._timeout).ready)
+            return bool(
+                self._stub.ServerReady(pb.ServerReadyRequest(), timeout=self._timeout).ready
+            )
         except grpc.RpcError:
             return False

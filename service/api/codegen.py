@@ -60,7 +60,9 @@ def generate(out_dir: Path) -> list[Path]:
 
 def _rewrite_imports(code: str, top_packages: set[str]) -> str:
     pattern = r"^(from|import) (" + "|".join(sorted(top_packages)) + r")(\.| )"
-    return re.sub(pattern, lambda m: f"{m.group(1)} {PACKAGE}.{m.group(2)}{m.group(3)}", code, flags=re.M)
+    return re.sub(
+        pattern, lambda m: f"{m.group(1)} {PACKAGE}.{m.group(2)}{m.group(3)}", code, flags=re.M
+    )
 
 
 def main() -> int:

@@ -48,10 +48,15 @@ _LENGTH = struct.Struct("<I")
 class InferParameterConverter:
     @staticmethod
     def to_types(params: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
-        return {key: getattr(value, value.WhichOneof("parameter_choice") or "string_param") for key, value in params.items()}
+        return {
+            key: getattr(value, value.WhichOneof("parameter_choice") or "string_param")
+            for key, value in params.items()
+        }
 
     @staticmethod
-    def from_types(values: Mapping[str, Any], target: MutableMapping[str, pb.InferParameter]) -> None:
+    def from_types(
+        values: Mapping[str, Any], target: MutableMapping[str, pb.InferParameter]
+    ) -> None:
         for key, value in values.items():
             if isinstance(value, np.generic):
                 value = value.item()
@@ -70,14 +75,17 @@ class BytesCodec:
 
     @staticmethod
     def decode(raw: bytes, name: str) -> list[bytes]:
-        items, offset, view = [], 0, memoryview(raw)
+        items: list[bytes] = []
+        offset, view = 0, memoryview(raw)
         while offset < len(raw):
             if offset + 4 > len(raw):
                 raise InvalidInput(f"raw contents of input {name!r} end inside a length prefix")
             (length,) = _LENGTH.unpack_from(raw, offset)
             offset += 4
             if offset + length > len(raw):
-                raise InvalidInput(f"raw contents of input {name!r}: element {len(items)} overruns the buffer")
+                raise InvalidInput(
+                    f"raw contents of input {name!r}: element {len(items)} overruns the buffer"
+                )
             items.append(bytes(view[offset : offset + length]))
             offset += length
         return items
@@ -92,21 +100,31 @@ class InferInputTensorConverter:
     def to_types(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> Tensor:
         shape = tuple(int(d) for d in tensor.shape)
         if any(d < 0 for d in shape):
-            raise InvalidInput(f"input {tensor.name!r} has a negative dimension in shape {list(shape)}")
+            raise InvalidInput(
+                f"input {tensor.name!r} has a negative dimension in shape {list(shape)}"
+            )
         datatype = tensor.datatype
         if datatype != "BYTES" and datatype not in DATATYPE_TO_NUMPY:
             raise InvalidInput(f"input {tensor.name!r} has unknown datatype {datatype!r}")
         has_typed = tensor.HasField("contents") and _typed_count(tensor, datatype) > 0
         if raw is not None and has_typed:
-            raise InvalidInput(f"input {tensor.name!r} has both contents and raw_input_contents; send one")
-        data = _decode_raw(tensor.name, datatype, shape, raw) if raw is not None else _decode_typed(tensor, datatype, shape)
+            raise InvalidInput(
+                f"input {tensor.name!r} has both contents and raw_input_contents; send one"
+            )
+        data = (
+            _decode_raw(tensor.name, datatype, shape, raw)
+            if raw is not None
+            else _decode_typed(tensor, datatype, shape)
+        )
         count = len(data) if isinstance(data, list) else data.size
         if count != prod(shape):
             raise InvalidInput(
                 f"input {tensor.name!r} has shape {list(shape)} ({prod(shape)} elements) but "
                 f"{count} elements of data"
             )
-        return Tensor(tensor.name, datatype, shape, data, InferParameterConverter.to_types(tensor.parameters))
+        return Tensor(
+            tensor.name, datatype, shape, data, InferParameterConverter.to_types(tensor.parameters)
+        )
 
 
 class ModelInferRequestConverter:
@@ -132,7 +150,9 @@ class ModelInferRequestConverter:
 
     @staticmethod
     def from_types(request: InferenceRequest) -> pb.ModelInferRequest:
-        message = pb.ModelInferRequest(model_name=request.model, model_version=request.version, id=request.id)
+        message = pb.ModelInferRequest(
+            model_name=request.model, model_version=request.version, id=request.id
+        )
         for tensor in request.inputs:
             message.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape))
             message.raw_input_contents.append(_encode_raw(tensor.data))
@@ -145,9 +165,13 @@ class ModelInferRequestConverter:
 class ModelInferResponseConverter:
     @staticmethod
     def from_types(response: InferenceResponse) -> pb.ModelInferResponse:
-        message = pb.ModelInferResponse(model_name=response.model, model_version=response.version, id=response.id)
+        message = pb.ModelInferResponse(
+            model_name=response.model, model_version=response.version, id=response.id
+        )
         for tensor in response.outputs:
-            output = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape))
+            output = message.outputs.add(
+                name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape)
+            )
             InferParameterConverter.from_types(tensor.parameters, output.parameters)
             message.raw_output_contents.append(_encode_raw(tensor.data))
         return message
@@ -162,7 +186,15 @@ class ModelInferResponseConverter:
                 data = _decode_raw(tensor.name, tensor.datatype, shape, raw[i])
             else:
                 data = _decode_typed(tensor, tensor.datatype, shape)
-            outputs.append(Tensor(tensor.name, tensor.datatype, shape, data, InferParameterConverter.to_types(tensor.parameters)))
+            outputs.append(
+                Tensor(
+                    tensor.name,
+                    tensor.datatype,
+                    shape,
+                    data,
+                    InferParameterConverter.to_types(tensor.parameters),
+                )
+            )
         return InferenceResponse(message.model_name, message.model_version, message.id, outputs)
 
 
@@ -196,7 +228,9 @@ class ModelMetadataResponseConverter:
 class ServerMetadataResponseConverter:
     @staticmethod
     def from_types(metadata: ServerMetadata) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name=metadata.name, version=metadata.version, extensions=metadata.extensions)
+        return pb.ServerMetadataResponse(
+            name=metadata.name, version=metadata.version, extensions=metadata.extensions
+        )
 
 
 def labels_of(metadata: ModelMetadata) -> list[str]:
@@ -204,7 +238,9 @@ def labels_of(metadata: ModelMetadata) -> list[str]:
 
 
 def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
-    return pb.ModelMetadataResponse.TensorMetadata(name=spec.name, datatype=spec.datatype, shape=list(spec.shape))
+    return pb.ModelMetadataResponse.TensorMetadata(
+        name=spec.name, datatype=spec.datatype, shape=list(spec.shape)
+    )
 
 
 def _typed_count(tensor: Any, datatype: str) -> int:
@@ -215,7 +251,9 @@ def _typed_count(tensor: Any, datatype: str) -> int:
 def _decode_typed(tensor: Any, datatype: str, shape: tuple[int, ...]) -> TensorData:
     field = _CONTENTS_FIELD.get(datatype)
     if field is None:
-        raise InvalidInput(f"tensor {tensor.name!r}: datatype {datatype} can only be sent as raw contents")
+        raise InvalidInput(
+            f"tensor {tensor.name!r}: datatype {datatype} can only be sent as raw contents"
+        )
     values = getattr(tensor.contents, field)
     if not values:
         filled = [f.name for f, _ in tensor.contents.ListFields()]
@@ -235,7 +273,9 @@ def _decode_raw(name: str, datatype: str, shape: tuple[int, ...], raw: bytes) ->
         return BytesCodec.decode(raw, name)
     dtype = DATATYPE_TO_NUMPY[datatype].newbyteorder("<")
     if len(raw) % dtype.itemsize:
-        raise InvalidInput(f"raw contents of tensor {name!r} are not a whole number of {datatype} elements")
+        raise InvalidInput(
+            f"raw contents of tensor {name!r} are not a whole number of {datatype} elements"
+        )
     array = np.frombuffer(raw, dtype=dtype)
     return array.reshape(shape) if array.size == prod(shape) else array
 

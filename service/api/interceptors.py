@@ -76,7 +76,9 @@ class ObservabilityInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
                 if is_infer:
                     self._metrics.in_flight.labels(model).dec()
                     self._metrics.requests.labels(model, version, code.name).inc()
-                    self._metrics.request_latency.labels(model).observe(time.perf_counter() - started)
+                    self._metrics.request_latency.labels(model).observe(
+                        time.perf_counter() - started
+                    )
 
         return observed
 

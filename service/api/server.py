@@ -10,7 +10,9 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
-from service.api._proto.inference.grpc_predict_v2_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
+from service.api._proto.inference.grpc_predict_v2_pb2_grpc import (
+    add_GRPCInferenceServiceServicer_to_server,
+)
 from service.api.interceptors import ObservabilityInterceptor
 from service.api.servicer import InferenceServicer
 from service.inference import InferenceService
@@ -27,7 +29,11 @@ class GrpcServer:
     health: health_aio.HealthServicer
 
     async def set_serving(self, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for service in ("", INFERENCE_SERVICE):
             await self.health.set(service, status)
 
@@ -46,7 +52,11 @@ def build_server(core: InferenceService, metrics: Metrics, host: str, port: int)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
-        (INFERENCE_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (
+            INFERENCE_SERVICE,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     try:

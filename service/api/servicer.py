@@ -19,13 +19,19 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     def __init__(self, core: InferenceService) -> None:
         self._core = core
 
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: aio.ServicerContext) -> pb.ServerLiveResponse:
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self._core.live())
 
-    async def ServerReady(self, request: pb.ServerReadyRequest, context: aio.ServicerContext) -> pb.ServerReadyResponse:
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self._core.ready())
 
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: aio.ServicerContext) -> pb.ModelReadyResponse:
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
         return pb.ModelReadyResponse(ready=self._core.model_ready(request.name, request.version))
 
     async def ServerMetadata(
@@ -39,7 +45,10 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         metadata = self._core.model_metadata(request.name, request.version)
         return ModelMetadataResponseConverter.from_types(metadata)
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: aio.ServicerContext) -> pb.ModelInferResponse:
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        self._core.require_model(request.model_name, request.model_version)
         infer_request = ModelInferRequestConverter.to_types(request)
         response = await self._core.infer(infer_request)
         return ModelInferResponseConverter.from_types(response)

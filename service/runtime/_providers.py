@@ -6,6 +6,7 @@ it is requested there, so CUDA is requested only when a GPU device is actually v
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 
@@ -40,7 +41,5 @@ def preload_cuda_libraries() -> None:
     """Let onnxruntime find CUDA/cuDNN from the torch or nvidia-* wheels when they are installed."""
     preload = getattr(ort, "preload_dlls", None)
     if preload is not None:
-        try:
+        with contextlib.suppress(Exception):  # best effort: a system CUDA install works without it
             preload()
-        except Exception:  # best effort: a system CUDA install works without it
-            pass

@@ -21,7 +21,13 @@ from service.errors import ConfigError
 from service.registry import ModelRegistry, VersionInfo
 from service.runtime import available_cpus
 from service.training._data import Example, TokenBatcher, copy_tokenizer, stratified_split
-from service.training._export import accuracy, export_onnx, load_for_check, parity_check, quantize_int8
+from service.training._export import (
+    accuracy,
+    export_onnx,
+    load_for_check,
+    parity_check,
+    quantize_int8,
+)
 from service.training._model import TextClassifier, load_encoder, trainable_state
 from service.training._trainer import Trainer
 
@@ -33,7 +39,9 @@ def create_definition(models_dir: Path, name: str, data: Path) -> ModelDefinitio
     validate_model_name(name)
     directory = models_dir / name
     if (directory / "model.toml").exists():
-        raise ConfigError(f"{directory / 'model.toml'} already exists; drop --data to build from it")
+        raise ConfigError(
+            f"{directory / 'model.toml'} already exists; drop --data to build from it"
+        )
     rows = read_labeled_csv(data)
     labels = sorted({label for _, label in rows})
     if len(labels) < 2:
@@ -44,18 +52,26 @@ def create_definition(models_dir: Path, name: str, data: Path) -> ModelDefinitio
     return load_model_definition(models_dir, name)
 
 
-def build_first_version(definition: ModelDefinition, registry: ModelRegistry, progress: Progress) -> VersionInfo:
+def build_first_version(
+    definition: ModelDefinition, registry: ModelRegistry, progress: Progress
+) -> VersionInfo:
     """Train, export, check and publish version 1 (or the next number), and make it current."""
     torch.set_num_threads(available_cpus())
     rows = read_labeled_csv(definition.seed_path)
     labels = list(definition.labels) or sorted({label for _, label in rows})
     unknown = sorted({label for _, label in rows} - set(labels))
     if unknown:
-        raise ConfigError(f"{definition.seed_path}: labels {unknown} are not in model.toml's labels")
+        raise ConfigError(
+            f"{definition.seed_path}: labels {unknown} are not in model.toml's labels"
+        )
     index = {label: i for i, label in enumerate(labels)}
     examples = [Example(text, index[label]) for text, label in rows]
-    train, val = stratified_split(examples, definition.train.validation_fraction, definition.train.seed)
-    progress(f"{definition.name}: {len(train)} training and {len(val)} validation examples, {len(labels)} labels")
+    train, val = stratified_split(
+        examples, definition.train.validation_fraction, definition.train.seed
+    )
+    progress(
+        f"{definition.name}: {len(train)} training and {len(val)} validation examples, {len(labels)} labels"
+    )
 
     backbone = definition.backbone_path()
     current = registry.current()
@@ -65,7 +81,10 @@ def build_first_version(definition: ModelDefinition, registry: ModelRegistry, pr
         tokens = TokenBatcher(tokenizer_path, definition.max_seq_length)
         model = TextClassifier(load_encoder(backbone), len(labels), definition.pooling)
         report = Trainer(model, tokens, definition.train, progress).fit(train, val)
-        save_file(trainable_state(model, definition.train.finetune_layers), str(staged.path / "weights.safetensors"))
+        save_file(
+            trainable_state(model, definition.train.finetune_layers),
+            str(staged.path / "weights.safetensors"),
+        )
 
         onnx_path = staged.path / "model.onnx"
         export_onnx(model, tokens, onnx_path)
@@ -84,10 +103,17 @@ def build_first_version(definition: ModelDefinition, registry: ModelRegistry, pr
             "reason": "initial version from seed data",
             "data": {"seed_rows": len(rows), "train": len(train), "validation": len(val)},
             "train": report.as_dict(),
-            "metrics": {"validation_accuracy": accuracy(session, [e.text for e in val], [e.label for e in val]), "parity_max_abs_diff": parity},
+            "metrics": {
+                "validation_accuracy": accuracy(
+                    session, [e.text for e in val], [e.label for e in val]
+                ),
+                "parity_max_abs_diff": parity,
+            },
         }
         if definition.serving.int8:
-            meta.update(_quantize(staged.path, session, tokenizer_path, labels, definition, val, progress))
+            meta.update(
+                _quantize(staged.path, session, tokenizer_path, labels, definition, val, progress)
+            )
         info = registry.publish(staged, meta)
     if current is None:
         registry.set_current(info.version)
@@ -96,7 +122,13 @@ def build_first_version(definition: ModelDefinition, registry: ModelRegistry, pr
 
 
 def _quantize(
-    directory: Path, fp32: Any, tokenizer_path: Path, labels: list[str], definition: ModelDefinition, val: list[Example], progress: Progress
+    directory: Path,
+    fp32: Any,
+    tokenizer_path: Path,
+    labels: list[str],
+    definition: ModelDefinition,
+    val: list[Example],
+    progress: Progress,
 ) -> dict[str, Any]:
     int8_path = directory / "model.int8.onnx"
     quantize_int8(directory / "model.onnx", int8_path)
@@ -105,7 +137,10 @@ def _quantize(
     fp32_acc, int8_acc = accuracy(fp32, texts, gold), accuracy(int8, texts, gold)
     drop = fp32_acc - int8_acc
     accepted = drop <= definition.serving.int8_max_accuracy_drop
-    progress(f"int8: validation accuracy {int8_acc:.3f} vs fp32 {fp32_acc:.3f}: {'serving int8' if accepted else 'keeping fp32'}")
+    progress(
+        f"int8: validation accuracy {int8_acc:.3f} vs fp32 {fp32_acc:.3f}: "
+        + ("serving int8" if accepted else "keeping fp32")
+    )
     if not accepted:
         int8_path.unlink()
     return {

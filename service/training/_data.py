@@ -20,7 +20,9 @@ class Example:
     label: int
 
 
-def stratified_split(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+def stratified_split(
+    examples: list[Example], fraction: float, seed: int
+) -> tuple[list[Example], list[Example]]:
     """Hold out ``fraction`` of each class (at least one when the class has two or more)."""
     by_label: dict[int, list[Example]] = defaultdict(list)
     for example in examples:
@@ -48,7 +50,9 @@ def copy_tokenizer(backbone: Path, target: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(str(backbone), use_fast=True)
     if not getattr(tokenizer, "is_fast", False):
-        raise ConfigError(f"backbone {backbone} has no fast tokenizer; loopserve needs tokenizer.json")
+        raise ConfigError(
+            f"backbone {backbone} has no fast tokenizer; loopserve needs tokenizer.json"
+        )
     tokenizer.backend_tokenizer.save(str(target))
 
 

@@ -45,12 +45,18 @@ def export_onnx(model: TextClassifier, tokens: TokenBatcher, path: Path) -> None
         )
 
 
-def load_for_check(onnx_path: Path, tokenizer_path: Path, labels: list[str], max_length: int) -> LoadedVersion:
-    return LoadedVersion("check", 0, onnx_path, tokenizer_path, labels, max_length, SessionOptions(providers="cpu"))
+def load_for_check(
+    onnx_path: Path, tokenizer_path: Path, labels: list[str], max_length: int
+) -> LoadedVersion:
+    return LoadedVersion(
+        "check", 0, onnx_path, tokenizer_path, labels, max_length, SessionOptions(providers="cpu")
+    )
 
 
 @torch.no_grad()
-def parity_check(model: TextClassifier, tokens: TokenBatcher, session: LoadedVersion, texts: list[str]) -> float:
+def parity_check(
+    model: TextClassifier, tokens: TokenBatcher, session: LoadedVersion, texts: list[str]
+) -> float:
     """Largest absolute difference between torch and ORT probabilities; raises if out of tolerance."""
     model.eval()
     torch_probs = []
@@ -61,7 +67,9 @@ def parity_check(model: TextClassifier, tokens: TokenBatcher, session: LoadedVer
     got = session.predict(texts).probabilities
     diff = float(np.abs(expected - got).max())
     if diff > PARITY_TOLERANCE or (expected.argmax(1) != got.argmax(1)).any():
-        raise ExportError(f"ONNX output differs from torch by {diff:.2e} (tolerance {PARITY_TOLERANCE:.0e})")
+        raise ExportError(
+            f"ONNX output differs from torch by {diff:.2e} (tolerance {PARITY_TOLERANCE:.0e})"
+        )
     return diff
 
 

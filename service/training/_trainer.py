@@ -61,7 +61,9 @@ class TrainReport:
 
 
 class Trainer:
-    def __init__(self, model: TextClassifier, tokens: TokenBatcher, recipe: TrainRecipe, progress: Progress) -> None:
+    def __init__(
+        self, model: TextClassifier, tokens: TokenBatcher, recipe: TrainRecipe, progress: Progress
+    ) -> None:
         self.model = model
         self.tokens = tokens
         self.recipe = recipe
@@ -70,7 +72,10 @@ class Trainer:
 
     def fit(self, train: list[Example], val: list[Example]) -> TrainReport:
         started = time.perf_counter()
-        train_ids, val_ids = self.tokens.ids([e.text for e in train]), self.tokens.ids([e.text for e in val])
+        train_ids, val_ids = (
+            self.tokens.ids([e.text for e in train]),
+            self.tokens.ids([e.text for e in val]),
+        )
         train_y = torch.tensor([e.label for e in train])
         val_y = torch.tensor([e.label for e in val])
         head_eval = self._fit_head(train_ids, train_y, val_ids, val_y)
@@ -83,10 +88,14 @@ class Trainer:
             report.finetuned = vars(tuned_eval)
             if val and not tuned_eval.better_than(head_eval):
                 self.model.load_state_dict(head_state)
-                self.progress("fine-tuning did not beat the head alone on validation: keeping the head")
+                self.progress(
+                    "fine-tuning did not beat the head alone on validation: keeping the head"
+                )
             else:
                 report.used_finetune = True
-                self.progress(f"fine-tuned top {r.finetune_layers} layers: validation accuracy {tuned_eval.accuracy:.3f}")
+                self.progress(
+                    f"fine-tuned top {r.finetune_layers} layers: validation accuracy {tuned_eval.accuracy:.3f}"
+                )
         report.seconds = time.perf_counter() - started
         self.model.eval()
         return report
@@ -96,14 +105,25 @@ class Trainer:
     @torch.no_grad()
     def _features(self, ids: list[list[int]]) -> torch.Tensor:
         self.model.eval()
-        chunks = [self.model.features(*TokenBatcher.pad(ids[i : i + EVAL_BATCH])) for i in range(0, len(ids), EVAL_BATCH)]
+        chunks = [
+            self.model.features(*TokenBatcher.pad(ids[i : i + EVAL_BATCH]))
+            for i in range(0, len(ids), EVAL_BATCH)
+        ]
         return torch.cat(chunks) if chunks else torch.empty(0, self.model.head.in_features)
 
-    def _fit_head(self, train_ids: list[list[int]], train_y: torch.Tensor, val_ids: list[list[int]], val_y: torch.Tensor) -> Evaluation:
+    def _fit_head(
+        self,
+        train_ids: list[list[int]],
+        train_y: torch.Tensor,
+        val_ids: list[list[int]],
+        val_y: torch.Tensor,
+    ) -> Evaluation:
         r = self.recipe
         x_train, x_val = self._features(train_ids), self._features(val_ids)
         head = self.model.head
-        optimizer = torch.optim.Adam(head.parameters(), lr=r.head_learning_rate, weight_decay=r.head_weight_decay)
+        optimizer = torch.optim.Adam(
+            head.parameters(), lr=r.head_learning_rate, weight_decay=r.head_weight_decay
+        )
         best: tuple[Evaluation, dict[str, torch.Tensor]] | None = None
         for epoch in range(r.head_epochs):
             optimizer.zero_grad()
@@ -147,13 +167,21 @@ class Trainer:
         return logits
 
     def _fine_tune(
-        self, train_ids: list[list[int]], train_y: torch.Tensor, val_ids: list[list[int]], val_y: torch.Tensor, report: TrainReport
+        self,
+        train_ids: list[list[int]],
+        train_y: torch.Tensor,
+        val_ids: list[list[int]],
+        val_y: torch.Tensor,
+        report: TrainReport,
     ) -> Evaluation:
         r = self.recipe
         depth = len(self.model.layers)
         top = min(r.finetune_layers, depth)
         lower = depth - top
-        train_cache, val_cache = self._lower_cache(train_ids, lower), self._lower_cache(val_ids, lower)
+        train_cache, val_cache = (
+            self._lower_cache(train_ids, lower),
+            self._lower_cache(val_ids, lower),
+        )
         for p in self.model.parameters():
             p.requires_grad_(False)
         groups: list[dict[str, Any]] = []
@@ -161,20 +189,33 @@ class Trainer:
             params = list(self.model.layers[i].parameters())
             for p in params:
                 p.requires_grad_(True)
-            groups.append({"params": params, "lr": r.learning_rate * r.layer_lr_decay ** (depth - 1 - i)})
+            groups.append(
+                {"params": params, "lr": r.learning_rate * r.layer_lr_decay ** (depth - 1 - i)}
+            )
         for p in self.model.head.parameters():
             p.requires_grad_(True)
-        groups.append({"params": list(self.model.head.parameters()), "lr": r.finetune_head_learning_rate})
+        groups.append(
+            {"params": list(self.model.head.parameters()), "lr": r.finetune_head_learning_rate}
+        )
         optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
         rng = random.Random(r.seed)
         best: tuple[Evaluation, dict[str, torch.Tensor]] | None = None
         stale = 0
         for epoch in range(r.epochs):
             self._train_epoch(train_cache, train_y, lower, optimizer, rng)
-            current = self._evaluate_cached(val_cache, val_y, lower) if len(val_y) else self._evaluate_cached(train_cache, train_y, lower)
-            report.history.append({"epoch": epoch + 1, "accuracy": current.accuracy, "loss": current.loss})
+            current = (
+                self._evaluate_cached(val_cache, val_y, lower)
+                if len(val_y)
+                else self._evaluate_cached(train_cache, train_y, lower)
+            )
+            report.history.append(
+                {"epoch": epoch + 1, "accuracy": current.accuracy, "loss": current.loss}
+            )
             if current.better_than(best[0] if best else None):
-                best, stale = (current, {k: v.clone() for k, v in self.model.state_dict().items()}), 0
+                best, stale = (
+                    (current, {k: v.clone() for k, v in self.model.state_dict().items()}),
+                    0,
+                )
             else:
                 stale += 1
                 if stale >= r.patience:
@@ -186,7 +227,12 @@ class Trainer:
         return best[0]
 
     def _train_epoch(
-        self, cache: list[torch.Tensor], labels: torch.Tensor, lower: int, optimizer: torch.optim.Optimizer, rng: random.Random
+        self,
+        cache: list[torch.Tensor],
+        labels: torch.Tensor,
+        lower: int,
+        optimizer: torch.optim.Optimizer,
+        rng: random.Random,
     ) -> None:
         self.model.train()
         order = list(range(len(cache)))
@@ -201,9 +247,16 @@ class Trainer:
         self.model.eval()
 
     @torch.no_grad()
-    def _evaluate_cached(self, cache: list[torch.Tensor], labels: torch.Tensor, lower: int) -> Evaluation:
+    def _evaluate_cached(
+        self, cache: list[torch.Tensor], labels: torch.Tensor, lower: int
+    ) -> Evaluation:
         self.model.eval()
-        logits = torch.cat([self._upper(cache, list(range(i, min(i + EVAL_BATCH, len(cache)))), lower) for i in range(0, len(cache), EVAL_BATCH)])
+        logits = torch.cat(
+            [
+                self._upper(cache, list(range(i, min(i + EVAL_BATCH, len(cache)))), lower)
+                for i in range(0, len(cache), EVAL_BATCH)
+            ]
+        )
         return _evaluate_logits(logits, labels)
 
 

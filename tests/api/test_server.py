@@ -24,7 +24,9 @@ def stub(server: RunningApp) -> Iterator[GRPCInferenceServiceStub]:
     channel.close()
 
 
-def text_request(texts: list[bytes], outputs: tuple[str, ...] = (), **fields: object) -> pb.ModelInferRequest:
+def text_request(
+    texts: list[bytes], outputs: tuple[str, ...] = (), **fields: object
+) -> pb.ModelInferRequest:
     request = pb.ModelInferRequest(model_name=TINY_MODEL, **fields)  # type: ignore[arg-type]
     tensor = request.inputs.add(name="text", datatype="BYTES", shape=[len(texts)])
     tensor.contents.bytes_contents.extend(texts)
@@ -33,8 +35,13 @@ def text_request(texts: list[bytes], outputs: tuple[str, ...] = (), **fields: ob
     return request
 
 
-def outputs_of(response: pb.ModelInferResponse) -> dict[str, tuple[pb.ModelInferResponse.InferOutputTensor, bytes]]:
-    return {o.name: (o, raw) for o, raw in zip(response.outputs, response.raw_output_contents, strict=True)}
+def outputs_of(
+    response: pb.ModelInferResponse,
+) -> dict[str, tuple[pb.ModelInferResponse.InferOutputTensor, bytes]]:
+    return {
+        o.name: (o, raw)
+        for o, raw in zip(response.outputs, response.raw_output_contents, strict=True)
+    }
 
 
 def decode_bytes(raw: bytes) -> list[bytes]:
@@ -54,7 +61,9 @@ def expect_error(call: object, code: grpc.StatusCode, message: str) -> None:
 
 
 def test_infer_returns_label_and_probabilities(stub: GRPCInferenceServiceStub) -> None:
-    response = stub.ModelInfer(text_request([b"hello hi the team", b"why is my order late"], id="req-7"))
+    response = stub.ModelInfer(
+        text_request([b"hello hi the team", b"why is my order late"], id="req-7")
+    )
     assert response.id == "req-7"
     assert response.model_name == TINY_MODEL and response.model_version == "1"
     outputs = outputs_of(response)
@@ -74,7 +83,9 @@ def test_infer_returns_label_and_probabilities(stub: GRPCInferenceServiceStub) -
 def test_raw_input_contents_are_accepted(stub: GRPCInferenceServiceStub) -> None:
     request = pb.ModelInferRequest(model_name=TINY_MODEL)
     request.inputs.add(name="text", datatype="BYTES", shape=[2, 1])
-    request.raw_input_contents.append(b"".join(struct.pack("<I", len(t)) + t for t in (b"hello", b"what now")))
+    request.raw_input_contents.append(
+        b"".join(struct.pack("<I", len(t)) + t for t in (b"hello", b"what now"))
+    )
     response = stub.ModelInfer(request)
     assert list(outputs_of(response)["label"][0].shape) == [2]
 
@@ -91,53 +102,106 @@ def test_embedding_only_when_requested(stub: GRPCInferenceServiceStub) -> None:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda r: setattr(r.inputs[0], "name", "sentence"), "got input tensor(s) 'sentence'; send one input tensor named 'text'"),
-        (lambda r: setattr(r.inputs[0], "datatype", "FP32"), "is declared FP32 but its data is in bytes_contents"),
-        (lambda r: r.inputs[0].shape.__setitem__(0, 3), "has shape [3] (3 elements) but 1 elements of data"),
-        (lambda r: r.inputs[0].shape.append(2), "has shape [1, 2] (2 elements) but 1 elements of data"),
+        (
+            lambda r: setattr(r.inputs[0], "name", "sentence"),
+            "got input tensor(s) 'sentence'; send one input tensor named 'text'",
+        ),
+        (
+            lambda r: setattr(r.inputs[0], "datatype", "FP32"),
+            "is declared FP32 but its data is in bytes_contents",
+        ),
+        (
+            lambda r: r.inputs[0].shape.__setitem__(0, 3),
+            "has shape [3] (3 elements) but 1 elements of data",
+        ),
+        (
+            lambda r: r.inputs[0].shape.append(2),
+            "has shape [1, 2] (2 elements) but 1 elements of data",
+        ),
         (lambda r: r.outputs.add(name="logits"), "unknown output(s) 'logits'"),
-        (lambda r: r.inputs.add(name="extra", datatype="BYTES", shape=[0]), "send one input tensor named 'text'"),
+        (
+            lambda r: r.inputs.add(name="extra", datatype="BYTES", shape=[0]),
+            "send one input tensor named 'text'",
+        ),
     ],
 )
-def test_malformed_requests_are_invalid_argument(stub: GRPCInferenceServiceStub, mutate: object, message: str) -> None:
+def test_malformed_requests_are_invalid_argument(
+    stub: GRPCInferenceServiceStub, mutate: object, message: str
+) -> None:
     request = text_request([b"hello"])
     mutate(request)  # type: ignore[operator]
     expect_error(lambda: stub.ModelInfer(request), grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 def test_no_texts_is_invalid_argument(stub: GRPCInferenceServiceStub) -> None:
-    expect_error(lambda: stub.ModelInfer(text_request([])), grpc.StatusCode.INVALID_ARGUMENT, "holds no texts")
+    expect_error(
+        lambda: stub.ModelInfer(text_request([])),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "holds no texts",
+    )
 
 
 def test_blank_and_non_utf8_texts_are_invalid_argument(stub: GRPCInferenceServiceStub) -> None:
-    expect_error(lambda: stub.ModelInfer(text_request([b"ok", b"   "])), grpc.StatusCode.INVALID_ARGUMENT, "text[1] is empty")
-    expect_error(lambda: stub.ModelInfer(text_request([b"\xff\xfe"])), grpc.StatusCode.INVALID_ARGUMENT, "text[0] is not valid UTF-8")
+    expect_error(
+        lambda: stub.ModelInfer(text_request([b"ok", b"   "])),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "text[1] is empty",
+    )
+    expect_error(
+        lambda: stub.ModelInfer(text_request([b"\xff\xfe"])),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "text[0] is not valid UTF-8",
+    )
 
 
 def test_oversized_requests_are_invalid_argument(stub: GRPCInferenceServiceStub) -> None:
     too_many = [b"hello"] * 65
-    expect_error(lambda: stub.ModelInfer(text_request(too_many)), grpc.StatusCode.INVALID_ARGUMENT, "65 texts; at most 64")
+    expect_error(
+        lambda: stub.ModelInfer(text_request(too_many)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "65 texts; at most 64",
+    )
     too_long = [b"x" * 16_385]
-    expect_error(lambda: stub.ModelInfer(text_request(too_long)), grpc.StatusCode.INVALID_ARGUMENT, "16385 bytes; at most 16384")
+    expect_error(
+        lambda: stub.ModelInfer(text_request(too_long)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "16385 bytes; at most 16384",
+    )
 
 
 def test_unknown_model_and_version_are_not_found(stub: GRPCInferenceServiceStub) -> None:
     request = text_request([b"hello"])
     request.model_name = "nope"
-    expect_error(lambda: stub.ModelInfer(request), grpc.StatusCode.NOT_FOUND, "unknown model 'nope'; this server serves 'tiny'")
-    request = text_request([b"hello"], model_version="7")
-    expect_error(lambda: stub.ModelInfer(request), grpc.StatusCode.NOT_FOUND, "version '7' is not served; serving version 1")
     expect_error(
-        lambda: stub.ModelMetadata(pb.ModelMetadataRequest(name="nope")), grpc.StatusCode.NOT_FOUND, "unknown model 'nope'"
+        lambda: stub.ModelInfer(request),
+        grpc.StatusCode.NOT_FOUND,
+        "unknown model 'nope'; this server serves 'tiny'",
     )
-    expect_error(lambda: stub.ModelReady(pb.ModelReadyRequest(name="nope")), grpc.StatusCode.NOT_FOUND, "unknown model")
+    request = text_request([b"hello"], model_version="7")
+    expect_error(
+        lambda: stub.ModelInfer(request),
+        grpc.StatusCode.NOT_FOUND,
+        "version '7' is not served; serving version 1",
+    )
+    expect_error(
+        lambda: stub.ModelMetadata(pb.ModelMetadataRequest(name="nope")),
+        grpc.StatusCode.NOT_FOUND,
+        "unknown model 'nope'",
+    )
+    expect_error(
+        lambda: stub.ModelReady(pb.ModelReadyRequest(name="nope")),
+        grpc.StatusCode.NOT_FOUND,
+        "unknown model",
+    )
 
 
 def test_explicit_current_version_is_served(stub: GRPCInferenceServiceStub) -> None:
     assert stub.ModelInfer(text_request([b"hello"], model_version="1")).model_version == "1"
 
 
-def test_bugs_are_internal_without_details(server: RunningApp, stub: GRPCInferenceServiceStub) -> None:
+def test_bugs_are_internal_without_details(
+    server: RunningApp, stub: GRPCInferenceServiceStub
+) -> None:
     served = server.app.models[TINY_MODEL]
 
     async def broken(request: object) -> object:
@@ -154,7 +218,9 @@ def test_bugs_are_internal_without_details(server: RunningApp, stub: GRPCInferen
 def test_metadata_describes_the_contract(stub: GRPCInferenceServiceStub) -> None:
     metadata = stub.ModelMetadata(pb.ModelMetadataRequest(name=TINY_MODEL))
     assert metadata.platform == "onnxruntime_onnx" and list(metadata.versions) == ["1"]
-    assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [("text", "BYTES", [-1])]
+    assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [
+        ("text", "BYTES", [-1])
+    ]
     assert [(t.name, t.datatype, list(t.shape)) for t in metadata.outputs] == [
         ("label", "BYTES", [-1]),
         ("probabilities", "FP32", [-1, 3]),
@@ -188,7 +254,9 @@ def test_reflection_lists_the_services(server: RunningApp) -> None:
     assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names
 
 
-def test_metrics_count_requests_by_model_version_and_code(server: RunningApp, stub: GRPCInferenceServiceStub) -> None:
+def test_metrics_count_requests_by_model_version_and_code(
+    server: RunningApp, stub: GRPCInferenceServiceStub
+) -> None:
     stub.ModelInfer(text_request([b"hello", b"hi"]))
     with pytest.raises(grpc.RpcError):
         stub.ModelInfer(text_request([]))

@@ -31,10 +31,20 @@ def test_first_version_becomes_current_and_second_records_parent(built_state: Pa
 
 def test_version_learns_the_seed_task(built_state: Path) -> None:
     info = ModelRegistry(built_state, TINY_MODEL).get(1)
-    loaded = LoadedVersion(TINY_MODEL, 1, info.serving_file, info.path / "tokenizer.json", info.labels, 32, SessionOptions(providers="cpu"))
+    loaded = LoadedVersion(
+        TINY_MODEL,
+        1,
+        info.serving_file,
+        info.path / "tokenizer.json",
+        info.labels,
+        32,
+        SessionOptions(providers="cpu"),
+    )
     rows = tiny_rows(per_label=10, seed=99)
     predicted = loaded.predict([t for t, _ in rows]).probabilities.argmax(1)
-    accuracy = np.mean([info.labels[p] == label for p, (_, label) in zip(predicted, rows, strict=True)])
+    accuracy = np.mean(
+        [info.labels[p] == label for p, (_, label) in zip(predicted, rows, strict=True)]
+    )
     assert accuracy >= 0.9
 
 
@@ -42,7 +52,10 @@ def test_onnx_has_dynamic_batch_and_sequence(built_state: Path) -> None:
     import onnx
 
     graph = onnx.load(str(ModelRegistry(built_state, TINY_MODEL).get(1).path / "model.onnx")).graph
-    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
+    dims = {
+        i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+        for i in graph.input
+    }
     assert dims["input_ids"] == ["batch", "sequence"]
     assert [o.name for o in graph.output] == ["probabilities", "embedding"]
 
@@ -52,7 +65,9 @@ def test_int8_is_checked_against_fp32(tmp_path: Path, tiny_backbone: Path) -> No
 
     write_tiny_definition(tmp_path / "models", tiny_backbone, int8=True, int8_max_accuracy_drop=1.0)
     definition = load_model_definition(tmp_path / "models", TINY_MODEL)
-    info = build_first_version(definition, ModelRegistry(tmp_path / "state", TINY_MODEL), progress=lambda _: None)
+    info = build_first_version(
+        definition, ModelRegistry(tmp_path / "state", TINY_MODEL), progress=lambda _: None
+    )
     assert info.meta["int8"]["accepted"] is True
     assert info.meta["serving_file"] == "model.int8.onnx"
     assert (info.path / "model.int8.onnx").is_file()
@@ -75,7 +90,9 @@ def test_seed_label_outside_definition_is_rejected(tmp_path: Path, tiny_backbone
     write_csv(directory / "seed.csv", [*tiny_rows(), ("what is this", "mystery")])
     definition = load_model_definition(tmp_path / "models", TINY_MODEL)
     with pytest.raises(ConfigError, match="mystery"):
-        build_first_version(definition, ModelRegistry(tmp_path / "state", TINY_MODEL), progress=lambda _: None)
+        build_first_version(
+            definition, ModelRegistry(tmp_path / "state", TINY_MODEL), progress=lambda _: None
+        )
     assert not (tmp_path / "state" / "models" / TINY_MODEL / "versions").exists() or not any(
         (tmp_path / "state" / "models" / TINY_MODEL / "versions").iterdir()
     )

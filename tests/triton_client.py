@@ -1,0 +1,75 @@
+"""A standard V2 client (tritonclient) run as its own process by the end-to-end tests.
+
+tritonclient registers the same ``inference.*`` protobuf symbols as loopserve's generated code,
+so the two cannot share one process; a real client runs in its own process anyway.
+Prints one JSON document with what it observed.
+
+    python triton_client.py infer ADDRESS MODEL
+    python triton_client.py drain ADDRESS MODEL SERVER_PID
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+import tritonclient.grpc as triton
+
+
+def infer(address: str, model: str) -> dict[str, object]:
+    client = triton.InferenceServerClient(address)
+    report: dict[str, object] = {
+        "live": client.is_server_live(),
+        "ready": client.is_server_ready(),
+        "model_ready": client.is_model_ready(model),
+        "metadata": client.get_model_metadata(model, as_json=True),
+    }
+    tensor = triton.InferInput("text", [2], "BYTES")
+    tensor.set_data_from_numpy(np.array([b"hello hi team", b"why is my order late"], dtype=object))
+    outputs = [triton.InferRequestedOutput("label"), triton.InferRequestedOutput("probabilities")]
+    result = client.infer(model, [tensor], outputs=outputs, request_id="e2e-1")
+    report["id"] = result.get_response().id
+    report["labels"] = [x.decode() for x in result.as_numpy("label")]
+    report["probabilities"] = result.as_numpy("probabilities").tolist()
+    report["label_order"] = result.get_output("probabilities").parameters["labels"].string_param
+    try:
+        client.infer("missing-model", [triton.InferInput("text", [1], "BYTES")])
+    except triton.InferenceServerException as exc:
+        report["missing_model"] = [exc.status(), exc.message()]
+    client.close()
+    return report
+
+
+def drain(address: str, model: str, server_pid: int, requests: int = 40) -> dict[str, object]:
+    """Put requests in flight, SIGTERM the server, and record how each one ended."""
+    client = triton.InferenceServerClient(address)
+    outcomes: list[str] = []
+    done = threading.Event()
+
+    def collect(result: object, error: triton.InferenceServerException | None) -> None:
+        outcomes.append("ok" if error is None else str(error.status()))
+        if len(outcomes) == requests:
+            done.set()
+
+    tensor = triton.InferInput("text", [64], "BYTES")
+    tensor.set_data_from_numpy(
+        np.array([b"why is my order late again today please"] * 64, dtype=object)
+    )
+    for _ in range(requests):
+        client.async_infer(model, [tensor], collect)
+    time.sleep(0.05)
+    os.kill(server_pid, signal.SIGTERM)
+    finished = done.wait(30)
+    client.close()
+    return {"finished": finished, "outcomes": outcomes}
+
+
+if __name__ == "__main__":
+    mode, address, model = sys.argv[1:4]
+    result = infer(address, model) if mode == "infer" else drain(address, model, int(sys.argv[4]))
+    print(json.dumps(result))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 
 from service import __version__
@@ -16,6 +17,7 @@ class InferenceService:
         self._models = dict(models)
         self._draining = False
         self._in_flight = 0
+        self._last_call = 0.0
 
     @property
     def model_names(self) -> list[str]:
@@ -31,12 +33,24 @@ class InferenceService:
     def begin_drain(self) -> None:
         self._draining = True
 
-    async def wait_idle(self, timeout: float) -> bool:
-        """Wait until every admitted request has been answered (True) or ``timeout`` passes."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while self._in_flight and asyncio.get_running_loop().time() < deadline:
+    async def wait_idle(self, timeout: float, quiet: float = 0.2) -> bool:
+        """Wait until every admitted request is answered and no call arrived for ``quiet`` seconds.
+
+        The quiet period lets calls already on the wire reach a handler and be refused
+        UNAVAILABLE (which clients retry) rather than be cancelled by the transport shutdown.
+        Returns False when ``timeout`` passed first.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if self._in_flight == 0 and time.monotonic() - self._last_call >= quiet:
+                return True
             await asyncio.sleep(0.01)
         return self._in_flight == 0
+
+    def _refuse_if_draining(self) -> None:
+        if self._draining:
+            raise Unavailable("server is shutting down; retry on another replica")
 
     def live(self) -> bool:
         return True
@@ -53,13 +67,15 @@ class InferenceService:
     def model_metadata(self, name: str, version: str) -> ModelMetadata:
         return self.model(name).metadata(version)
 
-    def require_model(self, name: str, version: str) -> None:
-        """Fail fast on an unknown model or version, before the request's tensors are decoded."""
+    def admit(self, name: str, version: str) -> None:
+        """Refuse early while draining or for an unknown model/version, before tensors are decoded."""
+        self._last_call = time.monotonic()
+        self._refuse_if_draining()
         self.model(name).check_version(version)
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
-        if self._draining:
-            raise Unavailable("server is shutting down; retry on another replica")
+        self._last_call = time.monotonic()
+        self._refuse_if_draining()
         self._in_flight += 1
         try:
             return await self.model(request.model).infer(request)

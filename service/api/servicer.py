@@ -48,7 +48,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        self._core.require_model(request.model_name, request.model_version)
+        self._core.admit(request.model_name, request.model_version)
         infer_request = ModelInferRequestConverter.to_types(request)
         response = await self._core.infer(infer_request)
         return ModelInferResponseConverter.from_types(response)

@@ -28,6 +28,7 @@ import json
 import multiprocessing
 import os
 import platform
+import queue
 import random
 import re
 import shutil
@@ -82,6 +83,7 @@ class Phase:
     errors: int = 0
     first_error: str = ""
     internals: dict[str, float] = field(default_factory=dict)  # server: deltas of its /metrics
+    other_cores: float = float("nan")  # CPUs used meanwhile by processes outside the benchmark
 
 
 @dataclass
@@ -116,6 +118,15 @@ class VariantResult:
         return self.server_phase(16).texts_per_s / self.in_process_best().texts_per_s
 
 
+def machine_busy_seconds() -> float:
+    """CPU-seconds the whole machine has been busy (user, system, irq, steal) since boot."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (
+            int(v) for v in handle.readline().split()[1:9]
+        )
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
 def summarize(
     name: str,
     latencies_s: list[float],
@@ -125,6 +136,7 @@ def summarize(
     client_cpu_s: float | None = None,
     errors: int = 0,
     first_error: str = "",
+    machine_busy_s: float | None = None,
 ) -> Phase:
     ms = np.asarray(latencies_s, dtype=np.float64) * 1000.0
     p50, p99 = (float(np.percentile(ms, q)) for q in (50, 99)) if ms.size else (np.nan, np.nan)
@@ -141,6 +153,9 @@ def summarize(
         client_cpu_ms_per_text=None if client_cpu_s is None else client_cpu_s * per_text,
         errors=errors,
         first_error=first_error,
+        other_cores=float("nan")
+        if machine_busy_s is None or seconds <= 0
+        else max(0.0, machine_busy_s - cpu_s - (client_cpu_s or 0.0)) / seconds,
     )
 
 
@@ -275,7 +290,7 @@ def bench_in_process(loaded: Any, texts: list[str], requests: int, duration: flo
     for i in range(WARMUP_REQUESTS):
         loaded.predict([texts[i % n]])
     latencies: list[float] = []
-    cpu0, start = time.process_time(), time.perf_counter()
+    busy0, cpu0, start = machine_busy_seconds(), time.process_time(), time.perf_counter()
     deadline = start + duration
     for i in range(requests):
         t0 = time.perf_counter()
@@ -284,9 +299,10 @@ def bench_in_process(loaded: Any, texts: list[str], requests: int, duration: flo
         latencies.append(t1 - t0)
         if t1 > deadline:
             break
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    busy = machine_busy_seconds() - busy0
     phases = [
-        summarize("in-process 1 text", latencies, len(latencies), wall, time.process_time() - cpu0)
+        summarize("in-process 1 text", latencies, len(latencies), wall, cpu, machine_busy_s=busy)
     ]
     per_batch = duration / len(BATCH_SIZES)
     for size in BATCH_SIZES:
@@ -295,7 +311,7 @@ def bench_in_process(loaded: Any, texts: list[str], requests: int, duration: flo
             loaded.predict(batches[b])
         target = max(requests, 3 * size)
         latencies, done, b = [], 0, 0
-        cpu0, start = time.process_time(), time.perf_counter()
+        busy0, cpu0, start = machine_busy_seconds(), time.process_time(), time.perf_counter()
         deadline = start + per_batch
         while done < target and b < len(batches):
             t0 = time.perf_counter()
@@ -306,9 +322,10 @@ def bench_in_process(loaded: Any, texts: list[str], requests: int, duration: flo
             b += 1
             if t1 > deadline:
                 break
-        wall = time.perf_counter() - start
-        cpu = time.process_time() - cpu0
-        phases.append(summarize(f"in-process batch={size}", latencies, done, wall, cpu))
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+        busy = machine_busy_seconds() - busy0
+        name = f"in-process batch={size}"
+        phases.append(summarize(name, latencies, done, wall, cpu, machine_busy_s=busy))
     return phases
 
 
@@ -529,9 +546,9 @@ async def _client(
             )
             before = scrape_metrics(metrics_port)
             server_cpu0, client_cpu0 = proc_cpu_seconds(server_pid), time.process_time()
-            start = time.perf_counter()
+            busy0, start = machine_busy_seconds(), time.perf_counter()
             latencies, errors = await _drive(call, encoded, concurrency, requests, duration)
-            wall = time.perf_counter() - start
+            wall, busy = time.perf_counter() - start, machine_busy_seconds() - busy0
             server_cpu, client_cpu = proc_cpu_seconds(server_pid), time.process_time()
             after = scrape_metrics(metrics_port)
             result["phases"].append(
@@ -541,6 +558,7 @@ async def _client(
                     "seconds": wall,
                     "server_cpu": server_cpu - server_cpu0,
                     "client_cpu": client_cpu - client_cpu0,
+                    "machine_busy": busy,
                     "internals": internals(before, after),
                     "errors": len(errors),
                     "first_error": errors[0] if errors else "",
@@ -553,13 +571,14 @@ def client_main(
     address: str,
     server_pid: int,
     metrics_port: int,
-    texts: list[str],
+    texts_file: str,
     requests: int,
     duration: float,
     out: Any,
 ) -> None:
     """Entry point of the spawned client process; puts its result (or an error) on ``out``."""
     try:
+        texts = json.loads(Path(texts_file).read_text(encoding="utf-8"))
         result = asyncio.run(_client(address, server_pid, metrics_port, texts, requests, duration))
         out.put(result)
     except BaseException as exc:
@@ -567,16 +586,32 @@ def client_main(
 
 
 def bench_server(
-    server: ServerProcess, texts: list[str], requests: int, duration: float
+    server: ServerProcess, texts_file: Path, requests: int, duration: float
 ) -> tuple[list[Phase], list[tuple[str, list[float]]]]:
+    """Drive the server from a spawned client process (texts go by file: spawn arguments travel
+    through a pipe, and a large payload to a child that died at start-up would block forever)."""
     ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    args = (server.address, server.proc.pid, server.metrics_port, texts, requests, duration, queue)
+    out = ctx.Queue()
+    address, pid, port = server.address, server.proc.pid, server.metrics_port
+    args = (address, pid, port, str(texts_file), requests, duration, out)
     client = ctx.Process(target=client_main, args=args, name="bench-client")
     client.start()
-    limit = 120.0 + len(CONCURRENCIES) * (duration + 60.0)
+    deadline = time.monotonic() + 120.0 + len(CONCURRENCIES) * (duration + 60.0)
     try:
-        result: dict[str, Any] = queue.get(timeout=limit)
+        result: dict[str, Any] | None = None
+        while result is None:
+            try:
+                result = out.get(timeout=1.0)
+            except queue.Empty:
+                if not client.is_alive():
+                    with contextlib.suppress(queue.Empty):
+                        result = out.get(timeout=1.0)
+                    if result is None:
+                        raise RuntimeError(
+                            f"client process exited with {client.exitcode} and no result"
+                        ) from None
+                elif time.monotonic() > deadline:
+                    raise TimeoutError("client process did not finish in time") from None
     finally:
         client.join(timeout=30)
         if client.is_alive():
@@ -595,6 +630,7 @@ def bench_server(
             client_cpu_s=p["client_cpu"],
             errors=p["errors"],
             first_error=p["first_error"],
+            machine_busy_s=p["machine_busy"],
         )
         phase.internals = p["internals"]
         phases.append(phase)
@@ -649,10 +685,10 @@ def print_report(info: dict[str, Any], results: list[VariantResult], total_s: fl
     for key, value in info.items():
         print(f"  {key:<18} {value}")
     print()
-    print("== latency and throughput (one text per request; cpu = ms of CPU per text)")
+    print("== latency and throughput (one text per request)")
     header = (
         f"  {'variant':<8}{'mode':<22}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'texts/s':>10}"
-        f"{'cpu ms':>9}{'client cpu':>12}{'errors':>8}"
+        f"{'cpu ms':>9}{'client cpu':>12}{'other':>7}{'errors':>8}"
     )
     print(header)
     print("  " + "-" * (len(header) - 2))
@@ -661,8 +697,19 @@ def print_report(info: dict[str, Any], results: list[VariantResult], total_s: fl
             print(
                 f"  {r.variant:<8}{p.name:<22}{p.requests:>6}{_fmt(p.p50_ms):>9}"
                 f"{_fmt(p.p99_ms):>9}{_fmt(p.texts_per_s, '.1f'):>10}"
-                f"{_fmt(p.cpu_ms_per_text):>9}{_fmt(p.client_cpu_ms_per_text):>12}{p.errors:>8}"
+                f"{_fmt(p.cpu_ms_per_text):>9}{_fmt(p.client_cpu_ms_per_text):>12}"
+                f"{_fmt(p.other_cores, '.2f'):>7}{p.errors:>8}"
             )
+    print(
+        "  cpu = ms of CPU per text (in-process: this process; server: the server process);\n"
+        "  client cpu = the client process; other = CPUs busy meanwhile outside the benchmark\n"
+        "  (other processes, steal): above ~0.1 the numbers are disturbed."
+    )
+    noisy = [p for r in results for p in [*r.in_process, *r.server] if p.other_cores > 0.25]
+    if noisy:
+        print(
+            f"  WARNING: {len(noisy)} run(s) shared the machine with other load; rerun when idle."
+        )
     print()
     print("== inside the server during each gRPC run (means from its /metrics)")
     header = (
@@ -752,6 +799,9 @@ def run_variant(
     threads: int,
     providers: str,
 ) -> tuple[VariantResult, list[str]]:
+    texts_file = work / "texts.json"
+    if not texts_file.exists():
+        texts_file.write_text(json.dumps(texts), encoding="utf-8")
     print(f"[{variant}] preparing state dir ...", flush=True)
     state, how = prepare_variant(source_state, variant, work)
     serving_file = "model.onnx" if variant == "fp32" else "model.int8.onnx"
@@ -775,7 +825,7 @@ def run_variant(
     server, result.ready_s, result.server_starts = start_server(state, models_dir, work, variant)
     with server:
         result.rss_after_load_mib = proc_status_mib(server.proc.pid, "VmRSS")
-        result.server, check = bench_server(server, texts, args.requests, args.duration)
+        result.server, check = bench_server(server, texts_file, args.requests, args.duration)
         result.rss_after_bench_mib = proc_status_mib(server.proc.pid, "VmRSS")
         result.hwm_mib = proc_status_mib(server.proc.pid, "VmHWM")
     served = np.asarray([probs for _, probs in check], dtype=np.float64)

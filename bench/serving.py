@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import csv
 import json
+import logging
 import multiprocessing
 import os
 import platform
@@ -97,6 +98,7 @@ class VariantResult:
     ready_s: float = float("nan")
     server_starts: int = 1
     rss_after_load_mib: float = float("nan")
+    hwm_after_load_mib: float = float("nan")
     rss_after_bench_mib: float = float("nan")
     hwm_mib: float = float("nan")
     max_prob_diff: float = float("nan")
@@ -250,11 +252,15 @@ def prepare_variant(source_state: Path, variant: str, work: Path) -> tuple[Path,
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             started = time.perf_counter()
-            quantize_dynamic(
-                str(info.path / "model.onnx"),
-                str(version_dir / serving_file),
-                weight_type=QuantType.QInt8,
-            )
+            logging.disable(logging.WARNING)  # its "consider pre-processing" hint
+            try:
+                quantize_dynamic(
+                    str(info.path / "model.onnx"),
+                    str(version_dir / serving_file),
+                    weight_type=QuantType.QInt8,
+                )
+            finally:
+                logging.disable(logging.NOTSET)
             how = f"quantize_dynamic QInt8 by bench ({time.perf_counter() - started:.1f}s)"
     meta = {**info.meta, "serving_file": serving_file}
     (version_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -755,7 +761,7 @@ def print_report(info: dict[str, Any], results: list[VariantResult], total_s: fl
             f"  {'':<8}in-process p50 {r.in_process_latency().p50_ms:.2f} ms, best "
             f"{best.texts_per_s:.1f} texts/s at {best.name.split()[-1]}; server {r.serving_file} "
             f"({r.prepared}); labels agree {r.label_agreement:.0%}; RSS after bench "
-            f"{r.rss_after_bench_mib:.0f} MiB"
+            f"{r.rss_after_bench_mib:.0f} MiB, HWM after load {r.hwm_after_load_mib:.0f} MiB"
             + (f"; server needed {r.server_starts} starts" if r.server_starts > 1 else "")
         )
     print()
@@ -825,6 +831,7 @@ def run_variant(
     server, result.ready_s, result.server_starts = start_server(state, models_dir, work, variant)
     with server:
         result.rss_after_load_mib = proc_status_mib(server.proc.pid, "VmRSS")
+        result.hwm_after_load_mib = proc_status_mib(server.proc.pid, "VmHWM")
         result.server, check = bench_server(server, texts_file, args.requests, args.duration)
         result.rss_after_bench_mib = proc_status_mib(server.proc.pid, "VmRSS")
         result.hwm_mib = proc_status_mib(server.proc.pid, "VmHWM")

@@ -7,6 +7,7 @@ and answered INTERNAL with a generic message.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -55,23 +56,13 @@ class ObservabilityInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
             model = self._model_label(request) if is_infer else ""
             if is_infer:
                 self._metrics.in_flight.labels(model).inc()
-            code, version = grpc.StatusCode.OK, ""
-            try:
-                response = await behavior(request, context)
-                version = getattr(response, "model_version", "")
-                return response
-            except LoopserveError as exc:
-                code = status_for(exc)
-                log.info("%s -> %s: %s", method, code.name, exc)
-                await context.abort(code, public_message(exc))
-            except aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception as exc:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("%s failed", method)
-                await context.abort(code, public_message(exc))
-            finally:
+            recorded = False
+
+            def record(code: grpc.StatusCode, version: str = "") -> None:
+                # Before the status goes out: abort() sends it at once, and a client that scrapes
+                # metrics right after its call must see that call counted.
+                nonlocal recorded
+                recorded = True
                 self._metrics.grpc_requests.labels(method, code.name).inc()
                 if is_infer:
                     self._metrics.in_flight.labels(model).dec()
@@ -79,6 +70,27 @@ class ObservabilityInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
                     self._metrics.request_latency.labels(model).observe(
                         time.perf_counter() - started
                     )
+
+            try:
+                response = await behavior(request, context)
+                record(grpc.StatusCode.OK, getattr(response, "model_version", ""))
+                return response
+            except LoopserveError as exc:
+                code = status_for(exc)
+                log.info("%s -> %s: %s", method, code.name, exc)
+                record(code)
+                await context.abort(code, public_message(exc))
+            except aio.AbortError:
+                if not recorded:
+                    record(context.code() or grpc.StatusCode.UNKNOWN)
+                raise
+            except asyncio.CancelledError:
+                record(grpc.StatusCode.CANCELLED)
+                raise
+            except Exception as exc:
+                log.exception("%s failed", method)
+                record(grpc.StatusCode.INTERNAL)
+                await context.abort(grpc.StatusCode.INTERNAL, public_message(exc))
 
         return observed
 

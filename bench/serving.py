@@ -78,6 +78,7 @@ class Phase:
     seconds: float
     p50_ms: float
     p99_ms: float
+    mean_ms: float
     texts_per_s: float
     cpu_ms_per_text: float  # in-process: this process; server: the server process only
     client_cpu_ms_per_text: float | None = None
@@ -150,6 +151,7 @@ def summarize(
         seconds=seconds,
         p50_ms=p50,
         p99_ms=p99,
+        mean_ms=float(ms.mean()) if ms.size else float("nan"),
         texts_per_s=texts / seconds if seconds > 0 else float("nan"),
         cpu_ms_per_text=cpu_s * per_text,
         client_cpu_ms_per_text=None if client_cpu_s is None else client_cpu_s * per_text,
@@ -162,6 +164,15 @@ def summarize(
 
 
 # ----------------------------------------------------------------------------------- preparation
+
+
+def server_default_threads() -> int:
+    """What the server uses for ``intra_op_threads = 0``: the CPUs this process may use."""
+    try:
+        from service.runtime import available_cpus
+    except ImportError:  # older service code sized the pool by os.cpu_count()
+        return os.cpu_count() or 1
+    return int(available_cpus())
 
 
 def load_texts() -> tuple[list[str], str]:
@@ -392,13 +403,14 @@ class ServerProcess:
         import grpc
 
         from service.api._proto.inference import grpc_predict_v2_pb2 as pb
-        from service.api._proto.inference.grpc_predict_v2_pb2_grpc import (
-            GRPCInferenceServiceStub,
-        )
 
         deadline = self.started + timeout
         with grpc.insecure_channel(self.address) as channel:
-            stub = GRPCInferenceServiceStub(channel)
+            server_ready = channel.unary_unary(
+                "/inference.GRPCInferenceService/ServerReady",
+                request_serializer=pb.ServerReadyRequest.SerializeToString,
+                response_deserializer=pb.ServerReadyResponse.FromString,
+            )
             while time.perf_counter() < deadline:
                 if self.proc.poll() is not None:
                     gone = (
@@ -409,7 +421,7 @@ class ServerProcess:
                         f"({gone}) after {time.perf_counter() - self.started:.2f}s:\n{self.tail()}"
                     )
                 with contextlib.suppress(grpc.RpcError):
-                    if stub.ServerReady(pb.ServerReadyRequest(), timeout=1.0).ready:
+                    if server_ready(pb.ServerReadyRequest(), timeout=1.0).ready:
                         return time.perf_counter() - self.started
                 time.sleep(0.02)
         raise TimeoutError(f"server not ready after {timeout:.0f}s:\n{self.tail()}")
@@ -664,7 +676,7 @@ def machine_info(
     return {
         "cpu_model": cpu_model,
         "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpus_usable": server_default_threads(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
@@ -686,6 +698,7 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
 
 
 def print_report(info: dict[str, Any], results: list[VariantResult], total_s: float) -> None:
+    max_batch = int(info["max_batch_size"])
     print()
     print("== machine")
     for key, value in info.items():
@@ -720,22 +733,23 @@ def print_report(info: dict[str, Any], results: list[VariantResult], total_s: fl
     print("== inside the server during each gRPC run (means from its /metrics)")
     header = (
         f"  {'variant':<8}{'mode':<14}{'texts/batch':>12}{'request ms':>12}{'queue ms':>10}"
-        f"{'batch ms':>10}{'client p50 - request':>22}"
+        f"{'batch ms':>10}{'client - request ms':>21}"
     )
     print(header)
     print("  " + "-" * (len(header) - 2))
     for r in results:
         for p in r.server:
             i = p.internals
-            outside = p.p50_ms - i.get("server_request_ms", float("nan"))
+            outside = p.mean_ms - i.get("server_request_ms", float("nan"))
             print(
                 f"  {r.variant:<8}{p.name:<14}{_fmt(i.get('mean_batch')):>12}"
                 f"{_fmt(i.get('server_request_ms')):>12}{_fmt(i.get('queue_ms')):>10}"
-                f"{_fmt(i.get('batch_ms')):>10}{_fmt(outside):>22}"
+                f"{_fmt(i.get('batch_ms')):>10}{_fmt(outside):>21}"
             )
     print(
         "  request = ModelInfer inside the server (decode to encode); queue = wait for the batcher;"
-        "\n  batch = tokenize + ORT per batch; last column ~ gRPC transport + client + event loop."
+        "\n  batch = tokenize + ORT per batch; last column = client mean latency - request, i.e."
+        "\n  gRPC transport, the client and the server's event loop outside the handler."
     )
     print()
     print("== server vs in-process")
@@ -764,6 +778,13 @@ def print_report(info: dict[str, Any], results: list[VariantResult], total_s: fl
             f"{r.rss_after_bench_mib:.0f} MiB, HWM after load {r.hwm_after_load_mib:.0f} MiB"
             + (f"; server needed {r.server_starts} starts" if r.server_starts > 1 else "")
         )
+        same = next((p for p in r.in_process if p.name == f"in-process batch={max_batch}"), None)
+        if same is not None:
+            ratio = r.server_phase(16).texts_per_s / same.texts_per_s
+            print(
+                f"  {'':<8}tput c=16 / in-process at the server's max_batch_size ({max_batch}): "
+                f"{ratio:.2f}"
+            )
     print()
     print(
         "  RSS = VmRSS of the server after ready; HWM = VmHWM after the load test; max|dp| = "
@@ -869,7 +890,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         definition = load_model_definition(args.models_dir, MODEL)
         threads = args.threads if args.threads is not None else definition.serving.intra_op_threads
-        threads = threads or (os.cpu_count() or 1)
+        threads = threads or server_default_threads()
         models_dir = models_dir_with_threads(args.models_dir, threads, work)
         source_state = (args.state_dir or work / "build").resolve()
         build_s = ensure_built(source_state, args.models_dir)

@@ -214,8 +214,8 @@ def ensure_built(state_dir: Path, models_dir: Path) -> float | None:
     return time.perf_counter() - started
 
 
-def models_dir_with_threads(models_dir: Path, threads: int, work: Path) -> Path:
-    """A copy of the model definition whose [serving] intra_op_threads is ``threads``."""
+def models_dir_with_threads(models_dir: Path, threads: int, work: Path, spinning: bool) -> Path:
+    """A copy of the model definition with [serving] intra_op_threads and thread_spinning set."""
     from service.config import load_model_definition
 
     target = work / "models"
@@ -228,7 +228,13 @@ def models_dir_with_threads(models_dir: Path, threads: int, work: Path) -> Path:
         text, n = re.subn(r"(?m)^\[serving\]\s*$", f"[serving]\n{line}", text, count=1)
     if n == 0:
         text += f"\n[serving]\n{line}\n"
+    spin = f"thread_spinning = {'true' if spinning else 'false'}"
+    text, n = re.subn(r"(?m)^thread_spinning\s*=.*$", spin, text)
+    if n == 0:
+        text = re.sub(r"(?m)^\[serving\]\s*$", f"[serving]\n{spin}", text, count=1)
     toml.write_text(text, encoding="utf-8")
+    if load_model_definition(target, MODEL).serving.thread_spinning != spinning:
+        raise SystemExit(f"could not set thread_spinning in {toml}")
     if load_model_definition(target, MODEL).serving.intra_op_threads != threads:
         raise SystemExit(f"could not set intra_op_threads = {threads} in {toml}")
     return target
@@ -282,7 +288,7 @@ def prepare_variant(source_state: Path, variant: str, work: Path) -> tuple[Path,
 # ------------------------------------------------------------------------------------ in-process
 
 
-def load_version(state: Path, threads: int, providers: str) -> Any:
+def load_version(state: Path, threads: int, providers: str, spinning: bool) -> Any:
     """The server's own loading path: registry -> LoadedVersion with the served file, warmed."""
     from service.registry import ModelRegistry
     from service.runtime import LoadedVersion, SessionOptions
@@ -296,7 +302,7 @@ def load_version(state: Path, threads: int, providers: str) -> Any:
         tokenizer_path=info.path / "tokenizer.json",
         labels=info.labels,
         max_length=int(info.meta["max_seq_length"]),
-        options=SessionOptions(threads, providers),
+        options=SessionOptions(threads, providers, spinning),
     )
     loaded.warm_up()
     return loaded
@@ -841,7 +847,7 @@ def run_variant(
     )
 
     print(f"[{variant}] in-process ONNX Runtime ...", flush=True)
-    loaded = load_version(state, threads, providers)
+    loaded = load_version(state, threads, providers, args.spinning_on)
     session_providers = list(loaded.providers)
     result.in_process = bench_in_process(loaded, texts, args.requests, args.duration)
     reference = reference_probabilities(loaded, texts)
@@ -873,6 +879,12 @@ def main(argv: list[str] | None = None) -> int:
     add("--requests", type=int, default=1000, help="requests per measured run (default 1000)")
     add("--duration", type=float, default=20.0, help="seconds cap per measured run (default 20)")
     add("--threads", type=int, help="intra-op threads for both (default: model.toml / all cores)")
+    add(
+        "--spinning",
+        choices=("model", "on", "off"),
+        default="model",
+        help="ONNX Runtime thread spinning for both (default: model.toml's thread_spinning)",
+    )
     add("--variants", default="fp32,int8", help="fp32, int8 or both (default fp32,int8)")
     add("--json", type=Path, help="also write the results as JSON here")
     add("--keep", action="store_true", help="keep the temporary directory")
@@ -891,11 +903,21 @@ def main(argv: list[str] | None = None) -> int:
         definition = load_model_definition(args.models_dir, MODEL)
         threads = args.threads if args.threads is not None else definition.serving.intra_op_threads
         threads = threads or server_default_threads()
-        models_dir = models_dir_with_threads(args.models_dir, threads, work)
+        spinning = (
+            definition.serving.thread_spinning
+            if args.spinning == "model"
+            else args.spinning == "on"
+        )
+        args.spinning_on = spinning
+        models_dir = models_dir_with_threads(args.models_dir, threads, work, spinning)
         source_state = (args.state_dir or work / "build").resolve()
         build_s = ensure_built(source_state, args.models_dir)
         texts, source = load_texts()
-        print(f"{len(texts)} texts from {source}; {threads} intra-op threads", flush=True)
+        spin = "on" if spinning else "off"
+        print(
+            f"{len(texts)} texts from {source}; {threads} intra-op threads, spinning {spin}",
+            flush=True,
+        )
 
         results: list[VariantResult] = []
         providers: list[str] = []

@@ -69,6 +69,7 @@ class ServingOptions:
     max_texts_per_request: int = 64
     max_text_bytes: int = 16_384
     intra_op_threads: int = 0
+    thread_spinning: bool = False
     providers: str = "auto"
     int8: bool = False
     int8_max_accuracy_drop: float = 0.01

@@ -41,7 +41,9 @@ class ServedModel:
         self.contract = TextClassifierContract(
             TextLimits(serving.max_texts_per_request, serving.max_text_bytes)
         )
-        self._session_options = SessionOptions(serving.intra_op_threads, serving.providers)
+        self._session_options = SessionOptions(
+            serving.intra_op_threads, serving.providers, serving.thread_spinning
+        )
         self._swap_lock = threading.Lock()
 
     @property

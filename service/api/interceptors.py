@@ -31,22 +31,27 @@ class ObservabilityInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, metrics: Metrics, served_models: Callable[[], list[str]]) -> None:
         self._metrics = metrics
         self._served_models = served_models
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        method: str = details.method
+        cached = self._wrapped.get(method)
+        if cached is not None:
+            return cached
         handler = await continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler
-        method: str = details.method
-        wrapped = self._wrap(method, handler.unary_unary)
-        return grpc.unary_unary_rpc_method_handler(
-            wrapped,
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            self._wrap(method, handler.unary_unary),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+        self._wrapped[method] = wrapped
+        return wrapped
 
     def _wrap(self, method: str, behavior: Behavior) -> Behavior:
         is_infer = method == MODEL_INFER

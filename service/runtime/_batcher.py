@@ -1,9 +1,10 @@
 """Dynamic batcher: a bounded queue of requests and one worker thread that runs them in batches.
 
-The worker takes whatever is queued when it becomes free (up to ``max_batch_size`` texts) and,
-if ``max_queue_delay`` is set, waits at most that long after the oldest request for more. With the
-default delay of 0 a lone request starts at once, so batching costs no latency at low load and
-forms naturally under load. The session splits a batch into groups of similar token length.
+The worker takes whatever is queued when it becomes free (up to ``max_batch_size`` texts). Under
+concurrent load (the previous batch held several requests, or work was still queued behind it) it
+waits up to ``max_queue_delay`` after the oldest request for the batch to fill; a lone request
+never waits, so batching costs no latency at low load. The session splits a batch into groups of
+similar token length.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Batcher:
         self._queue: collections.deque[_Pending] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
+        self._under_load = False
         self._thread = threading.Thread(target=self._run, name=f"batcher-{slot.model}", daemon=True)
 
     def start(self) -> None:
@@ -104,7 +106,8 @@ class Batcher:
                 self._cond.wait()
             batch = [self._queue.popleft()]
             count = len(batch[0].texts)
-            deadline = batch[0].enqueued + self._options.max_queue_delay
+            delay = self._options.max_queue_delay if self._under_load else 0.0
+            deadline = batch[0].enqueued + delay
             while count < limit:
                 if self._queue:
                     if count + len(self._queue[0].texts) > limit:
@@ -117,6 +120,7 @@ class Batcher:
                 if remaining <= 0 or self._stopping:
                     break
                 self._cond.wait(remaining)
+            self._under_load = len(batch) > 1 or bool(self._queue)
             self._metrics.queue_depth.labels(self._model).set(len(self._queue))
         return [p for p in batch if not p.future.cancelled()]
 

@@ -30,6 +30,7 @@ class Prediction:
 class SessionOptions:
     intra_op_threads: int = 0
     providers: str = "auto"
+    thread_spinning: bool = False
 
 
 class LoadedVersion:
@@ -97,4 +98,9 @@ def _session_options(options: SessionOptions) -> ort.SessionOptions:
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
+    # Spinning workers keep cores busy between runs; a server shares those cores with gRPC and
+    # its callers, so by default idle workers sleep.
+    so.add_session_config_entry(
+        "session.intra_op.allow_spinning", "1" if options.thread_spinning else "0"
+    )
     return so

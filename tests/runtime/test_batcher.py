@@ -93,11 +93,18 @@ def test_a_request_larger_than_max_batch_runs_alone() -> None:
     assert version.batches == [["x"] * 5]
 
 
-def test_max_queue_delay_waits_for_more_requests() -> None:
-    version = FakeVersion()
+def test_under_load_max_queue_delay_waits_for_more_requests() -> None:
+    gate = threading.Event()
+    version = FakeVersion(gate=gate)
     batcher = make_batcher(version, max_batch_size=8, max_queue_delay=0.2)
 
     async def run() -> None:
+        blocker = asyncio.ensure_future(batcher.infer(["blocker"]))
+        await asyncio.to_thread(version.started.wait, 5)
+        queued = [asyncio.ensure_future(batcher.infer([t])) for t in ("q1", "q2")]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(blocker, *queued)  # [q1, q2] was a batch of several: load
         first = asyncio.ensure_future(batcher.infer(["a"]))
         await asyncio.sleep(0.05)
         second = asyncio.ensure_future(batcher.infer(["b"]))
@@ -105,7 +112,17 @@ def test_max_queue_delay_waits_for_more_requests() -> None:
 
     asyncio.run(run())
     batcher.stop(5)
-    assert version.batches == [["a", "b"]]
+    assert version.batches == [["blocker"], ["q1", "q2"], ["a", "b"]]
+
+
+def test_a_lone_request_never_waits_for_the_queue_delay() -> None:
+    version = FakeVersion()
+    batcher = make_batcher(version, max_batch_size=8, max_queue_delay=0.5)
+    started = time.perf_counter()
+    asyncio.run(batcher.infer(["alone"]))
+    batcher.stop(5)
+    assert time.perf_counter() - started < 0.3
+    assert version.batches == [["alone"]]
 
 
 def test_zero_delay_does_not_wait_for_a_full_batch() -> None:

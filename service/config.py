@@ -63,13 +63,13 @@ class TrainRecipe:
 class ServingOptions:
     """How a version is served: batching, limits, threads, execution providers, int8."""
 
-    max_batch_size: int = 8
+    max_batch_size: int = 16
     max_queue_delay_ms: float = 0.0
     max_queue_size: int = 256
     max_texts_per_request: int = 64
     max_text_bytes: int = 16_384
     intra_op_threads: int = 0
-    thread_spinning: bool = False
+    thread_spinning: bool = True
     providers: str = "auto"
     int8: bool = False
     int8_max_accuracy_drop: float = 0.01
@@ -225,7 +225,7 @@ def write_model_toml(
         "learning_rate = 2e-5\n"
         "epochs = 6\n\n"
         "[serving]\n"
-        "max_batch_size = 8\n"
+        "max_batch_size = 16\n"
         "max_queue_delay_ms = 0.0\n"
         "max_queue_size = 256\n"
     )

@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import functools
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
+from service.adaptation.types import GateResult, Job, NewSample, VersionSummary
 from service.config import ServerSettings, load_model_definition
-from service.errors import LoopserveError
+from service.errors import InvalidInput, LoopserveError
 from service.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from service.api.adaptation_client import AdaptationClient
 
 DEFAULT_ADDR = "localhost:8001"
 DEFAULT_MODEL = "support-intents"
+LABEL_BATCH = 500
+CSV_COLUMNS = ("text", "label", "id", "prediction_id")
+CSV_FORMAT = "text,label[,id][,prediction_id]"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,6 +117,42 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", default=DEFAULT_MODEL)
     predict.add_argument("--json", action="store_true", help="print JSON")
     predict.set_defaults(run=_predict)
+
+    # The closed loop, through the loopserve.v1.Adaptation service of a running server.
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument(
+        "--addr", default=DEFAULT_ADDR, help=f"server address (default {DEFAULT_ADDR})"
+    )
+    remote.add_argument("--model", default=DEFAULT_MODEL, help=f"(default {DEFAULT_MODEL})")
+    remote.add_argument("--json", action="store_true", help="print JSON")
+
+    label = commands.add_parser(
+        "label", parents=[common, remote], help="send labeled samples from a CSV to the server"
+    )
+    label.add_argument("file", type=Path, metavar="FILE.csv", help=f"columns {CSV_FORMAT}")
+    label.set_defaults(run=_label)
+
+    versions = commands.add_parser(
+        "versions", parents=[common, remote], help="list a model's versions"
+    )
+    versions.set_defaults(run=_versions)
+
+    status = commands.add_parser(
+        "status", parents=[common, remote], help="serving version, new samples, jobs, last gate"
+    )
+    status.set_defaults(run=_status)
+
+    finetune = commands.add_parser(
+        "finetune", parents=[common, remote], help="start a fine-tune job now"
+    )
+    finetune.add_argument("--reason", default="", help="recorded on the job")
+    finetune.set_defaults(run=_finetune)
+
+    rollback = commands.add_parser(
+        "rollback", parents=[common, remote], help="serve an earlier promoted version again"
+    )
+    rollback.add_argument("version", type=int, metavar="VERSION")
+    rollback.set_defaults(run=_rollback)
     return parser
 
 
@@ -165,6 +213,247 @@ def _predict(args: argparse.Namespace) -> int:
         for r in results:
             print(f"{r.label}\t{r.probabilities[r.label]:.3f}\t{r.text}")
     return 0
+
+
+# ---- the closed loop ----------------------------------------------------------------------------
+
+Command = Callable[[argparse.Namespace, "AdaptationClient"], int]
+
+
+def _remote(command: Command) -> Callable[[argparse.Namespace], int]:
+    """Run ``command`` with a client; a server error exits 1 with ``loopserve: CODE: message``."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from service.api.adaptation_client import AdaptationClient
+        from service.api.client import ClientError
+
+        try:
+            with AdaptationClient(args.addr) as client:
+                return command(args, client)
+        except ClientError as exc:
+            print(f"loopserve: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def read_label_csv(path: Path) -> list[NewSample]:
+    """Samples from a ``text,label[,id][,prediction_id]`` CSV with a header row.
+
+    Raises :class:`InvalidInput` naming the file and line of the first problem.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(_csv_rows(path, handle))
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{path} is not UTF-8 text: {exc.reason}") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not rows:
+        raise InvalidInput(f"{path} is empty; expected a header row {CSV_FORMAT} and samples")
+    (_, header), body = rows[0], rows[1:]
+    columns = [name.strip().lower() for name in header]
+    unknown = [name for name in columns if name not in CSV_COLUMNS]
+    missing = [name for name in ("text", "label") if name not in columns]
+    repeated = sorted({name for name in columns if columns.count(name) > 1})
+    problems = []
+    if missing:
+        problems.append(f"no {' or '.join(map(repr, missing))} column")
+    if unknown:
+        problems.append(f"unknown column(s) {', '.join(map(repr, unknown))}")
+    if repeated:
+        problems.append(f"repeated column(s) {', '.join(map(repr, repeated))}")
+    if problems:
+        raise InvalidInput(
+            f"{path}: line 1: {'; '.join(problems)}; the header must name the columns {CSV_FORMAT}"
+        )
+    samples = []
+    for line, fields in body:
+        if len(fields) != len(columns):
+            raise InvalidInput(
+                f"{path}: line {line}: {len(fields)} field(s) where the header has {len(columns)}"
+            )
+        row = dict(zip(columns, fields, strict=True))
+        for name in ("text", "label"):
+            if not row[name].strip():
+                raise InvalidInput(f"{path}: line {line}: empty {name}")
+        samples.append(
+            NewSample(
+                text=row["text"],
+                label=row["label"].strip(),
+                id=row.get("id", "").strip(),
+                prediction_id=row.get("prediction_id", "").strip(),
+            )
+        )
+    if not samples:
+        raise InvalidInput(f"{path} has a header but no samples")
+    return samples
+
+
+def _csv_rows(path: Path, handle: TextIO) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of each non-blank CSV record."""
+    reader = csv.reader(handle, strict=True)
+    try:
+        for fields in reader:
+            if fields and any(f.strip() for f in fields):
+                yield reader.line_num, fields
+    except csv.Error as exc:
+        raise InvalidInput(f"{path}: line {reader.line_num}: {exc}") from None
+
+
+@_remote
+def _label(args: argparse.Namespace, client: AdaptationClient) -> int:
+    from service.api.client import ClientError
+
+    samples = read_label_csv(args.file)  # a bad file exits 2 before anything is sent
+    accepted = duplicates = 0
+    ids: list[str] = []
+    for start in range(0, len(samples), LABEL_BATCH):
+        try:
+            outcome = client.add_samples(args.model, samples[start : start + LABEL_BATCH])
+        except ClientError as exc:
+            if not start:
+                raise
+            stored = f"the first {start} samples were sent and stored before this batch"
+            message = str(exc).removeprefix(f"{exc.code}: ")
+            raise ClientError(exc.code, f"{message} ({stored})") from None
+        accepted += outcome.accepted
+        duplicates += outcome.duplicates
+        ids.extend(outcome.ids)
+    if args.json:
+        _print_json({"accepted": accepted, "duplicates": duplicates, "ids": ids})
+    else:
+        print(
+            f"{args.model}: {accepted} accepted, {duplicates} duplicates ({len(samples)} samples)"
+        )
+    return 0
+
+
+@_remote
+def _versions(args: argparse.Namespace, client: AdaptationClient) -> int:
+    versions = client.list_versions(args.model)
+    if args.json:
+        _print_json([asdict(v) for v in versions])
+        return 0
+    rows = [
+        [
+            str(v.version),
+            "-" if v.parent is None else str(v.parent),
+            v.status,
+            v.created,
+            str(v.samples_upto),
+            _accuracy(v),
+            v.reason,
+        ]
+        for v in versions
+    ]
+    _print_table(["VERSION", "PARENT", "STATUS", "CREATED", "SAMPLES", "ACCURACY", "REASON"], rows)
+    return 0
+
+
+@_remote
+def _status(args: argparse.Namespace, client: AdaptationClient) -> int:
+    status = client.model_status(args.model)
+    if args.json:
+        _print_json(
+            {
+                **asdict(status),
+                "job": _job_json(status.job) if status.job is not None else None,
+                "last_gate": (
+                    _gate_json(status.last_gate) if status.last_gate is not None else None
+                ),
+            }
+        )
+        return 0
+    print(
+        f"{status.model}: serving version {status.serving_version}, "
+        f"{status.samples_since_version} new samples since"
+    )
+    print(f"labels: {', '.join(status.labels) or '-'}")
+    print(f"job: {_job_line(status.job) if status.job is not None else 'none yet'}")
+    gate = status.last_gate
+    print(f"last gate: {_gate_line(gate) if gate is not None else 'none yet'}")
+    print(f"needs adaptation: {'yes' if status.needs_adaptation else 'no'}")
+    if status.backoff_until:
+        print(f"backing off until {_time(status.backoff_until)}")
+    return 0
+
+
+@_remote
+def _finetune(args: argparse.Namespace, client: AdaptationClient) -> int:
+    job = client.start_fine_tune(args.model, args.reason)
+    if args.json:
+        _print_json(_job_json(job))
+    else:
+        print(f"job {_job_line(job)}")
+    return 0
+
+
+@_remote
+def _rollback(args: argparse.Namespace, client: AdaptationClient) -> int:
+    version = client.rollback(args.model, args.version)
+    if args.json:
+        _print_json(asdict(version))
+    else:
+        print(f"{version.model}: serving version {version.version} ({version.status})")
+    return 0
+
+
+def _job_json(job: Job) -> dict[str, Any]:
+    return {
+        **asdict(job),
+        "state": job.state.value,
+        "gate": _gate_json(job.gate) if job.gate is not None else None,
+    }
+
+
+def _gate_json(gate: GateResult) -> dict[str, Any]:
+    return {**asdict(gate), "forgetting": gate.forgetting}
+
+
+def _job_line(job: Job) -> str:
+    line = (
+        f"{job.id} {job.state.value} ({job.trigger}, base version {job.base_version}, "
+        f"samples up to {job.samples_upto}, created {_time(job.created)}"
+    )
+    if job.attempt > 1:
+        line += f", attempt {job.attempt}"
+    if job.candidate_version is not None:
+        line += f", candidate version {job.candidate_version}"
+    line += ")"
+    detail = job.error or job.reason
+    return f"{line}: {detail}" if detail else line
+
+
+def _gate_line(gate: GateResult) -> str:
+    return (
+        f"{'promote' if gate.promote else 'reject'}; new data {gate.candidate_new:.3f} vs "
+        f"{gate.incumbent_new:.3f} ({gate.new_examples} examples), anchor "
+        f"{gate.candidate_anchor:.3f} vs {gate.incumbent_anchor:.3f} ({gate.anchor_examples} "
+        f"examples), forgetting {gate.forgetting:.3f}: {gate.reason}"
+    )
+
+
+def _accuracy(version: VersionSummary) -> str:
+    value = version.metrics.get("validation_accuracy", version.metrics.get("accuracy"))
+    return f"{value:.3f}" if isinstance(value, int | float) else "-"
+
+
+def _time(unix: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix))
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2))
 
 
 if __name__ == "__main__":

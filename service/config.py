@@ -90,6 +90,64 @@ class ServingOptions:
 
 
 @dataclass(frozen=True)
+class AdaptationRecipe:
+    """When and how the serving version is fine-tuned on newly labeled samples."""
+
+    allow_new_labels: bool = False
+    min_new_samples: int = 50
+    drift_min_samples: int = 20
+    backoff_seconds: float = 300.0
+    max_retries: int = 1
+    replay_ratio: float = 1.0
+    holdout_fraction: float = 0.2
+    anchor_size: int = 300
+    validation_fraction: float = 0.15
+    learning_rate: float = 2e-5
+    layer_lr_decay: float = 0.9
+    head_learning_rate: float = 1e-3
+    epochs: int = 4
+    patience: int = 2
+    batch_size: int = 16
+    job_threads: int = 1
+    job_nice: int = 10
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        _check(self.min_new_samples >= 1, where, "min_new_samples must be >= 1")
+        _check(self.drift_min_samples >= 1, where, "drift_min_samples must be >= 1")
+        _check(self.backoff_seconds >= 0, where, "backoff_seconds must be >= 0")
+        _check(self.max_retries >= 0, where, "max_retries must be >= 0")
+        _check(self.replay_ratio >= 0, where, "replay_ratio must be >= 0")
+        _check(0 < self.holdout_fraction < 0.9, where, "holdout_fraction must be in (0, 0.9)")
+        _check(0 < self.validation_fraction < 0.9, where, "validation_fraction must be in (0, 0.9)")
+        _check(self.anchor_size >= 1, where, "anchor_size must be >= 1")
+        _check(
+            self.learning_rate > 0 and self.head_learning_rate > 0,
+            where,
+            "learning rates must be > 0",
+        )
+        _check(0 < self.layer_lr_decay <= 1, where, "layer_lr_decay must be in (0, 1]")
+        _check(self.epochs >= 1 and self.patience >= 1, where, "epochs and patience must be >= 1")
+        _check(self.batch_size >= 1, where, "batch_size must be >= 1")
+        _check(self.job_threads >= 1, where, "job_threads must be >= 1")
+        _check(0 <= self.job_nice <= 19, where, "job_nice must be in [0, 19]")
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """A candidate is promoted only if it is not worse than the serving version on a holdout of
+    the new samples by more than ``new_data_tolerance`` and loses at most ``max_forgetting`` of
+    accuracy on an anchor set of older samples."""
+
+    new_data_tolerance: float = 0.02
+    max_forgetting: float = 0.01
+
+    def validate(self, where: str) -> None:
+        _check(0 <= self.new_data_tolerance <= 1, where, "new_data_tolerance must be in [0, 1]")
+        _check(0 <= self.max_forgetting <= 1, where, "max_forgetting must be in [0, 1]")
+
+
+@dataclass(frozen=True)
 class ModelDefinition:
     """One ``models/<name>/model.toml``: what to build and how to serve it."""
 
@@ -103,6 +161,8 @@ class ModelDefinition:
     description: str = ""
     train: TrainRecipe = field(default_factory=TrainRecipe)
     serving: ServingOptions = field(default_factory=ServingOptions)
+    adaptation: AdaptationRecipe = field(default_factory=AdaptationRecipe)
+    gate: GateThresholds = field(default_factory=GateThresholds)
 
     @property
     def seed_path(self) -> Path:
@@ -141,8 +201,9 @@ def load_model_definition(models_dir: Path, name: str) -> ModelDefinition:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    _reject_unknown(document, {"model", "train", "serving"}, str(path))
-    for section in ("model", "train", "serving"):
+    sections = ("model", "train", "serving", "adaptation", "gate")
+    _reject_unknown(document, set(sections), str(path))
+    for section in sections:
         if not isinstance(document.get(section, {}), dict):
             raise ConfigError(f"{path}: [{section}] must be a table")
     model_table = document.get("model", {})
@@ -151,15 +212,21 @@ def load_model_definition(models_dir: Path, name: str) -> ModelDefinition:
         directory=directory,
         train=_from_table(TrainRecipe, document.get("train", {}), f"{path} [train]"),
         serving=_from_table(ServingOptions, document.get("serving", {}), f"{path} [serving]"),
+        adaptation=_from_table(
+            AdaptationRecipe, document.get("adaptation", {}), f"{path} [adaptation]"
+        ),
+        gate=_from_table(GateThresholds, document.get("gate", {}), f"{path} [gate]"),
         **_checked_fields(
             ModelDefinition,
             model_table,
             f"{path} [model]",
-            skip={"name", "directory", "train", "serving"},
+            skip={"name", "directory", "train", "serving", "adaptation", "gate"},
         ),
     )
     definition.train.validate(f"{path} [train]")
     definition.serving.validate(f"{path} [serving]")
+    definition.adaptation.validate(f"{path} [adaptation]")
+    definition.gate.validate(f"{path} [gate]")
     _check(definition.pooling in ("mean", "cls"), f"{path} [model]", "pooling must be mean or cls")
     _check(
         8 <= definition.max_seq_length <= 512,

@@ -77,6 +77,55 @@ class Metrics:
             ["model", "outcome"],
             registry=r,
         )
+        self.samples = Counter(
+            "loopserve_samples",
+            "Labeled samples posted, by outcome (accepted, duplicate, rejected).",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.jobs = Counter(
+            "loopserve_finetune_jobs",
+            "Finished fine-tune jobs by outcome (promoted, rejected, failed).",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.job_duration = Histogram(
+            "loopserve_finetune_job_duration_seconds",
+            "Fine-tune job wall time, from start to the promotion or rejection decision.",
+            ["model"],
+            buckets=(5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200),
+            registry=r,
+        )
+        self.job_running = Gauge(
+            "loopserve_finetune_job_running",
+            "1 while a fine-tune job of the model runs.",
+            ["model"],
+            registry=r,
+        )
+        self.gate_accuracy = Gauge(
+            "loopserve_gate_accuracy",
+            "Accuracy in the latest gate: candidate or incumbent, on the new-data holdout or the old-data anchor.",
+            ["model", "role", "dataset"],
+            registry=r,
+        )
+        self.online_labeled = Counter(
+            "loopserve_online_labeled_predictions",
+            "Served predictions that later received a label (delayed labels).",
+            ["model", "version"],
+            registry=r,
+        )
+        self.online_correct = Counter(
+            "loopserve_online_correct_predictions",
+            "Served predictions whose later label matched the predicted one.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.online_accuracy = Gauge(
+            "loopserve_online_accuracy",
+            "Accuracy of served predictions against labels posted later, per version.",
+            ["model", "version"],
+            registry=r,
+        )
         self.grpc_requests = Counter(
             "loopserve_grpc_requests",
             "Every gRPC call handled, by method and status code.",

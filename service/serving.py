@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from service.config import ModelDefinition
 from service.contract import TextClassifierContract, TextLimits
@@ -17,11 +18,17 @@ from service.types import InferenceRequest, InferenceResponse, ModelMetadata
 
 log = logging.getLogger(__name__)
 PLATFORM = "onnxruntime_onnx"
+# (request id, model, version, predicted labels, confidences): lets delayed labels be scored.
+PredictionHook = Callable[[str, str, int, list[str], list[float]], None]
 
 
 class ServedModel:
     def __init__(
-        self, definition: ModelDefinition, registry: ModelRegistry, metrics: Metrics
+        self,
+        definition: ModelDefinition,
+        registry: ModelRegistry,
+        metrics: Metrics,
+        on_predictions: PredictionHook | None = None,
     ) -> None:
         self.name = definition.name
         self.definition = definition
@@ -45,6 +52,7 @@ class ServedModel:
             serving.intra_op_threads, serving.providers, serving.thread_spinning
         )
         self._swap_lock = threading.Lock()
+        self._on_predictions = on_predictions
 
     @property
     def serving_version(self) -> LoadedVersion | None:
@@ -104,6 +112,15 @@ class ServedModel:
         wanted = self.contract.requested_outputs(request.outputs)
         result = await self.batcher.infer(texts)
         self._metrics.queue_latency.labels(self.name).observe(result.queue_seconds)
+        if self._on_predictions is not None and request.id:
+            winners = result.probabilities.argmax(axis=1)
+            self._on_predictions(
+                request.id,
+                self.name,
+                result.version,
+                [result.labels[i] for i in winners],
+                [float(result.probabilities[row, i]) for row, i in enumerate(winners)],
+            )
         return InferenceResponse(
             model=self.name,
             version=str(result.version),

@@ -24,6 +24,8 @@ KEYWORDS = {
     "complaint": ["broken", "angry", "terrible", "awful", "late"],
     "question": ["how", "what", "when", "why", "where"],
 }
+# In the vocabulary but never in the seed data: material for distribution shifts in tests.
+UNSEEN = ["parcel", "invoice", "refund", "bye", "voucher", "courier"]
 FILLER = [
     "the",
     "a",
@@ -69,7 +71,7 @@ def build_tiny_backbone(directory: Path) -> Path:
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel
 
-    words = sorted({w for group in KEYWORDS.values() for w in group} | set(FILLER))
+    words = sorted({w for group in KEYWORDS.values() for w in group} | set(FILLER) | set(UNSEEN))
     vocab_words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words]
     vocab = {w: i for i, w in enumerate(vocab_words)}
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
@@ -95,8 +97,13 @@ def build_tiny_backbone(directory: Path) -> Path:
 
 
 def write_tiny_definition(
-    models_dir: Path, backbone: Path, name: str = TINY_MODEL, **serving: object
+    models_dir: Path,
+    backbone: Path,
+    name: str = TINY_MODEL,
+    extra_toml: str = "",
+    **serving: object,
 ) -> Path:
+    """The tiny model's definition; ``serving`` keys go to [serving], ``extra_toml`` is appended."""
     directory = models_dir / name
     directory.mkdir(parents=True, exist_ok=True)
     write_csv(directory / "seed.csv", tiny_rows())
@@ -110,7 +117,7 @@ def write_tiny_definition(
         "head_epochs = 60\nhead_learning_rate = 0.05\nfinetune_layers = 1\nepochs = 2\n"
         "learning_rate = 1e-3\nbatch_size = 8\n"
         "[serving]\n"
-        "max_batch_size = 8\n" + serving_lines
+        "max_batch_size = 8\n" + serving_lines + extra_toml
     )
     return directory
 

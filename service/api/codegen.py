@@ -50,7 +50,9 @@ def generate(out_dir: Path) -> list[Path]:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(_rewrite_imports(source.read_text(), top_packages))
             written.append(target)
-        for directory in {out_dir, *(p.parent for p in written)}:
+        # Every package level needs an __init__: loopserve/v1/x_pb2.py needs loopserve/ too.
+        packages = {parent for path in written for parent in path.relative_to(out_dir).parents}
+        for directory in sorted(out_dir / package for package in packages):  # "." is out_dir
             init = directory / "__init__.py"
             if not init.exists():
                 init.write_text("")

@@ -2,15 +2,18 @@
 
 Servicers stay thin: they raise :mod:`service.errors` kinds and this interceptor turns them into
 statuses with the caller-facing message. Unexpected exceptions are logged with their traceback
-and answered INTERNAL with a generic message.
+and answered INTERNAL with a generic message. Unary calls and server-streaming calls written as
+async generators are covered; other handlers pass through untouched.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -25,6 +28,7 @@ MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 UNKNOWN_MODEL = "_unknown"
 
 Behavior = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
+StreamBehavior = Callable[[Any, aio.ServicerContext], AsyncGenerator[Any, None]]
 
 
 class ObservabilityInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
@@ -43,13 +47,22 @@ class ObservabilityInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         if cached is not None:
             return cached
         handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            self._wrap(method, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        if handler.unary_unary is not None:
+            wrapped = grpc.unary_unary_rpc_method_handler(
+                self._wrap(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        elif handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
+            wrapped = grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        else:
+            return handler
         self._wrapped[method] = wrapped
         return wrapped
 
@@ -96,6 +109,39 @@ class ObservabilityInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
                 log.exception("%s failed", method)
                 record(grpc.StatusCode.INTERNAL)
                 await context.abort(grpc.StatusCode.INTERNAL, public_message(exc))
+
+        return observed
+
+    def _wrap_stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
+        """The same mapping for a server stream: an error may come before or after some messages."""
+
+        def record(code: grpc.StatusCode) -> None:
+            self._metrics.grpc_requests.labels(method, code.name).inc()
+
+        async def observed(request: Any, context: aio.ServicerContext) -> AsyncGenerator[Any, None]:
+            try:
+                # aclosing: a cancelled call closes the servicer's generator (and what it
+                # subscribed to) at once, not when the garbage collector gets to it.
+                async with contextlib.aclosing(behavior(request, context)) as responses:
+                    async for response in responses:
+                        yield response
+            except LoopserveError as exc:
+                code = status_for(exc)
+                log.info("%s -> %s: %s", method, code.name, exc)
+                record(code)
+                await context.abort(code, public_message(exc))
+            except aio.AbortError:
+                record(context.code() or grpc.StatusCode.UNKNOWN)
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                record(grpc.StatusCode.CANCELLED)
+                raise
+            except Exception as exc:
+                log.exception("%s failed", method)
+                record(grpc.StatusCode.INTERNAL)
+                await context.abort(grpc.StatusCode.INTERNAL, public_message(exc))
+            else:
+                record(grpc.StatusCode.OK)
 
         return observed
 

@@ -1,4 +1,5 @@
-"""Builds the gRPC server: inference service, grpc.health.v1, reflection and interceptors."""
+"""Builds the gRPC server: inference and adaptation services, grpc.health.v1, reflection and
+interceptors."""
 
 from __future__ import annotations
 
@@ -9,16 +10,21 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from service.adaptation.core import AdaptationCore
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import (
     add_GRPCInferenceServiceServicer_to_server,
 )
+from service.api._proto.loopserve.v1 import adaptation_pb2
+from service.api._proto.loopserve.v1.adaptation_pb2_grpc import add_AdaptationServicer_to_server
+from service.api.adaptation_servicer import AdaptationServicer
 from service.api.interceptors import ObservabilityInterceptor
 from service.api.servicer import InferenceServicer
 from service.inference import InferenceService
 from service.metrics import Metrics
 
 INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+ADAPTATION_SERVICE = adaptation_pb2.DESCRIPTOR.services_by_name["Adaptation"].full_name
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
@@ -27,6 +33,7 @@ class GrpcServer:
     server: aio.Server
     port: int
     health: health_aio.HealthServicer
+    services: tuple[str, ...] = (INFERENCE_SERVICE,)  # reported in health besides ""
 
     async def set_serving(self, serving: bool) -> None:
         status = (
@@ -34,12 +41,22 @@ class GrpcServer:
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for service in ("", INFERENCE_SERVICE):
+        for service in ("", *self.services):
             await self.health.set(service, status)
 
 
-def build_server(core: InferenceService, metrics: Metrics, host: str, port: int) -> GrpcServer:
-    """Create and bind (not start) the server; ``port`` 0 picks a free port."""
+def build_server(
+    core: InferenceService,
+    metrics: Metrics,
+    host: str,
+    port: int,
+    adaptation: AdaptationCore | None = None,
+) -> GrpcServer:
+    """Create and bind (not start) the server; ``port`` 0 picks a free port.
+
+    The ``loopserve.v1.Adaptation`` service is added (and listed in health and reflection) when
+    an ``adaptation`` core is given.
+    """
     server = aio.server(
         interceptors=[ObservabilityInterceptor(metrics, lambda: core.model_names)],
         options=[
@@ -49,11 +66,15 @@ def build_server(core: InferenceService, metrics: Metrics, host: str, port: int)
         ],
     )
     add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core), server)
+    services = [INFERENCE_SERVICE]
+    if adaptation is not None:
+        add_adaptation_service(adaptation, server)
+        services.append(ADAPTATION_SERVICE)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (
-            INFERENCE_SERVICE,
+            *services,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
@@ -65,4 +86,9 @@ def build_server(core: InferenceService, metrics: Metrics, host: str, port: int)
         raise OSError(f"cannot bind gRPC port {host}:{port}: {exc}") from exc
     if bound == 0:
         raise OSError(f"cannot bind gRPC port {host}:{port}")
-    return GrpcServer(server, bound, health)
+    return GrpcServer(server, bound, health, tuple(services))
+
+
+def add_adaptation_service(core: AdaptationCore, server: aio.Server) -> None:
+    """Register ``loopserve.v1.Adaptation`` on ``server`` (before it starts)."""
+    add_AdaptationServicer_to_server(AdaptationServicer(core), server)

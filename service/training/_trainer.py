@@ -100,6 +100,21 @@ class Trainer:
         self.model.eval()
         return report
 
+    def fine_tune(self, train: list[Example], val: list[Example]) -> TrainReport:
+        """Only phase 2, continuing from the current weights (incremental fine-tuning)."""
+        started = time.perf_counter()
+        train_ids, val_ids = (
+            self.tokens.ids([e.text for e in train]),
+            self.tokens.ids([e.text for e in val]),
+        )
+        train_y = torch.tensor([e.label for e in train])
+        val_y = torch.tensor([e.label for e in val])
+        report = TrainReport({}, None, True, 0.0)
+        report.finetuned = vars(self._fine_tune(train_ids, train_y, val_ids, val_y, report))
+        report.seconds = time.perf_counter() - started
+        self.model.eval()
+        return report
+
     # phase 1 -----------------------------------------------------------------------------------
 
     @torch.no_grad()

@@ -1,0 +1,1 @@
+"""The closed loop: labeled samples in, incremental fine-tuning, gated promotion, rollback."""

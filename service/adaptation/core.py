@@ -1,0 +1,33 @@
+"""The contract between the ``loopserve.v1.Adaptation`` gRPC service and the closed-loop core."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from service.adaptation.types import AddOutcome, Event, Job, ModelStatus, NewSample, VersionSummary
+
+
+class AdaptationCore(Protocol):
+    async def add_samples(self, model: str, samples: list[NewSample]) -> AddOutcome:
+        """Validate (known model, non-blank text, known label unless new labels are allowed),
+        commit durably, feed online accuracy, and let the trigger policy react."""
+        ...
+
+    async def list_versions(self, model: str) -> list[VersionSummary]: ...
+
+    async def model_status(self, model: str) -> ModelStatus: ...
+
+    async def start_fine_tune(self, model: str, reason: str) -> Job:
+        """Manual trigger. Overloaded-free: if a job is already active it is returned as is."""
+        ...
+
+    async def get_job(self, job_id: str) -> Job: ...
+
+    async def rollback(self, model: str, version: int) -> VersionSummary:
+        """Serve an earlier promoted version again (hot swap); NotFound / InvalidInput otherwise."""
+        ...
+
+    def watch_events(self, model: str) -> AsyncIterator[Event]:
+        """Events from now on, for one model or for all when ``model`` is empty."""
+        ...

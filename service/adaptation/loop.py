@@ -1,0 +1,326 @@
+"""The closed-loop core behind ``loopserve.v1.Adaptation``: samples in, jobs, promotion, rollback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.adaptation.events import EventBus
+from service.adaptation.jobs import JobRunner
+from service.adaptation.policy import PolicyInput, TriggerPolicy
+from service.adaptation.predictions import PredictionLog
+from service.adaptation.types import (
+    AddOutcome,
+    Event,
+    EventKind,
+    Job,
+    JobState,
+    ModelStatus,
+    NewSample,
+    VersionSummary,
+)
+from service.errors import InvalidInput, NotFound
+from service.metrics import Metrics
+from service.registry import VersionInfo
+from service.serving import ServedModel
+from service.store import JobStore, SampleStore
+
+log = logging.getLogger(__name__)
+MAX_SAMPLES_PER_CALL = 1000
+INTERRUPTED = "interrupted: the server stopped while the job ran"
+
+
+@dataclass
+class _Alarm:
+    since_seq: int
+    raised: float
+
+
+class AdaptationService:
+    def __init__(
+        self,
+        models: Mapping[str, ServedModel],
+        samples: SampleStore,
+        jobs: JobStore,
+        events: EventBus,
+        predictions: PredictionLog,
+        metrics: Metrics,
+        work_dir: Path,
+    ) -> None:
+        self._models = dict(models)
+        self._samples = samples
+        self._jobs = jobs
+        self._events = events
+        self._predictions = predictions
+        self._metrics = metrics
+        self._policies = {
+            name: TriggerPolicy(m.definition.adaptation) for name, m in self._models.items()
+        }
+        self._runners = {
+            name: JobRunner(
+                m, samples, jobs, events, metrics, work_dir, on_finished=self._job_finished
+            )
+            for name, m in self._models.items()
+        }
+        self._alarms: dict[str, _Alarm] = {}
+        self._trigger_lock = threading.Lock()
+
+    # lifecycle ---------------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """After a restart: jobs that were running failed; let the policy retry them."""
+        for job in self._jobs.fail_interrupted(INTERRUPTED):
+            log.warning("fine-tune job %s of %s was interrupted; marked failed", job.id, job.model)
+        for name in self._models:
+            self._maybe_start(name)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for runner in self._runners.values():
+            runner.stop(timeout)
+
+    def wait_idle(self, timeout: float | None = None) -> None:
+        for runner in self._runners.values():
+            runner.wait(timeout)
+
+    # drift hook (raised by drift monitoring) ---------------------------------------------------
+
+    def raise_drift_alarm(self, model: str) -> None:
+        """Mark ``model`` as needing adaptation; a job starts once enough labels follow."""
+        self._served(model)
+        self._alarms.setdefault(model, _Alarm(self._samples.last_seq(model), time.time()))
+        self._maybe_start(model)
+
+    def clear_drift_alarm(self, model: str) -> None:
+        self._alarms.pop(model, None)
+
+    # AdaptationCore ----------------------------------------------------------------------------
+
+    async def add_samples(self, model: str, samples: list[NewSample]) -> AddOutcome:
+        served = self._served(model)
+        try:
+            self._validate(served, samples)
+            outcome = await asyncio.to_thread(self._samples.add, model, samples)
+        except InvalidInput:
+            self._metrics.samples.labels(model, "rejected").inc(len(samples))
+            raise
+        self._metrics.samples.labels(model, "accepted").inc(outcome.accepted)
+        self._metrics.samples.labels(model, "duplicate").inc(outcome.duplicates)
+        if outcome.accepted:
+            self._score_delayed_labels(model, samples, outcome)
+            self._events.publish(
+                EventKind.SAMPLES_ACCEPTED, model, f"{outcome.accepted} samples accepted",
+                accepted=outcome.accepted, duplicates=outcome.duplicates,
+            )  # fmt: skip
+            await asyncio.to_thread(self._maybe_start, model)
+        return outcome
+
+    async def list_versions(self, model: str) -> list[VersionSummary]:
+        served = self._served(model)
+        serving = self._serving_version(served)
+        return [_summary(info, serving) for info in served.registry.versions()]
+
+    async def model_status(self, model: str) -> ModelStatus:
+        served = self._served(model)
+        info = served.registry.get(self._serving_version(served))
+        latest = self._jobs.latest(model)
+        last_gate = next((j.gate for j in self._jobs.recent(model) if j.gate is not None), None)
+        return ModelStatus(
+            model=model,
+            serving_version=info.version,
+            samples_since_version=self._samples.count(model, int(info.meta.get("samples_upto", 0))),
+            labels=info.labels,
+            job=latest,
+            last_gate=last_gate,
+            needs_adaptation=model in self._alarms,
+            backoff_until=self._policies[model].backoff_until(latest),
+        )
+
+    async def start_fine_tune(self, model: str, reason: str) -> Job:
+        served = self._served(model)
+        active = self._jobs.active(model)
+        if active is not None:
+            return active
+        base = served.registry.get(self._serving_version(served))
+        if self._samples.count(model, int(base.meta.get("samples_upto", 0))) == 0:
+            raise InvalidInput(
+                f"model {model!r} has no labeled samples newer than version {base.version}; post labels first"
+            )
+        return await asyncio.to_thread(
+            self._start, model, "manual", reason or "requested by an operator"
+        )
+
+    async def get_job(self, job_id: str) -> Job:
+        return self._jobs.get(job_id)
+
+    async def rollback(self, model: str, version: int) -> VersionSummary:
+        served = self._served(model)
+        info = served.registry.get(version)
+        serving = self._serving_version(served)
+        if info.meta.get("status") == "rejected":
+            raise InvalidInput(
+                f"version {version} of {model!r} was rejected by the gate and never served"
+            )
+        if version == serving:
+            raise InvalidInput(f"version {version} of {model!r} is already serving")
+        await asyncio.to_thread(served.activate, version)
+        self._events.publish(
+            EventKind.ROLLBACK,
+            model,
+            f"rolled back to version {version}",
+            version=version,
+            previous=serving,
+        )
+        self._events.publish(
+            EventKind.SWAP,
+            model,
+            f"now serving version {version}",
+            version=version,
+            previous=serving,
+        )
+        return _summary(served.registry.get(version), version)
+
+    def watch_events(self, model: str) -> AsyncIterator[Event]:
+        if model:
+            self._served(model)
+        return self._events.subscribe(model)
+
+    # internals ---------------------------------------------------------------------------------
+
+    def _served(self, model: str) -> ServedModel:
+        try:
+            return self._models[model]
+        except KeyError:
+            served = ", ".join(repr(n) for n in self._models) or "none"
+            raise NotFound(f"unknown model {model!r}; this server serves {served}") from None
+
+    @staticmethod
+    def _serving_version(served: ServedModel) -> int:
+        loaded = served.serving_version
+        if loaded is not None:
+            return loaded.version
+        current = served.registry.current()
+        if current is None:
+            raise NotFound(f"model {served.name!r} has no version")
+        return current.version
+
+    def _validate(self, served: ServedModel, samples: list[NewSample]) -> None:
+        if not samples:
+            raise InvalidInput("no samples; send at least one {text, label}")
+        if len(samples) > MAX_SAMPLES_PER_CALL:
+            raise InvalidInput(
+                f"{len(samples)} samples in one call; at most {MAX_SAMPLES_PER_CALL}"
+            )
+        limit = served.definition.serving.max_text_bytes
+        labels = set(served.registry.get(self._serving_version(served)).labels)
+        allow_new = served.definition.adaptation.allow_new_labels
+        for i, sample in enumerate(samples):
+            if not sample.text.strip():
+                raise InvalidInput(f"sample[{i}] has an empty text")
+            if len(sample.text.encode()) > limit:
+                raise InvalidInput(f"sample[{i}] text is longer than {limit} bytes")
+            label = sample.label.strip()
+            if not label or label != sample.label or any(ord(c) < 32 for c in label):
+                raise InvalidInput(
+                    f"sample[{i}] label {sample.label!r} must be non-empty, trimmed, printable"
+                )
+            if label not in labels and not allow_new:
+                raise InvalidInput(
+                    f"sample[{i}] label {label!r} is not one of the model's labels "
+                    f"({', '.join(sorted(labels))}); set [adaptation] allow_new_labels = true to add labels"
+                )
+
+    def _score_delayed_labels(
+        self, model: str, samples: list[NewSample], outcome: AddOutcome
+    ) -> None:
+        for sample in samples:
+            record = (
+                self._predictions.lookup(sample.prediction_id) if sample.prediction_id else None
+            )
+            if record is None or record.model != model:
+                continue
+            version = str(record.version)
+            self._metrics.online_labeled.labels(model, version).inc()
+            if record.label == sample.label:
+                self._metrics.online_correct.labels(model, version).inc()
+            labeled = self._metrics.registry.get_sample_value(
+                "loopserve_online_labeled_predictions_total", {"model": model, "version": version}
+            )
+            correct = self._metrics.registry.get_sample_value(
+                "loopserve_online_correct_predictions_total", {"model": model, "version": version}
+            )
+            if labeled:
+                self._metrics.online_accuracy.labels(model, version).set((correct or 0.0) / labeled)
+
+    def _maybe_start(self, model: str) -> Job | None:
+        with self._trigger_lock:
+            served = self._models[model]
+            if self._runners[model].busy or self._jobs.active(model) is not None:
+                return None
+            base = served.registry.get(self._serving_version(served))
+            base_upto = int(base.meta.get("samples_upto", 0))
+            latest = self._jobs.latest(model)
+            last_upto = max(base_upto, latest.samples_upto if latest else 0)
+            alarm = self._alarms.get(model)
+            decision = self._policies[model].decide(
+                PolicyInput(
+                    samples_since_serving=self._samples.count(model, base_upto),
+                    samples_since_last_job=self._samples.count(model, last_upto),
+                    samples_since_alarm=self._samples.count(model, alarm.since_seq) if alarm else 0,
+                    drift_alarm=alarm is not None,
+                    latest_job=latest,
+                    now=time.time(),
+                )
+            )
+            if decision is None:
+                return None
+            attempt = latest.attempt + 1 if decision == "retry" and latest is not None else 1
+            reason = {
+                "samples": "enough new labeled samples",
+                "drift": "drift alarm and labels since",
+                "retry": f"retry after: {latest.error if latest else ''}",
+            }[decision]
+            return self._start(model, decision, reason, attempt)
+
+    def _start(self, model: str, trigger: str, reason: str, attempt: int = 1) -> Job:
+        served = self._models[model]
+        base = self._serving_version(served)
+        job = self._jobs.create(
+            model, trigger, reason, base, self._samples.last_seq(model), attempt
+        )
+        self._runners[model].start(job)
+        log.info("started fine-tune %s of %s (%s: %s)", job.id, model, trigger, reason)
+        return job
+
+    def _job_finished(self, job: Job) -> None:
+        if job.state is JobState.PROMOTED:
+            self._alarms.pop(job.model, None)
+        # Called on the job's own thread: start any follow-up from a fresh one once it has ended.
+        runner = self._runners[job.model]
+
+        def follow_up() -> None:
+            runner.wait()
+            self._maybe_start(job.model)
+
+        threading.Thread(target=follow_up, daemon=True).start()
+
+
+def _summary(info: VersionInfo, serving: int) -> VersionSummary:
+    status = "serving" if info.version == serving else str(info.meta.get("status", "promoted"))
+    if status == "promoted":
+        status = "retired"
+    metrics = {k: v for k, v in info.meta.get("metrics", {}).items() if isinstance(v, int | float)}
+    return VersionSummary(
+        model=info.model,
+        version=info.version,
+        parent=info.meta.get("parent"),
+        created=str(info.meta.get("created", "")),
+        status=status,
+        reason=str(info.meta.get("reason", "")),
+        samples_upto=int(info.meta.get("samples_upto", 0)),
+        metrics=metrics,
+    )

@@ -1,0 +1,58 @@
+"""When to fine-tune: enough new labels, a drift alarm with enough labels since, a retry after a
+failure, or an operator's request. One job per model; after a rejection or exhausted retries the
+model backs off for ``backoff_seconds`` and then waits for fresh labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.adaptation.types import Job, JobState
+from service.config import AdaptationRecipe
+
+
+@dataclass(frozen=True)
+class PolicyInput:
+    samples_since_serving: int  # labels newer than the serving version's data
+    samples_since_last_job: int  # labels newer than the data of the latest finished job
+    samples_since_alarm: int  # labels since the drift alarm (0 when there is none)
+    drift_alarm: bool
+    latest_job: Job | None
+    now: float
+
+
+class TriggerPolicy:
+    def __init__(self, recipe: AdaptationRecipe) -> None:
+        self.recipe = recipe
+
+    def backoff_until(self, latest: Job | None) -> float | None:
+        if latest is None or latest.finished is None or not self._backs_off(latest):
+            return None
+        return latest.finished + self.recipe.backoff_seconds
+
+    def decide(self, state: PolicyInput) -> str | None:
+        """The trigger (``samples``, ``drift``, ``retry``) for a new job now, or None."""
+        latest, r = state.latest_job, self.recipe
+        if latest is not None and not latest.state.finished:
+            return None
+        if (
+            latest is not None
+            and latest.state is JobState.FAILED
+            and latest.attempt <= r.max_retries
+        ):
+            return "retry"
+        if latest is not None and self._backs_off(latest):
+            until = self.backoff_until(latest)
+            if until is not None and state.now < until:
+                return None
+            if state.samples_since_last_job < r.min_new_samples:
+                return None
+        if state.drift_alarm and state.samples_since_alarm >= r.drift_min_samples:
+            return "drift"
+        if state.samples_since_serving >= r.min_new_samples:
+            return "samples"
+        return None
+
+    def _backs_off(self, job: Job) -> bool:
+        return job.state is JobState.REJECTED or (
+            job.state is JobState.FAILED and job.attempt > self.recipe.max_retries
+        )

@@ -1,0 +1,128 @@
+"""Types of the closed loop shared by the core, the store and the api: samples, jobs, events."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class NewSample:
+    """A labeled sample as a caller posts it."""
+
+    text: str
+    label: str
+    id: str = ""  # caller's id; idempotency key. Empty: the store assigns one.
+    prediction_id: str = ""  # the ModelInfer request id this label is for, if any
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A stored sample. ``seq`` orders samples of a model; versions record the last seq they saw."""
+
+    model: str
+    id: str
+    text: str
+    label: str
+    prediction_id: str
+    created: float
+    seq: int
+
+
+@dataclass(frozen=True)
+class AddOutcome:
+    accepted: int
+    duplicates: int
+    ids: list[str]  # per posted sample, in order: the id it is stored under
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    PROMOTED = "promoted"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.PROMOTED, JobState.REJECTED, JobState.FAILED)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Candidate vs incumbent on new-data holdout and old-data anchor; the promotion decision."""
+
+    candidate_new: float
+    incumbent_new: float
+    candidate_anchor: float
+    incumbent_anchor: float
+    new_examples: int
+    anchor_examples: int
+    promote: bool
+    reason: str
+
+    @property
+    def forgetting(self) -> float:
+        return self.incumbent_anchor - self.candidate_anchor
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    model: str
+    state: JobState
+    trigger: str  # "samples", "drift", "manual", "retry"
+    reason: str
+    base_version: int
+    samples_upto: int  # highest sample seq the job trains on
+    created: float
+    started: float | None = None
+    finished: float | None = None
+    candidate_version: int | None = None
+    gate: GateResult | None = None
+    error: str = ""
+    attempt: int = 1
+
+
+class EventKind(enum.StrEnum):
+    SAMPLES_ACCEPTED = "samples_accepted"
+    JOB_STARTED = "job_started"
+    JOB_FINISHED = "job_finished"
+    CANDIDATE_PROMOTED = "candidate_promoted"
+    CANDIDATE_REJECTED = "candidate_rejected"
+    SWAP = "swap"
+    ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: EventKind
+    model: str
+    time: float
+    message: str
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VersionSummary:
+    model: str
+    version: int
+    parent: int | None
+    created: str
+    status: str  # "serving", "promoted", "rejected", "retired"
+    reason: str
+    samples_upto: int
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    model: str
+    serving_version: int
+    samples_since_version: int
+    labels: list[str]
+    job: Job | None  # the running job, else the latest one
+    last_gate: GateResult | None
+    needs_adaptation: bool  # a drift alarm (or operator) asked for adaptation
+    backoff_until: float | None

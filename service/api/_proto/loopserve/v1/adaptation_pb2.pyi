@@ -1,0 +1,205 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Sample(_message.Message):
+    __slots__ = ("text", "label", "id", "prediction_id")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    label: str
+    id: str
+    prediction_id: str
+    def __init__(self, text: _Optional[str] = ..., label: _Optional[str] = ..., id: _Optional[str] = ..., prediction_id: _Optional[str] = ...) -> None: ...
+
+class AddSamplesRequest(_message.Message):
+    __slots__ = ("model", "samples")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    samples: _containers.RepeatedCompositeFieldContainer[Sample]
+    def __init__(self, model: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ...) -> None: ...
+
+class AddSamplesResponse(_message.Message):
+    __slots__ = ("accepted", "duplicates", "ids")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    duplicates: int
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, accepted: _Optional[int] = ..., duplicates: _Optional[int] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Version(_message.Message):
+    __slots__ = ("model", "version", "parent", "created", "status", "reason", "samples_upto", "metrics")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_UPTO_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    parent: int
+    created: str
+    status: str
+    reason: str
+    samples_upto: int
+    metrics: _containers.ScalarMap[str, float]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., parent: _Optional[int] = ..., created: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., samples_upto: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class ListVersionsRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class ListVersionsResponse(_message.Message):
+    __slots__ = ("versions",)
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedCompositeFieldContainer[Version]
+    def __init__(self, versions: _Optional[_Iterable[_Union[Version, _Mapping]]] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ("model", "version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class GateResult(_message.Message):
+    __slots__ = ("candidate_new", "incumbent_new", "candidate_anchor", "incumbent_anchor", "new_examples", "anchor_examples", "promote", "reason", "forgetting")
+    CANDIDATE_NEW_FIELD_NUMBER: _ClassVar[int]
+    INCUMBENT_NEW_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_ANCHOR_FIELD_NUMBER: _ClassVar[int]
+    INCUMBENT_ANCHOR_FIELD_NUMBER: _ClassVar[int]
+    NEW_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    ANCHOR_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    PROMOTE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FORGETTING_FIELD_NUMBER: _ClassVar[int]
+    candidate_new: float
+    incumbent_new: float
+    candidate_anchor: float
+    incumbent_anchor: float
+    new_examples: int
+    anchor_examples: int
+    promote: bool
+    reason: str
+    forgetting: float
+    def __init__(self, candidate_new: _Optional[float] = ..., incumbent_new: _Optional[float] = ..., candidate_anchor: _Optional[float] = ..., incumbent_anchor: _Optional[float] = ..., new_examples: _Optional[int] = ..., anchor_examples: _Optional[int] = ..., promote: _Optional[bool] = ..., reason: _Optional[str] = ..., forgetting: _Optional[float] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("id", "model", "state", "trigger", "reason", "base_version", "samples_upto", "attempt", "created", "started", "finished", "candidate_version", "gate", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_UPTO_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    GATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    model: str
+    state: str
+    trigger: str
+    reason: str
+    base_version: int
+    samples_upto: int
+    attempt: int
+    created: float
+    started: float
+    finished: float
+    candidate_version: int
+    gate: GateResult
+    error: str
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., state: _Optional[str] = ..., trigger: _Optional[str] = ..., reason: _Optional[str] = ..., base_version: _Optional[int] = ..., samples_upto: _Optional[int] = ..., attempt: _Optional[int] = ..., created: _Optional[float] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., candidate_version: _Optional[int] = ..., gate: _Optional[_Union[GateResult, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class StartFineTuneRequest(_message.Message):
+    __slots__ = ("model", "reason")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    reason: str
+    def __init__(self, model: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class GetModelStatusRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class ModelStatus(_message.Message):
+    __slots__ = ("model", "serving_version", "samples_since_version", "labels", "job", "last_gate", "needs_adaptation", "backoff_until")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SERVING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_SINCE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    LAST_GATE_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_ADAPTATION_FIELD_NUMBER: _ClassVar[int]
+    BACKOFF_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    serving_version: int
+    samples_since_version: int
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    job: Job
+    last_gate: GateResult
+    needs_adaptation: bool
+    backoff_until: float
+    def __init__(self, model: _Optional[str] = ..., serving_version: _Optional[int] = ..., samples_since_version: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., last_gate: _Optional[_Union[GateResult, _Mapping]] = ..., needs_adaptation: _Optional[bool] = ..., backoff_until: _Optional[float] = ...) -> None: ...
+
+class WatchEventsRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("kind", "model", "time", "message", "attributes")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    model: str
+    time: float
+    message: str
+    attributes: _containers.ScalarMap[str, str]
+    def __init__(self, kind: _Optional[str] = ..., model: _Optional[str] = ..., time: _Optional[float] = ..., message: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...

@@ -1,0 +1,68 @@
+"""A small synchronous ``loopserve.v1.Adaptation`` client used by the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from service.adaptation.types import AddOutcome, Job, ModelStatus, NewSample, VersionSummary
+from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
+from service.api._proto.loopserve.v1.adaptation_pb2_grpc import AdaptationStub
+from service.api.adaptation_converters import (
+    AddSamplesRequestConverter,
+    AddSamplesResponseConverter,
+    JobConverter,
+    ListVersionsResponseConverter,
+    ModelStatusConverter,
+    VersionConverter,
+)
+from service.api.client import ClientError
+
+T = TypeVar("T")
+
+
+class AdaptationClient:
+    def __init__(self, address: str, timeout: float = 30.0) -> None:
+        self._channel = grpc.insecure_channel(address)
+        self._stub = AdaptationStub(self._channel)  # type: ignore[no-untyped-call]
+        self._timeout = timeout
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> AdaptationClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add_samples(self, model: str, samples: list[NewSample]) -> AddOutcome:
+        request = AddSamplesRequestConverter.from_types(model, samples)
+        return AddSamplesResponseConverter.to_types(self._call(self._stub.AddSamples, request))
+
+    def list_versions(self, model: str) -> list[VersionSummary]:
+        message = self._call(self._stub.ListVersions, pb.ListVersionsRequest(model=model))
+        return ListVersionsResponseConverter.to_types(message)
+
+    def model_status(self, model: str) -> ModelStatus:
+        message = self._call(self._stub.GetModelStatus, pb.GetModelStatusRequest(model=model))
+        return ModelStatusConverter.to_types(message)
+
+    def start_fine_tune(self, model: str, reason: str = "") -> Job:
+        request = pb.StartFineTuneRequest(model=model, reason=reason)
+        return JobConverter.to_types(self._call(self._stub.StartFineTune, request))
+
+    def get_job(self, job_id: str) -> Job:
+        return JobConverter.to_types(self._call(self._stub.GetJob, pb.GetJobRequest(job_id=job_id)))
+
+    def rollback(self, model: str, version: int) -> VersionSummary:
+        request = pb.RollbackRequest(model=model, version=version)
+        return VersionConverter.to_types(self._call(self._stub.Rollback, request))
+
+    def _call(self, method: Callable[..., T], request: Any) -> T:
+        try:
+            return method(request, timeout=self._timeout)
+        except grpc.RpcError as exc:
+            raise ClientError(exc.code().name, exc.details() or "") from None

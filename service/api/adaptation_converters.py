@@ -1,0 +1,243 @@
+"""``loopserve.v1.Adaptation`` messages ⇄ closed-loop types. One converter per message.
+
+``to_types`` decodes a protobuf message into :mod:`service.adaptation.types`; ``from_types``
+encodes types into a message. ``X | None`` fields travel as proto3 ``optional`` scalars or unset
+sub-messages, so they round-trip exactly. Version metrics are the exception: only the flat
+numeric entries are sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.adaptation.types import (
+    AddOutcome,
+    Event,
+    EventKind,
+    GateResult,
+    Job,
+    JobState,
+    ModelStatus,
+    NewSample,
+    VersionSummary,
+)
+from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
+
+
+class SampleConverter:
+    @staticmethod
+    def to_types(message: pb.Sample) -> NewSample:
+        return NewSample(
+            text=message.text,
+            label=message.label,
+            id=message.id,
+            prediction_id=message.prediction_id,
+        )
+
+    @staticmethod
+    def from_types(sample: NewSample) -> pb.Sample:
+        return pb.Sample(
+            text=sample.text, label=sample.label, id=sample.id, prediction_id=sample.prediction_id
+        )
+
+
+class AddSamplesRequestConverter:
+    @staticmethod
+    def to_types(request: pb.AddSamplesRequest) -> tuple[str, list[NewSample]]:
+        return request.model, [SampleConverter.to_types(s) for s in request.samples]
+
+    @staticmethod
+    def from_types(model: str, samples: list[NewSample]) -> pb.AddSamplesRequest:
+        return pb.AddSamplesRequest(
+            model=model, samples=[SampleConverter.from_types(s) for s in samples]
+        )
+
+
+class AddSamplesResponseConverter:
+    @staticmethod
+    def to_types(message: pb.AddSamplesResponse) -> AddOutcome:
+        return AddOutcome(
+            accepted=message.accepted, duplicates=message.duplicates, ids=list(message.ids)
+        )
+
+    @staticmethod
+    def from_types(outcome: AddOutcome) -> pb.AddSamplesResponse:
+        return pb.AddSamplesResponse(
+            accepted=outcome.accepted, duplicates=outcome.duplicates, ids=outcome.ids
+        )
+
+
+class VersionConverter:
+    @staticmethod
+    def to_types(message: pb.Version) -> VersionSummary:
+        return VersionSummary(
+            model=message.model,
+            version=message.version,
+            parent=message.parent if message.HasField("parent") else None,
+            created=message.created,
+            status=message.status,
+            reason=message.reason,
+            samples_upto=message.samples_upto,
+            metrics=dict(message.metrics),
+        )
+
+    @staticmethod
+    def from_types(summary: VersionSummary) -> pb.Version:
+        return pb.Version(
+            model=summary.model,
+            version=summary.version,
+            parent=summary.parent,
+            created=summary.created,
+            status=summary.status,
+            reason=summary.reason,
+            samples_upto=summary.samples_upto,
+            metrics=numeric_metrics(summary.metrics),
+        )
+
+
+class ListVersionsResponseConverter:
+    @staticmethod
+    def to_types(message: pb.ListVersionsResponse) -> list[VersionSummary]:
+        return [VersionConverter.to_types(v) for v in message.versions]
+
+    @staticmethod
+    def from_types(versions: list[VersionSummary]) -> pb.ListVersionsResponse:
+        return pb.ListVersionsResponse(versions=[VersionConverter.from_types(v) for v in versions])
+
+
+class GateResultConverter:
+    @staticmethod
+    def to_types(message: pb.GateResult) -> GateResult:
+        return GateResult(
+            candidate_new=message.candidate_new,
+            incumbent_new=message.incumbent_new,
+            candidate_anchor=message.candidate_anchor,
+            incumbent_anchor=message.incumbent_anchor,
+            new_examples=message.new_examples,
+            anchor_examples=message.anchor_examples,
+            promote=message.promote,
+            reason=message.reason,
+        )
+
+    @staticmethod
+    def from_types(gate: GateResult) -> pb.GateResult:
+        return pb.GateResult(
+            candidate_new=gate.candidate_new,
+            incumbent_new=gate.incumbent_new,
+            candidate_anchor=gate.candidate_anchor,
+            incumbent_anchor=gate.incumbent_anchor,
+            new_examples=gate.new_examples,
+            anchor_examples=gate.anchor_examples,
+            promote=gate.promote,
+            reason=gate.reason,
+            forgetting=gate.forgetting,
+        )
+
+
+class JobConverter:
+    @staticmethod
+    def to_types(message: pb.Job) -> Job:
+        return Job(
+            id=message.id,
+            model=message.model,
+            state=JobState(message.state),
+            trigger=message.trigger,
+            reason=message.reason,
+            base_version=message.base_version,
+            samples_upto=message.samples_upto,
+            created=message.created,
+            started=message.started if message.HasField("started") else None,
+            finished=message.finished if message.HasField("finished") else None,
+            candidate_version=(
+                message.candidate_version if message.HasField("candidate_version") else None
+            ),
+            gate=GateResultConverter.to_types(message.gate) if message.HasField("gate") else None,
+            error=message.error,
+            attempt=message.attempt,
+        )
+
+    @staticmethod
+    def from_types(job: Job) -> pb.Job:
+        return pb.Job(
+            id=job.id,
+            model=job.model,
+            state=job.state.value,
+            trigger=job.trigger,
+            reason=job.reason,
+            base_version=job.base_version,
+            samples_upto=job.samples_upto,
+            attempt=job.attempt,
+            created=job.created,
+            started=job.started,
+            finished=job.finished,
+            candidate_version=job.candidate_version,
+            gate=GateResultConverter.from_types(job.gate) if job.gate is not None else None,
+            error=job.error,
+        )
+
+
+class ModelStatusConverter:
+    @staticmethod
+    def to_types(message: pb.ModelStatus) -> ModelStatus:
+        return ModelStatus(
+            model=message.model,
+            serving_version=message.serving_version,
+            samples_since_version=message.samples_since_version,
+            labels=list(message.labels),
+            job=JobConverter.to_types(message.job) if message.HasField("job") else None,
+            last_gate=(
+                GateResultConverter.to_types(message.last_gate)
+                if message.HasField("last_gate")
+                else None
+            ),
+            needs_adaptation=message.needs_adaptation,
+            backoff_until=message.backoff_until if message.HasField("backoff_until") else None,
+        )
+
+    @staticmethod
+    def from_types(status: ModelStatus) -> pb.ModelStatus:
+        return pb.ModelStatus(
+            model=status.model,
+            serving_version=status.serving_version,
+            samples_since_version=status.samples_since_version,
+            labels=status.labels,
+            job=JobConverter.from_types(status.job) if status.job is not None else None,
+            last_gate=(
+                GateResultConverter.from_types(status.last_gate)
+                if status.last_gate is not None
+                else None
+            ),
+            needs_adaptation=status.needs_adaptation,
+            backoff_until=status.backoff_until,
+        )
+
+
+class EventConverter:
+    @staticmethod
+    def to_types(message: pb.Event) -> Event:
+        return Event(
+            kind=EventKind(message.kind),
+            model=message.model,
+            time=message.time,
+            message=message.message,
+            attributes=dict(message.attributes),
+        )
+
+    @staticmethod
+    def from_types(event: Event) -> pb.Event:
+        return pb.Event(
+            kind=event.kind.value,
+            model=event.model,
+            time=event.time,
+            message=event.message,
+            attributes=event.attributes,
+        )
+
+
+def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The flat numeric entries of a version's metrics (booleans, None and nested ones left out)."""
+    return {
+        key: float(value)
+        for key, value in metrics.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }

@@ -1,0 +1,79 @@
+"""``loopserve.v1.Adaptation``: each method converts in, calls the core, converts out.
+
+Errors are :mod:`service.errors` kinds raised by the core; the interceptor maps them to statuses,
+for the event stream too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from grpc import aio
+
+from service.adaptation.core import AdaptationCore
+from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
+from service.api._proto.loopserve.v1.adaptation_pb2_grpc import (
+    AdaptationServicer as AdaptationServicerBase,
+)
+from service.api.adaptation_converters import (
+    AddSamplesRequestConverter,
+    AddSamplesResponseConverter,
+    EventConverter,
+    JobConverter,
+    ListVersionsResponseConverter,
+    ModelStatusConverter,
+    VersionConverter,
+)
+
+
+class AdaptationServicer(AdaptationServicerBase):
+    def __init__(self, core: AdaptationCore) -> None:
+        self._core = core
+
+    async def AddSamples(
+        self, request: pb.AddSamplesRequest, context: aio.ServicerContext
+    ) -> pb.AddSamplesResponse:
+        model, samples = AddSamplesRequestConverter.to_types(request)
+        outcome = await self._core.add_samples(model, samples)
+        return AddSamplesResponseConverter.from_types(outcome)
+
+    async def ListVersions(
+        self, request: pb.ListVersionsRequest, context: aio.ServicerContext
+    ) -> pb.ListVersionsResponse:
+        versions = await self._core.list_versions(request.model)
+        return ListVersionsResponseConverter.from_types(versions)
+
+    async def GetModelStatus(
+        self, request: pb.GetModelStatusRequest, context: aio.ServicerContext
+    ) -> pb.ModelStatus:
+        status = await self._core.model_status(request.model)
+        return ModelStatusConverter.from_types(status)
+
+    async def StartFineTune(
+        self, request: pb.StartFineTuneRequest, context: aio.ServicerContext
+    ) -> pb.Job:
+        job = await self._core.start_fine_tune(request.model, request.reason)
+        return JobConverter.from_types(job)
+
+    async def GetJob(self, request: pb.GetJobRequest, context: aio.ServicerContext) -> pb.Job:
+        job = await self._core.get_job(request.job_id)
+        return JobConverter.from_types(job)
+
+    async def Rollback(
+        self, request: pb.RollbackRequest, context: aio.ServicerContext
+    ) -> pb.Version:
+        summary = await self._core.rollback(request.model, request.version)
+        return VersionConverter.from_types(summary)
+
+    async def WatchEvents(
+        self, request: pb.WatchEventsRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[pb.Event]:
+        events = self._core.watch_events(request.model)
+        try:
+            async for event in events:
+                yield EventConverter.from_types(event)
+        finally:
+            # Unsubscribe now when the client cancels, not whenever the generator is collected.
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()

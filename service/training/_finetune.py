@@ -1,0 +1,205 @@
+"""An incremental fine-tune job, run in its own process.
+
+The parent (``service.adaptation.jobs``) writes a :class:`FineTuneSpec` as JSON and starts
+:func:`run_job` in a spawned, niced process with few torch threads, so serving keeps its cores.
+The job continues from the serving version's weights, grows the head for new labels (old rows
+kept, new rows initialised from class-mean embeddings), fine-tunes on new samples mixed with
+replayed older ones, exports ONNX (and int8 when configured), checks parity, scores candidate and
+serving version for the gate, and writes ``result.json``. It never publishes anything itself: the
+parent decides from the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from service.adaptation.gate import decide
+from service.adaptation.spec import FineTuneSpec
+from service.config import GateThresholds, TrainRecipe
+from service.runtime import LoadedVersion
+from service.training._data import Example, TokenBatcher
+from service.training._export import export_onnx, load_for_check, parity_check, quantize_int8
+from service.training._model import TextClassifier, load_encoder, trainable_state
+from service.training._trainer import Trainer
+
+Pairs = list[tuple[str, str]]
+
+
+def run_job(spec_path: str) -> None:
+    """Process entry point: never raises; the outcome is in ``result.json`` and the exit code."""
+    spec = FineTuneSpec.load(Path(spec_path))
+    result_path = Path(spec.result_path)
+    try:
+        os.nice(spec.nice)
+        torch.set_num_threads(spec.threads)
+        result = _fine_tune(spec)
+    except BaseException as exc:
+        result = {
+            "ok": False,
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+        }
+        _write(result_path, result)
+        raise SystemExit(1) from None
+    _write(result_path, {"ok": True, **result})
+
+
+def _fine_tune(spec: FineTuneSpec) -> dict[str, Any]:
+    started = time.perf_counter()
+    staging = Path(spec.staging_dir)
+    tokenizer_path = staging / "tokenizer.json"
+    tokenizer_path.write_bytes((Path(spec.base_dir) / "tokenizer.json").read_bytes())
+    tokens = TokenBatcher(tokenizer_path, spec.max_seq_length)
+    model = _load_base(spec)
+    index = {label: i for i, label in enumerate(spec.labels)}
+    if len(spec.labels) > len(spec.base_labels):
+        _grow_head(model, tokens, spec, index)
+
+    recipe = TrainRecipe(
+        seed=int(spec.recipe["seed"]),
+        finetune_layers=spec.trainable_layers,
+        learning_rate=float(spec.recipe["learning_rate"]),
+        layer_lr_decay=float(spec.recipe["layer_lr_decay"]),
+        finetune_head_learning_rate=float(spec.recipe["head_learning_rate"]),
+        epochs=int(spec.recipe["epochs"]),
+        batch_size=int(spec.recipe["batch_size"]),
+        patience=int(spec.recipe["patience"]),
+    )
+
+    def examples(pairs: Pairs) -> list[Example]:
+        return [Example(text, index[label]) for text, label in pairs]
+
+    report = Trainer(model, tokens, recipe, progress=lambda _: None).fine_tune(
+        examples(spec.train), examples(spec.validation)
+    )
+    save_file(trainable_state(model, spec.trainable_layers), str(staging / "weights.safetensors"))
+    onnx_path = staging / "model.onnx"
+    export_onnx(model, tokens, onnx_path)
+    candidate = load_for_check(onnx_path, tokenizer_path, spec.labels, spec.max_seq_length)
+    check_texts = [text for text, _ in (spec.holdout or spec.train)[:32]]
+    parity = parity_check(model, tokens, candidate, check_texts)
+    serving_file = "model.onnx"
+    int8_info: dict[str, Any] | None = None
+    if spec.int8:
+        candidate, serving_file, int8_info = _maybe_int8(spec, candidate, tokenizer_path)
+
+    incumbent = load_for_check(
+        Path(spec.base_dir) / spec.base_serving_file,
+        Path(spec.base_dir) / "tokenizer.json",
+        spec.base_labels,
+        spec.max_seq_length,
+    )
+    gate = decide(
+        candidate_new=_accuracy(candidate, spec.holdout),
+        incumbent_new=_accuracy(incumbent, spec.holdout),
+        candidate_anchor=_accuracy(candidate, spec.anchor),
+        incumbent_anchor=_accuracy(incumbent, spec.anchor),
+        new_examples=len(spec.holdout),
+        anchor_examples=len(spec.anchor),
+        thresholds=GateThresholds(**spec.gate),
+    )
+    return {
+        "gate": dataclasses.asdict(gate),
+        "serving_file": serving_file,
+        "labels": spec.labels,
+        "train": report.as_dict(),
+        "parity_max_abs_diff": parity,
+        "int8": int8_info,
+        "data": {
+            "train": len(spec.train),
+            "validation": len(spec.validation),
+            "holdout": len(spec.holdout),
+            "anchor": len(spec.anchor),
+        },
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def _load_base(spec: FineTuneSpec) -> TextClassifier:
+    model = TextClassifier(load_encoder(Path(spec.backbone)), len(spec.base_labels), spec.pooling)
+    weights = load_file(str(Path(spec.base_dir) / "weights.safetensors"))
+    missing_head = {"head.weight", "head.bias"} - set(weights)
+    if missing_head:
+        raise ValueError(f"base version {spec.base_version} weights lack {sorted(missing_head)}")
+    unexpected = model.load_state_dict(weights, strict=False).unexpected_keys
+    if unexpected:
+        raise ValueError(
+            f"base version {spec.base_version} weights do not fit the backbone: {unexpected[:3]}"
+        )
+    return model.eval()
+
+
+@torch.no_grad()
+def _grow_head(
+    model: TextClassifier, tokens: TokenBatcher, spec: FineTuneSpec, index: dict[str, int]
+) -> None:
+    """Class-incremental: keep the old rows; start each new class along what separates its
+    examples from the old classes' (its mean embedding minus theirs), at the old rows' norm and
+    the lowest old bias, so it does not capture old inputs before training."""
+    old = model.head
+    head = torch.nn.Linear(old.in_features, len(spec.labels))
+    head.weight[: old.out_features] = old.weight
+    head.bias[: old.out_features] = old.bias
+    scale = float(old.weight.norm(dim=1).mean())
+    bias = float(old.bias.min())
+    old_texts = [text for text, gold in spec.train if gold in set(spec.base_labels)]
+    old_center = (
+        _mean_features(model, tokens, old_texts) if old_texts else torch.zeros(old.in_features)
+    )
+    for label in spec.labels[len(spec.base_labels) :]:
+        texts = [text for text, gold in spec.train if gold == label] or [label.replace("_", " ")]
+        direction = torch.nn.functional.normalize(
+            _mean_features(model, tokens, texts) - old_center, dim=0
+        )
+        head.weight[index[label]] = direction * scale
+        head.bias[index[label]] = bias
+    model.head = head
+
+
+def _mean_features(model: TextClassifier, tokens: TokenBatcher, texts: list[str]) -> torch.Tensor:
+    chunks = [
+        model.features(*TokenBatcher.pad(tokens.ids(texts[i : i + 64])))
+        for i in range(0, len(texts), 64)
+    ]
+    return torch.cat(chunks).mean(0)
+
+
+def _maybe_int8(
+    spec: FineTuneSpec, fp32: LoadedVersion, tokenizer_path: Path
+) -> tuple[LoadedVersion, str, dict[str, Any]]:
+    staging = Path(spec.staging_dir)
+    quantize_int8(staging / "model.onnx", staging / "model.int8.onnx")
+    int8 = load_for_check(
+        staging / "model.int8.onnx", tokenizer_path, spec.labels, spec.max_seq_length
+    )
+    fp32_acc, int8_acc = _accuracy(fp32, spec.validation), _accuracy(int8, spec.validation)
+    accepted = fp32_acc - int8_acc <= spec.int8_max_accuracy_drop
+    info = {"fp32_accuracy": fp32_acc, "int8_accuracy": int8_acc, "accepted": accepted}
+    if accepted:
+        return int8, "model.int8.onnx", info
+    (staging / "model.int8.onnx").unlink()
+    return fp32, "model.onnx", info
+
+
+def _accuracy(session: LoadedVersion, pairs: Pairs) -> float:
+    if not pairs:
+        return float("nan")
+    probabilities = session.predict([text for text, _ in pairs]).probabilities
+    predicted = [session.labels[i] for i in probabilities.argmax(1)]
+    return float(np.mean([p == gold for p, (_, gold) in zip(predicted, pairs, strict=True)]))
+
+
+def _write(path: Path, result: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,237 @@
+"""The closed loop on the tiny backbone: trigger, fine-tune process, gate, promotion, rollback."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FILLER, TINY_LABELS, TINY_MODEL, write_tiny_definition
+
+from service.adaptation.events import EventBus
+from service.adaptation.loop import AdaptationService
+from service.adaptation.predictions import PredictionLog
+from service.adaptation.types import JobState, NewSample
+from service.config import load_model_definition
+from service.errors import InvalidInput, NotFound
+from service.metrics import Metrics
+from service.registry import ModelRegistry
+from service.serving import ServedModel
+from service.store import SQLiteStore
+from service.types import InferenceRequest, Tensor
+
+pytestmark = pytest.mark.slow
+
+# A shift the seed data never showed: the label hangs on one filler word.
+MARKERS = {"parcel": "question", "invoice": "complaint", "voucher": "greeting"}
+FAREWELL = {"bye": "farewell"}
+PLAIN = FILLER
+ADAPTATION = """
+[adaptation]
+min_new_samples = {min_new}
+max_retries = 0
+backoff_seconds = 0
+learning_rate = {lr}
+layer_lr_decay = 1.0
+head_learning_rate = {head_lr}
+epochs = 10
+patience = 4
+batch_size = 8
+anchor_size = 20
+allow_new_labels = {allow_new}
+[gate]
+new_data_tolerance = 0.0
+max_forgetting = 0.15
+"""
+
+
+def shifted(count: int, seed: int, markers: dict[str, str] = MARKERS) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        marker = list(markers)[i % len(markers)]
+        words = [marker, *rng.sample(PLAIN, 3)]
+        rng.shuffle(words)
+        rows.append((" ".join(words), markers[marker]))
+    return rows
+
+
+class Loop:
+    def __init__(self, models_dir: Path, state_dir: Path) -> None:
+        self.metrics = Metrics()
+        self.predictions = PredictionLog()
+        definition = load_model_definition(models_dir, TINY_MODEL)
+        self.registry = ModelRegistry(state_dir, TINY_MODEL)
+        self.served = ServedModel(
+            definition, self.registry, self.metrics, on_predictions=self.predictions.record
+        )
+        self.served.start()
+        self.store = SQLiteStore(state_dir / "loopserve.db")
+        self.service = AdaptationService(
+            {TINY_MODEL: self.served},
+            self.store,
+            self.store,
+            EventBus(),
+            self.predictions,
+            self.metrics,
+            state_dir / "jobs",
+        )
+
+    def post(self, rows: list[tuple[str, str]], **fields: str) -> None:
+        samples = [NewSample(text, label, **fields) for text, label in rows]
+        asyncio.run(self.service.add_samples(TINY_MODEL, samples))
+
+    def accuracy(self, rows: list[tuple[str, str]]) -> float:
+        loaded = self.served.serving_version
+        assert loaded is not None
+        predicted = loaded.predict([t for t, _ in rows]).probabilities.argmax(1)
+        return float(
+            np.mean(
+                [loaded.labels[p] == gold for p, (_, gold) in zip(predicted, rows, strict=True)]
+            )
+        )
+
+    def run_job(self, reason: str = "test") -> object:
+        job = asyncio.run(self.service.start_fine_tune(TINY_MODEL, reason))
+        self.service.wait_idle(180)
+        return self.store.get(job.id)
+
+    def close(self) -> None:
+        self.service.stop()
+        self.served.stop(5)
+        self.store.close()
+
+
+@pytest.fixture
+def make_loop(tmp_path: Path, tiny_backbone: Path, state_dir: Path) -> Iterator[object]:
+    loops: list[Loop] = []
+
+    def make(
+        min_new: int = 1000, lr: float = 3e-4, head_lr: float = 0.02, allow_new: bool = False
+    ) -> Loop:
+        extra = ADAPTATION.format(
+            min_new=min_new, lr=lr, head_lr=head_lr, allow_new=str(allow_new).lower()
+        )
+        write_tiny_definition(tmp_path / "models", tiny_backbone, extra_toml=extra)
+        loop = Loop(tmp_path / "models", state_dir)
+        loops.append(loop)
+        return loop
+
+    yield make
+    for loop in loops:
+        loop.close()
+
+
+def test_enough_labels_trigger_a_fine_tune_that_learns_the_shift_and_promotes(
+    make_loop: object,
+) -> None:
+    loop: Loop = make_loop(min_new=60)  # type: ignore[operator]
+    test_rows = shifted(60, seed=1)
+    before = loop.accuracy(test_rows)
+    loop.post(shifted(60, seed=0))
+    loop.service.wait_idle(180)
+    job = loop.store.latest(TINY_MODEL)
+    assert job is not None and job.trigger == "samples"
+    assert job.state is JobState.PROMOTED, job.error or job.gate
+    assert loop.served.serving_version is not None and loop.served.serving_version.version == 3
+    assert loop.registry.current().version == 3  # type: ignore[union-attr]
+    assert loop.accuracy(test_rows) >= before + 0.3
+    meta = loop.registry.get(3).meta
+    assert meta["status"] == "promoted" and meta["parent"] == 1 and meta["samples_upto"] == 60
+    assert meta["gate"]["promote"] is True
+    assert meta["gate"]["candidate_new"] >= meta["gate"]["incumbent_new"]
+    assert (
+        loop.metrics.registry.get_sample_value(
+            "loopserve_finetune_jobs_total", {"model": TINY_MODEL, "outcome": "promoted"}
+        )
+        == 1
+    )
+    status = asyncio.run(loop.service.model_status(TINY_MODEL))
+    assert status.serving_version == 3 and status.samples_since_version == 0
+
+
+def test_a_worse_candidate_is_rejected_and_never_serves(make_loop: object) -> None:
+    loop: Loop = make_loop(lr=5.0, head_lr=50.0)  # type: ignore[operator]
+    loop.post(shifted(60, seed=0))
+    job = loop.run_job()
+    assert job.state is JobState.REJECTED, job.error  # type: ignore[attr-defined]
+    assert job.gate is not None and not job.gate.promote  # type: ignore[attr-defined]
+    assert loop.served.serving_version.version == 1  # type: ignore[union-attr]
+    assert loop.registry.current().version == 1  # type: ignore[union-attr]
+    rejected = loop.registry.get(job.candidate_version)  # type: ignore[attr-defined]
+    assert rejected.meta["status"] == "rejected"
+    with pytest.raises(InvalidInput, match="rejected by the gate"):
+        asyncio.run(loop.service.rollback(TINY_MODEL, rejected.version))
+
+
+def test_killing_the_job_process_fails_the_job_and_serving_goes_on(make_loop: object) -> None:
+    loop: Loop = make_loop()  # type: ignore[operator]
+    loop.post(shifted(60, seed=0))
+    job = asyncio.run(loop.service.start_fine_tune(TINY_MODEL, "to be killed"))
+    runner = loop.service._runners[TINY_MODEL]
+    deadline = time.monotonic() + 30
+    while runner._process is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert runner._process is not None
+    runner._process.kill()
+    loop.service.wait_idle(60)
+    failed = loop.store.get(job.id)
+    assert failed.state is JobState.FAILED
+    assert "exited with code" in failed.error
+    assert loop.registry.current().version == 1  # type: ignore[union-attr]
+    assert loop.accuracy([("hello hi the team", "greeting")]) == 1.0
+    assert [v.version for v in loop.registry.versions()] == [1, 2]
+
+
+def test_rollback_returns_to_an_earlier_version(make_loop: object) -> None:
+    loop: Loop = make_loop()  # type: ignore[operator]
+    loop.post(shifted(60, seed=0))
+    assert loop.run_job().state is JobState.PROMOTED  # type: ignore[attr-defined]
+    summary = asyncio.run(loop.service.rollback(TINY_MODEL, 1))
+    assert summary.status == "serving" and loop.served.serving_version.version == 1  # type: ignore[union-attr]
+    assert loop.registry.current().version == 1  # type: ignore[union-attr]
+    with pytest.raises(InvalidInput, match="already serving"):
+        asyncio.run(loop.service.rollback(TINY_MODEL, 1))
+    with pytest.raises(NotFound, match="no version 9"):
+        asyncio.run(loop.service.rollback(TINY_MODEL, 9))
+    statuses = {v.version: v.status for v in asyncio.run(loop.service.list_versions(TINY_MODEL))}
+    assert statuses == {1: "serving", 2: "retired", 3: "retired"}
+
+
+def test_new_label_names_grow_the_head(make_loop: object) -> None:
+    loop: Loop = make_loop(allow_new=True)  # type: ignore[operator]
+    loop.post(shifted(30, seed=0, markers=FAREWELL) + shifted(30, seed=0))
+    job = loop.run_job()
+    assert job.state is JobState.PROMOTED, job.error or job.gate  # type: ignore[attr-defined]
+    loaded = loop.served.serving_version
+    assert loaded is not None and loaded.labels == [*TINY_LABELS, "farewell"]
+    assert loop.accuracy(shifted(20, seed=5, markers=FAREWELL)) >= 0.8
+    assert loop.accuracy([("hello hi the team", "greeting"), ("why is it late", "question")]) == 1.0
+
+
+def test_unknown_labels_are_refused_unless_allowed(make_loop: object) -> None:
+    loop: Loop = make_loop()  # type: ignore[operator]
+    with pytest.raises(InvalidInput, match=r"label 'farewell' is not one of the model's labels"):
+        loop.post([("bye team", "farewell")])
+    assert loop.store.count(TINY_MODEL) == 0
+
+
+def test_delayed_labels_feed_online_accuracy(make_loop: object) -> None:
+    loop: Loop = make_loop()  # type: ignore[operator]
+    request = InferenceRequest(
+        TINY_MODEL, "", "req-1", [Tensor("text", "BYTES", (1,), [b"hello hi the team"])]
+    )
+    asyncio.run(loop.served.infer(request))
+    record = loop.predictions.lookup("req-1")
+    assert record is not None and record.version == 1
+    loop.post([("hello hi the team", record.label)], prediction_id="req-1")
+    value = loop.metrics.registry.get_sample_value
+    assert value("loopserve_online_accuracy", {"model": TINY_MODEL, "version": "1"}) == 1.0
+    assert (
+        value("loopserve_online_labeled_predictions_total", {"model": TINY_MODEL, "version": "1"})
+        == 1.0
+    )

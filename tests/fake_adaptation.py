@@ -1,0 +1,299 @@
+"""An in-memory AdaptationCore and an in-process gRPC server on it, for the api and CLI tests.
+
+The fake keeps the core's contract (errors, idempotency, one active job, rollback rules, events
+from now on) with none of its machinery, so the tests exercise the gRPC surface alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
+
+from service.adaptation.types import (
+    AddOutcome,
+    Event,
+    EventKind,
+    GateResult,
+    Job,
+    JobState,
+    ModelStatus,
+    NewSample,
+    VersionSummary,
+)
+from service.api import GrpcServer, build_server
+from service.errors import InvalidInput, NotFound
+from service.inference import InferenceService
+from service.metrics import Metrics
+
+T = TypeVar("T")
+MODEL = "support-intents"
+OTHER_MODEL = "billing-intents"
+LABELS = ["billing", "shipping", "other"]
+CREATED = 1_714_557_600.0  # 2024-05-01 10:00 UTC
+
+REJECTING_GATE = GateResult(
+    candidate_new=0.93,
+    incumbent_new=0.71,
+    candidate_anchor=0.80,
+    incumbent_anchor=0.88,
+    new_examples=40,
+    anchor_examples=200,
+    promote=False,
+    reason="forgetting 0.080 exceeds 0.020",
+)
+
+
+def initial_versions() -> list[VersionSummary]:
+    return [
+        VersionSummary(
+            model=MODEL,
+            version=1,
+            parent=None,
+            created="2024-05-01T10:00:00+00:00",
+            status="promoted",
+            reason="initial version from seed data",
+            samples_upto=0,
+            metrics={"validation_accuracy": 0.81, "parity_max_abs_diff": 2.5e-6},
+        ),
+        VersionSummary(
+            model=MODEL,
+            version=2,
+            parent=1,
+            created="2024-05-02T10:00:00+00:00",
+            status="serving",
+            reason="120 new samples",
+            samples_upto=120,
+            # Only the flat numbers travel: not the nested, textual, boolean or missing ones.
+            metrics={
+                "validation_accuracy": 0.9,
+                "train_examples": 96,
+                "train": {"epochs": 2},
+                "note": "fine",
+                "int8": True,
+                "missing": None,
+            },
+        ),
+        VersionSummary(
+            model=MODEL,
+            version=3,
+            parent=2,
+            created="2024-05-03T10:00:00+00:00",
+            status="rejected",
+            reason=REJECTING_GATE.reason,
+            samples_upto=160,
+            metrics={},
+        ),
+    ]
+
+
+def finished_job() -> Job:
+    return Job(
+        id="job-1",
+        model=MODEL,
+        state=JobState.REJECTED,
+        trigger="samples",
+        reason="40 new samples",
+        base_version=2,
+        samples_upto=160,
+        created=CREATED,
+        started=CREATED + 1.5,
+        finished=CREATED + 60.25,
+        candidate_version=3,
+        gate=REJECTING_GATE,
+        attempt=2,
+    )
+
+
+class FakeAdaptationCore:
+    def __init__(self) -> None:
+        self.samples: dict[str, NewSample] = {}
+        self.batches: list[list[NewSample]] = []  # what add_samples received, call by call
+        self.versions = initial_versions()
+        self.jobs: dict[str, Job] = {"job-1": finished_job()}
+        self.needs_adaptation = True
+        self.backoff_until: float | None = CREATED + 3600
+        self.fail_watch: BaseException | None = None
+        self._watchers: list[tuple[str, asyncio.Queue[Event | BaseException]]] = []
+        self.watching = threading.Event()  # set when a watcher subscribed
+        self.unwatched = threading.Event()  # set when a watcher unsubscribed
+
+    def _check_model(self, model: str) -> None:
+        if model != MODEL:
+            raise NotFound(f"unknown model {model!r}; this server adapts {MODEL!r}")
+
+    async def add_samples(self, model: str, samples: list[NewSample]) -> AddOutcome:
+        self._check_model(model)
+        self.batches.append(list(samples))
+        for i, sample in enumerate(samples):
+            if not sample.text.strip():
+                raise InvalidInput(f"sample {i}: text is empty")
+            if sample.label not in LABELS:
+                raise InvalidInput(
+                    f"sample {i}: unknown label {sample.label!r}; labels are {', '.join(LABELS)}"
+                )
+            stored = self.samples.get(sample.id)
+            if stored is not None and (stored.text, stored.label) != (sample.text, sample.label):
+                raise InvalidInput(f"sample id {sample.id!r} is stored with another text or label")
+        accepted = duplicates = 0
+        ids = []
+        for sample in samples:
+            if sample.id and sample.id in self.samples:
+                duplicates += 1
+                ids.append(sample.id)
+                continue
+            sample_id = sample.id or f"s{len(self.samples) + 1}"
+            self.samples[sample_id] = dataclasses.replace(sample, id=sample_id)
+            accepted += 1
+            ids.append(sample_id)
+        self.publish(
+            Event(EventKind.SAMPLES_ACCEPTED, model, time.time(), f"{accepted} samples accepted")
+        )
+        return AddOutcome(accepted, duplicates, ids)
+
+    async def list_versions(self, model: str) -> list[VersionSummary]:
+        self._check_model(model)
+        return list(self.versions)
+
+    async def model_status(self, model: str) -> ModelStatus:
+        self._check_model(model)
+        latest = max(self.jobs.values(), key=lambda j: j.created, default=None)
+        gated = [j for j in self.jobs.values() if j.gate is not None]
+        return ModelStatus(
+            model=model,
+            serving_version=self._serving().version,
+            samples_since_version=len(self.samples),
+            labels=list(LABELS),
+            job=latest,
+            last_gate=max(gated, key=lambda j: j.created).gate if gated else None,
+            needs_adaptation=self.needs_adaptation,
+            backoff_until=self.backoff_until,
+        )
+
+    async def start_fine_tune(self, model: str, reason: str) -> Job:
+        self._check_model(model)
+        for job in self.jobs.values():
+            if job.model == model and not job.state.finished:
+                return job
+        job = Job(
+            id=f"job-{len(self.jobs) + 1}",
+            model=model,
+            state=JobState.QUEUED,
+            trigger="manual",
+            reason=reason,
+            base_version=self._serving().version,
+            samples_upto=160 + len(self.samples),
+            created=time.time(),
+        )
+        self.jobs[job.id] = job
+        return job
+
+    async def get_job(self, job_id: str) -> Job:
+        try:
+            return self.jobs[job_id]
+        except KeyError:
+            raise NotFound(f"no job {job_id!r}") from None
+
+    async def rollback(self, model: str, version: int) -> VersionSummary:
+        self._check_model(model)
+        target = next((v for v in self.versions if v.version == version), None)
+        if target is None:
+            raise NotFound(f"{model} has no version {version}")
+        if target.status != "promoted":
+            raise InvalidInput(
+                f"version {version} is {target.status}; only an earlier promoted version can "
+                "serve again"
+            )
+        self.versions = [
+            dataclasses.replace(
+                v,
+                status="serving"
+                if v.version == version
+                else "promoted"
+                if v.status == "serving"
+                else v.status,
+            )
+            for v in self.versions
+        ]
+        return self._serving()
+
+    def _serving(self) -> VersionSummary:
+        return next(v for v in self.versions if v.status == "serving")
+
+    def watch_events(self, model: str) -> AsyncIterator[Event]:
+        # As the real core does: an unknown model raises at the call, the rest when iterated.
+        if model:
+            self._check_model(model)
+        return self._subscribe(model)
+
+    async def _subscribe(self, model: str) -> AsyncIterator[Event]:
+        if self.fail_watch is not None:
+            raise self.fail_watch
+        queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+        entry = (model, queue)
+        self._watchers.append(entry)
+        self.watching.set()
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._watchers.remove(entry)
+            self.unwatched.set()
+
+    def publish(self, item: Event | BaseException) -> None:
+        """On the server's loop: an event to the watchers of its model, an error to all."""
+        for model, queue in self._watchers:
+            if isinstance(item, BaseException) or not model or model == item.model:
+                queue.put_nowait(item)
+
+    @property
+    def watcher_count(self) -> int:
+        return len(self._watchers)
+
+
+class FakeServer:
+    """The api server on a FakeAdaptationCore, its event loop in a background thread."""
+
+    def __init__(self, core: FakeAdaptationCore, with_adaptation: bool = True) -> None:
+        self.core = core
+        self.metrics = Metrics()
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.grpc: GrpcServer = self.run(self._start(with_adaptation))
+        self.address = f"127.0.0.1:{self.grpc.port}"
+
+    async def _start(self, with_adaptation: bool) -> GrpcServer:
+        server = build_server(
+            InferenceService({}),
+            self.metrics,
+            "127.0.0.1",
+            0,
+            adaptation=self.core if with_adaptation else None,
+        )
+        await server.server.start()
+        await server.set_serving(True)
+        return server
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def publish(self, item: Event | BaseException) -> None:
+        self.loop.call_soon_threadsafe(self.core.publish, item)
+
+    def grpc_requests(self, method: str, code: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "loopserve_grpc_requests_total", {"method": method, "code": code}
+        )
+        return value or 0.0
+
+    def stop(self) -> None:
+        self.run(self.grpc.server.stop(0))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)

@@ -1,0 +1,471 @@
+"""The sample and job store contract (service.store), run against every backend.
+
+Each test takes the ``backend`` fixture (or the stores it opens), parametrized over
+``BACKENDS``; a PostgreSQL store joins by adding an entry there. Tests that check SQLite's own
+settings are at the end and take ``tmp_path`` directly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from service.adaptation.types import GateResult, JobState, NewSample
+from service.errors import ConfigError, InvalidInput, NotFound, Unavailable
+from service.store import JobStore, SampleStore, SQLiteStore
+from service.store._sqlite import SCHEMA_VERSION
+
+# Widen to a union when a second backend joins.
+Store = SQLiteStore
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "tiny"
+GATE = GateResult(
+    candidate_new=0.9,
+    incumbent_new=0.7,
+    candidate_anchor=0.85,
+    incumbent_anchor=0.88,
+    new_examples=40,
+    anchor_examples=120,
+    promote=True,
+    reason="better on new data, within the forgetting budget",
+)
+
+
+@dataclass(frozen=True)
+class Backend:
+    open: Callable[[], Store]  # opens the same database again on every call
+    open_source: str  # Python that binds ``store`` to the same database in another process
+
+
+def _sqlite(tmp_path: Path) -> Backend:
+    path = tmp_path / "state" / "loopserve.db"
+    return Backend(
+        open=lambda: SQLiteStore(path),
+        open_source=(
+            "from pathlib import Path\n"
+            "from service.store import SQLiteStore\n"
+            f"store = SQLiteStore(Path({str(path)!r}))\n"
+        ),
+    )
+
+
+BACKENDS: dict[str, Callable[[Path], Backend]] = {"sqlite": _sqlite}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return BACKENDS[request.param](tmp_path)
+
+
+@pytest.fixture
+def store(backend: Backend) -> Iterator[Store]:
+    opened = backend.open()
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def samples(store: Store) -> SampleStore:
+    return store
+
+
+@pytest.fixture
+def jobs(store: Store) -> JobStore:
+    return store
+
+
+def _batch(*ids: str, label: str = "greeting") -> list[NewSample]:
+    return [NewSample(text=f"text of {i}", label=label, id=i) for i in ids]
+
+
+# --- samples: add, count, ordering --------------------------------------------------------------
+
+
+def test_add_stores_in_post_order_with_increasing_seqs(samples: SampleStore) -> None:
+    posted = [
+        NewSample(text="hello there", label="greeting", id="a", prediction_id="req-1"),
+        NewSample(text="it is broken", label="complaint", id="b"),
+        NewSample(text="how do I", label="question", id="c"),
+    ]
+    outcome = samples.add(MODEL, posted)
+
+    assert (outcome.accepted, outcome.duplicates, outcome.ids) == (3, 0, ["a", "b", "c"])
+    stored = samples.samples(MODEL)
+    assert [(s.id, s.text, s.label, s.prediction_id) for s in stored] == [
+        ("a", "hello there", "greeting", "req-1"),
+        ("b", "it is broken", "complaint", ""),
+        ("c", "how do I", "question", ""),
+    ]
+    assert all(s.model == MODEL and s.created > 0 for s in stored)
+    seqs = [s.seq for s in stored]
+    assert seqs == sorted(set(seqs)) and seqs[0] > 0
+    assert samples.count(MODEL) == 3
+    assert samples.last_seq(MODEL) == seqs[-1]
+    assert samples.get(MODEL, "b") == stored[1]
+    assert samples.get(MODEL, "zzz") is None
+
+
+def test_seqs_keep_increasing_across_batches(samples: SampleStore) -> None:
+    samples.add(MODEL, _batch("a", "b"))
+    first_last = samples.last_seq(MODEL)
+    samples.add(MODEL, _batch("c"))
+    assert samples.samples(MODEL, after_seq=first_last)[0].id == "c"
+    assert samples.last_seq(MODEL) > first_last
+
+
+def test_after_and_upto_select_a_seq_window(samples: SampleStore) -> None:
+    samples.add(MODEL, _batch("a", "b", "c", "d", "e"))
+    stored = samples.samples(MODEL)
+    seqs = [s.seq for s in stored]
+
+    assert samples.count(MODEL, after_seq=seqs[1]) == 3
+    assert samples.samples(MODEL, after_seq=seqs[1]) == stored[2:]
+    assert samples.samples(MODEL, after_seq=seqs[1], upto_seq=seqs[3]) == stored[2:4]
+    assert samples.samples(MODEL, upto_seq=seqs[0]) == stored[:1]
+    assert samples.samples(MODEL, after_seq=seqs[-1]) == []
+    assert samples.count(MODEL, after_seq=seqs[-1]) == 0
+
+
+def test_an_unknown_model_has_nothing(samples: SampleStore) -> None:
+    assert samples.count("nobody") == 0
+    assert samples.samples("nobody") == []
+    assert samples.last_seq("nobody") == 0
+    assert samples.get("nobody", "a") is None
+
+
+def test_models_are_isolated(samples: SampleStore) -> None:
+    samples.add("one", _batch("a", "b"))
+    # The same id under another model is a different sample, even with other content.
+    outcome = samples.add("two", _batch("a", label="complaint"))
+
+    assert (outcome.accepted, outcome.duplicates) == (1, 0)
+    assert samples.count("one") == 2
+    assert samples.count("two") == 1
+    assert [s.id for s in samples.samples("one")] == ["a", "b"]
+    one_a, two_a = samples.get("one", "a"), samples.get("two", "a")
+    assert one_a is not None and two_a is not None
+    assert (one_a.label, two_a.label) == ("greeting", "complaint")
+    assert samples.last_seq("two") == two_a.seq
+
+
+def test_empty_batch_is_a_no_op(samples: SampleStore) -> None:
+    outcome = samples.add(MODEL, [])
+    assert (outcome.accepted, outcome.duplicates, outcome.ids) == (0, 0, [])
+    assert samples.count(MODEL) == 0
+
+
+# --- samples: idempotency and conflicts ---------------------------------------------------------
+
+
+def test_retrying_a_batch_is_idempotent(samples: SampleStore) -> None:
+    batch = _batch("a", "b", "c")
+    first = samples.add(MODEL, batch)
+    before = samples.samples(MODEL)
+
+    retry = samples.add(MODEL, batch)
+
+    assert (retry.accepted, retry.duplicates) == (0, 3)
+    assert retry.ids == first.ids == ["a", "b", "c"]
+    assert samples.samples(MODEL) == before
+
+
+def test_a_batch_overlapping_stored_samples_adds_only_the_new_ones(samples: SampleStore) -> None:
+    samples.add(MODEL, _batch("a"))
+    outcome = samples.add(MODEL, _batch("a", "b"))
+    assert (outcome.accepted, outcome.duplicates, outcome.ids) == (1, 1, ["a", "b"])
+    assert samples.count(MODEL) == 2
+
+
+@pytest.mark.parametrize(
+    "conflict",
+    [
+        NewSample(text="other text", label="greeting", id="a"),
+        NewSample(text="text of a", label="complaint", id="a"),
+    ],
+    ids=["text", "label"],
+)
+def test_a_conflicting_id_refuses_the_whole_batch(
+    samples: SampleStore, conflict: NewSample
+) -> None:
+    samples.add(MODEL, _batch("a"))
+    before = samples.samples(MODEL)
+
+    with pytest.raises(InvalidInput, match="'a'"):
+        samples.add(MODEL, [*_batch("new-1"), conflict, *_batch("new-2")])
+
+    assert samples.samples(MODEL) == before
+    assert samples.get(MODEL, "new-1") is None
+    # The refused batch left nothing half-open: the next one goes through.
+    assert samples.add(MODEL, _batch("new-1")).accepted == 1
+
+
+def test_the_same_id_twice_in_one_batch_is_a_duplicate(samples: SampleStore) -> None:
+    outcome = samples.add(MODEL, _batch("a", "b", "a"))
+    assert (outcome.accepted, outcome.duplicates, outcome.ids) == (2, 1, ["a", "b", "a"])
+    assert samples.count(MODEL) == 2
+
+
+def test_the_same_id_twice_in_one_batch_with_other_content_is_refused(
+    samples: SampleStore,
+) -> None:
+    batch = [*_batch("a", "b"), NewSample(text="text of a", label="complaint", id="a")]
+    with pytest.raises(InvalidInput, match="'a'"):
+        samples.add(MODEL, batch)
+    assert samples.count(MODEL) == 0
+
+
+def test_empty_ids_get_generated_ids(samples: SampleStore) -> None:
+    posted = [NewSample(text="same", label="greeting"), NewSample(text="same", label="greeting")]
+    outcome = samples.add(MODEL, [*posted, *_batch("mine")])
+
+    generated = outcome.ids[:2]
+    assert outcome.accepted == 3 and outcome.ids[2] == "mine"
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in generated)
+    assert generated[0] != generated[1]  # no id: no idempotency, each post is a new sample
+    for sample_id in generated:
+        stored = samples.get(MODEL, sample_id)
+        assert stored is not None and stored.text == "same"
+
+
+# --- samples: durability and concurrency --------------------------------------------------------
+
+
+def test_samples_and_jobs_survive_a_reopen(backend: Backend) -> None:
+    first = backend.open()
+    first.add(MODEL, _batch("a", "b"))
+    job = first.create(MODEL, "samples", "2 new samples", base_version=1, samples_upto=2)
+    before = first.samples(MODEL)
+    first.close()
+
+    second = backend.open()
+    try:
+        assert second.samples(MODEL) == before
+        assert second.get(job.id) == job
+        # Seqs continue after the reopen rather than starting over.
+        second.add(MODEL, _batch("c"))
+        assert second.last_seq(MODEL) > before[-1].seq
+    finally:
+        second.close()
+
+
+@pytest.mark.parametrize(
+    ("death", "returncode"),
+    [("os._exit(0)", 0), ("os.kill(os.getpid(), signal.SIGKILL)", -signal.SIGKILL)],
+    ids=["exit-without-cleanup", "sigkill"],
+)
+def test_acknowledged_samples_survive_the_process_dying(
+    backend: Backend, death: str, returncode: int
+) -> None:
+    script = (
+        "import json, os, signal, sys\n"
+        "from service.adaptation.types import NewSample\n"
+        f"{backend.open_source}"
+        "outcome = store.add(sys.argv[1], [NewSample(text=f't{i}', label='x') for i in range(50)])\n"
+        "print(json.dumps(outcome.ids), flush=True)\n"
+        # No close, no interpreter shutdown: only what add committed may count.
+        f"{death}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, MODEL],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == returncode, result.stderr
+    acknowledged = json.loads(result.stdout)
+
+    reopened = backend.open()
+    try:
+        assert [s.id for s in reopened.samples(MODEL)] == acknowledged
+    finally:
+        reopened.close()
+
+
+def test_concurrent_adds_lose_nothing(samples: SampleStore) -> None:
+    threads, batches, per_batch = 8, 6, 5
+    barrier = threading.Barrier(threads)
+    errors: list[BaseException] = []
+    shared_outcomes: list[tuple[int, int]] = []
+
+    def worker(n: int) -> None:
+        try:
+            barrier.wait()
+            for b in range(batches):
+                samples.add(MODEL, _batch(*(f"t{n}-b{b}-{i}" for i in range(per_batch))))
+            # Every thread posts the same sample: exactly one of them stores it.
+            outcome = samples.add(MODEL, _batch("shared"))
+            shared_outcomes.append((outcome.accepted, outcome.duplicates))
+        except BaseException as exc:
+            errors.append(exc)
+
+    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(timeout=30)
+
+    assert errors == []
+    stored = samples.samples(MODEL)
+    expected = {
+        f"t{n}-b{b}-{i}" for n in range(threads) for b in range(batches) for i in range(per_batch)
+    }
+    assert {s.id for s in stored} == expected | {"shared"}
+    assert len(stored) == threads * batches * per_batch + 1
+    assert len({s.seq for s in stored}) == len(stored)
+    assert sorted(shared_outcomes) == [(0, 1)] * (threads - 1) + [(1, 0)]
+
+
+# --- jobs ---------------------------------------------------------------------------------------
+
+
+def test_create_makes_a_queued_job(jobs: JobStore) -> None:
+    job = jobs.create(MODEL, "drift", "alarm on embeddings", base_version=3, samples_upto=17)
+
+    assert re.fullmatch(r"job-[0-9a-f]{12}", job.id)
+    assert job.state is JobState.QUEUED
+    assert (job.model, job.trigger, job.reason) == (MODEL, "drift", "alarm on embeddings")
+    assert (job.base_version, job.samples_upto, job.attempt) == (3, 17, 1)
+    assert job.created > 0
+    assert (job.started, job.finished, job.candidate_version, job.gate, job.error) == (
+        None,
+        None,
+        None,
+        None,
+        "",
+    )
+    assert jobs.get(job.id) == job
+    retry = jobs.create(MODEL, "retry", "after failure", base_version=3, samples_upto=17, attempt=2)
+    assert retry.attempt == 2 and retry.id != job.id
+
+
+def test_update_round_trips_every_field(jobs: JobStore) -> None:
+    job = jobs.create(MODEL, "manual", "operator", base_version=1, samples_upto=5)
+
+    running = jobs.update(job.id, state=JobState.RUNNING, started=100.5)
+    assert running.state is JobState.RUNNING and running.started == 100.5
+    assert jobs.get(job.id) == running
+
+    done = jobs.update(
+        job.id, state="promoted", finished=200.25, candidate_version=2, gate=GATE, error=""
+    )
+    assert done.state is JobState.PROMOTED and done.state.finished
+    assert (done.started, done.finished, done.candidate_version) == (100.5, 200.25, 2)
+    assert done.gate == GATE
+    assert done.gate is not None and done.gate.forgetting == pytest.approx(0.03)
+    assert jobs.get(job.id) == done
+
+    cleared = jobs.update(job.id, gate=None, error="gate re-run")
+    assert cleared.gate is None and cleared.error == "gate re-run"
+    assert jobs.update(job.id) == cleared
+
+
+@pytest.mark.parametrize("changes", [{"colour": "red"}, {"id": "job-other"}, {"state": "paused"}])
+def test_update_refuses_unknown_fields_and_states(jobs: JobStore, changes: dict[str, str]) -> None:
+    job = jobs.create(MODEL, "manual", "operator", base_version=1, samples_upto=5)
+    with pytest.raises(ValueError):
+        jobs.update(job.id, error="should not stick", **changes)
+    assert jobs.get(job.id) == job
+
+
+def test_missing_jobs_are_not_found(jobs: JobStore) -> None:
+    with pytest.raises(NotFound, match="no job 'job-nope'"):
+        jobs.get("job-nope")
+    with pytest.raises(NotFound, match="no job 'job-nope'"):
+        jobs.update("job-nope", error="x")
+
+
+def test_latest_active_and_recent(jobs: JobStore) -> None:
+    assert jobs.latest(MODEL) is None and jobs.active(MODEL) is None and jobs.recent(MODEL) == []
+
+    first = jobs.create(MODEL, "samples", "1", base_version=1, samples_upto=10)
+    second = jobs.create(MODEL, "samples", "2", base_version=1, samples_upto=20)
+    other = jobs.create("other", "manual", "elsewhere", base_version=1, samples_upto=1)
+    third = jobs.create(MODEL, "samples", "3", base_version=1, samples_upto=30)
+
+    assert jobs.latest(MODEL) == third
+    assert [j.id for j in jobs.recent(MODEL)] == [third.id, second.id, first.id]
+    assert [j.id for j in jobs.recent(MODEL, limit=2)] == [third.id, second.id]
+    assert jobs.recent("other") == [other]
+
+    jobs.update(first.id, state=JobState.FAILED)
+    jobs.update(second.id, state=JobState.REJECTED)
+    running = jobs.update(third.id, state=JobState.RUNNING, started=1.0)
+    assert jobs.active(MODEL) == running
+    assert jobs.active("other") == other
+
+    jobs.update(third.id, state=JobState.PROMOTED)
+    assert jobs.active(MODEL) is None
+    latest = jobs.latest(MODEL)
+    assert latest is not None and latest.state is JobState.PROMOTED
+
+
+def test_fail_interrupted_fails_only_unfinished_jobs(jobs: JobStore) -> None:
+    queued = jobs.create(MODEL, "samples", "q", base_version=1, samples_upto=1)
+    running = jobs.create("other", "drift", "r", base_version=1, samples_upto=1)
+    jobs.update(running.id, state=JobState.RUNNING, started=5.0)
+    promoted = jobs.create(MODEL, "manual", "p", base_version=1, samples_upto=1)
+    promoted = jobs.update(promoted.id, state=JobState.PROMOTED, finished=6.0, gate=GATE)
+
+    failed = jobs.fail_interrupted("server restarted")
+
+    assert sorted(j.id for j in failed) == sorted([queued.id, running.id])
+    for job in failed:
+        assert job.state is JobState.FAILED
+        assert job.error == "server restarted"
+        assert job.finished is not None and job.finished > job.created
+        assert jobs.get(job.id) == job
+    assert jobs.get(running.id).started == 5.0
+    assert jobs.get(promoted.id) == promoted
+    assert jobs.active(MODEL) is None and jobs.active("other") is None
+    assert jobs.fail_interrupted("again") == []
+
+
+# --- SQLite specifics ---------------------------------------------------------------------------
+
+
+def test_sqlite_file_is_wal_with_a_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "loopserve.db"
+    store = SQLiteStore(path)
+    try:
+        # synchronous is per connection, so only the store's own connection can tell.
+        assert store._conn is not None
+        assert store._conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+        assert store._conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
+    finally:
+        store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    conn.close()
+
+
+def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "loopserve.db"
+    SQLiteStore(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(ConfigError, match="schema version"):
+        SQLiteStore(path)
+
+
+def test_a_closed_store_is_unavailable(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "loopserve.db")
+    store.close()
+    store.close()  # closing twice is harmless
+    with pytest.raises(Unavailable):
+        store.count(MODEL)
+    with pytest.raises(Unavailable):
+        store.add(MODEL, _batch("a"))

@@ -1,0 +1,273 @@
+"""The closed-loop commands of ``loopserve`` (label, versions, status, finetune, rollback) against
+an in-process server on a fake adaptation core."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_adaptation import LABELS, MODEL, REJECTING_GATE, FakeAdaptationCore, FakeServer
+
+from service.adaptation.types import NewSample
+from service.cli import main
+
+
+@pytest.fixture
+def core() -> FakeAdaptationCore:
+    return FakeAdaptationCore()
+
+
+@pytest.fixture
+def server(core: FakeAdaptationCore) -> Iterator[FakeServer]:
+    running = FakeServer(core)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def run(server: FakeServer, capsys: pytest.CaptureFixture[str]) -> Any:
+    """``run(*args)`` → (exit code, stdout, stderr) of ``loopserve ARGS --addr <server>``."""
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        code = main([*args, "--addr", server.address])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return invoke
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ---- label --------------------------------------------------------------------------------------
+
+
+def test_label_sends_the_csv_and_prints_the_outcome(
+    run: Any, core: FakeAdaptationCore, tmp_path: Path
+) -> None:
+    csv_file = write(
+        tmp_path / "labels.csv",
+        "\ufefftext,label,id,prediction_id\n"
+        '"where is my parcel, it is late",shipping,a-1,req-9\n'
+        "\n"
+        "refund please, billing ,,\n",
+    )
+    code, out, err = run("label", str(csv_file))
+    assert code == 0, err
+    assert out.strip() == f"{MODEL}: 2 accepted, 0 duplicates (2 samples)"
+    assert core.batches == [
+        [
+            NewSample("where is my parcel, it is late", "shipping", "a-1", "req-9"),
+            NewSample("refund please", "billing"),
+        ]
+    ]
+    code, out, _ = run("label", str(csv_file), "--json")
+    assert code == 0
+    assert json.loads(out) == {"accepted": 1, "duplicates": 1, "ids": ["a-1", "s3"]}
+
+
+def test_label_columns_may_come_in_any_order(
+    run: Any, core: FakeAdaptationCore, tmp_path: Path
+) -> None:
+    csv_file = write(tmp_path / "l.csv", "Label,Text\nother,hello there\n")
+    assert run("label", str(csv_file))[0] == 0
+    assert core.batches == [[NewSample("hello there", "other")]]
+
+
+def test_label_sends_batches_of_500(run: Any, core: FakeAdaptationCore, tmp_path: Path) -> None:
+    rows = "".join(f"message number {i},{LABELS[i % 3]}\n" for i in range(1201))
+    csv_file = write(tmp_path / "many.csv", "text,label\n" + rows)
+    code, out, err = run("label", str(csv_file), "--json")
+    assert code == 0, err
+    assert [len(batch) for batch in core.batches] == [500, 500, 201]
+    result = json.loads(out)
+    assert (result["accepted"], result["duplicates"], len(result["ids"])) == (1201, 0, 1201)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "is empty; expected a header row text,label[,id][,prediction_id]"),
+        ("text,label\n", "has a header but no samples"),
+        ("text\nhello\n", "line 1: no 'label' column"),
+        (
+            "text,label,source\nhi,other,web\n",
+            "line 1: unknown column(s) 'source'; the header must name the columns "
+            "text,label[,id][,prediction_id]",
+        ),
+        ("text,label,label\nhi,other,other\n", "line 1: repeated column(s) 'label'"),
+        ("text,label\nhi,other\nhello\n", "line 3: 1 field(s) where the header has 2"),
+        ("text,label\nhi,other\n  ,other\n", "line 3: empty text"),
+        ("text,label\nhi,\n", "line 2: empty label"),
+        ('text,label\n"unclosed,other\n', "line 2: unexpected end of data"),
+    ],
+)
+def test_label_refuses_a_bad_csv_with_exit_2(
+    run: Any, core: FakeAdaptationCore, tmp_path: Path, content: str, message: str
+) -> None:
+    csv_file = write(tmp_path / "bad.csv", content)
+    code, out, err = run("label", str(csv_file))
+    assert code == 2
+    assert err.startswith(f"loopserve: {csv_file}")
+    assert message in err, err
+    assert out == "" and core.batches == []
+
+
+def test_label_refuses_a_missing_or_non_utf8_file(
+    run: Any, core: FakeAdaptationCore, tmp_path: Path
+) -> None:
+    code, _, err = run("label", str(tmp_path / "absent.csv"))
+    assert code == 2 and f"cannot read {tmp_path / 'absent.csv'}" in err
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text,label\ncafé,other\n".encode("latin-1"))
+    code, _, err = run("label", str(latin))
+    assert code == 2 and f"{latin} is not UTF-8 text" in err
+    assert core.batches == []
+
+
+def test_label_server_errors_exit_1_with_code_and_message(run: Any, tmp_path: Path) -> None:
+    csv_file = write(tmp_path / "l.csv", "text,label\nhi,weather\n")
+    code, out, err = run("label", str(csv_file))
+    assert code == 1 and out == ""
+    assert err.strip() == (
+        "loopserve: INVALID_ARGUMENT: sample 0: unknown label 'weather'; "
+        "labels are billing, shipping, other"
+    )
+    code, _, err = run("label", str(csv_file), "--model", "nope")
+    assert code == 1
+    assert err.startswith("loopserve: NOT_FOUND: unknown model 'nope'")
+
+
+def test_label_error_in_a_later_batch_says_what_was_stored(
+    run: Any, core: FakeAdaptationCore, tmp_path: Path
+) -> None:
+    rows = ["hello,other\n"] * 500 + ["hi,weather\n"]
+    csv_file = write(tmp_path / "l.csv", "text,label\n" + "".join(rows))
+    code, _, err = run("label", str(csv_file))
+    assert code == 1
+    assert err.startswith("loopserve: INVALID_ARGUMENT: sample 0: unknown label 'weather'")
+    assert "the first 500 samples were sent and stored before this batch" in err
+    assert len(core.samples) == 500
+
+
+# ---- versions, status, finetune, rollback -------------------------------------------------------
+
+
+def test_versions(run: Any) -> None:
+    code, out, _ = run("versions")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "VERSION",
+        "PARENT",
+        "STATUS",
+        "CREATED",
+        "SAMPLES",
+        "ACCURACY",
+        "REASON",
+    ]
+    assert lines[1].split()[:6] == ["1", "-", "promoted", "2024-05-01T10:00:00+00:00", "0", "0.810"]
+    assert lines[2].split()[:6] == [
+        "2",
+        "1",
+        "serving",
+        "2024-05-02T10:00:00+00:00",
+        "120",
+        "0.900",
+    ]
+    assert lines[3].split()[5] == "-" and lines[3].endswith(REJECTING_GATE.reason)
+
+    code, out, _ = run("versions", "--json")
+    versions = json.loads(out)
+    assert [(v["version"], v["parent"], v["status"]) for v in versions] == [
+        (1, None, "promoted"),
+        (2, 1, "serving"),
+        (3, 2, "rejected"),
+    ]
+    assert versions[1]["metrics"] == {"validation_accuracy": 0.9, "train_examples": 96.0}
+    assert versions[1]["model"] == MODEL and versions[1]["samples_upto"] == 120
+
+
+def test_status(run: Any) -> None:
+    code, out, _ = run("status")
+    assert code == 0
+    assert f"{MODEL}: serving version 2, 0 new samples since" in out
+    assert "labels: billing, shipping, other" in out
+    assert "job: job-1 rejected (samples, base version 2, samples up to 160" in out
+    assert "attempt 2, candidate version 3): 40 new samples" in out
+    assert "last gate: reject; new data 0.930 vs 0.710 (40 examples), anchor 0.800 vs 0.880" in out
+    assert "forgetting 0.080: forgetting 0.080 exceeds 0.020" in out
+    assert "needs adaptation: yes" in out and "backing off until " in out
+
+    code, out, _ = run("status", "--json")
+    status = json.loads(out)
+    assert status["serving_version"] == 2 and status["labels"] == LABELS
+    assert status["job"]["state"] == "rejected" and status["job"]["candidate_version"] == 3
+    assert status["job"]["gate"]["forgetting"] == pytest.approx(0.08)
+    assert status["last_gate"]["promote"] is False
+    assert status["last_gate"]["forgetting"] == pytest.approx(0.08)
+    assert status["needs_adaptation"] is True and status["backoff_until"] > 0
+
+
+def test_status_without_jobs(run: Any, core: FakeAdaptationCore) -> None:
+    core.jobs.clear()
+    core.backoff_until = None
+    code, out, _ = run("status")
+    assert code == 0
+    assert "job: none yet" in out and "last gate: none yet" in out and "backing off" not in out
+    status = json.loads(run("status", "--json")[1])
+    assert status["job"] is None and status["last_gate"] is None and status["backoff_until"] is None
+
+
+def test_finetune(run: Any, core: FakeAdaptationCore) -> None:
+    code, out, _ = run("finetune", "--reason", "new product line", "--json")
+    assert code == 0
+    job = json.loads(out)
+    assert (job["id"], job["state"], job["trigger"], job["reason"]) == (
+        "job-2",
+        "queued",
+        "manual",
+        "new product line",
+    )
+    assert job["base_version"] == 2 and job["gate"] is None and job["started"] is None
+    code, out, _ = run("finetune")
+    assert code == 0
+    assert out.startswith("job job-2 queued (manual, base version 2, samples up to 160")
+    assert out.strip().endswith("): new product line")
+
+
+def test_rollback(run: Any) -> None:
+    code, out, _ = run("rollback", "1")
+    assert code == 0 and out.strip() == f"{MODEL}: serving version 1 (serving)"
+    code, out, _ = run("rollback", "2", "--json")
+    assert code == 0
+    version = json.loads(out)
+    assert (version["version"], version["status"], version["parent"]) == (2, "serving", 1)
+    code, _, err = run("rollback", "3")
+    assert code == 1
+    assert err.strip() == (
+        "loopserve: INVALID_ARGUMENT: version 3 is rejected; only an earlier promoted version "
+        "can serve again"
+    )
+    code, _, err = run("rollback", "9")
+    assert code == 1 and err.strip() == "loopserve: NOT_FOUND: support-intents has no version 9"
+
+
+@pytest.mark.parametrize("command", [["versions"], ["status"], ["finetune"], ["rollback", "1"]])
+def test_unknown_model_exits_1(run: Any, command: list[str]) -> None:
+    code, out, err = run(*command, "--model", "nope")
+    assert code == 1 and out == ""
+    assert (
+        err.strip()
+        == "loopserve: NOT_FOUND: unknown model 'nope'; this server adapts 'support-intents'"
+    )
+
+
+def test_unreachable_server_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--addr", "127.0.0.1:1"]) == 1
+    assert capsys.readouterr().err.startswith("loopserve: UNAVAILABLE: ")

@@ -11,12 +11,16 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import start_http_server
 
+from service.adaptation.events import EventBus
+from service.adaptation.loop import AdaptationService
+from service.adaptation.predictions import PredictionLog
 from service.api import GrpcServer, build_server
 from service.config import ServerSettings, load_model_definition
 from service.inference import InferenceService
 from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.serving import ServedModel
+from service.store import SQLiteStore
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +30,10 @@ class App:
     settings: ServerSettings
     metrics: Metrics = field(default_factory=Metrics)
     models: dict[str, ServedModel] = field(default_factory=dict)
+    events: EventBus = field(default_factory=EventBus)
+    predictions: PredictionLog = field(default_factory=PredictionLog)
+    store: SQLiteStore | None = None
+    adaptation: AdaptationService | None = None
     inference: InferenceService | None = None
     grpc: GrpcServer | None = None
     _metrics_http: WSGIServer | None = None
@@ -46,16 +54,32 @@ class App:
         s = self.settings
         for name in s.models:
             definition = load_model_definition(s.models_dir, name)
-            served = ServedModel(definition, ModelRegistry(s.state_dir, name), self.metrics)
+            registry = ModelRegistry(s.state_dir, name)
+            served = ServedModel(
+                definition, registry, self.metrics, on_predictions=self.predictions.record
+            )
             await asyncio.to_thread(served.start)
             self.models[name] = served
+        self.store = SQLiteStore(s.state_dir / "loopserve.db")
+        self.adaptation = AdaptationService(
+            self.models,
+            self.store,
+            self.store,
+            self.events,
+            self.predictions,
+            self.metrics,
+            s.state_dir / "jobs",
+        )
         self.inference = InferenceService(self.models)
-        self.grpc = build_server(self.inference, self.metrics, s.host, s.grpc_port)
+        self.grpc = build_server(
+            self.inference, self.metrics, s.host, s.grpc_port, adaptation=self.adaptation
+        )
         await self.grpc.server.start()
         self._metrics_http, _ = start_http_server(
             s.metrics_port, addr=s.host, registry=self.metrics.registry
         )
         await self.grpc.set_serving(True)
+        await asyncio.to_thread(self.adaptation.recover)
         log.info(
             "serving %s on %s:%d (gRPC), metrics on :%d/metrics, ready in %.2fs",
             ", ".join(self.models), s.host, self.grpc.port, self.metrics_port,
@@ -75,10 +99,15 @@ class App:
             # stops: grpcio cancels calls it has not yet handed to a handler when it stops.
             self.inference.begin_drain()
             await self.inference.wait_idle(grace)
+        if self.adaptation is not None:
+            # A running fine-tune is ended; its job is marked failed and retried after restart.
+            await asyncio.to_thread(self.adaptation.stop, grace)
         if self.grpc is not None:
             await self.grpc.server.stop(grace=grace)
         for served in self.models.values():
             await asyncio.to_thread(served.stop, self.settings.drain_seconds)
+        if self.store is not None:
+            self.store.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -22,8 +23,9 @@ class EventBus:
         with self._lock:
             subscribers = list(self._subscribers)
         for loop, queue, wanted in subscribers:
-            if wanted in ("", model):
-                loop.call_soon_threadsafe(_offer, queue, event)
+            if wanted in ("", model) and not loop.is_closed():
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody listens
+                    loop.call_soon_threadsafe(_offer, queue, event)
         return event
 
     async def subscribe(self, model: str = "") -> AsyncIterator[Event]:

@@ -24,7 +24,7 @@ from service.adaptation.types import (
     NewSample,
     VersionSummary,
 )
-from service.errors import InvalidInput, NotFound
+from service.errors import InvalidInput, NotFound, Unavailable
 from service.metrics import Metrics
 from service.registry import VersionInfo
 from service.serving import ServedModel
@@ -69,6 +69,7 @@ class AdaptationService:
         }
         self._alarms: dict[str, _Alarm] = {}
         self._trigger_lock = threading.Lock()
+        self._stopping = False
 
     # lifecycle ---------------------------------------------------------------------------------
 
@@ -80,6 +81,8 @@ class AdaptationService:
             self._maybe_start(name)
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Start no more jobs; end a running one (it is marked failed)."""
+        self._stopping = True
         for runner in self._runners.values():
             runner.stop(timeout)
 
@@ -258,6 +261,8 @@ class AdaptationService:
 
     def _maybe_start(self, model: str) -> Job | None:
         with self._trigger_lock:
+            if self._stopping:
+                return None
             served = self._models[model]
             if self._runners[model].busy or self._jobs.active(model) is not None:
                 return None
@@ -287,6 +292,8 @@ class AdaptationService:
             return self._start(model, decision, reason, attempt)
 
     def _start(self, model: str, trigger: str, reason: str, attempt: int = 1) -> Job:
+        if self._stopping:
+            raise Unavailable("server is shutting down; no new fine-tune jobs")
         served = self._models[model]
         base = self._serving_version(served)
         job = self._jobs.create(

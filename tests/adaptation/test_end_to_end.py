@@ -110,3 +110,31 @@ def test_samples_and_versions_survive_a_restart(
     second: RunningApp = start_app(models_dir=models)  # type: ignore[operator]
     with AdaptationClient(second.address) as adaptation:
         assert adaptation.model_status(TINY_MODEL).samples_since_version == 12
+
+
+def test_a_job_interrupted_by_a_crash_is_failed_and_retried_on_restart(
+    tmp_path: Path, tiny_backbone: Path, state_dir: Path, start_app: object
+) -> None:
+    from service.store import SQLiteStore
+
+    models = tmp_path / "models"
+    extra = ADAPTATION.format(min_new=1000, lr=3e-4, head_lr=0.02, allow_new="false").replace(
+        "max_retries = 0", "max_retries = 1"
+    )
+    write_tiny_definition(models, tiny_backbone, extra_toml=extra)
+    store = SQLiteStore(state_dir / "loopserve.db")
+    from service.adaptation.types import NewSample
+
+    store.add(TINY_MODEL, [NewSample(t, label) for t, label in shifted(30, seed=0)])
+    crashed = store.create(TINY_MODEL, "manual", "before the crash", 1, store.last_seq(TINY_MODEL))
+    store.update(crashed.id, state=JobState.RUNNING, started=time.time())
+    store.close()
+
+    server: RunningApp = start_app(models_dir=models)  # type: ignore[operator]
+    assert server.app.adaptation is not None and server.app.store is not None
+    server.app.adaptation.wait_idle(180)
+    failed = server.app.store.get(crashed.id)
+    assert failed.state is JobState.FAILED and "interrupted" in failed.error
+    retry = server.app.store.latest(TINY_MODEL)
+    assert retry is not None and retry.trigger == "retry" and retry.attempt == 2
+    assert retry.state.finished

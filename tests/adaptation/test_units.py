@@ -1,0 +1,154 @@
+"""Pure parts of the loop: trigger policy, gate rule, data selection, prediction log, event bus."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from service.adaptation import _data
+from service.adaptation.events import EventBus
+from service.adaptation.gate import decide
+from service.adaptation.policy import PolicyInput, TriggerPolicy
+from service.adaptation.predictions import PredictionLog
+from service.adaptation.types import EventKind, Job, JobState
+from service.config import AdaptationRecipe, GateThresholds
+
+RECIPE = AdaptationRecipe(
+    min_new_samples=10, drift_min_samples=4, backoff_seconds=100, max_retries=1
+)
+
+
+def job(state: JobState, finished: float | None = 1000.0, attempt: int = 1) -> Job:
+    return Job(
+        "job-1", "m", state, "samples", "", 1, 50, 900.0, 950.0, finished, None, None, "", attempt
+    )
+
+
+def state(**overrides: object) -> PolicyInput:
+    values: dict[str, object] = {
+        "samples_since_serving": 0,
+        "samples_since_last_job": 0,
+        "samples_since_alarm": 0,
+        "drift_alarm": False,
+        "latest_job": None,
+        "now": 1050.0,
+    }
+    values.update(overrides)
+    return PolicyInput(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("situation", "expected"),
+    [
+        (state(samples_since_serving=9), None),
+        (state(samples_since_serving=10), "samples"),
+        (state(samples_since_serving=50, latest_job=job(JobState.RUNNING, finished=None)), None),
+        (state(drift_alarm=True, samples_since_alarm=3), None),
+        (state(drift_alarm=True, samples_since_alarm=4), "drift"),
+        (state(latest_job=job(JobState.FAILED, attempt=1)), "retry"),
+        (
+            state(samples_since_serving=50, latest_job=job(JobState.FAILED, attempt=2)),
+            None,
+        ),  # backing off
+        (
+            state(
+                samples_since_serving=50,
+                samples_since_last_job=50,
+                latest_job=job(JobState.REJECTED),
+            ),
+            None,
+        ),
+        (
+            state(
+                samples_since_serving=50,
+                samples_since_last_job=9,
+                latest_job=job(JobState.REJECTED),
+                now=2000.0,
+            ),
+            None,
+        ),
+        (
+            state(
+                samples_since_serving=50,
+                samples_since_last_job=10,
+                latest_job=job(JobState.REJECTED),
+                now=2000.0,
+            ),
+            "samples",
+        ),
+        (state(samples_since_serving=10, latest_job=job(JobState.PROMOTED)), "samples"),
+    ],
+)
+def test_trigger_policy(situation: PolicyInput, expected: str | None) -> None:
+    assert TriggerPolicy(RECIPE).decide(situation) == expected
+
+
+def test_backoff_until_after_a_rejection_only() -> None:
+    policy = TriggerPolicy(RECIPE)
+    assert policy.backoff_until(job(JobState.REJECTED)) == 1100.0
+    assert policy.backoff_until(job(JobState.PROMOTED)) is None
+    assert policy.backoff_until(None) is None
+
+
+@pytest.mark.parametrize(
+    ("scores", "promote", "reason"),
+    [
+        ((0.90, 0.50, 0.95, 0.955), True, "new data 0.900 vs 0.500"),
+        ((0.48, 0.50, 0.95, 0.95), True, "new data"),  # within the 0.02 tolerance
+        ((0.47, 0.50, 0.95, 0.95), False, "worse on new data"),
+        ((0.90, 0.50, 0.93, 0.95), False, "forgets old data: anchor 0.930 vs 0.950"),
+    ],
+)
+def test_gate_rule(scores: tuple[float, float, float, float], promote: bool, reason: str) -> None:
+    cn, inn, ca, ia = scores
+    result = decide(
+        candidate_new=cn, incumbent_new=inn, candidate_anchor=ca, incumbent_anchor=ia,
+        new_examples=10, anchor_examples=10, thresholds=GateThresholds(0.02, 0.01),
+    )  # fmt: skip
+    assert result.promote is promote
+    assert reason in result.reason
+    assert result.forgetting == pytest.approx(ia - ca)
+
+
+def test_job_data_keeps_holdout_and_anchor_out_of_training() -> None:
+    new = [(f"new {i}", "a" if i % 2 else "b") for i in range(40)] + [("brand new", "c")]
+    old = [(f"old {i}", "a" if i % 2 else "b") for i in range(100)]
+    data = _data.select(
+        new, old, ["a", "b"], dataclasses.replace(RECIPE, anchor_size=30, replay_ratio=0.5), seed=1
+    )
+    trained = set(data.train) | set(data.validation)
+    assert not trained & set(data.holdout) and not trained & set(data.anchor)
+    assert len(data.holdout) == 8 and len(data.anchor) == 30
+    assert ("brand new", "c") in trained  # a single example of a label is never held out
+    replayed = [pair for pair in trained if pair[0].startswith("old")]
+    assert len(replayed) == round(0.5 * 33)
+    assert data.new_labels == ["c"]
+
+
+def test_prediction_log_is_bounded_and_keys_multi_text_requests() -> None:
+    log = PredictionLog(capacity=3)
+    log.record("r1", "m", 1, ["a"], [0.9])
+    log.record("r2", "m", 2, ["a", "b", "c"], [0.5, 0.6, 0.7])
+    assert log.lookup("r1") is None  # evicted: capacity 3
+    assert log.lookup("r2/1") is not None and log.lookup("r2/1").label == "b"  # type: ignore[union-attr]
+    log.record("", "m", 1, ["a"], [0.9])
+    assert len(log) == 3
+
+
+def test_event_bus_filters_by_model_and_drops_the_oldest_for_slow_readers() -> None:
+    bus = EventBus()
+
+    async def run() -> list[str]:
+        stream = bus.subscribe("m")
+        first = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0)
+        bus.publish(EventKind.SWAP, "other", "ignored")
+        bus.publish(EventKind.SWAP, "m", "seen", version=2)
+        event = await asyncio.wait_for(first, 5)
+        await stream.aclose()  # type: ignore[attr-defined]
+        return [event.message, event.attributes["version"]]
+
+    assert asyncio.run(run()) == ["seen", "2"]
+    assert bus.subscriber_count == 0

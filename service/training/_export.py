@@ -46,11 +46,14 @@ def export_onnx(model: TextClassifier, tokens: TokenBatcher, path: Path) -> None
 
 
 def load_for_check(
-    onnx_path: Path, tokenizer_path: Path, labels: list[str], max_length: int
+    onnx_path: Path, tokenizer_path: Path, labels: list[str], max_length: int, threads: int = 0
 ) -> LoadedVersion:
-    return LoadedVersion(
-        "check", 0, onnx_path, tokenizer_path, labels, max_length, SessionOptions(providers="cpu")
+    """A CPU session for checks. In a background job: ``threads`` only and no spinning, so the
+    checks do not take cores from serving."""
+    options = SessionOptions(
+        intra_op_threads=threads, providers="cpu", thread_spinning=threads == 0
     )
+    return LoadedVersion("check", 0, onnx_path, tokenizer_path, labels, max_length, options)
 
 
 @torch.no_grad()

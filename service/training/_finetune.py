@@ -85,7 +85,9 @@ def _fine_tune(spec: FineTuneSpec) -> dict[str, Any]:
     save_file(trainable_state(model, spec.trainable_layers), str(staging / "weights.safetensors"))
     onnx_path = staging / "model.onnx"
     export_onnx(model, tokens, onnx_path)
-    candidate = load_for_check(onnx_path, tokenizer_path, spec.labels, spec.max_seq_length)
+    candidate = load_for_check(
+        onnx_path, tokenizer_path, spec.labels, spec.max_seq_length, spec.threads
+    )
     check_texts = [text for text, _ in (spec.holdout or spec.train)[:32]]
     parity = parity_check(model, tokens, candidate, check_texts)
     serving_file = "model.onnx"
@@ -98,6 +100,7 @@ def _fine_tune(spec: FineTuneSpec) -> dict[str, Any]:
         Path(spec.base_dir) / "tokenizer.json",
         spec.base_labels,
         spec.max_seq_length,
+        spec.threads,
     )
     gate = decide(
         candidate_new=_accuracy(candidate, spec.holdout),
@@ -180,7 +183,7 @@ def _maybe_int8(
     staging = Path(spec.staging_dir)
     quantize_int8(staging / "model.onnx", staging / "model.int8.onnx")
     int8 = load_for_check(
-        staging / "model.int8.onnx", tokenizer_path, spec.labels, spec.max_seq_length
+        staging / "model.int8.onnx", tokenizer_path, spec.labels, spec.max_seq_length, spec.threads
     )
     fp32_acc, int8_acc = _accuracy(fp32, spec.validation), _accuracy(int8, spec.validation)
     accepted = fp32_acc - int8_acc <= spec.int8_max_accuracy_drop

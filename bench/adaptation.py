@@ -657,7 +657,12 @@ def run_round(
     if job_r is not None:
         print(
             f"[round {number}] job {job_r.id} {job_r.state} after {job_r.wall_s:.1f}s; serving "
-            f"version {report.serving_after} (label -> status {_f(report.status_swap_s)}s)",
+            f"version {report.serving_after}"
+            + (
+                f" (label -> status {report.status_swap_s:.1f}s)"
+                if report.serving_after != report.serving_before
+                else ""
+            ),
             flush=True,
         )
     return report
@@ -786,7 +791,10 @@ def print_report(report: dict[str, Any], rounds: list[RoundReport], v1: Accuracy
                 brief = {k: v for k, v in finetuned.items() if not isinstance(v, list | dict)}
                 print(f"  {'':<6}fine-tune: {brief}")
             if job.state != "promoted" or job.wall_s > TARGET_LABEL_TO_SERVING_S:
-                print(f"  {'':<6}job.log tail:\n" + _indent(job.log_tail or "(empty)", 8))
+                if job.log_tail:
+                    print(f"  {'':<6}job.log tail:\n" + _indent(job.log_tail, 8))
+                else:
+                    print(f"  {'':<6}job.log is empty (the job process logs no phases)")
     print(
         "  job wall = started -> finished as the server records it; in process = the job's own\n"
         "  timer (after its imports): training + other (tokenize, grow head, ONNX export, parity,\n"
@@ -882,6 +890,12 @@ def summary_lines(
             f"{_check(forgetting_ok)}; p99 job/idle {_f(ratio, '.2f')} (<= {TARGET_P99_RATIO}) "
             f"{_check(ratio_ok)}; NEW part {_pct(acc.new if acc else None)}%"
         )
+        if r.candidate is not None:
+            lines.append(
+                f"  rejected candidate v{r.candidate.version.rstrip('*')} on TEST: NEW part "
+                f"{_pct(r.candidate.new)}%, all {_pct(r.candidate.all)}%, forgetting "
+                f"{_f(r.candidate_forgetting_points, '+.2f')} pts"
+            )
     lines.append(
         f"p99 during jobs / idle, all rounds: {_f(p99_ratio, '.2f')} "
         f"(<= {TARGET_P99_RATIO}) {_check(None if math.isnan(p99_ratio) else p99_ratio <= TARGET_P99_RATIO)}"

@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import csv
 import functools
+import hashlib
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -282,7 +284,7 @@ def read_label_csv(path: Path) -> list[NewSample]:
             NewSample(
                 text=row["text"],
                 label=row["label"].strip(),
-                id=row.get("id", "").strip(),
+                id=row.get("id", "").strip() or content_id(row["text"], row["label"].strip()),
                 prediction_id=row.get("prediction_id", "").strip(),
             )
         )
@@ -452,8 +454,24 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
         )
 
 
+def content_id(text: str, label: str) -> str:
+    """The id of a CSV row without one: re-posting the same file is then idempotent."""
+    return "csv-" + hashlib.sha256(f"{text}\x1f{label}".encode()).hexdigest()[:24]
+
+
 def _print_json(value: object) -> None:
-    print(json.dumps(value, indent=2))
+    print(json.dumps(_finite(value), indent=2))
+
+
+def _finite(value: object) -> object:
+    """NaN/inf (e.g. a gate score without examples) as null: strict JSON parsers reject them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 from fake_adaptation import LABELS, MODEL, REJECTING_GATE, FakeAdaptationCore, FakeServer
 
 from service.adaptation.types import NewSample
-from service.cli import main
+from service.cli import content_id, main
 
 
 @pytest.fixture
@@ -63,12 +63,17 @@ def test_label_sends_the_csv_and_prints_the_outcome(
     assert core.batches == [
         [
             NewSample("where is my parcel, it is late", "shipping", "a-1", "req-9"),
-            NewSample("refund please", "billing"),
+            NewSample("refund please", "billing", content_id("refund please", "billing")),
         ]
     ]
     code, out, _ = run("label", str(csv_file), "--json")
     assert code == 0
-    assert json.loads(out) == {"accepted": 1, "duplicates": 1, "ids": ["a-1", "s3"]}
+    # Re-posting the same file: the row with an id and the row with a content id are duplicates.
+    assert json.loads(out) == {
+        "accepted": 0,
+        "duplicates": 2,
+        "ids": ["a-1", content_id("refund please", "billing")],
+    }
 
 
 def test_label_columns_may_come_in_any_order(
@@ -76,7 +81,17 @@ def test_label_columns_may_come_in_any_order(
 ) -> None:
     csv_file = write(tmp_path / "l.csv", "Label,Text\nother,hello there\n")
     assert run("label", str(csv_file))[0] == 0
-    assert core.batches == [[NewSample("hello there", "other")]]
+    assert core.batches == [[NewSample("hello there", "other", content_id("hello there", "other"))]]
+
+
+def test_rows_without_an_id_get_a_content_id_so_reposting_is_idempotent(
+    run: Any, core: FakeAdaptationCore, tmp_path: Path
+) -> None:
+    csv_file = write(tmp_path / "l.csv", "text,label\nhello there,other\n")
+    assert run("label", str(csv_file))[0] == 0
+    assert run("label", str(csv_file))[0] == 0
+    assert core.batches[0] == core.batches[1]
+    assert len(core.samples) == 1
 
 
 def test_label_sends_batches_of_500(run: Any, core: FakeAdaptationCore, tmp_path: Path) -> None:
@@ -146,7 +161,7 @@ def test_label_server_errors_exit_1_with_code_and_message(run: Any, tmp_path: Pa
 def test_label_error_in_a_later_batch_says_what_was_stored(
     run: Any, core: FakeAdaptationCore, tmp_path: Path
 ) -> None:
-    rows = ["hello,other\n"] * 500 + ["hi,weather\n"]
+    rows = [f"hello {i},other\n" for i in range(500)] + ["hi,weather\n"]
     csv_file = write(tmp_path / "l.csv", "text,label\n" + "".join(rows))
     code, _, err = run("label", str(csv_file))
     assert code == 1

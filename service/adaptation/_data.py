@@ -26,6 +26,9 @@ def select(
     """Split new samples into train/holdout, old ones into anchor/replay, and mix the training set."""
     rng = random.Random(seed)
     new_train, holdout = _stratified(new, recipe.holdout_fraction, rng)
+    if not holdout and len(new_train) >= 2:
+        # Few new samples: hold one out anyway, so the gate always sees some new data.
+        holdout = [new_train.pop()]
     old = old[:]
     rng.shuffle(old)
     anchor_size = min(recipe.anchor_size, len(old) // 2)

@@ -18,7 +18,10 @@ def decide(
 ) -> GateResult:
     """Promote only if not worse on the new-data holdout beyond the tolerance and forgetting on
     the anchor set stays within ``max_forgetting``."""
-    worse_on_new = incumbent_new - candidate_new > thresholds.new_data_tolerance + 1e-9
+    # Without a holdout (a single new sample) the new-data criterion has nothing to judge.
+    worse_on_new = (
+        new_examples > 0 and incumbent_new - candidate_new > thresholds.new_data_tolerance + 1e-9
+    )
     forgetting = incumbent_anchor - candidate_anchor
     forgets = forgetting > thresholds.max_forgetting + 1e-9
     if worse_on_new:
@@ -31,6 +34,8 @@ def decide(
             f"forgets old data: anchor {candidate_anchor:.3f} vs {incumbent_anchor:.3f} "
             f"(max forgetting {thresholds.max_forgetting:.3f})"
         )
+    elif new_examples == 0:
+        reason = f"no new-data holdout; anchor {candidate_anchor:.3f} vs {incumbent_anchor:.3f}"
     else:
         reason = (
             f"new data {candidate_new:.3f} vs {incumbent_new:.3f}, "

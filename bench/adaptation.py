@@ -10,8 +10,9 @@ as the label), it measures the whole adaptation loop of a real ``loopserve serve
    the rounds concentrate on a subset of them);
 3. ``loopserve init`` on the seed CSV (timed) and version 1's held-out accuracy;
 4. ``loopserve serve`` with a client process sending single-text ModelInfer requests at a fixed
-   rate for the whole run (open loop; request ids are the sample ids, so labels posted later can
-   carry ``prediction_id``);
+   rate for the whole run (open loop). From each round's idle window on it sends that round's
+   texts under their sample ids, so the labels posted next carry the ``prediction_id`` of a
+   prediction the serving version made (the server scores these delayed labels per version);
 5. per round: the round's samples posted with ``AddSamples`` (``min_new_samples`` = the round
    size, so each round triggers one job), the job followed to its end, seconds from the last label
    posted to the first response from the new version, the gate's scores, held-out accuracy through
@@ -59,7 +60,14 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.serving import ServerProcess, free_port, loopserve_command, proc_status_mib  # noqa: E402
+from bench.serving import (  # noqa: E402
+    ServerProcess,
+    free_port,
+    loopserve_command,
+    machine_busy_seconds,
+    proc_cpu_seconds,
+    proc_status_mib,
+)
 
 MODEL = "adapt-bench"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "banking77" / "train.csv"
@@ -323,34 +331,42 @@ def _decode_labels(raw: bytes) -> tuple[list[str], str]:
 
 
 async def _traffic(
-    address: str, model: str, plan: list[list[str]], rate: float, max_s: float, stop: Any, done: Any
+    address: str,
+    model: str,
+    plan: list[list[list[str]]],
+    rate: float,
+    max_s: float,
+    control: dict[str, Any],
 ) -> dict[str, Any]:
+    """Open-loop ModelInfer at ``rate``/s. Texts come from ``plan[phase]`` (the current round's
+    samples, ``control["phase"]`` set by the bench), in order, then again with ``~k`` ids."""
     import grpc
     from grpc import aio
 
+    stop, phase, done = control["stop"], control["phase"], control["done"]
     records: list[tuple[float, float, bool, int, str]] = []
-    answered = bytearray(len(plan))
-    prefix = 0
+    sent = [0] * len(plan)
+    answered = [bytearray(len(texts)) for texts in plan]
+    prefix = [0] * len(plan)
     skipped = 0
 
-    async def one(call: Any, i: int) -> None:
-        nonlocal prefix
-        k, n = divmod(i, len(plan))
-        request_id, text = plan[n]
+    async def one(call: Any, p: int, j: int) -> None:
+        k, n = divmod(j, len(plan[p]))
+        request_id, text = plan[p][n]
         request = _encode(model, [text], request_id if k == 0 else f"{request_id}~{k}")
-        sent, t0 = time.time(), time.perf_counter()
+        wall, t0 = time.time(), time.perf_counter()
         ok, version, code = False, -1, "OK"
         try:
             _labels, answered_by = _decode_labels(await call(request, timeout=10.0))
             ok, version = True, int(answered_by or -1)
         except grpc.RpcError as exc:
             code = exc.code().name if isinstance(exc, aio.AioRpcError) else type(exc).__name__
-        records.append((sent, time.perf_counter() - t0, ok, version, code))
+        records.append((wall, time.perf_counter() - t0, ok, version, code))
         if k == 0:
-            answered[n] = 1
-            while prefix < len(answered) and answered[prefix]:
-                prefix += 1
-            done.value = prefix
+            answered[p][n] = 1
+            while prefix[p] < len(answered[p]) and answered[p][prefix[p]]:
+                prefix[p] += 1
+        done.value = prefix[min(max(phase.value, 0), len(plan) - 1)]
 
     async with aio.insecure_channel(address) as channel:
         call = channel.unary_unary(INFER_METHOD)
@@ -364,7 +380,9 @@ async def _traffic(
             if len(tasks) >= TRAFFIC_MAX_IN_FLIGHT:
                 skipped += 1
             else:
-                task = asyncio.create_task(one(call, i))
+                p = min(max(phase.value, 0), len(plan) - 1)
+                task = asyncio.create_task(one(call, p, sent[p]))
+                sent[p] += 1
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             i += 1
@@ -374,22 +392,16 @@ async def _traffic(
 
 
 def traffic_main(
-    address: str,
-    model: str,
-    plan_file: str,
-    rate: float,
-    max_s: float,
-    stop: Any,
-    done: Any,
-    out_file: str,
+    address: str, model: str, plan_file: str, rate: float, max_s: float, control: dict[str, Any]
 ) -> None:
-    """Spawned process: ModelInfer at ``rate``/s until ``stop`` is set; results into a file."""
+    """Spawned process: ModelInfer at ``rate``/s until ``control["stop"]`` is set; results go
+    into ``control["out"]`` (a file: a large result through a pipe could block the exit)."""
     try:
         plan = json.loads(Path(plan_file).read_text(encoding="utf-8"))
-        result = asyncio.run(_traffic(address, model, plan, rate, max_s, stop, done))
+        result = asyncio.run(_traffic(address, model, plan, rate, max_s, control))
     except BaseException as exc:
         result = {"error": f"{type(exc).__name__}: {exc}"}
-    Path(out_file).write_text(json.dumps(result), encoding="utf-8")
+    Path(control["out"]).write_text(json.dumps(result), encoding="utf-8")
 
 
 @dataclass
@@ -522,6 +534,7 @@ class RoundReport:
     accepted: int
     post_seconds: float
     idle_window: tuple[float, float]
+    idle_other_cpus: float  # CPUs busy outside server, traffic and bench in the idle window
     last_post: float
     jobs: list[JobReport]
     serving_before: int
@@ -568,13 +581,21 @@ def job_report(job: Any, state_dir: Path) -> JobReport:
     )
 
 
+def _cpu_of(pids: list[int]) -> float:
+    """CPU-seconds of ``pids`` (server, traffic) and of this process."""
+    total = time.process_time()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += proc_cpu_seconds(pid)
+    return total
+
+
 def run_round(
     number: int,
     samples: list[Row],
-    first_index: int,
     scenario: Scenario,
     adapt: Any,
-    done: Any,
+    control: dict[str, Any],
     args: argparse.Namespace,
     state_dir: Path,
     max_retries: int,
@@ -582,20 +603,27 @@ def run_round(
 ) -> RoundReport:
     from service.adaptation.types import JobState, NewSample
 
+    # Traffic now sends this round's texts, so the labels below follow served predictions.
+    if control["phase"].value != number - 1:
+        control["done"].value = 0
+        control["phase"].value = number - 1
     idle_start = time.time()
     print(f"[round {number}] idle traffic for {args.idle_seconds:.0f}s ...", flush=True)
+    busy0, ours0 = machine_busy_seconds(), _cpu_of(control["pids"])
     time.sleep(args.idle_seconds)
     idle_window = (idle_start, time.time())
+    other = machine_busy_seconds() - busy0 - (_cpu_of(control["pids"]) - ours0)
+    idle_other = max(0.0, other) / (idle_window[1] - idle_window[0])
     before = adapt.model_status(MODEL).serving_version
 
     focus = set(scenario.focus)
-    answered = int(done.value)
+    answered = int(control["done"].value)
     posted = [
         NewSample(
             text=text,
             label=label,
             id=f"r{number}-{i:04d}",
-            prediction_id=f"r{number}-{i:04d}" if first_index + i < answered else "",
+            prediction_id=f"r{number}-{i:04d}" if i < answered else "",
         )
         for i, (text, label) in enumerate(samples)
     ]
@@ -612,6 +640,7 @@ def run_round(
         accepted=accepted,
         post_seconds=time.perf_counter() - t0,
         idle_window=idle_window,
+        idle_other_cpus=idle_other,
         last_post=last_post,
         jobs=[],
         serving_before=before,
@@ -805,7 +834,7 @@ def print_report(report: dict[str, Any], rounds: list[RoundReport], v1: Accuracy
     print("== serving latency of the traffic (ms): idle windows vs while a job runs")
     header = (
         f"  {'round':<6}{'idle n':>7}{'idle p50':>10}{'idle p99':>10}{'job n':>7}{'job p50':>9}"
-        f"{'job p99':>9}{'job max':>9}{'p99 ratio':>11}{'errors':>8}"
+        f"{'job p99':>9}{'job max':>9}{'p99 ratio':>11}{'errors':>8}{'idle other':>12}"
     )
     print(header)
     print("  " + "-" * (len(header) - 2))
@@ -817,7 +846,7 @@ def print_report(report: dict[str, Any], rounds: list[RoundReport], v1: Accuracy
             f"  {r.round:<6}{idle.n:>7}{_f(idle.p50_ms, '.2f'):>10}{_f(idle.p99_ms, '.2f'):>10}"
             f"{busy.n:>7}{_f(busy.p50_ms, '.2f'):>9}{_f(busy.p99_ms, '.2f'):>9}"
             f"{_f(busy.max_ms, '.1f'):>9}{_f(busy.p99_ms / idle.p99_ms, '.2f'):>11}"
-            f"{idle.errors + busy.errors:>8}"
+            f"{idle.errors + busy.errors:>8}{_f(r.idle_other_cpus, '.2f'):>12}"
         )
     total_idle, total_busy = report["latency"]["idle"], report["latency"]["during_job"]
     print(
@@ -829,6 +858,8 @@ def print_report(report: dict[str, Any], rounds: list[RoundReport], v1: Accuracy
     )
     t = report["traffic_totals"]
     print(
+        "  idle other = CPUs busy outside the server, the traffic and the bench during the idle\n"
+        "  window (other processes, steal): above ~0.1 the idle baseline is disturbed.\n"
         f"  traffic: {t['sent']} requests at {report['traffic']}, {t['errors']} errors "
         f"{t['error_codes']}, {t['skipped']} skipped (over {TRAFFIC_MAX_IN_FLIGHT} in flight); "
         f"server RSS {report['server_rss_mib']}"
@@ -869,7 +900,7 @@ def summary_lines(
         )
     for r in rounds:
         job = r.job
-        state = job.state if job else "no job"
+        state = job.state if job else "none"
         swap_ok: bool | None = None
         if r.samples <= TARGET_LABEL_TO_SERVING_SAMPLES and not math.isnan(r.traffic_swap_s):
             swap_ok = r.traffic_swap_s <= TARGET_LABEL_TO_SERVING_S
@@ -884,9 +915,14 @@ def summary_lines(
         ratio_ok = None if math.isnan(ratio) else ratio <= TARGET_P99_RATIO
         acc = r.accuracy
         lines.append(
-            f"round {r.round}: job {state}; label->serving {_f(r.traffic_swap_s)}s for "
-            f"{r.samples} samples (<= {TARGET_LABEL_TO_SERVING_S:.0f}s) {_check(swap_ok)}; "
-            f"forgetting {_f(r.forgetting_points, '+.2f')} pts (<= {TARGET_FORGETTING_POINTS}) "
+            f"round {r.round}: job {state}; label->serving "
+            + (
+                f"{_f(r.traffic_swap_s)}s for {r.samples} samples "
+                f"(<= {TARGET_LABEL_TO_SERVING_S:.0f}s) {_check(swap_ok)}; "
+                if r.serving_after != r.serving_before
+                else "n/a (no new version); "
+            )
+            + f"forgetting {_f(r.forgetting_points, '+.2f')} pts (<= {TARGET_FORGETTING_POINTS}) "
             f"{_check(forgetting_ok)}; p99 job/idle {_f(ratio, '.2f')} (<= {TARGET_P99_RATIO}) "
             f"{_check(ratio_ok)}; NEW part {_pct(acc.new if acc else None)}%"
         )
@@ -901,6 +937,17 @@ def summary_lines(
         f"(<= {TARGET_P99_RATIO}) {_check(None if math.isnan(p99_ratio) else p99_ratio <= TARGET_P99_RATIO)}"
     )
     return lines
+
+
+def _no_nan(value: Any) -> Any:
+    """``value`` with NaN and infinities as None, so the JSON is strict."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_nan(v) for v in value]
+    return value
 
 
 def loadavg() -> str:
@@ -1028,20 +1075,24 @@ def run(
     edit_model_toml(models_dir / MODEL / "model.toml", overrides)
     definition = load_model_definition(models_dir, MODEL)  # validates the edited file
 
-    # Traffic sends the rounds' texts in posting order under their sample ids, then cycles.
+    # Per round, traffic sends the round's texts in posting order under their sample ids.
     plan = [
-        [f"r{r}-{i:04d}", text]
+        [[f"r{r}-{i:04d}", text] for i, (text, _) in enumerate(rows)]
         for r, rows in enumerate(scenario.rounds, start=1)
-        for i, (text, _) in enumerate(rows)
-    ]
-    if not plan:
-        plan = [[f"t-{i:04d}", text] for i, (text, _) in enumerate(scenario.test)]
+        if rows
+    ] or [[[f"t-{i:04d}", text] for i, (text, _) in enumerate(scenario.test)]]
     plan_file, traffic_file = bench_dir / "traffic-plan.json", bench_dir / "traffic.json"
     plan_file.write_text(json.dumps(plan), encoding="utf-8")
     budget_s = args.max_minutes * 60.0
 
     ctx = multiprocessing.get_context("spawn")
-    stop, done = ctx.Event(), ctx.Value("i", 0)
+    stop = ctx.Event()
+    control = {
+        "stop": stop,
+        "phase": ctx.Value("i", 0),
+        "done": ctx.Value("i", 0),
+        "out": str(traffic_file),
+    }
     server = ModelServer(MODEL, state_dir, models_dir, bench_dir / "server.log")
     traffic: Any = None
     rounds: list[RoundReport] = []
@@ -1052,11 +1103,11 @@ def run(
         print(f"server ready in {ready_s:.2f}s on {server.address}", flush=True)
         traffic = ctx.Process(
             target=traffic_main,
-            args=(server.address, MODEL, str(plan_file), args.rate, budget_s + 120.0, stop, done,
-                  str(traffic_file)),
+            args=(server.address, MODEL, str(plan_file), args.rate, budget_s + 120.0, control),
             name="adapt-traffic",
-        )  # fmt: skip
+        )
         traffic.start()
+        control["pids"] = [server.proc.pid, traffic.pid]
         with (
             grpc.insecure_channel(server.address) as channel,
             AdaptationClient(server.address, timeout=30.0) as adapt,
@@ -1071,7 +1122,6 @@ def run(
             )
             previous = v1
             known_jobs: set[str] = set()
-            first_index = 0
             for number, samples in enumerate(scenario.rounds, start=1):
                 if time.perf_counter() - started > budget_s:
                     print(f"time budget of {args.max_minutes} min spent: skipping round {number}")
@@ -1079,16 +1129,14 @@ def run(
                 result = run_round(
                     number,
                     samples,
-                    first_index,
                     scenario,
                     adapt,
-                    done,
+                    control,
                     args,
                     state_dir,
                     definition.adaptation.max_retries,
                     known_jobs,
                 )
-                first_index += len(samples)
                 result.accuracy = evaluate(call, scenario.test, focus)
                 result.forgetting_points = 100.0 * (previous.old - result.accuracy.old)
                 print(
@@ -1195,7 +1243,8 @@ def run(
             f" {v.reason}"
         )
     if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+        text = json.dumps(_no_nan(report), indent=2, default=str, allow_nan=False)
+        args.json.write_text(text + "\n", encoding="utf-8")
         print(f"  wrote {args.json}")
     return 0
 

@@ -79,6 +79,7 @@ def build_first_version(
         tokenizer_path = staged.path / "tokenizer.json"
         copy_tokenizer(backbone, tokenizer_path)
         tokens = TokenBatcher(tokenizer_path, definition.max_seq_length)
+        torch.manual_seed(definition.train.seed)  # the head's initialisation: reproducible builds
         model = TextClassifier(load_encoder(backbone), len(labels), definition.pooling)
         report = Trainer(model, tokens, definition.train, progress).fit(train, val)
         save_file(

@@ -96,3 +96,20 @@ def test_seed_label_outside_definition_is_rejected(tmp_path: Path, tiny_backbone
     assert not (tmp_path / "state" / "models" / TINY_MODEL / "versions").exists() or not any(
         (tmp_path / "state" / "models" / TINY_MODEL / "versions").iterdir()
     )
+
+
+def test_builds_are_reproducible(tmp_path: Path, tiny_definition: object) -> None:
+    from safetensors.numpy import load_file
+
+    first = build_first_version(
+        tiny_definition, ModelRegistry(tmp_path / "a", TINY_MODEL), progress=lambda _: None
+    )  # type: ignore[arg-type]
+    second = build_first_version(
+        tiny_definition, ModelRegistry(tmp_path / "b", TINY_MODEL), progress=lambda _: None
+    )  # type: ignore[arg-type]
+    a, b = (
+        load_file(str(first.path / "weights.safetensors")),
+        load_file(str(second.path / "weights.safetensors")),
+    )
+    assert a.keys() == b.keys()
+    assert all(np.array_equal(a[k], b[k]) for k in a)

@@ -62,7 +62,6 @@ if str(REPO) not in sys.path:
 
 from bench.serving import (  # noqa: E402
     ServerProcess,
-    free_port,
     loopserve_command,
     machine_busy_seconds,
     proc_cpu_seconds,
@@ -158,13 +157,26 @@ class Scenario:
     allow_new_labels: bool
 
 
+def _rounds(
+    pool: Pool, focus: list[str], rest: list[str], args: argparse.Namespace
+) -> list[list[Row]]:
+    """Each round: ``focus_share`` of ``round_size`` from the focus intents, the rest from the others."""
+    rounds = []
+    focus_count = round(args.round_size * args.focus_share)
+    for r in range(args.rounds):
+        batch = pool.take(focus, focus_count)
+        batch += pool.take(rest, args.round_size - len(batch))
+        random.Random(r + 1).shuffle(batch)
+        rounds.append(batch)
+    return rounds
+
+
 def build_scenario(rows: list[Row], args: argparse.Namespace) -> Scenario:
     test_by_label, pool_rows = split_rows(rows, args.test_per_intent, seed=0)
     labels = sorted(pool_rows)
     rng = random.Random(0)
     pool = Pool(pool_rows)
     test = [row for label in labels for row in test_by_label[label]]
-    rounds: list[list[Row]] = []
     if args.scenario == "new-intents":
         old_count = min(args.old_intents, len(labels) - 1)
         seed_labels = sorted(rng.sample(labels, old_count))
@@ -172,12 +184,7 @@ def build_scenario(rows: list[Row], args: argparse.Namespace) -> Scenario:
         seed_rows: list[Row] = []
         for label in seed_labels:
             seed_rows += pool.take([label], args.shots)
-        new_part = round(args.round_size * args.focus_share)
-        for r in range(args.rounds):
-            batch = pool.take(focus, new_part)
-            batch += pool.take(seed_labels, args.round_size - len(batch))
-            random.Random(r + 1).shuffle(batch)
-            rounds.append(batch)
+        rounds = _rounds(pool, focus, seed_labels, args)
         description = (
             f"new-intents: version 1 knows {len(seed_labels)} of {len(labels)} intents "
             f"({args.shots} shots each, seeded random choice); the other {len(focus)} arrive in "
@@ -191,12 +198,7 @@ def build_scenario(rows: list[Row], args: argparse.Namespace) -> Scenario:
     seed_rows = []
     for label in labels:
         seed_rows += pool.take([label], args.shots)
-    shifted = round(args.round_size * args.focus_share)
-    for r in range(args.rounds):
-        batch = pool.take(focus, shifted)
-        batch += pool.take(others, args.round_size - len(batch))
-        random.Random(r + 1).shuffle(batch)
-        rounds.append(batch)
+    rounds = _rounds(pool, focus, others, args)
     description = (
         f"mix-shift: version 1 knows all {len(labels)} intents ({args.shots} shots each); "
         f"{args.focus_share:.0%} of each round comes from {len(focus)} intents (seeded random "
@@ -256,26 +258,6 @@ def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------------- server
-
-
-class ModelServer(ServerProcess):
-    """bench/serving.py's ServerProcess (ready wait, log tail, SIGTERM stop) for any model name;
-    its own ``__init__`` serves a fixed model, so this one sets the same attributes itself."""
-
-    def __init__(self, model: str, state: Path, models_dir: Path, log_path: Path) -> None:
-        self.grpc_port = free_port()
-        self.metrics_port = free_port()
-        self.address = f"127.0.0.1:{self.grpc_port}"
-        self._log = log_path.open("wb")
-        cmd = [
-            *loopserve_command(), "serve", "--model", model,
-            "--state-dir", str(state), "--models-dir", str(models_dir),
-            "--host", "127.0.0.1", "--grpc-port", str(self.grpc_port),
-            "--metrics-port", str(self.metrics_port), "--log-level", "INFO",
-        ]  # fmt: skip
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
-        self.log_path = log_path
 
 
 def swap_seconds(log_path: Path, model: str) -> dict[int, float]:
@@ -1093,7 +1075,7 @@ def run(
         "done": ctx.Value("i", 0),
         "out": str(traffic_file),
     }
-    server = ModelServer(MODEL, state_dir, models_dir, bench_dir / "server.log")
+    server = ServerProcess(state_dir, models_dir, bench_dir / "server.log", model=MODEL)
     traffic: Any = None
     rounds: list[RoundReport] = []
     online: dict[str, dict[str, float]] = {}

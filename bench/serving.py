@@ -383,13 +383,13 @@ def proc_cpu_seconds(pid: int) -> float:
 class ServerProcess:
     """``loopserve serve`` on 127.0.0.1; use as a context manager so it is always stopped."""
 
-    def __init__(self, state: Path, models_dir: Path, log_path: Path) -> None:
+    def __init__(self, state: Path, models_dir: Path, log_path: Path, model: str = MODEL) -> None:
         self.grpc_port = free_port()
         self.metrics_port = free_port()
         self.address = f"127.0.0.1:{self.grpc_port}"
         self._log = log_path.open("wb")
         cmd = [
-            *loopserve_command(), "serve", "--model", MODEL,
+            *loopserve_command(), "serve", "--model", model,
             "--state-dir", str(state), "--models-dir", str(models_dir),
             "--host", "127.0.0.1", "--grpc-port", str(self.grpc_port),
             "--metrics-port", str(self.metrics_port), "--log-level", "INFO",

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import threading
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, Coroutine
 from typing import Any, TypeVar
 
 from service.adaptation.types import (
@@ -223,13 +223,13 @@ class FakeAdaptationCore:
     def _serving(self) -> VersionSummary:
         return next(v for v in self.versions if v.status == "serving")
 
-    def watch_events(self, model: str) -> AsyncIterator[Event]:
+    def watch_events(self, model: str) -> AsyncGenerator[Event, None]:
         # As the real core does: an unknown model raises at the call, the rest when iterated.
         if model:
             self._check_model(model)
         return self._subscribe(model)
 
-    async def _subscribe(self, model: str) -> AsyncIterator[Event]:
+    async def _subscribe(self, model: str) -> AsyncGenerator[Event, None]:
         if self.fail_watch is not None:
             raise self.fail_watch
         queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()

@@ -3,6 +3,7 @@ an in-process server on a fake adaptation core."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -286,3 +287,20 @@ def test_unknown_model_exits_1(run: Any, command: list[str]) -> None:
 def test_unreachable_server_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "--addr", "127.0.0.1:1"]) == 1
     assert capsys.readouterr().err.startswith("loopserve: UNAVAILABLE: ")
+
+
+def test_json_output_turns_missing_gate_scores_into_null(
+    run: Any, core: FakeAdaptationCore
+) -> None:
+    nan = float("nan")
+    no_holdout = dataclasses.replace(
+        core.jobs["job-1"].gate, candidate_new=nan, incumbent_new=nan, new_examples=0
+    )  # type: ignore[type-var]
+    core.jobs["job-1"] = dataclasses.replace(core.jobs["job-1"], gate=no_holdout)
+    code, out, _ = run("status", "--json")
+    assert code == 0 and "NaN" not in out
+    status = json.loads(out)
+    assert (
+        status["last_gate"]["candidate_new"] is None
+        and status["last_gate"]["incumbent_new"] is None
+    )

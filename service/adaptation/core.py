@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from service.adaptation.types import AddOutcome, Event, Job, ModelStatus, NewSample, VersionSummary
@@ -28,6 +28,6 @@ class AdaptationCore(Protocol):
         """Serve an earlier promoted version again (hot swap); NotFound / InvalidInput otherwise."""
         ...
 
-    def watch_events(self, model: str) -> AsyncIterator[Event]:
+    def watch_events(self, model: str) -> AsyncGenerator[Event, None]:
         """Events from now on, for one model or for all when ``model`` is empty."""
         ...

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from service.adaptation.types import Event, EventKind
 
@@ -28,7 +28,7 @@ class EventBus:
                     loop.call_soon_threadsafe(_offer, queue, event)
         return event
 
-    async def subscribe(self, model: str = "") -> AsyncIterator[Event]:
+    async def subscribe(self, model: str = "") -> AsyncGenerator[Event, None]:
         """Events from now on; a subscriber that falls more than 1000 events behind loses the
         oldest ones rather than slowing the loop down."""
         queue: asyncio.Queue[Event] = asyncio.Queue(SUBSCRIBER_BUFFER)

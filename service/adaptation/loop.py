@@ -6,7 +6,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from service.adaptation.types import (
 from service.errors import InvalidInput, NotFound, Unavailable
 from service.metrics import Metrics
 from service.registry import VersionInfo
+from service.runtime import LoadedVersion
 from service.serving import ServedModel
 from service.store import JobStore, SampleStore
 
@@ -70,6 +71,9 @@ class AdaptationService:
         self._alarms: dict[str, _Alarm] = {}
         self._trigger_lock = threading.Lock()
         self._stopping = False
+        # (model, version) -> (labeled, correct): delayed-label counts behind online accuracy.
+        self._online: dict[tuple[str, str], tuple[int, int]] = {}
+        self._online_lock = threading.Lock()
 
     # lifecycle ---------------------------------------------------------------------------------
 
@@ -187,7 +191,7 @@ class AdaptationService:
         )
         return _summary(served.registry.get(version), version)
 
-    def watch_events(self, model: str) -> AsyncIterator[Event]:
+    def watch_events(self, model: str) -> AsyncGenerator[Event, None]:
         if model:
             self._served(model)
         return self._events.subscribe(model)
@@ -202,14 +206,15 @@ class AdaptationService:
             raise NotFound(f"unknown model {model!r}; this server serves {served}") from None
 
     @staticmethod
-    def _serving_version(served: ServedModel) -> int:
+    def _loaded(served: ServedModel) -> LoadedVersion:
         loaded = served.serving_version
-        if loaded is not None:
-            return loaded.version
-        current = served.registry.current()
-        if current is None:
-            raise NotFound(f"model {served.name!r} has no version")
-        return current.version
+        if loaded is None:
+            raise Unavailable(f"model {served.name!r} is loading; retry shortly")
+        return loaded
+
+    @classmethod
+    def _serving_version(cls, served: ServedModel) -> int:
+        return cls._loaded(served).version
 
     def _validate(self, served: ServedModel, samples: list[NewSample]) -> None:
         if not samples:
@@ -219,7 +224,7 @@ class AdaptationService:
                 f"{len(samples)} samples in one call; at most {MAX_SAMPLES_PER_CALL}"
             )
         limit = served.definition.serving.max_text_bytes
-        labels = set(served.registry.get(self._serving_version(served)).labels)
+        labels = set(self._loaded(served).labels)
         allow_new = served.definition.adaptation.allow_new_labels
         for i, sample in enumerate(samples):
             if not sample.text.strip():
@@ -247,17 +252,15 @@ class AdaptationService:
             if record is None or record.model != model:
                 continue
             version = str(record.version)
+            correct = record.label == sample.label
+            with self._online_lock:
+                labeled_before, correct_before = self._online.get((model, version), (0, 0))
+                counts = (labeled_before + 1, correct_before + int(correct))
+                self._online[(model, version)] = counts
             self._metrics.online_labeled.labels(model, version).inc()
-            if record.label == sample.label:
+            if correct:
                 self._metrics.online_correct.labels(model, version).inc()
-            labeled = self._metrics.registry.get_sample_value(
-                "loopserve_online_labeled_predictions_total", {"model": model, "version": version}
-            )
-            correct = self._metrics.registry.get_sample_value(
-                "loopserve_online_correct_predictions_total", {"model": model, "version": version}
-            )
-            if labeled:
-                self._metrics.online_accuracy.labels(model, version).set((correct or 0.0) / labeled)
+            self._metrics.online_accuracy.labels(model, version).set(counts[1] / counts[0])
 
     def _maybe_start(self, model: str) -> Job | None:
         with self._trigger_lock:

@@ -74,6 +74,4 @@ class AdaptationServicer(AdaptationServicerBase):
                 yield EventConverter.from_types(event)
         finally:
             # Unsubscribe now when the client cancels, not whenever the generator is collected.
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await events.aclose()

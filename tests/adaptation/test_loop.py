@@ -240,3 +240,21 @@ def test_delayed_labels_feed_online_accuracy(make_loop: object) -> None:
         value("loopserve_online_labeled_predictions_total", {"model": TINY_MODEL, "version": "1"})
         == 1.0
     )
+
+
+def test_online_accuracy_counts_right_and_wrong_labels_per_version(make_loop: object) -> None:
+    loop: Loop = make_loop()  # type: ignore[operator]
+    for i in range(2):
+        text = [b"hello hi the team"]
+        request = InferenceRequest(TINY_MODEL, "", f"q{i}", [Tensor("text", "BYTES", (1,), text)])
+        asyncio.run(loop.served.infer(request))
+    predicted = loop.predictions.lookup("q0").label  # type: ignore[union-attr]
+    wrong = next(label for label in TINY_LABELS if label != predicted)
+    loop.post([("hello hi the team", predicted)], prediction_id="q0")
+    loop.post([("hello hi team", wrong)], prediction_id="q1")
+    value = loop.metrics.registry.get_sample_value
+    assert value("loopserve_online_accuracy", {"model": TINY_MODEL, "version": "1"}) == 0.5
+    assert (
+        value("loopserve_online_correct_predictions_total", {"model": TINY_MODEL, "version": "1"})
+        == 1.0
+    )

@@ -152,3 +152,26 @@ def test_event_bus_filters_by_model_and_drops_the_oldest_for_slow_readers() -> N
 
     assert asyncio.run(run()) == ["seen", "2"]
     assert bus.subscriber_count == 0
+
+
+def test_gate_without_a_holdout_judges_on_the_anchor_only() -> None:
+    nan = float("nan")
+    kept = decide(
+        candidate_new=nan, incumbent_new=nan, candidate_anchor=0.95, incumbent_anchor=0.95,
+        new_examples=0, anchor_examples=10, thresholds=GateThresholds(0.02, 0.01),
+    )  # fmt: skip
+    assert kept.promote and kept.reason.startswith("no new-data holdout")
+    forgot = decide(
+        candidate_new=nan, incumbent_new=nan, candidate_anchor=0.80, incumbent_anchor=0.95,
+        new_examples=0, anchor_examples=10, thresholds=GateThresholds(0.02, 0.01),
+    )  # fmt: skip
+    assert not forgot.promote and "forgets old data" in forgot.reason
+
+
+def test_few_new_samples_still_leave_one_for_the_gate() -> None:
+    new = [("a one", "a"), ("b one", "b"), ("c one", "c")]  # one per label: none held out per label
+    old = [(f"old {i}", "a") for i in range(20)]
+    data = _data.select(new, old, ["a", "b", "c"], RECIPE, seed=0)
+    assert len(data.holdout) == 1
+    assert not set(data.holdout) & (set(data.train) | set(data.validation))
+    assert len(_data.select(new[:1], old, ["a"], RECIPE, seed=0).holdout) == 0

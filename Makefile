@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 MODEL ?= support-intents
 SERVE_ARGS ?=
+PROMTOOL ?= promtool
+RULES_DIR := deploy/prometheus
 
 # torch first: the CUDA build only where a GPU is visible, otherwise the CPU build, so that
 # no machine without a GPU ever downloads the CUDA libraries.
@@ -22,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-.PHONY: install serve test test-fast lint protos bench
+.PHONY: install serve test test-fast test-rules lint protos bench
 install: $(VENV)/.installed
 
 serve: install
@@ -31,9 +33,27 @@ serve: install
 
 test: install
 	$(BIN)/python -m pytest -q
+	$(MAKE) test-rules
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The Prometheus alerting rules: syntax check and unit tests. promtool comes from the Debian
+# package `prometheus`, installed here when missing (as root, or through sudo).
+test-rules:
+	@if ! command -v $(PROMTOOL) >/dev/null 2>&1; then \
+	  echo "promtool not found: installing the Debian package prometheus" >&2; \
+	  if [ "$$(id -u)" -eq 0 ]; then sudo=; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \
+	  else echo "error: promtool is missing and installing it needs root or sudo; install the Debian package 'prometheus'" >&2; exit 1; fi; \
+	  command -v apt-get >/dev/null 2>&1 || { echo "error: promtool is missing and there is no apt-get; install promtool (package 'prometheus')" >&2; exit 1; }; \
+	  { $$sudo env DEBIAN_FRONTEND=noninteractive apt-get -qq -o DPkg::Lock::Timeout=300 update \
+	    && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get -qq -o DPkg::Lock::Timeout=300 install -y --no-install-recommends prometheus >/dev/null \
+	    && command -v $(PROMTOOL) >/dev/null 2>&1; } \
+	    || { echo "error: could not install promtool (apt-get install prometheus failed)" >&2; exit 1; }; \
+	fi
+	$(PROMTOOL) check rules $(RULES_DIR)/rules.yml
+	$(PROMTOOL) test rules $(RULES_DIR)/rules_test.yml
 
 lint: install
 	$(BIN)/ruff check service tests bench

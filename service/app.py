@@ -16,6 +16,7 @@ from service.adaptation.loop import AdaptationService
 from service.adaptation.predictions import PredictionLog
 from service.api import GrpcServer, build_server
 from service.config import ServerSettings, load_model_definition
+from service.drift import DriftMonitor, training_texts
 from service.inference import InferenceService
 from service.metrics import Metrics
 from service.registry import ModelRegistry
@@ -34,6 +35,9 @@ class App:
     predictions: PredictionLog = field(default_factory=PredictionLog)
     store: SQLiteStore | None = None
     adaptation: AdaptationService | None = None
+    drift: DriftMonitor | None = None
+    # Run the drift worker on a thread instead of a separate process (tests).
+    drift_in_process: bool = False
     inference: InferenceService | None = None
     grpc: GrpcServer | None = None
     _metrics_http: WSGIServer | None = None
@@ -61,6 +65,18 @@ class App:
             await asyncio.to_thread(served.start)
             self.models[name] = served
         self.store = SQLiteStore(s.state_dir / "loopserve.db")
+        store = self.store
+        self.drift = DriftMonitor(
+            self.models,
+            s.state_dir / "drift",
+            self.metrics,
+            reference_texts=lambda model, info, size: training_texts(
+                self.models[model].definition, store, info, size,
+                self.models[model].definition.drift.seed,
+            ),
+            in_process=self.drift_in_process,
+            log_level=s.log_level,
+        )  # fmt: skip
         self.adaptation = AdaptationService(
             self.models,
             self.store,
@@ -69,7 +85,13 @@ class App:
             self.predictions,
             self.metrics,
             s.state_dir / "jobs",
+            drift=self.drift,
         )
+        self.drift.on_alarm = self.adaptation.drift_alarm_changed
+        self.adaptation.on_labeled = self.drift.forget
+        for served in self.models.values():
+            served.add_observer(self.drift.observe)
+        self.drift.start()
         self.inference = InferenceService(self.models)
         self.grpc = build_server(
             self.inference, self.metrics, s.host, s.grpc_port, adaptation=self.adaptation
@@ -104,6 +126,8 @@ class App:
             await asyncio.to_thread(self.adaptation.stop, grace)
         if self.grpc is not None:
             await self.grpc.server.stop(grace=grace)
+        if self.drift is not None:
+            await asyncio.to_thread(self.drift.stop)
         for served in self.models.values():
             await asyncio.to_thread(served.stop, self.settings.drain_seconds)
         if self.store is not None:

@@ -31,6 +31,8 @@ DEFAULT_MODEL = "support-intents"
 LABEL_BATCH = 500
 CSV_COLUMNS = ("text", "label", "id", "prediction_id")
 CSV_FORMAT = "text,label[,id][,prediction_id]"
+# Written by `loopserve candidates` for the labeler's information; `loopserve label` ignores them.
+CANDIDATE_INFO_COLUMNS = ("predicted_label", "confidence", "atypicality", "score", "version")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,6 +134,11 @@ def _parser() -> argparse.ArgumentParser:
         "label", parents=[common, remote], help="send labeled samples from a CSV to the server"
     )
     label.add_argument("file", type=Path, metavar="FILE.csv", help=f"columns {CSV_FORMAT}")
+    label.add_argument(
+        "--skip-unlabeled",
+        action="store_true",
+        help="skip rows whose label is empty (e.g. a partly labeled candidates file)",
+    )
     label.set_defaults(run=_label)
 
     versions = commands.add_parser(
@@ -149,6 +156,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     finetune.add_argument("--reason", default="", help="recorded on the job")
     finetune.set_defaults(run=_finetune)
+
+    drift = commands.add_parser(
+        "drift", parents=[common, remote], help="drift detectors: state, statistic, alarm"
+    )
+    drift.set_defaults(run=_drift)
+
+    candidates = commands.add_parser(
+        "candidates",
+        parents=[common, remote],
+        help="write recent inputs worth labeling to a CSV for `loopserve label`",
+    )
+    candidates.add_argument(
+        "--out", type=Path, required=True, metavar="FILE.csv", help="where to write them"
+    )
+    candidates.add_argument("--count", type=int, default=20, help="how many (default 20)")
+    candidates.set_defaults(run=_candidates)
 
     rollback = commands.add_parser(
         "rollback", parents=[common, remote], help="serve an earlier promoted version again"
@@ -240,10 +263,12 @@ def _remote(command: Command) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def read_label_csv(path: Path) -> list[NewSample]:
+def read_label_csv(path: Path, skip_unlabeled: bool = False) -> list[NewSample]:
     """Samples from a ``text,label[,id][,prediction_id]`` CSV with a header row.
 
-    Raises :class:`InvalidInput` naming the file and line of the first problem.
+    Columns that ``loopserve candidates`` adds for information are ignored. Rows with an empty
+    label are skipped when ``skip_unlabeled``, else refused. Raises :class:`InvalidInput` naming
+    the file and line of the first problem.
     """
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -256,7 +281,7 @@ def read_label_csv(path: Path) -> list[NewSample]:
         raise InvalidInput(f"{path} is empty; expected a header row {CSV_FORMAT} and samples")
     (_, header), body = rows[0], rows[1:]
     columns = [name.strip().lower() for name in header]
-    unknown = [name for name in columns if name not in CSV_COLUMNS]
+    unknown = [name for name in columns if name not in CSV_COLUMNS + CANDIDATE_INFO_COLUMNS]
     missing = [name for name in ("text", "label") if name not in columns]
     repeated = sorted({name for name in columns if columns.count(name) > 1})
     problems = []
@@ -277,6 +302,8 @@ def read_label_csv(path: Path) -> list[NewSample]:
                 f"{path}: line {line}: {len(fields)} field(s) where the header has {len(columns)}"
             )
         row = dict(zip(columns, fields, strict=True))
+        if skip_unlabeled and not row["label"].strip():
+            continue
         for name in ("text", "label"):
             if not row[name].strip():
                 raise InvalidInput(f"{path}: line {line}: empty {name}")
@@ -289,7 +316,8 @@ def read_label_csv(path: Path) -> list[NewSample]:
             )
         )
     if not samples:
-        raise InvalidInput(f"{path} has a header but no samples")
+        what = "no labeled rows" if skip_unlabeled and body else "a header but no samples"
+        raise InvalidInput(f"{path} has {what}")
     return samples
 
 
@@ -308,7 +336,8 @@ def _csv_rows(path: Path, handle: TextIO) -> Iterator[tuple[int, list[str]]]:
 def _label(args: argparse.Namespace, client: AdaptationClient) -> int:
     from service.api.client import ClientError
 
-    samples = read_label_csv(args.file)  # a bad file exits 2 before anything is sent
+    # A bad file exits 2 before anything is sent.
+    samples = read_label_csv(args.file, skip_unlabeled=args.skip_unlabeled)
     accepted = duplicates = 0
     ids: list[str] = []
     for start in range(0, len(samples), LABEL_BATCH):
@@ -400,6 +429,77 @@ def _rollback(args: argparse.Namespace, client: AdaptationClient) -> int:
     else:
         print(f"{version.model}: serving version {version.version} ({version.status})")
     return 0
+
+
+@_remote
+def _drift(args: argparse.Namespace, client: AdaptationClient) -> int:
+    status = client.drift_status(args.model)
+    if args.json:
+        _print_json(asdict(status))
+        return 0
+    if not status.enabled:
+        print(f"{status.model}: drift monitoring is off ([drift] detectors = [] in model.toml)")
+        return 0
+    alarm = "ALARM" if status.alarm else "no alarm"
+    print(
+        f"{status.model}: version {status.version}, {alarm}, "
+        f"{status.samples_dropped} samples dropped"
+    )
+    rows = [
+        [
+            d.detector,
+            d.method,
+            d.state.value,
+            _number(d.statistic),
+            _number(d.threshold),
+            "yes" if d.alarm else "no",
+            str(d.samples_seen),
+            f"{d.reference_source} ({d.reference_size})"
+            if d.reference_size
+            else d.reference_source,
+            d.message,
+        ]
+        for d in status.detectors
+    ]
+    header = ["DETECTOR", "METHOD", "STATE", "STATISTIC", "THRESHOLD", "ALARM", "SEEN"]
+    _print_table([*header, "REFERENCE", "NOTE"], rows)
+    return 0
+
+
+@_remote
+def _candidates(args: argparse.Namespace, client: AdaptationClient) -> int:
+    if not 1 <= args.count <= 1000:
+        raise InvalidInput(f"--count must be in [1, 1000], got {args.count}")
+    candidates = client.labeling_candidates(args.model, args.count)
+    columns = ["text", "label", "prediction_id", *CANDIDATE_INFO_COLUMNS]
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    try:
+        with tmp.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            for c in candidates:
+                writer.writerow(
+                    [
+                        c.text, "", c.prediction_id, c.predicted_label, f"{c.confidence:.4f}",
+                        "" if math.isnan(c.atypicality) else f"{c.atypicality:.3f}",
+                        f"{c.score:.3f}", c.version,
+                    ]
+                )  # fmt: skip
+        os.replace(tmp, args.out)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    if args.json:
+        _print_json([asdict(c) for c in candidates])
+    else:
+        print(
+            f"{args.model}: wrote {len(candidates)} candidates to {args.out}; fill in the label "
+            f"column, then: loopserve label {args.out} --skip-unlabeled"
+        )
+    return 0
+
+
+def _number(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.4g}"
 
 
 def _job_json(job: Job) -> dict[str, Any]:

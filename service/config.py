@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import re
 import tomllib
@@ -147,6 +148,74 @@ class GateThresholds:
         _check(0 <= self.max_forgetting <= 1, where, "max_forgetting must be in [0, 1]")
 
 
+DRIFT_DETECTORS = ("embedding", "confidence", "labels")
+REFERENCE_SOURCES = ("training", "traffic")
+
+
+@dataclass(frozen=True)
+class DriftRecipe:
+    """Which drift detectors watch a model's traffic, and how they are calibrated.
+
+    ``embedding``: online MMD (or LSDD) on the pooled embeddings after a PCA fitted on the
+    reference; ``confidence``: KS test on the top-class probability over windows of
+    ``test_window_size``; ``labels``: Chi-square test on predicted-label counts over the same
+    windows. ``ert`` is the expected number of in-distribution samples between false alarms, for
+    every detector. The output detectors default to a traffic reference because a model is
+    over-confident on the data it was trained on.
+    """
+
+    detectors: tuple[str, ...] = DRIFT_DETECTORS
+    embedding_method: str = "mmd"
+    embedding_dims: int = 24
+    embedding_reference: str = "training"
+    output_reference: str = "traffic"
+    reference_size: int = 1000
+    window_size: int = 50
+    test_window_size: int = 200
+    ert: float = 4000.0
+    n_bootstraps: int = 5000
+    clear_after: int = 0
+    queue_size: int = 4096
+    candidate_pool_size: int = 5000
+    worker_threads: int = 1
+    worker_nice: int = 10
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        unknown = sorted(set(self.detectors) - set(DRIFT_DETECTORS))
+        _check(not unknown, where, f"unknown detectors {unknown}; known: {list(DRIFT_DETECTORS)}")
+        _check(self.embedding_method in ("mmd", "lsdd"), where, "embedding_method: mmd or lsdd")
+        for name in ("embedding_reference", "output_reference"):
+            _check(getattr(self, name) in REFERENCE_SOURCES, where, f"{name}: training or traffic")
+        _check(2 <= self.embedding_dims <= 256, where, "embedding_dims must be in [2, 256]")
+        _check(self.window_size >= 10, where, "window_size must be >= 10")
+        _check(self.test_window_size >= 20, where, "test_window_size must be >= 20")
+        _check(
+            self.reference_size >= 2 * max(self.window_size, self.test_window_size),
+            where,
+            "reference_size must be at least twice the larger window",
+        )
+        _check(self.ert > max(self.window_size, self.test_window_size), where, "ert too small")
+        # Threshold configuration drops the top 1/ert of the bootstrap samples once per window
+        # position; at least ert of them must be left for the last quantile.
+        needed = math.ceil(1.1 * self.ert / (1 - 1 / self.ert) ** self.window_size)
+        _check(
+            self.n_bootstraps >= needed,
+            where,
+            f"n_bootstraps must be >= {needed} for ert = {self.ert:g} and window_size = "
+            f"{self.window_size} (about 1.1 x ert x e^(window_size / ert))",
+        )
+        _check(self.clear_after >= 0, where, "clear_after must be >= 0 (0: one window)")
+        _check(self.queue_size >= 1, where, "queue_size must be >= 1")
+        _check(self.candidate_pool_size >= 1, where, "candidate_pool_size must be >= 1")
+        _check(self.worker_threads >= 1, where, "worker_threads must be >= 1")
+        _check(0 <= self.worker_nice <= 19, where, "worker_nice must be in [0, 19]")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.detectors)
+
+
 @dataclass(frozen=True)
 class ModelDefinition:
     """One ``models/<name>/model.toml``: what to build and how to serve it."""
@@ -163,6 +232,7 @@ class ModelDefinition:
     serving: ServingOptions = field(default_factory=ServingOptions)
     adaptation: AdaptationRecipe = field(default_factory=AdaptationRecipe)
     gate: GateThresholds = field(default_factory=GateThresholds)
+    drift: DriftRecipe = field(default_factory=DriftRecipe)
 
     @property
     def seed_path(self) -> Path:
@@ -201,7 +271,7 @@ def load_model_definition(models_dir: Path, name: str) -> ModelDefinition:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    sections = ("model", "train", "serving", "adaptation", "gate")
+    sections = ("model", "train", "serving", "adaptation", "gate", "drift")
     _reject_unknown(document, set(sections), str(path))
     for section in sections:
         if not isinstance(document.get(section, {}), dict):
@@ -216,17 +286,19 @@ def load_model_definition(models_dir: Path, name: str) -> ModelDefinition:
             AdaptationRecipe, document.get("adaptation", {}), f"{path} [adaptation]"
         ),
         gate=_from_table(GateThresholds, document.get("gate", {}), f"{path} [gate]"),
+        drift=_from_table(DriftRecipe, document.get("drift", {}), f"{path} [drift]"),
         **_checked_fields(
             ModelDefinition,
             model_table,
             f"{path} [model]",
-            skip={"name", "directory", "train", "serving", "adaptation", "gate"},
+            skip={"name", "directory", "train", "serving", "adaptation", "gate", "drift"},
         ),
     )
     definition.train.validate(f"{path} [train]")
     definition.serving.validate(f"{path} [serving]")
     definition.adaptation.validate(f"{path} [adaptation]")
     definition.gate.validate(f"{path} [gate]")
+    definition.drift.validate(f"{path} [drift]")
     _check(definition.pooling in ("mean", "cls"), f"{path} [model]", "pooling must be mean or cls")
     _check(
         8 <= definition.max_seq_length <= 512,

@@ -126,6 +126,54 @@ class Metrics:
             ["model", "version"],
             registry=r,
         )
+        self.version_created = Gauge(
+            "loopserve_model_version_created_timestamp_seconds",
+            "Unix time at which the serving version was built.",
+            ["model"],
+            registry=r,
+        )
+        self.drift_statistic = Gauge(
+            "loopserve_drift_statistic",
+            "Latest test statistic of a drift detector (MMD/LSDD, or -log10 p for KS/Chi-square).",
+            ["model", "detector"],
+            registry=r,
+        )
+        self.drift_threshold = Gauge(
+            "loopserve_drift_threshold",
+            "The value the drift statistic must exceed to count as drift.",
+            ["model", "detector"],
+            registry=r,
+        )
+        self.drift_alarm = Gauge(
+            "loopserve_drift_alarm",
+            "1 while a drift detector's alarm is raised.",
+            ["model", "detector"],
+            registry=r,
+        )
+        self.drift_scored = Counter(
+            "loopserve_drift_samples_scored",
+            "Served samples a drift detector scored.",
+            ["model", "detector"],
+            registry=r,
+        )
+        self.drift_dropped = Counter(
+            "loopserve_drift_samples_dropped",
+            "Served samples not monitored because the drift queue was full.",
+            ["model"],
+            registry=r,
+        )
+        self.drift_state = Gauge(
+            "loopserve_drift_state",
+            "1 for a drift detector's current state (calibrating, ready, failed), else 0.",
+            ["model", "detector", "state"],
+            registry=r,
+        )
+        self.drift_calibration_seconds = Gauge(
+            "loopserve_drift_calibration_seconds",
+            "Seconds the latest calibration (thresholds) of a drift detector took.",
+            ["model", "detector"],
+            registry=r,
+        )
         self.grpc_requests = Counter(
             "loopserve_grpc_requests",
             "Every gRPC call handled, by method and status code.",

@@ -7,19 +7,29 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 from service.config import ModelDefinition
 from service.contract import TextClassifierContract, TextLimits
 from service.errors import NotFound, Unavailable
 from service.metrics import Metrics
 from service.registry import ModelRegistry, VersionInfo
-from service.runtime import Batcher, BatchingOptions, LoadedVersion, ModelSlot, SessionOptions
+from service.runtime import (
+    Batcher,
+    BatchingOptions,
+    BatchResult,
+    LoadedVersion,
+    ModelSlot,
+    SessionOptions,
+)
 from service.types import InferenceRequest, InferenceResponse, ModelMetadata
 
 log = logging.getLogger(__name__)
 PLATFORM = "onnxruntime_onnx"
 # (request id, model, version, predicted labels, confidences): lets delayed labels be scored.
 PredictionHook = Callable[[str, str, int, list[str], list[float]], None]
+# (model, request id, texts, batch result): drift monitoring. Must not block.
+OutputObserver = Callable[[str, str, list[str], BatchResult], None]
 
 
 class ServedModel:
@@ -53,6 +63,12 @@ class ServedModel:
         )
         self._swap_lock = threading.Lock()
         self._on_predictions = on_predictions
+        self._observers: list[OutputObserver] = []
+        for outcome in ("ok", "failed"):  # so that rate() sees the first failure
+            metrics.swaps.labels(self.name, outcome)
+
+    def add_observer(self, observer: OutputObserver) -> None:
+        self._observers.append(observer)
 
     @property
     def serving_version(self) -> LoadedVersion | None:
@@ -97,6 +113,7 @@ class ServedModel:
                 self.registry.set_current(info.version)
             previous = self.slot.swap(loaded)
             self._metrics.current_version.labels(self.name).set(info.version)
+            self._metrics.version_created.labels(self.name).set(_created(info))
             if previous is not None:
                 self._metrics.swaps.labels(self.name, "ok").inc()
             log.info(
@@ -121,6 +138,8 @@ class ServedModel:
                 [result.labels[i] for i in winners],
                 [float(result.probabilities[row, i]) for row, i in enumerate(winners)],
             )
+        for observer in self._observers:
+            observer(self.name, request.id, texts, result)
         return InferenceResponse(
             model=self.name,
             version=str(result.version),
@@ -157,3 +176,14 @@ class ServedModel:
                 f"{loaded.version} (leave model_version empty for the current one)"
             )
         return loaded
+
+
+def _created(info: VersionInfo) -> float:
+    """The version's build time from meta.json (ISO 8601, UTC); its directory's mtime if absent."""
+    created = info.meta.get("created")
+    if isinstance(created, str):
+        try:
+            return datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            pass
+    return info.path.stat().st_mtime

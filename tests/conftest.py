@@ -101,9 +101,11 @@ def write_tiny_definition(
     backbone: Path,
     name: str = TINY_MODEL,
     extra_toml: str = "",
+    drift: str = "detectors = []",
     **serving: object,
 ) -> Path:
-    """The tiny model's definition; ``serving`` keys go to [serving], ``extra_toml`` is appended."""
+    """The tiny model's definition; ``serving`` keys go to [serving], ``drift`` is the [drift]
+    table (monitoring off unless a test turns it on), ``extra_toml`` is appended."""
     directory = models_dir / name
     directory.mkdir(parents=True, exist_ok=True)
     write_csv(directory / "seed.csv", tiny_rows())
@@ -117,7 +119,7 @@ def write_tiny_definition(
         "head_epochs = 60\nhead_learning_rate = 0.05\nfinetune_layers = 1\nepochs = 2\n"
         "learning_rate = 1e-3\nbatch_size = 8\n"
         "[serving]\n"
-        "max_batch_size = 8\n" + serving_lines + extra_toml
+        "max_batch_size = 8\n" + serving_lines + "[drift]\n" + drift + "\n" + extra_toml
     )
     return directory
 
@@ -181,13 +183,13 @@ def metrics() -> Iterator[Metrics]:
 class RunningApp:
     """An App on ephemeral ports, its event loop in a background thread; tests call it over gRPC."""
 
-    def __init__(self, settings: object, metrics: Metrics) -> None:
+    def __init__(self, settings: object, metrics: Metrics, drift_in_process: bool = True) -> None:
         import asyncio
         import threading
 
         from service.app import App
 
-        self.app = App(settings, metrics)  # type: ignore[arg-type]
+        self.app = App(settings, metrics, drift_in_process=drift_in_process)  # type: ignore[arg-type]
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
@@ -224,8 +226,9 @@ def start_app(models_dir: Path, state_dir: Path, metrics: Metrics) -> Iterator[o
             "metrics_port": 0,
             "drain_seconds": 5.0,
         }
+        drift_in_process = bool(overrides.pop("drift_in_process", True))
         values.update(overrides)
-        app = RunningApp(ServerSettings(**values), metrics)  # type: ignore[arg-type]
+        app = RunningApp(ServerSettings(**values), metrics, drift_in_process)  # type: ignore[arg-type]
         started.append(app)
         return app
 

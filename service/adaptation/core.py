@@ -6,6 +6,7 @@ from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from service.adaptation.types import AddOutcome, Event, Job, ModelStatus, NewSample, VersionSummary
+from service.drift import Candidate, DriftStatus
 
 
 class AdaptationCore(Protocol):
@@ -26,6 +27,15 @@ class AdaptationCore(Protocol):
 
     async def rollback(self, model: str, version: int) -> VersionSummary:
         """Serve an earlier promoted version again (hot swap); NotFound / InvalidInput otherwise."""
+        ...
+
+    async def drift_status(self, model: str) -> DriftStatus:
+        """The model's drift detectors (``enabled`` false when its definition runs none)."""
+        ...
+
+    async def labeling_candidates(self, model: str, count: int) -> list[Candidate]:
+        """Up to ``count`` (0: 20) recent inputs worth labeling, best first; InvalidInput when
+        ``count`` is negative or above 1000."""
         ...
 
     def watch_events(self, model: str) -> AsyncGenerator[Event, None]:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from service.adaptation.types import (
     NewSample,
     VersionSummary,
 )
+from service.drift import Candidate, DetectorStatus, DriftMonitor, DriftStatus
 from service.errors import InvalidInput, NotFound, Unavailable
 from service.metrics import Metrics
 from service.registry import VersionInfo
@@ -33,6 +34,8 @@ from service.store import JobStore, SampleStore
 
 log = logging.getLogger(__name__)
 MAX_SAMPLES_PER_CALL = 1000
+MAX_CANDIDATES = 1000
+DEFAULT_CANDIDATES = 20
 INTERRUPTED = "interrupted: the server stopped while the job ran"
 
 
@@ -52,13 +55,19 @@ class AdaptationService:
         predictions: PredictionLog,
         metrics: Metrics,
         work_dir: Path,
+        drift: DriftMonitor | None = None,
     ) -> None:
         self._models = dict(models)
+        self._drift = drift
         self._samples = samples
         self._jobs = jobs
         self._events = events
         self._predictions = predictions
         self._metrics = metrics
+        for name in self._models:  # so that rate() and increase() see each outcome's first job
+            for outcome in ("promoted", "rejected", "failed"):
+                metrics.jobs.labels(name, outcome)
+        self.on_labeled: Callable[[str, set[str]], None] | None = None
         self._policies = {
             name: TriggerPolicy(m.definition.adaptation) for name, m in self._models.items()
         }
@@ -105,6 +114,24 @@ class AdaptationService:
     def clear_drift_alarm(self, model: str) -> None:
         self._alarms.pop(model, None)
 
+    def drift_alarm_changed(self, status: DetectorStatus, raised: bool) -> None:
+        """The drift monitor's hook: publish the event, then mark or unmark the model."""
+        model = status.model
+        kind = EventKind.DRIFT_ALARM_RAISED if raised else EventKind.DRIFT_ALARM_CLEARED
+        verb = "raised" if raised else "cleared"
+        self._events.publish(
+            kind, model,
+            f"drift alarm {verb} by the {status.detector} detector ({status.method}): statistic "
+            f"{status.statistic:.4g}, threshold {status.threshold:.4g}",
+            detector=status.detector, method=status.method, version=status.version,
+            statistic=status.statistic, threshold=status.threshold,
+        )  # fmt: skip
+        log.warning("drift alarm %s for %s by %s (%s)", verb, model, status.detector, status.method)
+        if raised:
+            self.raise_drift_alarm(model)
+        elif self._drift is None or not self._drift.status(model).alarm:
+            self.clear_drift_alarm(model)
+
     # AdaptationCore ----------------------------------------------------------------------------
 
     async def add_samples(self, model: str, samples: list[NewSample]) -> AddOutcome:
@@ -119,6 +146,9 @@ class AdaptationService:
         self._metrics.samples.labels(model, "duplicate").inc(outcome.duplicates)
         if outcome.accepted:
             self._score_delayed_labels(model, samples, outcome)
+            labeled = {s.prediction_id for s in samples if s.prediction_id}
+            if labeled and self.on_labeled is not None:
+                self.on_labeled(model, labeled)
             self._events.publish(
                 EventKind.SAMPLES_ACCEPTED, model, f"{outcome.accepted} samples accepted",
                 accepted=outcome.accepted, duplicates=outcome.duplicates,
@@ -190,6 +220,20 @@ class AdaptationService:
             previous=serving,
         )
         return _summary(served.registry.get(version), version)
+
+    async def drift_status(self, model: str) -> DriftStatus:
+        served = self._served(model)
+        if self._drift is None:
+            return DriftStatus(model, self._serving_version(served), alarm=False, enabled=False)
+        return self._drift.status(model)
+
+    async def labeling_candidates(self, model: str, count: int) -> list[Candidate]:
+        self._served(model)
+        if not 0 <= count <= MAX_CANDIDATES:
+            raise InvalidInput(f"count must be in [0, {MAX_CANDIDATES}] (0 means 20), got {count}")
+        if self._drift is None:
+            return []
+        return self._drift.candidates(model, count or DEFAULT_CANDIDATES)
 
     def watch_events(self, model: str) -> AsyncGenerator[Event, None]:
         if model:

@@ -93,6 +93,8 @@ class EventKind(enum.StrEnum):
     CANDIDATE_REJECTED = "candidate_rejected"
     SWAP = "swap"
     ROLLBACK = "rollback"
+    DRIFT_ALARM_RAISED = "drift_alarm_raised"
+    DRIFT_ALARM_CLEARED = "drift_alarm_cleared"
 
 
 @dataclass(frozen=True)

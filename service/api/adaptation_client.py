@@ -13,12 +13,15 @@ from service.api._proto.loopserve.v1.adaptation_pb2_grpc import AdaptationStub
 from service.api.adaptation_converters import (
     AddSamplesRequestConverter,
     AddSamplesResponseConverter,
+    DriftStatusConverter,
+    GetLabelingCandidatesResponseConverter,
     JobConverter,
     ListVersionsResponseConverter,
     ModelStatusConverter,
     VersionConverter,
 )
 from service.api.client import ClientError
+from service.drift import Candidate, DriftStatus
 
 T = TypeVar("T")
 
@@ -60,6 +63,15 @@ class AdaptationClient:
     def rollback(self, model: str, version: int) -> VersionSummary:
         request = pb.RollbackRequest(model=model, version=version)
         return VersionConverter.to_types(self._call(self._stub.Rollback, request))
+
+    def drift_status(self, model: str) -> DriftStatus:
+        message = self._call(self._stub.GetDriftStatus, pb.GetDriftStatusRequest(model=model))
+        return DriftStatusConverter.to_types(message)
+
+    def labeling_candidates(self, model: str, count: int = 0) -> list[Candidate]:
+        request = pb.GetLabelingCandidatesRequest(model=model, count=count)
+        message = self._call(self._stub.GetLabelingCandidates, request)
+        return GetLabelingCandidatesResponseConverter.to_types(message)
 
     def _call(self, method: Callable[..., T], request: Any) -> T:
         try:

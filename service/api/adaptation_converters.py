@@ -8,6 +8,7 @@ numeric entries are sent.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from service.adaptation.types import (
@@ -22,6 +23,7 @@ from service.adaptation.types import (
     VersionSummary,
 )
 from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
+from service.drift import Candidate, DetectorState, DetectorStatus, DriftStatus
 
 
 class SampleConverter:
@@ -232,6 +234,118 @@ class EventConverter:
             message=event.message,
             attributes=event.attributes,
         )
+
+
+class DetectorStatusConverter:
+    @staticmethod
+    def to_types(message: pb.DetectorStatus, model: str) -> DetectorStatus:
+        return DetectorStatus(
+            model=model,
+            detector=message.detector,
+            method=message.method,
+            version=message.version,
+            state=DetectorState(message.state),
+            statistic=message.statistic if message.HasField("statistic") else math.nan,
+            threshold=message.threshold if message.HasField("threshold") else math.nan,
+            drift_detected=message.drift_detected,
+            alarm=message.alarm,
+            alarm_since=message.alarm_since if message.HasField("alarm_since") else None,
+            samples_seen=message.samples_seen,
+            reference_source=message.reference_source,
+            reference_size=message.reference_size,
+            calibration_seconds=(
+                message.calibration_seconds if message.HasField("calibration_seconds") else None
+            ),
+            message=message.message,
+        )
+
+    @staticmethod
+    def from_types(status: DetectorStatus) -> pb.DetectorStatus:
+        return pb.DetectorStatus(
+            detector=status.detector,
+            method=status.method,
+            version=status.version,
+            state=status.state.value,
+            statistic=_finite(status.statistic),
+            threshold=_finite(status.threshold),
+            drift_detected=status.drift_detected,
+            alarm=status.alarm,
+            alarm_since=status.alarm_since,
+            samples_seen=status.samples_seen,
+            reference_source=status.reference_source,
+            reference_size=status.reference_size,
+            calibration_seconds=status.calibration_seconds,
+            message=status.message,
+        )
+
+
+class DriftStatusConverter:
+    @staticmethod
+    def to_types(message: pb.DriftStatus) -> DriftStatus:
+        return DriftStatus(
+            model=message.model,
+            version=message.version,
+            alarm=message.alarm,
+            detectors=[
+                DetectorStatusConverter.to_types(d, message.model) for d in message.detectors
+            ],
+            samples_dropped=message.samples_dropped,
+            enabled=message.enabled,
+        )
+
+    @staticmethod
+    def from_types(status: DriftStatus) -> pb.DriftStatus:
+        return pb.DriftStatus(
+            model=status.model,
+            version=status.version,
+            enabled=status.enabled,
+            alarm=status.alarm,
+            detectors=[DetectorStatusConverter.from_types(d) for d in status.detectors],
+            samples_dropped=status.samples_dropped,
+        )
+
+
+class LabelingCandidateConverter:
+    @staticmethod
+    def to_types(message: pb.LabelingCandidate) -> Candidate:
+        return Candidate(
+            prediction_id=message.prediction_id,
+            text=message.text,
+            version=message.version,
+            predicted_label=message.predicted_label,
+            confidence=message.confidence,
+            atypicality=message.atypicality if message.HasField("atypicality") else math.nan,
+            score=message.score,
+        )
+
+    @staticmethod
+    def from_types(candidate: Candidate) -> pb.LabelingCandidate:
+        return pb.LabelingCandidate(
+            prediction_id=candidate.prediction_id,
+            text=candidate.text,
+            version=candidate.version,
+            predicted_label=candidate.predicted_label,
+            confidence=candidate.confidence,
+            atypicality=_finite(candidate.atypicality),
+            score=candidate.score,
+        )
+
+
+class GetLabelingCandidatesResponseConverter:
+    @staticmethod
+    def to_types(message: pb.GetLabelingCandidatesResponse) -> list[Candidate]:
+        return [LabelingCandidateConverter.to_types(c) for c in message.candidates]
+
+    @staticmethod
+    def from_types(candidates: list[Candidate]) -> pb.GetLabelingCandidatesResponse:
+        return pb.GetLabelingCandidatesResponse(
+            candidates=[LabelingCandidateConverter.from_types(c) for c in candidates]
+        )
+
+
+def _finite(value: float) -> float | None:
+    """NaN (no value yet) travels as an absent optional field."""
+    return None if math.isnan(value) else value
 
 
 def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:

@@ -18,7 +18,9 @@ from service.api._proto.loopserve.v1.adaptation_pb2_grpc import (
 from service.api.adaptation_converters import (
     AddSamplesRequestConverter,
     AddSamplesResponseConverter,
+    DriftStatusConverter,
     EventConverter,
+    GetLabelingCandidatesResponseConverter,
     JobConverter,
     ListVersionsResponseConverter,
     ModelStatusConverter,
@@ -64,6 +66,18 @@ class AdaptationServicer(AdaptationServicerBase):
     ) -> pb.Version:
         summary = await self._core.rollback(request.model, request.version)
         return VersionConverter.from_types(summary)
+
+    async def GetDriftStatus(
+        self, request: pb.GetDriftStatusRequest, context: aio.ServicerContext
+    ) -> pb.DriftStatus:
+        status = await self._core.drift_status(request.model)
+        return DriftStatusConverter.from_types(status)
+
+    async def GetLabelingCandidates(
+        self, request: pb.GetLabelingCandidatesRequest, context: aio.ServicerContext
+    ) -> pb.GetLabelingCandidatesResponse:
+        candidates = await self._core.labeling_candidates(request.model, request.count)
+        return GetLabelingCandidatesResponseConverter.from_types(candidates)
 
     async def WatchEvents(
         self, request: pb.WatchEventsRequest, context: aio.ServicerContext

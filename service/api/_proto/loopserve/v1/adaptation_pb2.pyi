@@ -203,3 +203,89 @@ class Event(_message.Message):
     message: str
     attributes: _containers.ScalarMap[str, str]
     def __init__(self, kind: _Optional[str] = ..., model: _Optional[str] = ..., time: _Optional[float] = ..., message: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class GetDriftStatusRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class DetectorStatus(_message.Message):
+    __slots__ = ("detector", "method", "version", "state", "statistic", "threshold", "drift_detected", "alarm", "alarm_since", "samples_seen", "reference_source", "reference_size", "calibration_seconds", "message")
+    DETECTOR_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_DETECTED_FIELD_NUMBER: _ClassVar[int]
+    ALARM_FIELD_NUMBER: _ClassVar[int]
+    ALARM_SINCE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_SEEN_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    detector: str
+    method: str
+    version: int
+    state: str
+    statistic: float
+    threshold: float
+    drift_detected: bool
+    alarm: bool
+    alarm_since: float
+    samples_seen: int
+    reference_source: str
+    reference_size: int
+    calibration_seconds: float
+    message: str
+    def __init__(self, detector: _Optional[str] = ..., method: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[str] = ..., statistic: _Optional[float] = ..., threshold: _Optional[float] = ..., drift_detected: _Optional[bool] = ..., alarm: _Optional[bool] = ..., alarm_since: _Optional[float] = ..., samples_seen: _Optional[int] = ..., reference_source: _Optional[str] = ..., reference_size: _Optional[int] = ..., calibration_seconds: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
+
+class DriftStatus(_message.Message):
+    __slots__ = ("model", "version", "enabled", "alarm", "detectors", "samples_dropped")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    ALARM_FIELD_NUMBER: _ClassVar[int]
+    DETECTORS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    enabled: bool
+    alarm: bool
+    detectors: _containers.RepeatedCompositeFieldContainer[DetectorStatus]
+    samples_dropped: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., enabled: _Optional[bool] = ..., alarm: _Optional[bool] = ..., detectors: _Optional[_Iterable[_Union[DetectorStatus, _Mapping]]] = ..., samples_dropped: _Optional[int] = ...) -> None: ...
+
+class GetLabelingCandidatesRequest(_message.Message):
+    __slots__ = ("model", "count")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    count: int
+    def __init__(self, model: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class LabelingCandidate(_message.Message):
+    __slots__ = ("prediction_id", "text", "version", "predicted_label", "confidence", "atypicality", "score")
+    PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_LABEL_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    ATYPICALITY_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    prediction_id: str
+    text: str
+    version: int
+    predicted_label: str
+    confidence: float
+    atypicality: float
+    score: float
+    def __init__(self, prediction_id: _Optional[str] = ..., text: _Optional[str] = ..., version: _Optional[int] = ..., predicted_label: _Optional[str] = ..., confidence: _Optional[float] = ..., atypicality: _Optional[float] = ..., score: _Optional[float] = ...) -> None: ...
+
+class GetLabelingCandidatesResponse(_message.Message):
+    __slots__ = ("candidates",)
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    candidates: _containers.RepeatedCompositeFieldContainer[LabelingCandidate]
+    def __init__(self, candidates: _Optional[_Iterable[_Union[LabelingCandidate, _Mapping]]] = ...) -> None: ...

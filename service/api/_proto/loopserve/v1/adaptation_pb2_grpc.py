@@ -69,6 +69,16 @@ class AdaptationStub:
                 request_serializer=loopserve_dot_v1_dot_adaptation__pb2.WatchEventsRequest.SerializeToString,
                 response_deserializer=loopserve_dot_v1_dot_adaptation__pb2.Event.FromString,
                 _registered_method=True)
+        self.GetDriftStatus = channel.unary_unary(
+                '/loopserve.v1.Adaptation/GetDriftStatus',
+                request_serializer=loopserve_dot_v1_dot_adaptation__pb2.GetDriftStatusRequest.SerializeToString,
+                response_deserializer=loopserve_dot_v1_dot_adaptation__pb2.DriftStatus.FromString,
+                _registered_method=True)
+        self.GetLabelingCandidates = channel.unary_unary(
+                '/loopserve.v1.Adaptation/GetLabelingCandidates',
+                request_serializer=loopserve_dot_v1_dot_adaptation__pb2.GetLabelingCandidatesRequest.SerializeToString,
+                response_deserializer=loopserve_dot_v1_dot_adaptation__pb2.GetLabelingCandidatesResponse.FromString,
+                _registered_method=True)
 
 
 class AdaptationServicer:
@@ -127,6 +137,24 @@ class AdaptationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDriftStatus(self, request, context):
+        """The model's drift detectors: state, latest statistic against its
+        threshold, alarm. A model whose definition runs no detector answers with
+        enabled = false and no detectors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLabelingCandidates(self, request, context):
+        """Recent inputs worth labeling, best first: the least confident predictions
+        and the embeddings least like the drift reference. Post their labels back
+        with AddSamples, naming each prediction_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdaptationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +192,16 @@ def add_AdaptationServicer_to_server(servicer, server):
                     servicer.WatchEvents,
                     request_deserializer=loopserve_dot_v1_dot_adaptation__pb2.WatchEventsRequest.FromString,
                     response_serializer=loopserve_dot_v1_dot_adaptation__pb2.Event.SerializeToString,
+            ),
+            'GetDriftStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDriftStatus,
+                    request_deserializer=loopserve_dot_v1_dot_adaptation__pb2.GetDriftStatusRequest.FromString,
+                    response_serializer=loopserve_dot_v1_dot_adaptation__pb2.DriftStatus.SerializeToString,
+            ),
+            'GetLabelingCandidates': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLabelingCandidates,
+                    request_deserializer=loopserve_dot_v1_dot_adaptation__pb2.GetLabelingCandidatesRequest.FromString,
+                    response_serializer=loopserve_dot_v1_dot_adaptation__pb2.GetLabelingCandidatesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -355,6 +393,60 @@ class Adaptation:
             '/loopserve.v1.Adaptation/WatchEvents',
             loopserve_dot_v1_dot_adaptation__pb2.WatchEventsRequest.SerializeToString,
             loopserve_dot_v1_dot_adaptation__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDriftStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loopserve.v1.Adaptation/GetDriftStatus',
+            loopserve_dot_v1_dot_adaptation__pb2.GetDriftStatusRequest.SerializeToString,
+            loopserve_dot_v1_dot_adaptation__pb2.DriftStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLabelingCandidates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loopserve.v1.Adaptation/GetLabelingCandidates',
+            loopserve_dot_v1_dot_adaptation__pb2.GetLabelingCandidatesRequest.SerializeToString,
+            loopserve_dot_v1_dot_adaptation__pb2.GetLabelingCandidatesResponse.FromString,
             options,
             channel_credentials,
             insecure,

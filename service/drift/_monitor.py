@@ -1,0 +1,357 @@
+"""The serving side of drift monitoring: a bounded queue per model, the worker, statuses, metrics.
+
+``observe`` is called on the serving path and only offers the batch to a bounded queue: when
+the queue is full the observation is dropped and counted, never waited for. A forwarder thread
+per model drains its queue, keeps recent inputs for :meth:`DriftMonitor.candidates`, notices
+version changes (a promotion, a rollback) and ships observations to the worker, which runs the
+detectors in a separate, niced process so that scoring and threshold configuration never take
+CPU time or the GIL from serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from service.config import DriftRecipe
+from service.drift._candidates import CandidatePool
+from service.drift._detectors import as_observations
+from service.drift._types import Candidate, DetectorState, DetectorStatus, DriftStatus, Observations
+from service.drift._worker import (
+    Activate,
+    Observe,
+    ProjectionReady,
+    ReferenceTexts,
+    Statuses,
+    Stop,
+    WorkerOptions,
+    main,
+)
+from service.errors import NotFound
+from service.metrics import Metrics
+from service.registry import VersionInfo
+from service.runtime import BatchResult
+from service.serving import ServedModel
+
+log = logging.getLogger(__name__)
+# (model, detector status, raised): an alarm was raised (True) or cleared (False).
+AlarmHook = Callable[[DetectorStatus, bool], None]
+# The training texts a version's drift reference is built from (at most ``size``).
+ReferenceTextSource = Callable[[str, VersionInfo, int], list[str]]
+MAX_BATCH_ROWS = 256
+RESTART_DELAYS = (1.0, 5.0, 30.0)
+
+
+class DriftMonitor:
+    def __init__(
+        self,
+        models: Mapping[str, ServedModel],
+        drift_dir: Path,
+        metrics: Metrics,
+        reference_texts: ReferenceTextSource,
+        on_alarm: AlarmHook | None = None,
+        in_process: bool = False,
+        log_level: str = "INFO",
+    ) -> None:
+        self._models = {n: m for n, m in models.items() if m.definition.drift.enabled}
+        self._all_models = dict(models)
+        self._recipes: dict[str, DriftRecipe] = {
+            n: m.definition.drift for n, m in self._models.items()
+        }
+        self._metrics = metrics
+        self._reference_texts = reference_texts
+        self.on_alarm = on_alarm
+        self._in_process = in_process
+        self._options = WorkerOptions(
+            drift_dir=drift_dir,
+            recipes=self._recipes,
+            threads=max((r.worker_threads for r in self._recipes.values()), default=1),
+            nice=max((r.worker_nice for r in self._recipes.values()), default=10),
+            log_level=log_level,
+        )
+        self._queues: dict[str, queue.Queue[tuple[str, list[str], BatchResult]]] = {
+            n: queue.Queue(r.queue_size) for n, r in self._recipes.items()
+        }
+        self.pools = {n: CandidatePool(r.candidate_pool_size) for n, r in self._recipes.items()}
+        self._statuses: dict[str, dict[str, DetectorStatus]] = {n: {} for n in self._recipes}
+        self._dropped = dict.fromkeys(self._recipes, 0)
+        self._activated: dict[str, int] = {}
+        self._send_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._inbox: Connection | None = None
+        self._worker: Any = None
+        self._threads: list[threading.Thread] = []
+        self._restarts = 0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._models)
+
+    # serving path ------------------------------------------------------------------------------
+
+    def observe(self, model: str, request_id: str, texts: list[str], result: BatchResult) -> None:
+        """Offer one answered request to the monitor. Never blocks; drops when the queue is full."""
+        q = self._queues.get(model)
+        if q is None:
+            return
+        try:
+            q.put_nowait((request_id, texts, result))
+        except queue.Full:
+            with self._state_lock:
+                self._dropped[model] += len(texts)
+            self._metrics.drift_dropped.labels(model).inc(len(texts))
+
+    # lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self.enabled:
+            return
+        for name in self._models:
+            for state in DetectorState:
+                for detector in self._recipes[name].detectors:
+                    self._metrics.drift_state.labels(name, detector, state.value).set(
+                        state is DetectorState.CALIBRATING
+                    )
+        self._start_worker()
+        for name in self._models:
+            thread = threading.Thread(
+                target=self._forward, args=(name,), name=f"drift-forward-{name}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if not self.enabled or self._stopping.is_set():
+            return
+        self._stopping.set()
+        self._send(Stop())
+        for thread in self._threads:
+            thread.join(timeout)
+        worker = self._worker
+        if worker is not None and not self._in_process:
+            worker.join(timeout)
+            if worker.is_alive():
+                worker.terminate()
+                worker.join(timeout)
+
+    def _start_worker(self) -> None:
+        inbox_worker, inbox = multiprocessing.Pipe(duplex=False)
+        outbox, outbox_worker = multiprocessing.Pipe(duplex=False)
+        worker: threading.Thread | multiprocessing.process.BaseProcess
+        if self._in_process:
+            from service.drift._worker import Worker
+
+            worker = threading.Thread(
+                target=Worker(self._options, outbox_worker).run,
+                args=(inbox_worker,),
+                name="drift-worker",
+                daemon=True,
+            )
+        else:
+            worker = multiprocessing.get_context("spawn").Process(
+                target=main,
+                args=(self._options, inbox_worker, outbox_worker),
+                name="loopserve-drift",
+                daemon=True,
+            )
+        worker.start()
+        if not self._in_process:
+            inbox_worker.close()
+            outbox_worker.close()
+        with self._send_lock:
+            self._inbox = inbox
+            self._worker = worker
+        with self._state_lock:
+            self._activated.clear()
+        reader = threading.Thread(
+            target=self._read, args=(outbox, worker), name="drift-reader", daemon=True
+        )
+        reader.start()
+
+    # forwarding --------------------------------------------------------------------------------
+
+    def _forward(self, model: str) -> None:
+        q = self._queues[model]
+        while not self._stopping.is_set():
+            self._activate_if_changed(model)
+            try:
+                first = q.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            items = [first]
+            rows = len(first[1])
+            while rows < MAX_BATCH_ROWS:
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    break
+                items.append(item)
+                rows += len(item[1])
+            self._ship(model, items)
+
+    def _ship(self, model: str, items: list[tuple[str, list[str], BatchResult]]) -> None:
+        pool = self.pools[model]
+        by_version: dict[int, list[Observations]] = {}
+        for request_id, texts, result in items:
+            pool.add(
+                request_id, texts, result.version, result.labels, result.probabilities,
+                result.embedding,
+            )  # fmt: skip
+            by_version.setdefault(result.version, []).append(
+                as_observations(result.embedding, result.probabilities)
+            )
+        for version, parts in by_version.items():
+            self._activate(model, version)
+            self._send(Observe(model, version, Observations.concat(parts)))
+
+    def _activate_if_changed(self, model: str) -> None:
+        loaded = self._models[model].serving_version
+        if loaded is not None:
+            self._activate(model, loaded.version)
+
+    def _activate(self, model: str, version: int) -> None:
+        with self._state_lock:
+            if self._activated.get(model) == version:
+                return
+            self._activated[model] = version
+        served = self._models[model]
+        recipe = self._recipes[model]
+        reference = None
+        if "training" in {
+            recipe.embedding_reference if d == "embedding" else recipe.output_reference
+            for d in recipe.detectors
+        }:
+            info = served.registry.get(version)
+            reference = ReferenceTexts(
+                onnx_path=info.path / "model.onnx",
+                tokenizer_path=info.path / "tokenizer.json",
+                labels=info.labels,
+                max_length=int(info.meta["max_seq_length"]),
+                texts=self._reference_texts(model, info, recipe.reference_size),
+            )
+        log.info("drift monitoring of %s follows version %d", model, version)
+        self._send(Activate(model, version, reference))
+
+    def _send(self, message: object) -> None:
+        with self._send_lock:
+            inbox = self._inbox
+            if inbox is None:
+                return
+            # If the worker died, the reader restarts it and the forwarders re-activate.
+            with contextlib.suppress(BrokenPipeError, OSError):
+                inbox.send(message)
+
+    # results -----------------------------------------------------------------------------------
+
+    def _read(self, outbox: Connection, worker: Any) -> None:
+        while True:
+            try:
+                message = outbox.recv()
+            except (EOFError, OSError):
+                break
+            if isinstance(message, Statuses):
+                self._update(message.model, message.statuses)
+            elif isinstance(message, ProjectionReady):
+                self.pools[message.model].set_projection(message.version, message.projection)
+        if self._stopping.is_set():
+            return
+        code = getattr(worker, "exitcode", None)
+        log.error("drift worker exited (code %s)", code)
+        for model, statuses in list(self._statuses.items()):
+            failed = [
+                _replace_state(s, DetectorState.FAILED, f"drift worker exited (code {code})")
+                for s in statuses.values()
+            ]
+            self._update(model, failed)
+        if self._restarts < len(RESTART_DELAYS):
+            delay = RESTART_DELAYS[self._restarts]
+            self._restarts += 1
+            if not self._stopping.wait(delay):
+                self._start_worker()
+
+    def _update(self, model: str, statuses: list[DetectorStatus]) -> None:
+        m = self._metrics
+        with self._state_lock:
+            previous = self._statuses[model]
+            self._statuses[model] = {s.detector: s for s in statuses}
+        for status in statuses:
+            labels = (model, status.detector)
+            before = previous.get(status.detector)
+            scored = status.samples_seen - (
+                before.samples_seen if before and before.version == status.version else 0
+            )
+            if scored > 0:
+                m.drift_scored.labels(*labels).inc(scored)
+            m.drift_statistic.labels(*labels).set(status.statistic)
+            m.drift_threshold.labels(*labels).set(status.threshold)
+            m.drift_alarm.labels(*labels).set(int(status.alarm))
+            for state in DetectorState:
+                m.drift_state.labels(*labels, state.value).set(int(status.state is state))
+            if status.calibration_seconds is not None:
+                m.drift_calibration_seconds.labels(*labels).set(status.calibration_seconds)
+            was_alarm = before is not None and before.alarm
+            if status.alarm != was_alarm and self.on_alarm is not None:
+                try:
+                    self.on_alarm(status, status.alarm)
+                except Exception:  # a failing hook must not stop monitoring
+                    log.exception("drift alarm hook failed")
+
+    # queries -----------------------------------------------------------------------------------
+
+    def status(self, model: str) -> DriftStatus:
+        served = self._served(model)
+        loaded = served.serving_version
+        version = loaded.version if loaded is not None else 0
+        if model not in self._models:
+            return DriftStatus(model, version, alarm=False, enabled=False)
+        with self._state_lock:
+            statuses = list(self._statuses[model].values())
+            dropped = self._dropped[model]
+        if not statuses:
+            statuses = [
+                DetectorStatus(
+                    model,
+                    name,
+                    "",
+                    version,
+                    DetectorState.CALIBRATING,
+                    message="waiting for the drift worker",
+                )
+                for name in self._recipes[model].detectors
+            ]
+        return DriftStatus(
+            model=model,
+            version=version,
+            alarm=any(s.alarm for s in statuses),
+            detectors=sorted(statuses, key=lambda s: s.detector),
+            samples_dropped=dropped,
+        )
+
+    def candidates(self, model: str, count: int) -> list[Candidate]:
+        self._served(model)
+        pool = self.pools.get(model)
+        return pool.top(count) if pool is not None else []
+
+    def forget(self, model: str, prediction_ids: set[str]) -> None:
+        pool = self.pools.get(model)
+        if pool is not None:
+            pool.forget(prediction_ids)
+
+    def _served(self, model: str) -> ServedModel:
+        try:
+            return self._all_models[model]
+        except KeyError:
+            raise NotFound(f"unknown model {model!r}") from None
+
+
+def _replace_state(status: DetectorStatus, state: DetectorState, message: str) -> DetectorStatus:
+    return replace(status, state=state, message=message, alarm=False, alarm_since=None)

@@ -1,0 +1,94 @@
+"""Values the drift package passes around: observations, detector states and statuses, candidates."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+
+
+class DetectorState(enum.StrEnum):
+    CALIBRATING = "calibrating"  # collecting or embedding the reference, or configuring thresholds
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Observations:
+    """What one or more served predictions left behind: pooled embeddings and class probabilities."""
+
+    embeddings: FloatArray  # (n, embedding_dim)
+    probabilities: FloatArray  # (n, labels)
+
+    def __post_init__(self) -> None:
+        if self.embeddings.ndim != 2 or self.probabilities.ndim != 2:
+            raise ValueError("observations must be 2-D: (n, dim) embeddings, (n, k) probabilities")
+        if len(self.embeddings) != len(self.probabilities):
+            raise ValueError("embeddings and probabilities must have the same number of rows")
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    @property
+    def confidence(self) -> FloatArray:
+        return np.asarray(self.probabilities.max(axis=1), dtype=np.float32)
+
+    @property
+    def predicted(self) -> npt.NDArray[np.int64]:
+        return np.asarray(self.probabilities.argmax(axis=1), dtype=np.int64)
+
+    @staticmethod
+    def concat(parts: list[Observations]) -> Observations:
+        return Observations(
+            np.concatenate([p.embeddings for p in parts]),
+            np.concatenate([p.probabilities for p in parts]),
+        )
+
+
+@dataclass(frozen=True)
+class DetectorStatus:
+    """One detector of one model, as operators see it (GetDriftStatus, metrics)."""
+
+    model: str
+    detector: str  # embedding, confidence, labels
+    method: str  # mmd, lsdd, ks, chisquare
+    version: int
+    state: DetectorState
+    statistic: float = math.nan
+    threshold: float = math.nan
+    drift_detected: bool = False
+    alarm: bool = False
+    alarm_since: float | None = None
+    samples_seen: int = 0
+    reference_source: str = ""
+    reference_size: int = 0
+    calibration_seconds: float | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class DriftStatus:
+    model: str
+    version: int
+    alarm: bool
+    detectors: list[DetectorStatus] = field(default_factory=list)
+    samples_dropped: int = 0
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A recent input worth labeling: low confidence, atypical embedding, or both."""
+
+    prediction_id: str
+    text: str
+    version: int
+    predicted_label: str
+    confidence: float
+    atypicality: float  # squared whitened distance from the reference in PCA space (NaN: unknown)
+    score: float  # in [0, 1], higher is more worth labeling

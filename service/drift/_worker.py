@@ -1,0 +1,410 @@
+"""The drift worker: runs every detector of every model, away from the serving process.
+
+It runs in a spawned, niced process (or, for tests, a thread) and talks to
+:class:`~service.drift.DriftMonitor` over a pair of connections. Per model it keeps the detectors
+of the serving version: it loads their saved calibration, or builds the reference (the version's
+training texts passed through that version, or the first ``reference_size`` observations of its
+traffic) and fits them on a background thread, then scores every observation it is sent and keeps
+the alarm state. Statuses go back to the monitor at most once a second, and at once on any change
+of state or alarm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import pickle
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from service.config import DriftRecipe
+from service.drift._contract import Detector
+from service.drift._detectors import (
+    EmbeddingDetector,
+    as_observations,
+    build_detectors,
+    reference_source,
+)
+from service.drift._reduce import Projection
+from service.drift._types import DetectorState, DetectorStatus, Observations
+
+log = logging.getLogger(__name__)
+STATUS_INTERVAL = 1.0
+EMBED_CHUNK = 32
+
+
+@dataclass(frozen=True)
+class ReferenceTexts:
+    """What the worker needs to pass a version's training texts through that version."""
+
+    onnx_path: Path
+    tokenizer_path: Path
+    labels: list[str]
+    max_length: int
+    texts: list[str]
+
+
+@dataclass(frozen=True)
+class Activate:
+    model: str
+    version: int
+    reference: ReferenceTexts | None  # None when no detector uses the training reference
+
+
+@dataclass(frozen=True)
+class Observe:
+    model: str
+    version: int
+    observations: Observations
+
+
+@dataclass(frozen=True)
+class Stop:
+    pass
+
+
+@dataclass(frozen=True)
+class Statuses:
+    model: str
+    statuses: list[DetectorStatus]
+
+
+@dataclass(frozen=True)
+class ProjectionReady:
+    model: str
+    version: int
+    projection: Projection
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    drift_dir: Path
+    recipes: dict[str, DriftRecipe]
+    threads: int = 1
+    nice: int = 10
+    log_level: str = "INFO"
+
+
+@dataclass
+class _Alarm:
+    """Raised by the first detection; cleared once ``clear_after`` samples pass without one."""
+
+    clear_after: int
+    active: bool = False
+    since: float | None = None
+    quiet: int = 0
+
+    def update(self, detected: bool, samples: int) -> bool:
+        """Feed one update; True when the alarm was raised or cleared by it."""
+        if detected:
+            self.quiet = 0
+            if not self.active:
+                self.active, self.since = True, time.time()
+                return True
+            return False
+        self.quiet += samples
+        if self.active and self.quiet >= self.clear_after:
+            self.active, self.since = False, None
+            return True
+        return False
+
+
+@dataclass
+class _Slot:
+    """One detector of one model version."""
+
+    name: str
+    method: str
+    source: str
+    detector: Detector
+    alarm: _Alarm
+    state: DetectorState = DetectorState.CALIBRATING
+    message: str = ""
+    calibration_seconds: float | None = None
+    collected: list[Observations] = field(default_factory=list)
+    fitting: bool = False
+
+    @property
+    def collected_rows(self) -> int:
+        return sum(len(o) for o in self.collected)
+
+
+class _ModelDrift:
+    def __init__(self, model: str, recipe: DriftRecipe, worker: Worker) -> None:
+        self.model = model
+        self.recipe = recipe
+        self._worker = worker
+        self.version = 0
+        self.slots: dict[str, _Slot] = {}
+        self._lock = threading.Lock()
+        self._last_sent = 0.0
+
+    # version changes --------------------------------------------------------------------------
+
+    def activate(self, message: Activate) -> None:
+        with self._lock:
+            self.version = message.version
+            self.slots = {}
+            for name, detector in build_detectors(self.recipe).items():
+                window = (
+                    self.recipe.window_size if name == "embedding" else self.recipe.test_window_size
+                )
+                self.slots[name] = _Slot(
+                    name, detector.method, reference_source(self.recipe, name), detector,
+                    _Alarm(self.recipe.clear_after or window),
+                )  # fmt: skip
+            pending = []
+            for slot in self.slots.values():
+                cached = self._load(slot)
+                if cached is not None:
+                    slot.detector, slot.state = cached, DetectorState.READY
+                    slot.message = "calibration loaded from disk"
+                    self._projection_ready(slot)
+                elif slot.source == "training":
+                    slot.fitting, slot.message = True, "embedding the training reference"
+                    pending.append(slot)
+                else:
+                    slot.message = f"collecting {self.recipe.reference_size} traffic samples"
+        if pending:
+            self._fit_in_background(pending, message.version, message.reference)
+        self.send(force=True)
+
+    def _fit_in_background(
+        self, slots: list[_Slot], version: int, reference: ReferenceTexts | None
+    ) -> None:
+        def run() -> None:
+            try:
+                if reference is None or not reference.texts:
+                    raise ValueError("no training texts to build the reference from")
+                observations = _embed(reference, self._worker.options.threads)
+            except Exception as exc:  # reported as the detectors' state
+                log.exception("drift reference of %s v%d failed", self.model, version)
+                for slot in slots:
+                    self._fitted(slot, version, None, 0.0, f"reference failed: {exc}")
+                return
+            for slot in slots:
+                self._fit(slot, version, observations)
+
+        threading.Thread(target=run, name=f"drift-fit-{self.model}", daemon=True).start()
+
+    def _fit(self, slot: _Slot, version: int, reference: Observations) -> None:
+        started = time.perf_counter()
+        try:
+            slot.detector.fit(reference)
+        except Exception as exc:  # reported as the detector's state
+            log.exception(
+                "drift detector %s of %s v%d failed to fit", slot.name, self.model, version
+            )
+            self._fitted(slot, version, None, time.perf_counter() - started, str(exc))
+            return
+        self._fitted(slot, version, slot.detector, time.perf_counter() - started, "")
+
+    def _fitted(
+        self, slot: _Slot, version: int, detector: Detector | None, seconds: float, error: str
+    ) -> None:
+        with self._lock:
+            if version != self.version or self.slots.get(slot.name) is not slot:
+                return  # the version changed while fitting: this calibration is stale
+            slot.fitting = False
+            slot.calibration_seconds = round(seconds, 2)
+            slot.collected = []
+            if detector is None:
+                slot.state, slot.message = DetectorState.FAILED, error
+            else:
+                slot.state, slot.message = DetectorState.READY, ""
+                self._save(slot)
+                self._projection_ready(slot)
+                log.info(
+                    "drift detector %s of %s v%d ready (%s reference, %d rows) in %.1fs",
+                    slot.name, self.model, version, slot.source, detector.reference_size, seconds,
+                )  # fmt: skip
+        self.send(force=True)
+
+    def _projection_ready(self, slot: _Slot) -> None:
+        if isinstance(slot.detector, EmbeddingDetector) and slot.detector.projection is not None:
+            self._worker.send(ProjectionReady(self.model, self.version, slot.detector.projection))
+
+    # scoring ----------------------------------------------------------------------------------
+
+    def observe(self, message: Observe) -> None:
+        changed = False
+        to_fit: list[tuple[_Slot, Observations]] = []
+        with self._lock:
+            if message.version != self.version:
+                return  # served by a version that is no longer (or not yet) monitored
+            for slot in self.slots.values():
+                if slot.state is DetectorState.READY:
+                    slot.detector.update(message.observations)
+                    changed |= slot.alarm.update(
+                        slot.detector.drift_detected, len(message.observations)
+                    )
+                elif slot.source == "traffic" and not slot.fitting:
+                    slot.collected.append(message.observations)
+                    if slot.collected_rows >= self.recipe.reference_size:
+                        slot.fitting, slot.message = True, "configuring thresholds"
+                        rows = Observations.concat(slot.collected)
+                        to_fit.append((slot, _head(rows, self.recipe.reference_size)))
+        for slot, reference in to_fit:
+            threading.Thread(
+                target=self._fit, args=(slot, message.version, reference), daemon=True
+            ).start()
+        self.send(force=changed or bool(to_fit))
+
+    def send(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_sent < STATUS_INTERVAL:
+            return
+        self._last_sent = now
+        with self._lock:
+            statuses = [self._status(slot) for slot in self.slots.values()]
+        self._worker.send(Statuses(self.model, statuses))
+
+    def _status(self, slot: _Slot) -> DetectorStatus:
+        detector = slot.detector
+        ready = slot.state is DetectorState.READY
+        message = slot.message
+        if (
+            slot.state is DetectorState.CALIBRATING
+            and slot.source == "traffic"
+            and not slot.fitting
+        ):
+            message = (
+                f"collecting traffic reference: {slot.collected_rows}/{self.recipe.reference_size}"
+            )
+        return DetectorStatus(
+            model=self.model,
+            detector=slot.name,
+            method=slot.method,
+            version=self.version,
+            state=slot.state,
+            statistic=detector.statistic if ready else float("nan"),
+            threshold=detector.threshold if ready else float("nan"),
+            drift_detected=ready and detector.drift_detected,
+            alarm=slot.alarm.active,
+            alarm_since=slot.alarm.since,
+            samples_seen=detector.samples_seen if ready else 0,
+            reference_source=slot.source,
+            reference_size=detector.reference_size if ready else 0,
+            calibration_seconds=slot.calibration_seconds,
+            message=message,
+        )
+
+    # saved calibrations -----------------------------------------------------------------------
+
+    def _path(self, slot: _Slot) -> Path:
+        config = json.dumps(
+            {k: v for k, v in asdict(self.recipe).items() if k not in _NOT_CALIBRATION},
+            sort_keys=True,
+        )
+        digest = hashlib.sha256(f"{slot.name}:{config}".encode()).hexdigest()[:12]
+        return (
+            self._worker.options.drift_dir
+            / self.model
+            / f"v{self.version}-{slot.name}-{digest}.pkl"
+        )
+
+    def _load(self, slot: _Slot) -> Detector | None:
+        path = self._path(slot)
+        if not path.is_file():
+            return None
+        try:
+            with path.open("rb") as handle:
+                detector = pickle.load(handle)  # our own file in the state dir
+        except Exception:  # a damaged file is recalibrated, not fatal
+            log.warning("ignoring unreadable drift calibration %s", path, exc_info=True)
+            return None
+        return detector if getattr(detector, "fitted", False) else None
+
+    def _save(self, slot: _Slot) -> None:
+        path = self._path(slot)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            with tmp.open("wb") as handle:
+                pickle.dump(slot.detector, handle, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        except Exception:  # only costs a recalibration after a restart
+            log.warning("could not save drift calibration %s", path, exc_info=True)
+
+
+# Settings that change how observations are queued or alarms clear, not the calibration itself.
+_NOT_CALIBRATION = frozenset(
+    {"queue_size", "candidate_pool_size", "worker_threads", "worker_nice", "clear_after"}
+)
+
+
+class Worker:
+    def __init__(self, options: WorkerOptions, outbox: Connection) -> None:
+        self.options = options
+        self._outbox = outbox
+        self._send_lock = threading.Lock()
+        self.models = {
+            name: _ModelDrift(name, recipe, self) for name, recipe in options.recipes.items()
+        }
+
+    def send(self, message: object) -> None:
+        # The monitor may have gone away; the inbox loop then ends on its own.
+        with self._send_lock, contextlib.suppress(BrokenPipeError, OSError):
+            self._outbox.send(message)
+
+    def run(self, inbox: Connection) -> None:
+        while True:
+            try:
+                message = inbox.recv()
+            except (EOFError, OSError):
+                return
+            if isinstance(message, Stop):
+                return
+            if isinstance(message, Activate):
+                self.models[message.model].activate(message)
+            elif isinstance(message, Observe):
+                self.models[message.model].observe(message)
+            for model in self.models.values():
+                model.send()
+
+
+def main(options: WorkerOptions, inbox: Connection, outbox: Connection) -> None:
+    """Entry point of the worker process."""
+    logging.basicConfig(
+        level=options.log_level, format="%(asctime)s %(levelname)s drift-worker %(message)s"
+    )
+    os.nice(options.nice)
+    _limit_threads(options.threads)
+    Worker(options, outbox).run(inbox)
+
+
+def _limit_threads(threads: int) -> None:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _embed(reference: ReferenceTexts, threads: int) -> Observations:
+    from service.runtime import LoadedVersion, SessionOptions
+
+    session = LoadedVersion(
+        model="drift-reference",
+        version=0,
+        onnx_path=reference.onnx_path,
+        tokenizer_path=reference.tokenizer_path,
+        labels=reference.labels,
+        max_length=reference.max_length,
+        options=SessionOptions(intra_op_threads=threads, providers="cpu", thread_spinning=False),
+    )
+    parts = []
+    for start in range(0, len(reference.texts), EMBED_CHUNK):
+        prediction = session.predict(reference.texts[start : start + EMBED_CHUNK])
+        parts.append(as_observations(prediction.embedding, prediction.probabilities))
+    return Observations.concat(parts)
+
+
+def _head(rows: Observations, n: int) -> Observations:
+    return Observations(rows.embeddings[:n], rows.probabilities[:n])

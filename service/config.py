@@ -160,7 +160,8 @@ class DriftRecipe:
     reference; ``confidence``: KS test on the top-class probability over windows of
     ``test_window_size``; ``labels``: Chi-square test on predicted-label counts over the same
     windows. ``ert`` is the expected number of in-distribution samples between false alarms, for
-    every detector. The output detectors default to a traffic reference because a model is
+    every detector. An alarm is raised at a detection and cleared after ``clear_samples``
+    samples without one. The output detectors default to a traffic reference because a model is
     over-confident on the data it was trained on.
     """
 
@@ -205,7 +206,7 @@ class DriftRecipe:
             f"n_bootstraps must be >= {needed} for ert = {self.ert:g} and window_size = "
             f"{self.window_size} (about 1.1 x ert x e^(window_size / ert))",
         )
-        _check(self.clear_after >= 0, where, "clear_after must be >= 0 (0: one window)")
+        _check(self.clear_after >= 0, where, "clear_after must be >= 0 (0: the default)")
         _check(self.queue_size >= 1, where, "queue_size must be >= 1")
         _check(self.candidate_pool_size >= 1, where, "candidate_pool_size must be >= 1")
         _check(self.worker_threads >= 1, where, "worker_threads must be >= 1")
@@ -214,6 +215,12 @@ class DriftRecipe:
     @property
     def enabled(self) -> bool:
         return bool(self.detectors)
+
+    @property
+    def clear_samples(self) -> int:
+        """Samples without a detection after which an alarm clears: ``clear_after``, or by
+        default four online windows or two test windows, whichever is longer."""
+        return self.clear_after or max(4 * self.window_size, 2 * self.test_window_size)
 
 
 @dataclass(frozen=True)

@@ -119,12 +119,13 @@ class CandidatePool:
 
 
 def _rank(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """Percentile rank in [0, 1] (ties share the lower rank)."""
+    """Percentile rank in [0, 1]; tied values share their average rank."""
     if len(values) == 1:
         return np.ones(1)
-    order = values.argsort(kind="stable")
     ranks = np.empty(len(values))
-    ranks[order] = np.arange(len(values))
+    ranks[values.argsort(kind="stable")] = np.arange(len(values))
+    _, groups, sizes = np.unique(values, return_inverse=True, return_counts=True)
+    ranks = np.bincount(groups, weights=ranks)[groups] / sizes[groups]
     return ranks / (len(values) - 1)
 
 

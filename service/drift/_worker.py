@@ -144,6 +144,7 @@ class _ModelDrift:
         self.slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
         self._last_sent = 0.0
+        self._dirty = False
 
     # version changes --------------------------------------------------------------------------
 
@@ -152,12 +153,9 @@ class _ModelDrift:
             self.version = message.version
             self.slots = {}
             for name, detector in build_detectors(self.recipe).items():
-                window = (
-                    self.recipe.window_size if name == "embedding" else self.recipe.test_window_size
-                )
                 self.slots[name] = _Slot(
                     name, detector.method, reference_source(self.recipe, name), detector,
-                    _Alarm(self.recipe.clear_after or window),
+                    _Alarm(self.recipe.clear_samples),
                 )  # fmt: skip
             pending = []
             for slot in self.slots.values():
@@ -254,13 +252,15 @@ class _ModelDrift:
             threading.Thread(
                 target=self._fit, args=(slot, message.version, reference), daemon=True
             ).start()
+        self._dirty = True
         self.send(force=changed or bool(to_fit))
 
     def send(self, force: bool = False) -> None:
+        """Send the statuses now when ``force``, else when they changed and a second passed."""
         now = time.monotonic()
-        if not force and now - self._last_sent < STATUS_INTERVAL:
+        if not force and (not self._dirty or now - self._last_sent < STATUS_INTERVAL):
             return
-        self._last_sent = now
+        self._last_sent, self._dirty = now, False
         with self._lock:
             statuses = [self._status(slot) for slot in self.slots.values()]
         self._worker.send(Statuses(self.model, statuses))
@@ -356,7 +356,7 @@ class Worker:
     def run(self, inbox: Connection) -> None:
         while True:
             try:
-                message = inbox.recv()
+                message = inbox.recv() if inbox.poll(STATUS_INTERVAL / 4) else None
             except (EOFError, OSError):
                 return
             if isinstance(message, Stop):

@@ -126,7 +126,7 @@ def _rank(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
     ranks[values.argsort(kind="stable")] = np.arange(len(values))
     _, groups, sizes = np.unique(values, return_inverse=True, return_counts=True)
     ranks = np.bincount(groups, weights=ranks)[groups] / sizes[groups]
-    return ranks / (len(values) - 1)
+    return np.asarray(ranks / (len(values) - 1), dtype=np.float64)
 
 
 def _prediction_id(request_id: str, index: int, count: int) -> str:

@@ -58,7 +58,9 @@ class Projection:
 def _neighbour_distance(queries: FloatArray, points: FloatArray, skip_self: bool) -> FloatArray:
     k = min(NEIGHBOURS + int(skip_self), len(points)) - 1
     squared = (
-        (queries**2).sum(axis=1)[:, None] - 2 * queries @ points.T + (points**2).sum(axis=1)[None, :]
+        (queries**2).sum(axis=1)[:, None]
+        - 2 * queries @ points.T
+        + (points**2).sum(axis=1)[None, :]
     )
     kth = np.partition(np.maximum(squared, 0.0), k, axis=1)[:, k]
-    return np.sqrt(kth).astype(np.float32)
+    return np.asarray(np.sqrt(kth), dtype=np.float32)

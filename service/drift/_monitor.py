@@ -299,6 +299,8 @@ class DriftMonitor:
             if status.calibration_seconds is not None:
                 m.drift_calibration_seconds.labels(*labels).set(status.calibration_seconds)
             was_alarm = before is not None and before.alarm
+            if status.state is DetectorState.FAILED:
+                continue  # a failed detector knows nothing: its alarm neither rose nor cleared
             if status.alarm != was_alarm and self.on_alarm is not None:
                 try:
                     self.on_alarm(status, status.alarm)
@@ -354,4 +356,5 @@ class DriftMonitor:
 
 
 def _replace_state(status: DetectorStatus, state: DetectorState, message: str) -> DetectorStatus:
-    return replace(status, state=state, message=message, alarm=False, alarm_since=None)
+    # The alarm keeps its last known value: it clears (with its event) once scoring resumes.
+    return replace(status, state=state, message=message)

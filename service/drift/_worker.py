@@ -238,10 +238,7 @@ class _ModelDrift:
                 return  # served by a version that is no longer (or not yet) monitored
             for slot in self.slots.values():
                 if slot.state is DetectorState.READY:
-                    slot.detector.update(message.observations)
-                    changed |= slot.alarm.update(
-                        slot.detector.drift_detected, len(message.observations)
-                    )
+                    changed |= self._score(slot, message.observations)
                 elif slot.source == "traffic" and not slot.fitting:
                     slot.collected.append(message.observations)
                     if slot.collected_rows >= self.recipe.reference_size:
@@ -254,6 +251,16 @@ class _ModelDrift:
             ).start()
         self._dirty = True
         self.send(force=changed or bool(to_fit))
+
+    def _score(self, slot: _Slot, observations: Observations) -> bool:
+        """Update one detector; True when its alarm or state changed."""
+        try:
+            slot.detector.update(observations)
+        except Exception as exc:
+            log.exception("drift detector %s of %s failed to score", slot.name, self.model)
+            slot.state, slot.message = DetectorState.FAILED, f"scoring failed: {exc}"
+            return True
+        return slot.alarm.update(slot.detector.drift_detected, len(observations))
 
     def send(self, force: bool = False) -> None:
         """Send the statuses now when ``force``, else when they changed and a second passed."""

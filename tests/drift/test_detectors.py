@@ -121,3 +121,18 @@ def test_build_detectors_follows_the_recipe() -> None:
     assert build_detectors(DriftRecipe(detectors=(), embedding_method="lsdd")) == {}
     assert build_detectors(DriftRecipe(embedding_method="lsdd"))["embedding"].method == "lsdd"
     assert all(isinstance(d, Detector) for d in build_detectors(DriftRecipe()).values())
+
+
+def test_label_counts_with_labels_missing_from_reference_and_window() -> None:
+    reference = stream(200, seed=1)
+    probabilities = reference.probabilities.copy()
+    probabilities[:, 3] = 0.0  # label 3 is never predicted in the reference
+    detector = LabelDetector(WINDOW, ert=20_000)
+    detector.fit(Observations(reference.embeddings, probabilities))
+    window = stream(WINDOW, seed=2)
+    only_first_two = window.probabilities.copy()
+    only_first_two[:, 2:] = 0.0
+    detector.update(Observations(window.embeddings, only_first_two))  # labels 2 and 3 absent
+    assert math.isfinite(detector.statistic)
+    detector.update(window)  # label 3 appears, unseen in the reference
+    assert math.isfinite(detector.statistic) and detector.samples_seen == 2 * WINDOW

@@ -1,0 +1,436 @@
+"""Drift monitoring benchmark: detection delay, false alarms, calibration time, serving overhead.
+
+Builds a BANKING77 model (``--shots`` seed examples per intent), serves it with ``loopserve
+serve`` and streams single-text requests through it, one at a time:
+
+1. ``reference``: the first ``reference_size`` in-distribution texts (the output detectors'
+   traffic reference);
+2. ``in-distribution``: ``--in-distribution`` more texts from the same intents (never the seed
+   texts): every alarm here is a false alarm;
+3. ``domain shift``: customer-support texts of another business (models/support-intents/seed.csv);
+4. ``recovery``: in-distribution again, until alarms clear;
+5. ``intent mix``: texts of only ``--mix-intents`` intents.
+
+For each shift it prints, per detector, the samples from the start of the shift to the alarm
+(WatchEvents ``drift_alarm_raised``). It prints the calibration time (server start to the
+embedding detector ready, and the threshold configuration alone), false alarms per 10k
+in-distribution samples against what the configured ERT implies, and serving p50 with monitoring
+on vs off (alternating servers on the same state, after warm-up).
+
+    python bench/drift.py [--data banking77/train.csv] [--in-distribution 6000] [--json OUT]
+        [--set drift.ert=4000] [--state-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.adaptation import (  # noqa: E402
+    DEFAULT_DATA,
+    Pool,
+    _encode,
+    edit_model_toml,
+    loadavg,
+    parse_set,
+    read_rows,
+    split_rows,
+    write_csv,
+)
+from bench.serving import ServerProcess, loopserve_command  # noqa: E402
+
+MODEL = "drift-bench"
+INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+OTHER_DOMAIN = REPO / "models" / "support-intents" / "seed.csv"
+INIT_TIMEOUT_S = 900.0
+CALIBRATION_TIMEOUT_S = 600.0
+TARGET_CALIBRATION_S = 60.0
+TARGET_P50_OVERHEAD = 0.05
+TARGET_DELAY_WINDOWS = 2
+
+
+@dataclass
+class Phase:
+    name: str
+    texts: list[str]
+    start: float = 0.0
+    end: float = 0.0
+    answered: list[float] = field(default_factory=list)  # answer times, in order
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def samples_by(self, when: float) -> int:
+        return bisect.bisect_right(self.answered, when)
+
+
+@dataclass
+class AlarmEvent:
+    time: float
+    kind: str
+    detector: str
+    statistic: str
+    threshold: str
+
+
+class EventLog:
+    """WatchEvents in a background thread; drift alarm events with their arrival times."""
+
+    def __init__(self, address: str) -> None:
+        import grpc
+
+        from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
+        from service.api._proto.loopserve.v1.adaptation_pb2_grpc import AdaptationStub
+
+        self.events: list[AlarmEvent] = []
+        self._channel = grpc.insecure_channel(address)
+        self._stream = AdaptationStub(self._channel).WatchEvents(pb.WatchEventsRequest(model=MODEL))
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import grpc
+
+        try:
+            for event in self._stream:
+                if event.kind.startswith("drift_alarm"):
+                    a = event.attributes
+                    self.events.append(
+                        AlarmEvent(
+                            time.perf_counter(),
+                            event.kind,
+                            a.get("detector", ""),
+                            a.get("statistic", ""),
+                            a.get("threshold", ""),
+                        )
+                    )
+        except grpc.RpcError:
+            pass
+
+    def raised(self, start: float, end: float) -> list[AlarmEvent]:
+        return [e for e in self.events if e.kind == "drift_alarm_raised" and start <= e.time <= end]
+
+    def close(self) -> None:
+        self._stream.cancel()
+        self._channel.close()
+
+
+def stream(address: str, phase: Phase, prefix: str) -> None:
+    import grpc
+
+    with grpc.insecure_channel(address) as channel:
+        call = channel.unary_unary(INFER_METHOD)
+        requests = [_encode(MODEL, [text], f"{prefix}{i}") for i, text in enumerate(phase.texts)]
+        phase.start = time.perf_counter()
+        for request in requests:
+            sent = time.perf_counter()
+            call(request, timeout=30)
+            done = time.perf_counter()
+            phase.latencies_ms.append((done - sent) * 1000)
+            phase.answered.append(done)
+        phase.end = time.perf_counter()
+
+
+def drift_status(address: str) -> Any:
+    from service.api.adaptation_client import AdaptationClient
+
+    with AdaptationClient(address) as client:
+        return client.drift_status(MODEL)
+
+
+def wait_status(address: str, predicate: Any, timeout: float) -> tuple[Any, float]:
+    started = time.perf_counter()
+    while True:
+        status = drift_status(address)
+        if predicate(status):
+            return status, time.perf_counter() - started
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError(f"drift status after {timeout:.0f}s: {status}")
+        time.sleep(0.1)
+
+
+def ready(status: Any, names: Sequence[str]) -> bool:
+    states = {d.detector: d.state.value for d in status.detectors}
+    failed = [n for n in names if states.get(n) == "failed"]
+    if failed:
+        raise RuntimeError(f"drift detectors failed: {status}")
+    return all(states.get(n) == "ready" for n in names)
+
+
+def cycle(texts: list[str], count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    out: list[str] = []
+    while len(out) < count:
+        batch = texts[:]
+        rng.shuffle(batch)
+        out += batch
+    return out[:count]
+
+
+# ------------------------------------------------------------------------------------- scenario
+
+
+def build_texts(args: argparse.Namespace) -> dict[str, Any]:
+    rows = read_rows(args.data)
+    _, pool_rows = split_rows(rows, 30, seed=0)
+    labels = sorted(pool_rows)
+    pool = Pool(pool_rows)
+    seed_rows = []
+    for label in labels:
+        seed_rows += pool.take([label], args.shots)
+    seed_texts = {t for t, _ in seed_rows}
+    unseen = [(t, lab) for t, lab in rows if t not in seed_texts]
+    random.Random(1).shuffle(unseen)
+    mix_labels = sorted(random.Random(2).sample(labels, args.mix_intents))
+    return {
+        "seed_rows": seed_rows,
+        "in_distribution": [t for t, _ in unseen],
+        "mix": [t for t, lab in unseen if lab in mix_labels],
+        "mix_labels": mix_labels,
+        "other_domain": [t for t, _ in read_rows(OTHER_DOMAIN)],
+    }
+
+
+# ------------------------------------------------------------------------------------ latency
+
+
+def p50_round(state_dir: Path, models_dir: Path, log: Path, texts: list[str], warmup: int) -> float:
+    with ServerProcess(state_dir, models_dir, log, model=MODEL) as server:
+        server.wait_ready()
+        stream(server.address, Phase("warmup", texts[:warmup]), "w")
+        measured = Phase("measure", texts[warmup:])
+        stream(server.address, measured, "m")
+        return float(np.percentile(measured.latencies_ms, 50))
+
+
+def set_detectors(models_dir: Path, detectors: list[str]) -> None:
+    edit_model_toml(models_dir / MODEL / "model.toml", {"drift": {"detectors": detectors}})
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    from service.config import load_model_definition
+
+    state_dir, bench_dir = root, root / "bench"
+    models_dir = bench_dir / "models"
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    data = build_texts(args)
+    seed_csv = bench_dir / "seed.csv"
+    write_csv(seed_csv, data["seed_rows"])
+    print(f"loopserve init {MODEL} on {len(data['seed_rows'])} seed rows ...", flush=True)
+    t0 = time.perf_counter()
+    with (bench_dir / "init.log").open("wb") as init_log:
+        cmd = [*loopserve_command(), "init", MODEL, "--data", str(seed_csv)]
+        cmd += ["--models-dir", str(models_dir), "--state-dir", str(state_dir)]
+        code = subprocess.run(
+            cmd, cwd=REPO, stdout=init_log, stderr=subprocess.STDOUT, timeout=INIT_TIMEOUT_S
+        ).returncode
+    if code != 0:
+        raise SystemExit(f"loopserve init failed ({code}); see {bench_dir / 'init.log'}")
+    init_s = time.perf_counter() - t0
+    print(f"  built version 1 in {init_s:.1f}s", flush=True)
+    overrides = parse_set(args.set)
+    if overrides:
+        edit_model_toml(models_dir / MODEL / "model.toml", overrides)
+    recipe = load_model_definition(models_dir, MODEL).drift
+    detectors = list(recipe.detectors)
+    windows = {
+        d: recipe.window_size if d == "embedding" else recipe.test_window_size for d in detectors
+    }
+
+    in_dist = data["in_distribution"]
+    phases = [
+        Phase("reference", cycle(in_dist, recipe.reference_size, 10)),
+        Phase("in-distribution", cycle(in_dist, args.in_distribution, 11)),
+        Phase("domain shift", cycle(data["other_domain"], args.shift_samples, 12)),
+        Phase("recovery", cycle(in_dist, args.recovery_samples, 13)),
+        Phase("intent mix", cycle(data["mix"], args.shift_samples, 14)),
+    ]
+    report: dict[str, Any] = {
+        "machine": loadavg(),
+        "init_seconds": round(init_s, 1),
+        "drift": asdict(recipe),
+        "mix_intents": data["mix_labels"],
+    }
+    with ServerProcess(state_dir, models_dir, bench_dir / "server-on.log", model=MODEL) as server:
+        ready_s = server.wait_ready()
+        events = EventLog(server.address)
+        status, waited = wait_status(
+            server.address, lambda s: ready(s, ["embedding"]) if "embedding" in detectors else True,
+            CALIBRATION_TIMEOUT_S,
+        )  # fmt: skip
+        fit_s = {d.detector: d.calibration_seconds for d in status.detectors}
+        report["calibration"] = {
+            "server_ready_seconds": round(ready_s, 2),
+            "embedding_ready_after_start_seconds": round(ready_s + waited, 1),
+            "threshold_configuration_seconds": fit_s.get("embedding"),
+        }
+        print(
+            f"server ready in {ready_s:.1f}s; embedding detector ready {ready_s + waited:.1f}s "
+            f"after start (threshold configuration {fit_s.get('embedding')}s)",
+            flush=True,
+        )
+        for phase in phases:
+            stream(server.address, phase, phase.name[:3])
+            if phase.name == "reference":
+                wait_status(server.address, lambda s: ready(s, detectors), CALIBRATION_TIMEOUT_S)
+            time.sleep(1.5)  # let the worker catch up before the next phase starts
+            phase.end = time.perf_counter()
+            raised = events.raised(phase.start, phase.end)
+            print(
+                f"  {phase.name}: {len(phase.texts)} samples, p50 "
+                f"{np.percentile(phase.latencies_ms, 50):.2f} ms, alarms raised: "
+                f"{', '.join(f'{e.detector}@{phase.samples_by(e.time)}' for e in raised) or 'none'}",
+                flush=True,
+            )
+        final = drift_status(server.address)
+        events.close()
+    report["phases"] = phase_report(phases, events, detectors, windows, recipe.ert)
+    report["samples_dropped"] = final.samples_dropped
+
+    print("serving p50, monitoring off vs on (alternating servers) ...", flush=True)
+    texts = cycle(in_dist, args.latency_warmup + args.latency_requests, 20)
+    p50: dict[str, list[float]] = {"off": [], "on": []}
+    for r in range(args.latency_rounds):
+        for mode in ("off", "on"):
+            set_detectors(models_dir, [] if mode == "off" else detectors)
+            log = bench_dir / f"latency-{mode}-{r}.log"
+            p50[mode].append(p50_round(state_dir, models_dir, log, texts, args.latency_warmup))
+            print(f"  round {r + 1} {mode}: p50 {p50[mode][-1]:.3f} ms", flush=True)
+    set_detectors(models_dir, detectors)
+    off, on = float(np.median(p50["off"])), float(np.median(p50["on"]))
+    report["latency"] = {
+        "p50_ms_off": p50["off"],
+        "p50_ms_on": p50["on"],
+        "overhead": on / off - 1,
+    }
+    print_summary(report)
+    return report
+
+
+def phase_report(
+    phases: list[Phase], events: EventLog, detectors: list[str], windows: dict[str, int], ert: float
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for phase in phases:
+        raised = events.raised(phase.start, phase.end)
+        first: dict[str, int | None] = dict.fromkeys(detectors)
+        counts = dict.fromkeys(detectors, 0)
+        for e in raised:
+            counts[e.detector] = counts.get(e.detector, 0) + 1
+            if first.get(e.detector) is None:
+                first[e.detector] = phase.samples_by(e.time)
+        entry: dict[str, Any] = {
+            "samples": len(phase.texts),
+            "p50_ms": float(np.percentile(phase.latencies_ms, 50)),
+            "alarms_raised": counts,
+            "first_alarm_after_samples": first,
+        }
+        if phase.name == "in-distribution":
+            entry["false_alarms_per_10k"] = {
+                d: counts[d] * 10_000 / len(phase.texts) for d in detectors
+            }
+            entry["ert_implies_per_10k"] = 10_000 / ert
+        if "shift" in phase.name or "mix" in phase.name:
+            entry["delay_in_windows"] = {
+                d: (None if first[d] is None else first[d] / windows[d]) for d in detectors
+            }
+        out[phase.name] = entry
+    return out
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    cal = report["calibration"]
+    phases = report["phases"]
+    lat = report["latency"]
+    fa = phases["in-distribution"]
+    print("\nsummary")
+    ok = (cal["embedding_ready_after_start_seconds"] or 0) <= TARGET_CALIBRATION_S
+    print(
+        f"  calibration: embedding detector ready {cal['embedding_ready_after_start_seconds']}s "
+        f"after start, thresholds {cal['threshold_configuration_seconds']}s "
+        f"(target <= {TARGET_CALIBRATION_S:.0f}s) {'OK' if ok else 'MISSED'}"
+    )
+    print(
+        f"  false alarms per 10k in-distribution samples: {fa['false_alarms_per_10k']} "
+        f"(ERT implies {fa['ert_implies_per_10k']:.1f} per detector)"
+    )
+    for name in ("domain shift", "intent mix"):
+        delays = phases[name]["delay_in_windows"]
+        detected = [v for v in delays.values() if v is not None]
+        ok = bool(detected) and min(detected) <= TARGET_DELAY_WINDOWS
+        shown = {d: (None if v is None else round(v, 2)) for d, v in delays.items()}
+        print(
+            f"  {name}: first alarm after {phases[name]['first_alarm_after_samples']} samples "
+            f"= {shown} windows (target <= {TARGET_DELAY_WINDOWS}) {'OK' if ok else 'MISSED'}"
+        )
+    ok = lat["overhead"] <= TARGET_P50_OVERHEAD
+    print(
+        f"  serving p50 off {lat['p50_ms_off']} ms, on {lat['p50_ms_on']} ms: overhead "
+        f"{lat['overhead'] * 100:+.1f}% (target <= {TARGET_P50_OVERHEAD:.0%}) "
+        f"{'OK' if ok else 'MISSED'}"
+    )
+    print(f"  samples dropped by the drift queue: {report['samples_dropped']}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    add = parser.add_argument
+    add("--data", type=Path, default=DEFAULT_DATA, help="text,label CSV (BANKING77 train.csv)")
+    add("--shots", type=int, default=10, help="seed examples per intent (10)")
+    add("--in-distribution", type=int, default=6000, help="in-distribution samples (6000)")
+    add("--shift-samples", type=int, default=600, help="samples per shift phase (600)")
+    add("--recovery-samples", type=int, default=1000, help="in-distribution between shifts")
+    add("--mix-intents", type=int, default=8, help="intents in the intent-mix shift (8)")
+    add("--latency-rounds", type=int, default=2, help="off/on server pairs for p50 (2)")
+    add("--latency-requests", type=int, default=1500, help="measured requests per server")
+    add("--latency-warmup", type=int, default=1100, help="warm-up requests per server")
+    add("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override model.toml, e.g. drift.ert=2000 (repeatable)")  # fmt: skip
+    add("--state-dir", type=Path, help="keep everything here (must be new or empty)")
+    add("--json", type=Path, help="write the report here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.data.is_file():
+        raise SystemExit(f"no data file {args.data}")
+    if args.state_dir is not None:
+        if args.state_dir.exists() and any(args.state_dir.iterdir()):
+            raise SystemExit(f"--state-dir {args.state_dir} is not empty; give a new directory")
+        root, keep = args.state_dir.resolve(), True
+    else:
+        root, keep = Path(tempfile.mkdtemp(prefix="loopserve-drift-")), False
+    try:
+        report = run(args, root)
+        if args.json is not None:
+            args.json.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+        return 0
+    finally:
+        if keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

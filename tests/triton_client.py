@@ -6,6 +6,7 @@ Prints one JSON document with what it observed.
 
     python triton_client.py infer ADDRESS MODEL
     python triton_client.py drain ADDRESS MODEL SERVER_PID
+    python triton_client.py texts ADDRESS MODEL FILE   (one request per line, ids line-N)
 """
 
 from __future__ import annotations
@@ -69,7 +70,26 @@ def drain(address: str, model: str, server_pid: int, requests: int = 40) -> dict
     return {"finished": finished, "outcomes": outcomes}
 
 
+def texts(address: str, model: str, path: str) -> dict[str, object]:
+    client = triton.InferenceServerClient(address)
+    with open(path, encoding="utf-8") as handle:
+        lines = [line.rstrip("\n") for line in handle if line.strip()]
+    labels = []
+    for i, line in enumerate(lines):
+        tensor = triton.InferInput("text", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([line.encode()], dtype=object))
+        result = client.infer(model, [tensor], request_id=f"line-{i}")
+        labels.append(result.as_numpy("label")[0].decode())
+    client.close()
+    return {"sent": len(lines), "labels": labels}
+
+
 if __name__ == "__main__":
     mode, address, model = sys.argv[1:4]
-    result = infer(address, model) if mode == "infer" else drain(address, model, int(sys.argv[4]))
+    if mode == "infer":
+        result = infer(address, model)
+    elif mode == "texts":
+        result = texts(address, model, sys.argv[4])
+    else:
+        result = drain(address, model, int(sys.argv[4]))
     print(json.dumps(result))

@@ -54,8 +54,17 @@ def run_job(spec_path: str) -> None:
     _write(result_path, {"ok": True, **result})
 
 
+def _log(message: str) -> None:
+    """One line of job.log: the job's phases with their times, so a slow job can be explained."""
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
 def _fine_tune(spec: FineTuneSpec) -> dict[str, Any]:
     started = time.perf_counter()
+    _log(
+        f"job: {len(spec.train)} train, {len(spec.validation)} validation, {len(spec.holdout)} "
+        f"holdout, {len(spec.anchor)} anchor rows; {spec.threads} thread(s), nice {spec.nice}"
+    )
     staging = Path(spec.staging_dir)
     tokenizer_path = staging / "tokenizer.json"
     tokenizer_path.write_bytes((Path(spec.base_dir) / "tokenizer.json").read_bytes())
@@ -79,9 +88,11 @@ def _fine_tune(spec: FineTuneSpec) -> dict[str, Any]:
     def examples(pairs: Pairs) -> list[Example]:
         return [Example(text, index[label]) for text, label in pairs]
 
-    report = Trainer(model, tokens, recipe, progress=lambda _: None).fine_tune(
+    _log(f"loaded base version in {time.perf_counter() - started:.1f}s")
+    report = Trainer(model, tokens, recipe, progress=_log).fine_tune(
         examples(spec.train), examples(spec.validation)
     )
+    _log(f"trained in {time.perf_counter() - started:.1f}s (cumulative)")
     save_file(trainable_state(model, spec.trainable_layers), str(staging / "weights.safetensors"))
     onnx_path = staging / "model.onnx"
     export_onnx(model, tokens, onnx_path)
@@ -95,6 +106,7 @@ def _fine_tune(spec: FineTuneSpec) -> dict[str, Any]:
     if spec.int8:
         candidate, serving_file, int8_info = _maybe_int8(spec, candidate, tokenizer_path)
 
+    _log(f"exported and checked ONNX (parity {parity:.1e}) at {time.perf_counter() - started:.1f}s")
     incumbent = load_for_check(
         Path(spec.base_dir) / spec.base_serving_file,
         Path(spec.base_dir) / "tokenizer.json",
@@ -111,6 +123,7 @@ def _fine_tune(spec: FineTuneSpec) -> dict[str, Any]:
         anchor_examples=len(spec.anchor),
         thresholds=GateThresholds(**spec.gate),
     )
+    _log(f"gate at {time.perf_counter() - started:.1f}s: {gate.reason}")
     return {
         "gate": dataclasses.asdict(gate),
         "serving_file": serving_file,

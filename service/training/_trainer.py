@@ -226,6 +226,10 @@ class Trainer:
             report.history.append(
                 {"epoch": epoch + 1, "accuracy": current.accuracy, "loss": current.loss}
             )
+            self.progress(
+                f"epoch {epoch + 1}: validation accuracy {current.accuracy:.3f}, "
+                f"loss {current.loss:.4f}"
+            )
             if current.better_than(best[0] if best else None):
                 best, stale = (
                     (current, {k: v.clone() for k, v in self.model.state_dict().items()}),

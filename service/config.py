@@ -138,14 +138,18 @@ class AdaptationRecipe:
 class GateThresholds:
     """A candidate is promoted only if it is not worse than the serving version on a holdout of
     the new samples by more than ``new_data_tolerance`` and loses at most ``max_forgetting`` of
-    accuracy on an anchor set of older samples."""
+    accuracy on an anchor set of older samples. A drop counts only once it exceeds its limit by
+    ``confidence_z`` standard errors of the paired difference (one-sided; 1.64 is 95 %): on a few
+    hundred rows one point is a handful of rows, well inside the noise. 0 compares raw scores."""
 
     new_data_tolerance: float = 0.02
     max_forgetting: float = 0.01
+    confidence_z: float = 1.64
 
     def validate(self, where: str) -> None:
         _check(0 <= self.new_data_tolerance <= 1, where, "new_data_tolerance must be in [0, 1]")
         _check(0 <= self.max_forgetting <= 1, where, "max_forgetting must be in [0, 1]")
+        _check(0 <= self.confidence_z <= 5, where, "confidence_z must be in [0, 5]")
 
 
 DRIFT_DETECTORS = ("embedding", "confidence", "labels")

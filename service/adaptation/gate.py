@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 from service.adaptation.types import GateResult
 from service.config import GateThresholds
 
@@ -15,24 +18,29 @@ def decide(
     new_examples: int,
     anchor_examples: int,
     thresholds: GateThresholds,
+    new_margin: float = 0.0,
+    anchor_margin: float = 0.0,
+    anchor_held_out: bool = False,
 ) -> GateResult:
     """Promote only if not worse on the new-data holdout beyond the tolerance and forgetting on
-    the anchor set stays within ``max_forgetting``."""
+    the anchor set stays within ``max_forgetting``; a drop must exceed its limit by its margin
+    (see :func:`paired_margin`) to count."""
     # Without a holdout (a single new sample) the new-data criterion has nothing to judge.
     worse_on_new = (
-        new_examples > 0 and incumbent_new - candidate_new > thresholds.new_data_tolerance + 1e-9
+        new_examples > 0
+        and incumbent_new - candidate_new - new_margin > thresholds.new_data_tolerance + 1e-9
     )
     forgetting = incumbent_anchor - candidate_anchor
-    forgets = forgetting > thresholds.max_forgetting + 1e-9
+    forgets = forgetting - anchor_margin > thresholds.max_forgetting + 1e-9
     if worse_on_new:
         reason = (
             f"worse on new data: {candidate_new:.3f} vs {incumbent_new:.3f} "
-            f"(tolerance {thresholds.new_data_tolerance:.3f})"
+            f"(tolerance {thresholds.new_data_tolerance:.3f} + noise margin {new_margin:.3f})"
         )
     elif forgets:
         reason = (
             f"forgets old data: anchor {candidate_anchor:.3f} vs {incumbent_anchor:.3f} "
-            f"(max forgetting {thresholds.max_forgetting:.3f})"
+            f"(max forgetting {thresholds.max_forgetting:.3f} + noise margin {anchor_margin:.3f})"
         )
     elif new_examples == 0:
         reason = f"no new-data holdout; anchor {candidate_anchor:.3f} vs {incumbent_anchor:.3f}"
@@ -50,4 +58,23 @@ def decide(
         anchor_examples=anchor_examples,
         promote=not (worse_on_new or forgets),
         reason=reason,
+        new_margin=new_margin,
+        anchor_margin=anchor_margin,
+        anchor_held_out=anchor_held_out,
     )
+
+
+def paired_margin(
+    candidate_correct: Sequence[bool], incumbent_correct: Sequence[bool], z: float
+) -> float:
+    """``z`` standard errors of the paired accuracy difference on the same rows.
+
+    Only rows where the two models disagree carry information: with ``d`` of them among ``n``
+    rows, the difference's standard error is about sqrt(d) / n (the normal approximation of
+    McNemar's test).
+    """
+    n = len(candidate_correct)
+    if n == 0:
+        return 0.0
+    disagree = sum(c != i for c, i in zip(candidate_correct, incumbent_correct, strict=True))
+    return z * math.sqrt(disagree) / n

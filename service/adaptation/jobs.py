@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from service.adaptation import _data
+from service.adaptation._data import Pairs
 from service.adaptation.events import EventBus
 from service.adaptation.spec import FineTuneSpec
-from service.adaptation.types import EventKind, GateResult, Job, JobState
+from service.adaptation.types import EventKind, GateResult, Job, JobState, Sample
 from service.config import read_labeled_csv
 from service.metrics import Metrics
 from service.registry import VersionInfo
@@ -148,16 +149,16 @@ class JobRunner:
         definition = self._served.definition
         base_upto = int(base.meta.get("samples_upto", 0))
         known = base.labels
-        new = [
-            (s.text, s.label)
-            for s in self._samples.samples(self.model, base_upto, job.samples_upto)
-        ]
-        if not definition.adaptation.allow_new_labels:
-            new = [(t, label) for t, label in new if label in known]
-        old = [(s.text, s.label) for s in self._samples.samples(self.model, 0, base_upto)]
+        recipe = definition.adaptation
+        new_samples = self._samples.samples(self.model, base_upto, job.samples_upto)
+        if not recipe.allow_new_labels:
+            new_samples = [s for s in new_samples if s.label in known]
+        old_samples = self._samples.samples(self.model, 0, base_upto)
+        new, reserved_new = _split_reserved(new_samples, recipe.holdout_fraction)
+        old, reserved_old = _split_reserved(old_samples, recipe.holdout_fraction)
         old += [(t, label) for t, label in read_labeled_csv(definition.seed_path) if label in known]
         data = _data.select(
-            new, old, known, definition.adaptation, seed=definition.adaptation.seed + job.attempt
+            new, old, known, recipe, recipe.seed + job.attempt, reserved_new, reserved_old
         )
         spec = FineTuneSpec(
             model=self.model,
@@ -176,6 +177,7 @@ class JobRunner:
             validation=data.validation,
             holdout=data.holdout,
             anchor=data.anchor,
+            anchor_held_out=data.anchor_held_out,
             recipe=dataclasses.asdict(definition.adaptation),
             gate=dataclasses.asdict(definition.gate),
             int8=definition.serving.int8,
@@ -245,3 +247,14 @@ class JobRunner:
                 "job_seconds": result["seconds"],
             },
         }
+
+
+def _split_reserved(samples: list[Sample], fraction: float) -> tuple[Pairs, Pairs]:
+    """(trainable, reserved) text-label pairs; see :func:`_data.reserved`."""
+    trainable: Pairs = []
+    reserve: Pairs = []
+    for sample in samples:
+        (reserve if _data.reserved(sample.id, fraction) else trainable).append(
+            (sample.text, sample.label)
+        )
+    return trainable, reserve

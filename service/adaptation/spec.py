@@ -35,6 +35,7 @@ class FineTuneSpec:
     nice: int
     staging_dir: str
     result_path: str
+    anchor_held_out: bool = False
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(dataclasses.asdict(self)), encoding="utf-8")

@@ -61,6 +61,10 @@ class GateResult:
     anchor_examples: int
     promote: bool
     reason: str
+    # Standard-error allowances the drops had to exceed (see GateThresholds.confidence_z).
+    new_margin: float = 0.0
+    anchor_margin: float = 0.0
+    anchor_held_out: bool = False  # the anchor came from the evaluation reserve
 
     @property
     def forgetting(self) -> float:

@@ -119,6 +119,9 @@ class GateResultConverter:
             anchor_examples=message.anchor_examples,
             promote=message.promote,
             reason=message.reason,
+            new_margin=message.new_margin,
+            anchor_margin=message.anchor_margin,
+            anchor_held_out=message.anchor_held_out,
         )
 
     @staticmethod
@@ -133,6 +136,9 @@ class GateResultConverter:
             promote=gate.promote,
             reason=gate.reason,
             forgetting=gate.forgetting,
+            new_margin=gate.new_margin,
+            anchor_margin=gate.anchor_margin,
+            anchor_held_out=gate.anchor_held_out,
         )
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from service.adaptation.gate import decide
+from service.adaptation.gate import decide, paired_margin
 from service.adaptation.spec import FineTuneSpec
 from service.config import GateThresholds, TrainRecipe
 from service.runtime import LoadedVersion
@@ -114,14 +114,26 @@ def _fine_tune(spec: FineTuneSpec) -> dict[str, Any]:
         spec.max_seq_length,
         spec.threads,
     )
+    thresholds = GateThresholds(**spec.gate)
+    candidate_new, incumbent_new = (
+        _correct(candidate, spec.holdout),
+        _correct(incumbent, spec.holdout),
+    )
+    candidate_old, incumbent_old = (
+        _correct(candidate, spec.anchor),
+        _correct(incumbent, spec.anchor),
+    )
     gate = decide(
-        candidate_new=_accuracy(candidate, spec.holdout),
-        incumbent_new=_accuracy(incumbent, spec.holdout),
-        candidate_anchor=_accuracy(candidate, spec.anchor),
-        incumbent_anchor=_accuracy(incumbent, spec.anchor),
+        candidate_new=_mean(candidate_new),
+        incumbent_new=_mean(incumbent_new),
+        candidate_anchor=_mean(candidate_old),
+        incumbent_anchor=_mean(incumbent_old),
         new_examples=len(spec.holdout),
         anchor_examples=len(spec.anchor),
-        thresholds=GateThresholds(**spec.gate),
+        thresholds=thresholds,
+        new_margin=paired_margin(candidate_new, incumbent_new, thresholds.confidence_z),
+        anchor_margin=paired_margin(candidate_old, incumbent_old, thresholds.confidence_z),
+        anchor_held_out=spec.anchor_held_out,
     )
     _log(f"gate at {time.perf_counter() - started:.1f}s: {gate.reason}")
     return {
@@ -207,12 +219,20 @@ def _maybe_int8(
     return fp32, "model.onnx", info
 
 
-def _accuracy(session: LoadedVersion, pairs: Pairs) -> float:
+def _correct(session: LoadedVersion, pairs: Pairs) -> list[bool]:
     if not pairs:
-        return float("nan")
+        return []
     probabilities = session.predict([text for text, _ in pairs]).probabilities
     predicted = [session.labels[i] for i in probabilities.argmax(1)]
-    return float(np.mean([p == gold for p, (_, gold) in zip(predicted, pairs, strict=True)]))
+    return [p == gold for p, (_, gold) in zip(predicted, pairs, strict=True)]
+
+
+def _mean(correct: list[bool]) -> float:
+    return float(np.mean(correct)) if correct else float("nan")
+
+
+def _accuracy(session: LoadedVersion, pairs: Pairs) -> float:
+    return _mean(_correct(session, pairs))
 
 
 def _write(path: Path, result: dict[str, Any]) -> None:

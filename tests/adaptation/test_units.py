@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 
 import pytest
 
 from service.adaptation import _data
 from service.adaptation.events import EventBus
-from service.adaptation.gate import decide
+from service.adaptation.gate import decide, paired_margin
 from service.adaptation.policy import PolicyInput, TriggerPolicy
 from service.adaptation.predictions import PredictionLog
 from service.adaptation.types import EventKind, Job, JobState
@@ -175,3 +176,59 @@ def test_few_new_samples_still_leave_one_for_the_gate() -> None:
     assert len(data.holdout) == 1
     assert not set(data.holdout) & (set(data.train) | set(data.validation))
     assert len(_data.select(new[:1], old, ["a"], RECIPE, seed=0).holdout) == 0
+
+
+def test_the_evaluation_reserve_is_a_stable_share_of_sample_ids() -> None:
+    ids = [f"sample-{i}" for i in range(5000)]
+    chosen = [i for i in ids if _data.reserved(i, 0.2)]
+    assert 0.18 < len(chosen) / len(ids) < 0.22
+    assert chosen == [i for i in ids if _data.reserved(i, 0.2)]  # no seed, no state
+    assert not any(_data.reserved(i, 0.0) for i in ids)
+
+
+def test_reserved_samples_are_the_gate_data_and_never_trained_on() -> None:
+    new = [(f"new {i}", "a" if i % 2 else "b") for i in range(40)]
+    old = [(f"old {i}", "a" if i % 2 else "b") for i in range(100)]
+    reserved_new = [(f"rnew {i}", "a") for i in range(5)]
+    reserved_old = [(f"rold {i}", "b") for i in range(_data.MIN_HELD_OUT_ANCHOR)]
+    data = _data.select(new, old, ["a", "b"], RECIPE, 0, reserved_new, reserved_old)
+    trained = set(data.train) | set(data.validation)
+    assert data.holdout == reserved_new and sorted(data.anchor) == sorted(reserved_old)
+    assert data.anchor_held_out
+    assert not trained & (set(reserved_new) | set(reserved_old))
+    assert set(new) <= trained
+    few = _data.select(new, old, ["a", "b"], RECIPE, 0, reserved_new, reserved_old[:5])
+    assert not few.anchor_held_out and all(pair[0].startswith("old") for pair in few.anchor)
+    assert not set(reserved_old[:5]) & (set(few.train) | set(few.validation))
+
+
+def test_paired_margin_counts_only_disagreements() -> None:
+    same = [True] * 90 + [False] * 10
+    assert paired_margin(same, same, 1.64) == 0.0
+    candidate = [False] * 4 + [True] * 96  # 4 rows lost, 1 gained: 3 points of forgetting
+    incumbent = [True] * 4 + [False] + [True] * 95
+    assert paired_margin(candidate, incumbent, 1.64) == pytest.approx(1.64 * math.sqrt(5) / 100)
+    assert paired_margin([], [], 1.64) == 0.0
+
+
+def test_a_drop_within_the_noise_margin_does_not_block_promotion() -> None:
+    scores = dict(
+        candidate_new=0.9, incumbent_new=0.8, candidate_anchor=0.93, incumbent_anchor=0.95
+    )
+    common = dict(new_examples=100, anchor_examples=100)
+    strict = decide(**scores, **common, thresholds=GateThresholds(0.02, 0.01, 0.0))  # type: ignore[arg-type]
+    assert not strict.promote and "noise margin 0.000" in strict.reason
+    noisy = decide(
+        **scores,
+        **common,
+        thresholds=GateThresholds(0.02, 0.01),
+        anchor_margin=0.015,  # type: ignore[arg-type]
+    )
+    assert noisy.promote and noisy.anchor_margin == 0.015
+    clear = decide(
+        **scores,
+        **common,
+        thresholds=GateThresholds(0.02, 0.01),
+        anchor_margin=0.005,  # type: ignore[arg-type]
+    )
+    assert not clear.promote and "noise margin 0.005" in clear.reason

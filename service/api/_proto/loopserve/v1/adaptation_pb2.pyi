@@ -84,7 +84,7 @@ class RollbackRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class GateResult(_message.Message):
-    __slots__ = ("candidate_new", "incumbent_new", "candidate_anchor", "incumbent_anchor", "new_examples", "anchor_examples", "promote", "reason", "forgetting")
+    __slots__ = ("candidate_new", "incumbent_new", "candidate_anchor", "incumbent_anchor", "new_examples", "anchor_examples", "promote", "reason", "forgetting", "new_margin", "anchor_margin", "anchor_held_out")
     CANDIDATE_NEW_FIELD_NUMBER: _ClassVar[int]
     INCUMBENT_NEW_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_ANCHOR_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,9 @@ class GateResult(_message.Message):
     PROMOTE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     FORGETTING_FIELD_NUMBER: _ClassVar[int]
+    NEW_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    ANCHOR_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    ANCHOR_HELD_OUT_FIELD_NUMBER: _ClassVar[int]
     candidate_new: float
     incumbent_new: float
     candidate_anchor: float
@@ -103,7 +106,10 @@ class GateResult(_message.Message):
     promote: bool
     reason: str
     forgetting: float
-    def __init__(self, candidate_new: _Optional[float] = ..., incumbent_new: _Optional[float] = ..., candidate_anchor: _Optional[float] = ..., incumbent_anchor: _Optional[float] = ..., new_examples: _Optional[int] = ..., anchor_examples: _Optional[int] = ..., promote: _Optional[bool] = ..., reason: _Optional[str] = ..., forgetting: _Optional[float] = ...) -> None: ...
+    new_margin: float
+    anchor_margin: float
+    anchor_held_out: bool
+    def __init__(self, candidate_new: _Optional[float] = ..., incumbent_new: _Optional[float] = ..., candidate_anchor: _Optional[float] = ..., incumbent_anchor: _Optional[float] = ..., new_examples: _Optional[int] = ..., anchor_examples: _Optional[int] = ..., promote: _Optional[bool] = ..., reason: _Optional[str] = ..., forgetting: _Optional[float] = ..., new_margin: _Optional[float] = ..., anchor_margin: _Optional[float] = ..., anchor_held_out: _Optional[bool] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "model", "state", "trigger", "reason", "base_version", "samples_upto", "attempt", "created", "started", "finished", "candidate_version", "gate", "error")

@@ -55,7 +55,7 @@ from bench.adaptation import (  # noqa: E402
     split_rows,
     write_csv,
 )
-from bench.serving import ServerProcess, loopserve_command  # noqa: E402
+from bench.serving import ServerProcess, loopserve_command, proc_status_mib  # noqa: E402
 
 MODEL = "drift-bench"
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -171,6 +171,26 @@ def ready(status: Any, names: Sequence[str]) -> bool:
     if failed:
         raise RuntimeError(f"drift detectors failed: {status}")
     return all(states.get(n) == "ready" for n in names)
+
+
+def drift_worker_pid(server_pid: int) -> int | None:
+    """The drift worker: the server's child started by multiprocessing's spawn."""
+    for children in Path(f"/proc/{server_pid}/task").glob("*/children"):
+        for child in children.read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+                return int(child)
+    return None
+
+
+def memory_report(server_pid: int) -> dict[str, float | None]:
+    worker = drift_worker_pid(server_pid)
+    return {
+        "server_rss_mib": proc_status_mib(server_pid, "VmRSS"),
+        "server_peak_mib": proc_status_mib(server_pid, "VmHWM"),
+        "worker_rss_mib": proc_status_mib(worker, "VmRSS") if worker else None,
+        "worker_peak_mib": proc_status_mib(worker, "VmHWM") if worker else None,
+    }
 
 
 def cycle(texts: list[str], count: int, seed: int) -> list[str]:
@@ -302,6 +322,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 flush=True,
             )
         final = drift_status(server.address)
+        report["memory"] = memory_report(server.proc.pid)
         events.close()
     report["phases"] = phase_report(phases, events, detectors, windows, recipe.ert)
     report["samples_dropped"] = final.samples_dropped
@@ -389,6 +410,11 @@ def print_summary(report: dict[str, Any]) -> None:
         f"{'OK' if ok else 'MISSED'}"
     )
     print(f"  samples dropped by the drift queue: {report['samples_dropped']}")
+    mem = report["memory"]
+    print(
+        f"  memory: server RSS {mem['server_rss_mib']} MiB (peak {mem['server_peak_mib']}), "
+        f"drift worker RSS {mem['worker_rss_mib']} MiB (peak {mem['worker_peak_mib']})"
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

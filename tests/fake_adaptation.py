@@ -25,6 +25,7 @@ from service.adaptation.types import (
     VersionSummary,
 )
 from service.api import GrpcServer, build_server
+from service.drift import Candidate, DetectorState, DetectorStatus, DriftStatus
 from service.errors import InvalidInput, NotFound
 from service.inference import InferenceService
 from service.metrics import Metrics
@@ -34,6 +35,44 @@ MODEL = "support-intents"
 OTHER_MODEL = "billing-intents"
 LABELS = ["billing", "shipping", "other"]
 CREATED = 1_714_557_600.0  # 2024-05-01 10:00 UTC
+
+DRIFT = DriftStatus(
+    model=MODEL,
+    version=3,
+    alarm=True,
+    detectors=[
+        DetectorStatus(
+            MODEL,
+            "confidence",
+            "ks",
+            3,
+            DetectorState.CALIBRATING,
+            reference_source="traffic",
+            message="collecting traffic reference: 12/1000",
+        ),
+        DetectorStatus(
+            MODEL,
+            "embedding",
+            "mmd",
+            3,
+            DetectorState.READY,
+            statistic=0.031,
+            threshold=0.012,
+            drift_detected=True,
+            alarm=True,
+            alarm_since=CREATED + 60,
+            samples_seen=4200,
+            reference_source="training",
+            reference_size=1000,
+            calibration_seconds=24.5,
+        ),
+    ],
+    samples_dropped=7,
+)
+CANDIDATES = [
+    Candidate("req-9", "where is my parcel, it's late", 3, "shipping", 0.41, 3.2, 0.97),
+    Candidate("", "hello?", 3, "other", 0.55, float("nan"), 0.61),
+]
 
 REJECTING_GATE = GateResult(
     candidate_new=0.93,
@@ -153,6 +192,16 @@ class FakeAdaptationCore:
             Event(EventKind.SAMPLES_ACCEPTED, model, time.time(), f"{accepted} samples accepted")
         )
         return AddOutcome(accepted, duplicates, ids)
+
+    async def drift_status(self, model: str) -> DriftStatus:
+        self._check_model(model)
+        return DRIFT
+
+    async def labeling_candidates(self, model: str, count: int) -> list[Candidate]:
+        self._check_model(model)
+        if not 0 <= count <= 1000:
+            raise InvalidInput(f"count must be in [0, 1000] (0 means 20), got {count}")
+        return CANDIDATES[: count or 20]
 
     async def list_versions(self, model: str) -> list[VersionSummary]:
         self._check_model(model)

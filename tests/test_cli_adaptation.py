@@ -3,6 +3,7 @@ an in-process server on a fake adaptation core."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 from collections.abc import Iterator
@@ -274,7 +275,58 @@ def test_rollback(run: Any) -> None:
     assert code == 1 and err.strip() == "loopserve: NOT_FOUND: support-intents has no version 9"
 
 
-@pytest.mark.parametrize("command", [["versions"], ["status"], ["finetune"], ["rollback", "1"]])
+def test_drift(run: Any) -> None:
+    code, out, _ = run("drift")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "support-intents: version 3, ALARM, 7 samples dropped"
+    assert lines[1].split() == [
+        "DETECTOR", "METHOD", "STATE", "STATISTIC", "THRESHOLD", "ALARM", "SEEN", "REFERENCE", "NOTE",
+    ]  # fmt: skip
+    assert lines[2].split()[:7] == ["confidence", "ks", "calibrating", "-", "-", "no", "0"]
+    assert lines[3].split()[:8] == [
+        "embedding", "mmd", "ready", "0.031", "0.012", "yes", "4200", "training",
+    ]  # fmt: skip
+    code, out, _ = run("drift", "--json")
+    document = json.loads(out)
+    assert document["detectors"][0]["statistic"] is None
+    assert document["detectors"][1]["state"] == "ready"
+
+
+def test_candidates_write_a_csv_that_label_takes_back(
+    run: Any, core: FakeAdaptationCore, tmp_path: Path
+) -> None:
+    out = tmp_path / "c.csv"
+    code, printed, _ = run("candidates", "--out", str(out), "--count", "5")
+    assert code == 0 and "wrote 2 candidates" in printed
+    with out.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["text"] == "where is my parcel, it's late" and rows[0]["label"] == ""
+    assert rows[0]["prediction_id"] == "req-9" and rows[0]["confidence"] == "0.4100"
+    assert rows[1]["atypicality"] == ""
+    text = out.read_text(encoding="utf-8").replace('late",,req-9', 'late",shipping,req-9')
+    out.write_text(text, encoding="utf-8")
+    code, printed, _ = run("label", str(out), "--skip-unlabeled")
+    assert code == 0 and "1 accepted" in printed
+    (sample,) = core.batches[-1]
+    assert (sample.label, sample.prediction_id) == ("shipping", "req-9")
+    code, _, err = run("candidates", "--out", str(out), "--count", "0")
+    assert code == 2 and "--count must be in [1, 1000]" in err
+    code, _, err = run("candidates", "--out", str(tmp_path / "missing" / "c.csv"))
+    assert code == 2 and "cannot write" in err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["versions"],
+        ["status"],
+        ["finetune"],
+        ["rollback", "1"],
+        ["drift"],
+        ["candidates", "--out", "x.csv"],
+    ],
+)
 def test_unknown_model_exits_1(run: Any, command: list[str]) -> None:
     code, out, err = run(*command, "--model", "nope")
     assert code == 1 and out == ""

@@ -4,13 +4,16 @@ a real in-process server, error statuses, the event stream and its cancellation.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
 from fake_adaptation import (
+    CANDIDATES,
     CREATED,
+    DRIFT,
     LABELS,
     MODEL,
     OTHER_MODEL,
@@ -37,6 +40,7 @@ from service.api.adaptation_client import AdaptationClient
 from service.api.adaptation_converters import (
     AddSamplesRequestConverter,
     AddSamplesResponseConverter,
+    DriftStatusConverter,
     EventConverter,
     GateResultConverter,
     JobConverter,
@@ -47,6 +51,7 @@ from service.api.adaptation_converters import (
     numeric_metrics,
 )
 from service.api.client import ClientError
+from service.drift import DetectorState
 from service.errors import Unavailable
 
 SERVICE = "loopserve.v1.Adaptation"
@@ -433,3 +438,36 @@ def test_without_an_adaptation_core_the_service_is_absent(core: FakeAdaptationCo
             )
     finally:
         server.stop()
+
+
+def test_drift_status_round_trips_with_absent_values(client: AdaptationClient) -> None:
+    status = client.drift_status(MODEL)
+    assert status.model == MODEL and status.version == 3 and status.alarm and status.enabled
+    assert status.samples_dropped == 7
+    calibrating, ready = status.detectors
+    assert ready == DRIFT.detectors[1]
+    assert calibrating.state is DetectorState.CALIBRATING
+    assert math.isnan(calibrating.statistic) and calibrating.alarm_since is None
+    assert calibrating.calibration_seconds is None
+    assert calibrating.message == "collecting traffic reference: 12/1000"
+
+
+def test_drift_status_message_leaves_unknown_numbers_unset() -> None:
+    message = DriftStatusConverter.from_types(DRIFT)
+    assert not message.detectors[0].HasField("statistic")
+    assert message.detectors[1].statistic == pytest.approx(0.031)
+
+
+def test_labeling_candidates(client: AdaptationClient, stub: AdaptationStub) -> None:
+    candidates = client.labeling_candidates(MODEL, 0)
+    assert [c.prediction_id for c in candidates] == ["req-9", ""]
+    assert candidates[0] == CANDIDATES[0]
+    assert math.isnan(candidates[1].atypicality)
+    assert len(client.labeling_candidates(MODEL, 1)) == 1
+    with pytest.raises(grpc.RpcError) as error:
+        stub.GetLabelingCandidates(pb.GetLabelingCandidatesRequest(model=MODEL, count=-1))
+    assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details() == "count must be in [0, 1000] (0 means 20), got -1"
+    with pytest.raises(grpc.RpcError) as error:
+        stub.GetDriftStatus(pb.GetDriftStatusRequest(model="nope"))
+    assert error.value.code() is grpc.StatusCode.NOT_FOUND

@@ -28,7 +28,7 @@ def test_seed_plus_the_samples_the_version_was_trained_on(
     info = registry.update_meta(1, samples_upto=2)
     seed = [t for t, _ in read_labeled_csv(tiny_definition.seed_path)]
     texts = training_texts(tiny_definition, store, info, size=10_000, seed=0)
-    assert texts == list(dict.fromkeys(seed)) + ["trained on"]
+    assert texts == [*dict.fromkeys(seed), "trained on"]
     sampled = training_texts(tiny_definition, store, info, size=10, seed=0)
     assert len(sampled) == 10 and set(sampled) <= set(texts)
     assert sampled == training_texts(tiny_definition, store, info, size=10, seed=0)

@@ -36,6 +36,7 @@ from service.drift._types import DetectorState, DetectorStatus, Observations
 
 log = logging.getLogger(__name__)
 STATUS_INTERVAL = 1.0
+HEARTBEAT_INTERVAL = 5.0
 EMBED_CHUNK = 32
 
 
@@ -263,14 +264,17 @@ class _ModelDrift:
         return slot.alarm.update(slot.detector.drift_detected, len(observations))
 
     def send(self, force: bool = False) -> None:
-        """Send the statuses now when ``force``, else when they changed and a second passed."""
-        now = time.monotonic()
-        if not force and (not self._dirty or now - self._last_sent < STATUS_INTERVAL):
-            return
-        self._last_sent, self._dirty = now, False
-        with self._lock:
+        """Send the statuses now when ``force``; else when they changed and a second passed, or
+        every few seconds regardless (a lost update then cannot leave the monitor stale)."""
+        with self._lock:  # snapshot and send together: fitting threads also send
+            now = time.monotonic()
+            waited = now - self._last_sent
+            due = (self._dirty and waited >= STATUS_INTERVAL) or waited >= HEARTBEAT_INTERVAL
+            if not (force or due):
+                return
+            self._last_sent, self._dirty = now, False
             statuses = [self._status(slot) for slot in self.slots.values()]
-        self._worker.send(Statuses(self.model, statuses))
+            self._worker.send(Statuses(self.model, statuses))
 
     def _status(self, slot: _Slot) -> DetectorStatus:
         detector = slot.detector

@@ -337,11 +337,14 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             p50[mode].append(p50_round(state_dir, models_dir, log, texts, args.latency_warmup))
             print(f"  round {r + 1} {mode}: p50 {p50[mode][-1]:.3f} ms", flush=True)
     set_detectors(models_dir, detectors)
-    off, on = float(np.median(p50["off"])), float(np.median(p50["on"]))
+    # Servers differ by several percent from one start to the next: the overhead is the median
+    # of the on/off ratios of consecutive pairs.
+    ratios = [on / off for off, on in zip(p50["off"], p50["on"], strict=True)]
     report["latency"] = {
         "p50_ms_off": p50["off"],
         "p50_ms_on": p50["on"],
-        "overhead": on / off - 1,
+        "overhead": float(np.median(ratios)) - 1,
+        "overhead_of_medians": float(np.median(p50["on"]) / np.median(p50["off"])) - 1,
     }
     print_summary(report)
     return report
@@ -405,9 +408,10 @@ def print_summary(report: dict[str, Any]) -> None:
         )
     ok = lat["overhead"] <= TARGET_P50_OVERHEAD
     print(
-        f"  serving p50 off {lat['p50_ms_off']} ms, on {lat['p50_ms_on']} ms: overhead "
-        f"{lat['overhead'] * 100:+.1f}% (target <= {TARGET_P50_OVERHEAD:.0%}) "
-        f"{'OK' if ok else 'MISSED'}"
+        f"  serving p50 off {[round(v, 2) for v in lat['p50_ms_off']]} ms, on "
+        f"{[round(v, 2) for v in lat['p50_ms_on']]} ms: overhead {lat['overhead'] * 100:+.1f}% "
+        f"(median of pair ratios; of medians {lat['overhead_of_medians'] * 100:+.1f}%) "
+        f"(target <= {TARGET_P50_OVERHEAD:.0%}) {'OK' if ok else 'MISSED'}"
     )
     print(f"  samples dropped by the drift queue: {report['samples_dropped']}")
     mem = report["memory"]
@@ -426,7 +430,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--shift-samples", type=int, default=600, help="samples per shift phase (600)")
     add("--recovery-samples", type=int, default=1000, help="in-distribution between shifts")
     add("--mix-intents", type=int, default=8, help="intents in the intent-mix shift (8)")
-    add("--latency-rounds", type=int, default=2, help="off/on server pairs for p50 (2)")
+    add("--latency-rounds", type=int, default=6, help="off/on server pairs for p50 (6)")
     add("--latency-requests", type=int, default=1500, help="measured requests per server")
     add("--latency-warmup", type=int, default=1100, help="warm-up requests per server")
     add("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",

@@ -24,7 +24,6 @@ on vs off (alternating servers on the same state, after warm-up).
 from __future__ import annotations
 
 import argparse
-import bisect
 import json
 import random
 import shutil
@@ -62,6 +61,7 @@ INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 OTHER_DOMAIN = REPO / "models" / "support-intents" / "seed.csv"
 INIT_TIMEOUT_S = 900.0
 CALIBRATION_TIMEOUT_S = 600.0
+CATCH_UP_TIMEOUT_S = 300.0
 TARGET_CALIBRATION_S = 60.0
 TARGET_P50_OVERHEAD = 0.05
 TARGET_DELAY_WINDOWS = 2
@@ -73,11 +73,8 @@ class Phase:
     texts: list[str]
     start: float = 0.0
     end: float = 0.0
-    answered: list[float] = field(default_factory=list)  # answer times, in order
     latencies_ms: list[float] = field(default_factory=list)
-
-    def samples_by(self, when: float) -> int:
-        return bisect.bisect_right(self.answered, when)
+    seen_before: dict[str, int] = field(default_factory=dict)  # per detector, at the start
 
 
 @dataclass
@@ -87,6 +84,7 @@ class AlarmEvent:
     detector: str
     statistic: str
     threshold: str
+    samples_seen: int  # the detector's count when it raised the alarm
 
 
 class EventLog:
@@ -118,13 +116,21 @@ class EventLog:
                             a.get("detector", ""),
                             a.get("statistic", ""),
                             a.get("threshold", ""),
+                            int(a.get("samples_seen", "0")),
                         )
                     )
         except grpc.RpcError:
             pass
 
-    def raised(self, start: float, end: float) -> list[AlarmEvent]:
-        return [e for e in self.events if e.kind == "drift_alarm_raised" and start <= e.time <= end]
+    def raised(self, detector: str, first: int, last: int) -> list[AlarmEvent]:
+        """Alarms the detector raised while scoring its samples number ``first`` to ``last``."""
+        return [
+            e
+            for e in self.events
+            if e.kind == "drift_alarm_raised"
+            and e.detector == detector
+            and first <= e.samples_seen <= last
+        ]
 
     def close(self) -> None:
         self._stream.cancel()
@@ -143,7 +149,6 @@ def stream(address: str, phase: Phase, prefix: str) -> None:
             call(request, timeout=30)
             done = time.perf_counter()
             phase.latencies_ms.append((done - sent) * 1000)
-            phase.answered.append(done)
         phase.end = time.perf_counter()
 
 
@@ -163,6 +168,20 @@ def wait_status(address: str, predicate: Any, timeout: float) -> tuple[Any, floa
         if time.perf_counter() - started > timeout:
             raise TimeoutError(f"drift status after {timeout:.0f}s: {status}")
         time.sleep(0.1)
+
+
+def seen(status: Any) -> dict[str, int]:
+    """Samples scored so far by each ready detector."""
+    return {d.detector: d.samples_seen for d in status.detectors if d.state.value == "ready"}
+
+
+def phase_windows(phase: Phase, detectors: list[str]) -> dict[str, tuple[int, int]]:
+    """Per detector that was ready at the start: its sample numbers during the phase."""
+    return {
+        d: (phase.seen_before[d] + 1, phase.seen_before[d] + len(phase.texts))
+        for d in detectors
+        if d in phase.seen_before
+    }
 
 
 def ready(status: Any, names: Sequence[str]) -> bool:
@@ -309,16 +328,30 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             flush=True,
         )
         for phase in phases:
+            before = seen(drift_status(server.address))
+            phase.seen_before = before
             stream(server.address, phase, phase.name[:3])
             if phase.name == "reference":
                 wait_status(server.address, lambda s: ready(s, detectors), CALIBRATION_TIMEOUT_S)
-            time.sleep(1.5)  # let the worker catch up before the next phase starts
+            else:
+                # The worker scores behind the traffic (it only takes idle CPU time): wait
+                # until it has scored the whole phase, so alarms are attributed by sample count.
+                target = {d: n + len(phase.texts) for d, n in before.items()}
+                wait_status(
+                    server.address,
+                    lambda s, t=target: all(seen(s).get(d, 0) >= n for d, n in t.items()),  # type: ignore[misc]
+                    CATCH_UP_TIMEOUT_S,
+                )
+            time.sleep(1.0)  # let the last events arrive
             phase.end = time.perf_counter()
-            raised = events.raised(phase.start, phase.end)
+            first = {
+                d: [e.samples_seen - phase.seen_before.get(d, 0) for e in events.raised(d, *window)]
+                for d, window in phase_windows(phase, detectors).items()
+            }
             print(
                 f"  {phase.name}: {len(phase.texts)} samples, p50 "
-                f"{np.percentile(phase.latencies_ms, 50):.2f} ms, alarms raised: "
-                f"{', '.join(f'{e.detector}@{phase.samples_by(e.time)}' for e in raised) or 'none'}",
+                f"{np.percentile(phase.latencies_ms, 50):.2f} ms, alarms raised after "
+                f"{ {d: v for d, v in first.items() if v} or 'none' }",
                 flush=True,
             )
         final = drift_status(server.address)
@@ -355,13 +388,13 @@ def phase_report(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for phase in phases:
-        raised = events.raised(phase.start, phase.end)
         first: dict[str, int | None] = dict.fromkeys(detectors)
         counts = dict.fromkeys(detectors, 0)
-        for e in raised:
-            counts[e.detector] = counts.get(e.detector, 0) + 1
-            if first.get(e.detector) is None:
-                first[e.detector] = phase.samples_by(e.time)
+        for d, window in phase_windows(phase, detectors).items():
+            raised = events.raised(d, *window)
+            counts[d] = len(raised)
+            if raised:
+                first[d] = raised[0].samples_seen - phase.seen_before[d]
         entry: dict[str, Any] = {
             "samples": len(phase.texts),
             "p50_ms": float(np.percentile(phase.latencies_ms, 50)),

@@ -125,6 +125,7 @@ class AdaptationService:
             f"{status.statistic:.4g}, threshold {status.threshold:.4g}",
             detector=status.detector, method=status.method, version=status.version,
             statistic=status.statistic, threshold=status.threshold,
+            samples_seen=status.samples_seen,
         )  # fmt: skip
         log.warning("drift alarm %s for %s by %s (%s)", verb, model, status.detector, status.method)
         if raised:

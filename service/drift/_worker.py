@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 STATUS_INTERVAL = 1.0
 HEARTBEAT_INTERVAL = 5.0
 EMBED_CHUNK = 32
+SCORE_CHUNK = 10
 
 
 @dataclass(frozen=True)
@@ -232,26 +233,38 @@ class _ModelDrift:
     # scoring ----------------------------------------------------------------------------------
 
     def observe(self, message: Observe) -> None:
+        # In chunks, with the statuses sent as soon as an alarm changes, so that the alarm
+        # carries the sample count it was raised at even when the worker is catching up.
+        rows = message.observations
+        for start in range(0, len(rows), SCORE_CHUNK):
+            chunk = Observations(
+                rows.embeddings[start : start + SCORE_CHUNK],
+                rows.probabilities[start : start + SCORE_CHUNK],
+            )
+            if not self._observe_chunk(message.version, chunk):
+                return
+
+    def _observe_chunk(self, version: int, observations: Observations) -> bool:
+        """Score (or collect) one chunk; False when ``version`` is not the monitored one."""
         changed = False
         to_fit: list[tuple[_Slot, Observations]] = []
         with self._lock:
-            if message.version != self.version:
-                return  # served by a version that is no longer (or not yet) monitored
+            if version != self.version:
+                return False  # served by a version that is no longer (or not yet) monitored
             for slot in self.slots.values():
                 if slot.state is DetectorState.READY:
-                    changed |= self._score(slot, message.observations)
+                    changed |= self._score(slot, observations)
                 elif slot.source == "traffic" and not slot.fitting:
-                    slot.collected.append(message.observations)
+                    slot.collected.append(observations)
                     if slot.collected_rows >= self.recipe.reference_size:
                         slot.fitting, slot.message = True, "configuring thresholds"
                         rows = Observations.concat(slot.collected)
                         to_fit.append((slot, _head(rows, self.recipe.reference_size)))
         for slot, reference in to_fit:
-            threading.Thread(
-                target=self._fit, args=(slot, message.version, reference), daemon=True
-            ).start()
+            threading.Thread(target=self._fit, args=(slot, version, reference), daemon=True).start()
         self._dirty = True
         self.send(force=changed or bool(to_fit))
+        return True
 
     def _score(self, slot: _Slot, observations: Observations) -> bool:
         """Update one detector; True when its alarm or state changed."""

@@ -24,12 +24,14 @@ class JobData:
     anchor_held_out: bool = False  # the anchor comes from the reserve: no version trained on it
 
 
-def reserved(sample_id: str, fraction: float) -> bool:
-    """Whether a stored sample is in the evaluation reserve: a stable choice of about ``fraction``
-    of all samples, by a hash of the id, that no job ever trains on. It gives each gate new data
-    to judge on and, later, old data that neither the candidate nor the serving version has seen,
-    so that forgetting is measured rather than the loss of memorised training rows."""
-    digest = hashlib.sha256(sample_id.encode("utf-8")).digest()
+def reserved(text: str, label: str, fraction: float) -> bool:
+    """Whether a labeled sample is in the evaluation reserve: a stable choice of about
+    ``fraction`` of all samples, by a hash of the text and label, that no job ever trains on.
+    It gives each gate new data to judge on and, later, old data that neither the candidate nor
+    the serving version has seen, so that forgetting is measured rather than the loss of
+    memorised training rows. Hashing the content (not the id) keeps a text posted twice on one
+    side."""
+    digest = hashlib.sha256(f"{text}\x1f{label}".encode()).digest()
     return int.from_bytes(digest[:8], "big") < fraction * 2**64
 
 

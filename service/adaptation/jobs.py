@@ -254,7 +254,7 @@ def _split_reserved(samples: list[Sample], fraction: float) -> tuple[Pairs, Pair
     trainable: Pairs = []
     reserve: Pairs = []
     for sample in samples:
-        (reserve if _data.reserved(sample.id, fraction) else trainable).append(
+        (reserve if _data.reserved(sample.text, sample.label, fraction) else trainable).append(
             (sample.text, sample.label)
         )
     return trainable, reserve

@@ -13,7 +13,8 @@ serve`` and streams single-text requests through it, one at a time:
 
 For each shift it prints, per detector, the samples from the start of the shift to the alarm
 (WatchEvents ``drift_alarm_raised``). It prints the calibration time (server start to the
-embedding detector ready, and the threshold configuration alone), false alarms per 10k
+detectors with a training reference ready, and the embedding detector's threshold
+configuration alone), false alarms per 10k
 in-distribution samples against what the configured ERT implies, and serving p50 with monitoring
 on vs off (alternating servers on the same state, after warm-up).
 
@@ -170,6 +171,10 @@ def wait_status(address: str, predicate: Any, timeout: float) -> tuple[Any, floa
         time.sleep(0.1)
 
 
+def reference_of(recipe: Any, detector: str) -> str:
+    return str(recipe.embedding_reference if detector == "embedding" else recipe.output_reference)
+
+
 def seen(status: Any) -> dict[str, int]:
     """Samples scored so far by each ready detector."""
     return {d.detector: d.samples_seen for d in status.detectors if d.state.value == "ready"}
@@ -312,18 +317,21 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     with ServerProcess(state_dir, models_dir, bench_dir / "server-on.log", model=MODEL) as server:
         ready_s = server.wait_ready()
         events = EventLog(server.address)
+        # Detectors with a training reference calibrate before any traffic; traffic-referenced
+        # ones calibrate on the reference phase below.
+        trained = [d for d in detectors if reference_of(recipe, d) == "training"]
         status, waited = wait_status(
-            server.address, lambda s: ready(s, ["embedding"]) if "embedding" in detectors else True,
-            CALIBRATION_TIMEOUT_S,
-        )  # fmt: skip
+            server.address, lambda s: ready(s, trained), CALIBRATION_TIMEOUT_S
+        )
         fit_s = {d.detector: d.calibration_seconds for d in status.detectors}
         report["calibration"] = {
             "server_ready_seconds": round(ready_s, 2),
-            "embedding_ready_after_start_seconds": round(ready_s + waited, 1),
+            "training_referenced_ready_after_start_seconds": round(ready_s + waited, 1),
             "threshold_configuration_seconds": fit_s.get("embedding"),
         }
         print(
-            f"server ready in {ready_s:.1f}s; embedding detector ready {ready_s + waited:.1f}s "
+            f"server ready in {ready_s:.1f}s; training-referenced detectors ready "
+            f"{ready_s + waited:.1f}s "
             f"after start (threshold configuration {fit_s.get('embedding')}s)",
             flush=True,
         )
@@ -332,7 +340,11 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             phase.seen_before = before
             stream(server.address, phase, phase.name[:3])
             if phase.name == "reference":
-                wait_status(server.address, lambda s: ready(s, detectors), CALIBRATION_TIMEOUT_S)
+                status, _ = wait_status(
+                    server.address, lambda s: ready(s, detectors), CALIBRATION_TIMEOUT_S
+                )
+                fits = {d.detector: d.calibration_seconds for d in status.detectors}
+                report["calibration"]["threshold_configuration_seconds"] = fits.get("embedding")
             else:
                 # The worker scores behind the traffic (it only takes idle CPU time): wait
                 # until it has scored the whole phase, so alarms are attributed by sample count.
@@ -420,9 +432,10 @@ def print_summary(report: dict[str, Any]) -> None:
     lat = report["latency"]
     fa = phases["in-distribution"]
     print("\nsummary")
-    ok = (cal["embedding_ready_after_start_seconds"] or 0) <= TARGET_CALIBRATION_S
+    ok = (cal["training_referenced_ready_after_start_seconds"] or 0) <= TARGET_CALIBRATION_S
     print(
-        f"  calibration: embedding detector ready {cal['embedding_ready_after_start_seconds']}s "
+        f"  calibration: training-referenced detectors ready "
+        f"{cal['training_referenced_ready_after_start_seconds']}s "
         f"after start, thresholds {cal['threshold_configuration_seconds']}s "
         f"(target <= {TARGET_CALIBRATION_S:.0f}s) {'OK' if ok else 'MISSED'}"
     )

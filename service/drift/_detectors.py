@@ -86,21 +86,22 @@ class EmbeddingDetector(_Readings):
         self._seen = 0
 
     def fit(self, reference: Observations) -> None:
-        import torch
         from alibi_detect.cd import LSDDDriftOnline, MMDDriftOnline
+
+        # alibi-detect's own seeding (torch, numpy, random): the bootstrap permutations come from
+        # torch, which only service.training imports directly. It sets the global generators of
+        # the drift worker's process, which nothing else there draws from.
+        from alibi_detect.utils._random import set_seed
 
         if len(reference) < 2 * self._window_size:
             raise ValueError(
                 f"the embedding reference needs at least {2 * self._window_size} rows "
                 f"(twice window_size), got {len(reference)}"
             )
-        # One thread: the worker shares the machine with serving, and these small tensor ops run
-        # far slower (tens of times, measured) when two OpenMP threads contend for busy cores.
-        torch.set_num_threads(1)
-        torch.manual_seed(self._seed)
         self.projection = Projection.fit(reference.embeddings, self._dims)
         x_ref = self.projection.transform(reference.embeddings)
         cls = MMDDriftOnline if self.method == "mmd" else LSDDDriftOnline
+        set_seed(self._seed)
         self._cd = cls(
             x_ref,
             ert=self._ert,
@@ -136,12 +137,10 @@ class EmbeddingDetector(_Readings):
         self._cd = pickle.loads(state["_cd"])
         backend = getattr(self._cd, "_detector", None)
         if self.method == "lsdd" and backend is not None:
-            import torch
-
-            mean = torch.from_numpy(self._ref_mean)
-            std = torch.from_numpy(self._ref_std) + 1e-12
+            # Tensors made like the backend's own (only its scoring normalisation is needed).
+            mean = backend.kernel_centers.new_tensor(self._ref_mean)
+            std = backend.kernel_centers.new_tensor(self._ref_std) + 1e-12
             backend._normalize = lambda x: (x - mean) / std
-            backend._unnormalize = lambda x: (torch.as_tensor(x) * std + mean).cpu().numpy()
 
     def update(self, batch: Observations) -> None:
         if self._cd is None or self.projection is None:

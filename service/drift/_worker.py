@@ -415,11 +415,12 @@ def _lower_priority(nice: int) -> None:
 
 
 def _limit_threads(threads: int) -> None:
+    """Set before alibi-detect (and with it torch) is first imported in this process, which
+    happens at the first fit. One thread by default: the worker shares the machine with serving,
+    and alibi-detect's small tensor ops ran tens of times slower (measured) when two OpenMP
+    threads contended for busy cores."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 def _embed(reference: ReferenceTexts, threads: int) -> Observations:

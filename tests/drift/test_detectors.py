@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -20,6 +20,18 @@ from service.drift import (
 )
 
 DIM, LABELS = 16, 4
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """The worker process runs torch on one thread (set before torch loads); tests that run the
+    detectors in this process, where torch is already loaded, do the same."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def stream(n: int, seed: int, shifted: bool = False) -> Observations:

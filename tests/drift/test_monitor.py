@@ -24,6 +24,7 @@ from conftest import (
     tiny_rows,
     write_tiny_definition,
 )
+from test_detectors import one_torch_thread  # noqa: F401 (autouse)
 
 from service.adaptation.types import EventKind
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_detectors import stream
+from test_detectors import one_torch_thread, stream  # noqa: F401 (autouse)
 
 from service.config import DriftRecipe
 from service.drift import DetectorState, DetectorStatus, LabelDetector

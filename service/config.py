@@ -99,6 +99,8 @@ class AdaptationRecipe:
     drift_min_samples: int = 20
     backoff_seconds: float = 300.0
     max_retries: int = 1
+    settle_seconds: float = 2.0
+    max_settle_seconds: float = 30.0
     replay_ratio: float = 1.0
     holdout_fraction: float = 0.2
     anchor_size: int = 300
@@ -111,12 +113,18 @@ class AdaptationRecipe:
     batch_size: int = 16
     job_threads: int = 1
     job_nice: int = 10
+    job_idle_priority: bool = True
     seed: int = 0
 
     def validate(self, where: str) -> None:
         _check(self.min_new_samples >= 1, where, "min_new_samples must be >= 1")
         _check(self.drift_min_samples >= 1, where, "drift_min_samples must be >= 1")
         _check(self.backoff_seconds >= 0, where, "backoff_seconds must be >= 0")
+        _check(
+            0 <= self.settle_seconds <= self.max_settle_seconds,
+            where,
+            "settle_seconds must be in [0, max_settle_seconds]",
+        )
         _check(self.max_retries >= 0, where, "max_retries must be >= 0")
         _check(self.replay_ratio >= 0, where, "replay_ratio must be >= 0")
         _check(0 < self.holdout_fraction < 0.9, where, "holdout_fraction must be in (0, 0.9)")

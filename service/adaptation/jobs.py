@@ -184,6 +184,7 @@ class JobRunner:
             int8_max_accuracy_drop=definition.serving.int8_max_accuracy_drop,
             threads=definition.adaptation.job_threads,
             nice=definition.adaptation.job_nice,
+            idle_priority=definition.adaptation.job_idle_priority,
             staging_dir=str(staging),
             result_path=str(job_dir / "result.json"),
         )

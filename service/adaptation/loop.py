@@ -79,6 +79,11 @@ class AdaptationService:
         }
         self._alarms: dict[str, _Alarm] = {}
         self._trigger_lock = threading.Lock()
+        # Settling (see policy): when labels last arrived, since when a job is due, and the timer
+        # that looks again once the labels have gone quiet. Monotonic seconds.
+        self._last_label: dict[str, float] = {}
+        self._due_since: dict[str, float] = {}
+        self._settle_timers: dict[str, threading.Timer] = {}
         self._stopping = False
         # (model, version) -> (labeled, correct): delayed-label counts behind online accuracy.
         self._online: dict[tuple[str, str], tuple[int, int]] = {}
@@ -96,6 +101,9 @@ class AdaptationService:
     def stop(self, timeout: float = 10.0) -> None:
         """Start no more jobs; end a running one (it is marked failed)."""
         self._stopping = True
+        with self._trigger_lock:
+            for timer in self._settle_timers.values():
+                timer.cancel()
         for runner in self._runners.values():
             runner.stop(timeout)
 
@@ -146,6 +154,7 @@ class AdaptationService:
         self._metrics.samples.labels(model, "accepted").inc(outcome.accepted)
         self._metrics.samples.labels(model, "duplicate").inc(outcome.duplicates)
         if outcome.accepted:
+            self._last_label[model] = time.monotonic()
             self._score_delayed_labels(model, samples, outcome)
             labeled = {s.prediction_id for s in samples if s.prediction_id}
             if labeled and self.on_labeled is not None:
@@ -330,6 +339,9 @@ class AdaptationService:
                 )
             )
             if decision is None:
+                self._due_since.pop(model, None)
+                return None
+            if self._settling(model, decision):
                 return None
             attempt = latest.attempt + 1 if decision == "retry" and latest is not None else 1
             reason = {
@@ -339,11 +351,33 @@ class AdaptationService:
             }[decision]
             return self._start(model, decision, reason, attempt)
 
+    def _settling(self, model: str, trigger: str) -> bool:
+        """Hold a label-triggered job back while a burst of labels is still arriving (called
+        under the trigger lock); a timer looks again when the burst should have ended."""
+        now = time.monotonic()
+        due = self._due_since.setdefault(model, now)
+        quiet = now - self._last_label.get(model, float("-inf"))
+        delay = self._policies[model].settle_delay(trigger, quiet, now - due)
+        previous = self._settle_timers.pop(model, None)
+        if previous is not None:
+            previous.cancel()
+        if delay <= 0:
+            return False
+        timer = threading.Timer(delay, self._maybe_start, args=(model,))
+        timer.daemon = True
+        self._settle_timers[model] = timer
+        timer.start()
+        return True
+
     def _start(self, model: str, trigger: str, reason: str, attempt: int = 1) -> Job:
         if self._stopping:
             raise Unavailable("server is shutting down; no new fine-tune jobs")
         served = self._models[model]
         base = self._serving_version(served)
+        self._due_since.pop(model, None)
+        timer = self._settle_timers.pop(model, None)
+        if timer is not None:
+            timer.cancel()
         job = self._jobs.create(
             model, trigger, reason, base, self._samples.last_seq(model), attempt
         )

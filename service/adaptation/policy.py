@@ -1,6 +1,11 @@
 """When to fine-tune: enough new labels, a drift alarm with enough labels since, a retry after a
 failure, or an operator's request. One job per model; after a rejection or exhausted retries the
-model backs off for ``backoff_seconds`` and then waits for fresh labels."""
+model backs off for ``backoff_seconds`` and then waits for fresh labels.
+
+A labeling tool posts in bursts (a file is several AddSamples calls), so a job triggered by
+labels waits until none has arrived for ``settle_seconds`` and trains on the whole burst, but
+never waits longer than ``max_settle_seconds`` once it is due, so a steady stream cannot starve it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ from dataclasses import dataclass
 
 from service.adaptation.types import Job, JobState
 from service.config import AdaptationRecipe
+
+LABEL_TRIGGERS = ("samples", "drift")
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,15 @@ class TriggerPolicy:
         if state.samples_since_serving >= r.min_new_samples:
             return "samples"
         return None
+
+    def settle_delay(self, trigger: str, quiet_for: float, due_for: float) -> float:
+        """Seconds to hold a due ``trigger`` back: labels arrived ``quiet_for`` seconds ago and
+        the job has been due for ``due_for`` seconds. 0 means start now."""
+        if trigger not in LABEL_TRIGGERS:
+            return 0.0
+        r = self.recipe
+        wait = min(r.settle_seconds - quiet_for, r.max_settle_seconds - due_for)
+        return max(wait, 0.0)
 
     def _backs_off(self, job: Job) -> bool:
         return job.state is JobState.REJECTED or (

@@ -36,6 +36,7 @@ class FineTuneSpec:
     staging_dir: str
     result_path: str
     anchor_held_out: bool = False
+    idle_priority: bool = True
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(dataclasses.asdict(self)), encoding="utf-8")

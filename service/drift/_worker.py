@@ -33,6 +33,7 @@ from service.drift._detectors import (
 )
 from service.drift._reduce import Projection
 from service.drift._types import DetectorState, DetectorStatus, Observations
+from service.priority import lower_priority
 
 log = logging.getLogger(__name__)
 STATUS_INTERVAL = 1.0
@@ -398,20 +399,9 @@ def main(options: WorkerOptions, inbox: Connection, outbox: Connection) -> None:
     logging.basicConfig(
         level=options.log_level, format="%(asctime)s %(levelname)s drift-worker %(message)s"
     )
-    _lower_priority(options.nice)
+    lower_priority(options.nice)
     _limit_threads(options.threads)
     Worker(options, outbox).run(inbox)
-
-
-def _lower_priority(nice: int) -> None:
-    """Run only on CPU time serving leaves idle: SCHED_IDLE where Linux offers it (measured: at
-    plain niceness the worker's scoring still delayed ONNX Runtime's two threads on a 2-core
-    machine), niceness as well in case it is refused."""
-    os.nice(nice)
-    idle = getattr(os, "SCHED_IDLE", None)
-    if idle is not None:
-        with contextlib.suppress(OSError):
-            os.sched_setscheduler(0, idle, os.sched_param(0))
 
 
 def _limit_threads(threads: int) -> None:

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from service.adaptation.gate import decide, paired_margin
 from service.adaptation.spec import FineTuneSpec
 from service.config import GateThresholds, TrainRecipe
+from service.priority import lower_priority
 from service.runtime import LoadedVersion
 from service.training._data import Example, TokenBatcher
 from service.training._export import export_onnx, load_for_check, parity_check, quantize_int8
@@ -40,7 +41,8 @@ def run_job(spec_path: str) -> None:
     spec = FineTuneSpec.load(Path(spec_path))
     result_path = Path(spec.result_path)
     try:
-        os.nice(spec.nice)
+        idle = lower_priority(spec.nice, spec.idle_priority)
+        _log(f"priority: nice {spec.nice}" + (", SCHED_IDLE" if idle else ""))
         torch.set_num_threads(spec.threads)
         result = _fine_tune(spec)
     except BaseException as exc:
@@ -63,7 +65,7 @@ def _fine_tune(spec: FineTuneSpec) -> dict[str, Any]:
     started = time.perf_counter()
     _log(
         f"job: {len(spec.train)} train, {len(spec.validation)} validation, {len(spec.holdout)} "
-        f"holdout, {len(spec.anchor)} anchor rows; {spec.threads} thread(s), nice {spec.nice}"
+        f"holdout, {len(spec.anchor)} anchor rows; {spec.threads} thread(s)"
     )
     staging = Path(spec.staging_dir)
     tokenizer_path = staging / "tokenizer.json"

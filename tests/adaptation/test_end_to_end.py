@@ -35,7 +35,7 @@ def test_labels_posted_with_the_cli_lead_to_a_new_serving_version(
     tmp_path: Path, tiny_backbone: Path, state_dir: Path, start_app: object
 ) -> None:
     models = tmp_path / "models"
-    extra = ADAPTATION.format(min_new=60, lr=3e-4, head_lr=0.02, allow_new="false")
+    extra = ADAPTATION.format(min_new=60, lr=3e-4, head_lr=0.02, allow_new="false", settle=0)
     write_tiny_definition(models, tiny_backbone, extra_toml=extra)
     server: RunningApp = start_app(models_dir=models)  # type: ignore[operator]
     events: list[str] = []
@@ -101,7 +101,9 @@ def test_samples_and_versions_survive_a_restart(
     write_tiny_definition(
         models,
         tiny_backbone,
-        extra_toml=ADAPTATION.format(min_new=1000, lr=3e-4, head_lr=0.02, allow_new="false"),
+        extra_toml=ADAPTATION.format(
+            min_new=1000, lr=3e-4, head_lr=0.02, allow_new="false", settle=0
+        ),
     )
     first: RunningApp = start_app(models_dir=models)  # type: ignore[operator]
     data = write_csv(tmp_path / "labels.csv", shifted(12, seed=0))
@@ -118,9 +120,9 @@ def test_a_job_interrupted_by_a_crash_is_failed_and_retried_on_restart(
     from service.store import SQLiteStore
 
     models = tmp_path / "models"
-    extra = ADAPTATION.format(min_new=1000, lr=3e-4, head_lr=0.02, allow_new="false").replace(
-        "max_retries = 0", "max_retries = 1"
-    )
+    extra = ADAPTATION.format(
+        min_new=1000, lr=3e-4, head_lr=0.02, allow_new="false", settle=0
+    ).replace("max_retries = 0", "max_retries = 1")
     write_tiny_definition(models, tiny_backbone, extra_toml=extra)
     store = SQLiteStore(state_dir / "loopserve.db")
     from service.adaptation.types import NewSample

@@ -35,6 +35,7 @@ ADAPTATION = """
 min_new_samples = {min_new}
 max_retries = 0
 backoff_seconds = 0
+settle_seconds = {settle}
 learning_rate = {lr}
 layer_lr_decay = 1.0
 head_learning_rate = {head_lr}
@@ -116,10 +117,14 @@ def make_loop(tmp_path: Path, tiny_backbone: Path, state_dir: Path) -> Iterator[
     loops: list[Loop] = []
 
     def make(
-        min_new: int = 1000, lr: float = 3e-4, head_lr: float = 0.02, allow_new: bool = False
+        min_new: int = 1000,
+        lr: float = 3e-4,
+        head_lr: float = 0.02,
+        allow_new: bool = False,
+        settle: float = 0.0,
     ) -> Loop:
         extra = ADAPTATION.format(
-            min_new=min_new, lr=lr, head_lr=head_lr, allow_new=str(allow_new).lower()
+            min_new=min_new, lr=lr, head_lr=head_lr, allow_new=str(allow_new).lower(), settle=settle
         )
         write_tiny_definition(tmp_path / "models", tiny_backbone, extra_toml=extra)
         loop = Loop(tmp_path / "models", state_dir)
@@ -157,6 +162,22 @@ def test_enough_labels_trigger_a_fine_tune_that_learns_the_shift_and_promotes(
     )
     status = asyncio.run(loop.service.model_status(TINY_MODEL))
     assert status.serving_version == 3 and status.samples_since_version == 0
+
+
+def test_a_burst_of_labels_is_one_job_once_the_labels_settle(make_loop: object) -> None:
+    loop: Loop = make_loop(min_new=30, settle=1.5)  # type: ignore[operator]
+    rows = shifted(90, seed=0)
+    for start in range(0, 90, 30):  # three calls, as `loopserve label` sends a file
+        loop.post(rows[start : start + 30])
+        time.sleep(0.3)
+    assert loop.store.latest(TINY_MODEL) is None  # due after the first call, but still settling
+    deadline = time.monotonic() + 10
+    while loop.store.latest(TINY_MODEL) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    loop.service.wait_idle(180)
+    jobs = loop.store.recent(TINY_MODEL)
+    assert len(jobs) == 1, jobs
+    assert jobs[0].trigger == "samples" and jobs[0].samples_upto == 90
 
 
 def test_a_worse_candidate_is_rejected_and_never_serves(make_loop: object) -> None:

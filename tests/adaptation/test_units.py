@@ -86,6 +86,24 @@ def test_trigger_policy(situation: PolicyInput, expected: str | None) -> None:
     assert TriggerPolicy(RECIPE).decide(situation) == expected
 
 
+@pytest.mark.parametrize(
+    ("trigger", "quiet_for", "due_for", "delay"),
+    [
+        ("samples", 0.5, 0.5, 1.5),  # labels still arriving: wait for 2 s of quiet
+        ("drift", 1.0, 10.0, 1.0),
+        ("samples", 2.5, 0.0, 0.0),  # quiet long enough
+        ("samples", 0.0, 29.0, 1.0),  # a steady stream: capped at 30 s after the job was due
+        ("samples", 0.0, 31.0, 0.0),
+        ("retry", 0.0, 0.0, 0.0),  # not triggered by labels: never held back
+    ],
+)
+def test_a_due_job_settles_until_labels_go_quiet(
+    trigger: str, quiet_for: float, due_for: float, delay: float
+) -> None:
+    recipe = dataclasses.replace(RECIPE, settle_seconds=2.0, max_settle_seconds=30.0)
+    assert TriggerPolicy(recipe).settle_delay(trigger, quiet_for, due_for) == pytest.approx(delay)
+
+
 def test_backoff_until_after_a_rejection_only() -> None:
     policy = TriggerPolicy(RECIPE)
     assert policy.backoff_until(job(JobState.REJECTED)) == 1100.0

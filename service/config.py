@@ -42,9 +42,10 @@ class TrainRecipe:
     learning_rate: float = 2e-5
     layer_lr_decay: float = 0.9
     finetune_head_learning_rate: float = 1e-3
-    epochs: int = 6
+    epochs: int = 10
     batch_size: int = 16
-    patience: int = 2
+    patience: int = 3
+    refit: bool = True
 
     def validate(self, where: str) -> None:
         _check(

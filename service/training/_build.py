@@ -29,7 +29,7 @@ from service.training._export import (
     quantize_int8,
 )
 from service.training._model import TextClassifier, load_encoder, trainable_state
-from service.training._trainer import Trainer
+from service.training._trainer import Trainer, TrainReport
 
 Progress = Callable[[str], None]
 
@@ -105,8 +105,12 @@ def build_first_version(
             "data": {"seed_rows": len(rows), "train": len(train), "validation": len(val)},
             "train": report.as_dict(),
             "metrics": {
-                "validation_accuracy": accuracy(
-                    session, [e.text for e in val], [e.label for e in val]
+                # After a refit the model has trained on the validation rows: report the score
+                # measured while they were still held out.
+                "validation_accuracy": (
+                    _held_out_accuracy(report)
+                    if report.refit_examples
+                    else accuracy(session, [e.text for e in val], [e.label for e in val])
                 ),
                 "parity_max_abs_diff": parity,
             },
@@ -120,6 +124,11 @@ def build_first_version(
         registry.set_current(info.version)
     progress(f"published {definition.name} version {info.version} at {info.path}")
     return info
+
+
+def _held_out_accuracy(report: TrainReport) -> float:
+    chosen = report.finetuned if report.used_finetune else report.head_only
+    return float((chosen or report.head_only)["accuracy"])
 
 
 def _quantize(

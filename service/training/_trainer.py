@@ -3,8 +3,14 @@
 Phase 1 (feature extraction) trains only the linear head on embeddings computed once. Phase 2
 unfreezes the top ``finetune_layers`` encoder layers: the frozen lower layers run once and their
 outputs are cached, each upper layer gets a learning rate decayed by depth, and training stops
-early when validation accuracy stops improving. Phase 2 is kept only if it beats phase 1 on the
-validation split.
+early when the validation score stops improving. Phase 2 is kept only if it beats phase 1 on the
+validation split. A first version is judged by validation loss (its split has a few rows per
+class); an incremental fine-tune by validation accuracy.
+
+With ``refit`` the validation split only chooses: once the epochs of each phase are known, the
+model starts again from the pretrained weights and trains those epochs on every example. With
+ten examples per class, holding two out of training costs more accuracy than the selection gains
+(measured on BANKING77: 85.3 % without, 85.9 % with, on one split).
 """
 
 from __future__ import annotations
@@ -35,11 +41,20 @@ class Evaluation:
     loss: float
 
     def better_than(self, other: Evaluation | None) -> bool:
+        """Higher accuracy, lower loss on a tie: for validation splits of a hundred rows or more."""
         if other is None:
             return True
         if not math.isclose(self.accuracy, other.accuracy):
             return self.accuracy > other.accuracy
         return self.loss < other.loss
+
+    def lower_loss_than(self, other: Evaluation | None) -> bool:
+        """For a few validation rows per class, where accuracy moves in steps of whole rows and
+        stalls or dips while the loss still falls (measured on BANKING77, 2 rows per intent)."""
+        return other is None or self.loss < other.loss
+
+
+Criterion = Callable[[Evaluation, Evaluation | None], bool]
 
 
 @dataclass
@@ -49,6 +64,9 @@ class TrainReport:
     used_finetune: bool
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    head_epochs: int = 0
+    finetune_epochs: int = 0
+    refit_examples: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +75,9 @@ class TrainReport:
             "used_finetune": self.used_finetune,
             "seconds": round(self.seconds, 2),
             "history": self.history,
+            "head_epochs": self.head_epochs,
+            "finetune_epochs": self.finetune_epochs,
+            "refit_examples": self.refit_examples,
         }
 
 
@@ -72,21 +93,25 @@ class Trainer:
 
     def fit(self, train: list[Example], val: list[Example]) -> TrainReport:
         started = time.perf_counter()
+        pretrained = {k: v.clone() for k, v in self.model.state_dict().items()}
         train_ids, val_ids = (
             self.tokens.ids([e.text for e in train]),
             self.tokens.ids([e.text for e in val]),
         )
         train_y = torch.tensor([e.label for e in train])
         val_y = torch.tensor([e.label for e in val])
-        head_eval = self._fit_head(train_ids, train_y, val_ids, val_y)
+        judge = Evaluation.lower_loss_than
+        head_eval, head_epochs = self._fit_head(train_ids, train_y, val_ids, val_y)
+        report = TrainReport(vars(head_eval), None, False, 0.0, head_epochs=head_epochs)
         self.progress(f"head on frozen features: validation accuracy {head_eval.accuracy:.3f}")
-        report = TrainReport(vars(head_eval), None, False, 0.0)
         r = self.recipe
         if r.finetune_layers > 0 and r.epochs > 0:
             head_state = {k: v.clone() for k, v in self.model.state_dict().items()}
-            tuned_eval = self._fine_tune(train_ids, train_y, val_ids, val_y, report)
+            tuned_eval, report.finetune_epochs = self._fine_tune(
+                train_ids, train_y, val_ids, val_y, report, judge=judge
+            )
             report.finetuned = vars(tuned_eval)
-            if val and not tuned_eval.better_than(head_eval):
+            if val and not judge(tuned_eval, head_eval):
                 self.model.load_state_dict(head_state)
                 self.progress(
                     "fine-tuning did not beat the head alone on validation: keeping the head"
@@ -96,9 +121,26 @@ class Trainer:
                 self.progress(
                     f"fine-tuned top {r.finetune_layers} layers: validation accuracy {tuned_eval.accuracy:.3f}"
                 )
+        if r.refit and val:
+            self.model.load_state_dict(pretrained)
+            self._refit(train + val, report)
         report.seconds = time.perf_counter() - started
         self.model.eval()
         return report
+
+    def _refit(self, examples: list[Example], report: TrainReport) -> None:
+        """Train the chosen epochs of each phase again, from the pretrained weights, on all."""
+        ids = self.tokens.ids([e.text for e in examples])
+        labels = torch.tensor([e.label for e in examples])
+        none: list[list[int]] = []
+        self._fit_head(ids, labels, none, labels[:0], epochs=report.head_epochs)
+        if report.used_finetune:
+            self._fine_tune(ids, labels, none, labels[:0], None, epochs=report.finetune_epochs)
+        report.refit_examples = len(examples)
+        self.progress(
+            f"trained again on all {len(examples)} examples: {report.head_epochs} head epochs"
+            + (f", {report.finetune_epochs} fine-tuning epochs" if report.used_finetune else "")
+        )
 
     def fine_tune(self, train: list[Example], val: list[Example]) -> TrainReport:
         """Only phase 2, continuing from the current weights (incremental fine-tuning)."""
@@ -110,7 +152,8 @@ class Trainer:
         train_y = torch.tensor([e.label for e in train])
         val_y = torch.tensor([e.label for e in val])
         report = TrainReport({}, None, True, 0.0)
-        report.finetuned = vars(self._fine_tune(train_ids, train_y, val_ids, val_y, report))
+        tuned, report.finetune_epochs = self._fine_tune(train_ids, train_y, val_ids, val_y, report)
+        report.finetuned = vars(tuned)
         report.seconds = time.perf_counter() - started
         self.model.eval()
         return report
@@ -132,27 +175,34 @@ class Trainer:
         train_y: torch.Tensor,
         val_ids: list[list[int]],
         val_y: torch.Tensor,
-    ) -> Evaluation:
+        epochs: int | None = None,
+    ) -> tuple[Evaluation, int]:
+        """Full-batch training of the head; with a validation split, the best checkpoint (every
+        10 epochs) and its epoch count, else ``epochs`` (default ``head_epochs``) epochs."""
         r = self.recipe
+        total = epochs if epochs is not None else r.head_epochs
         x_train, x_val = self._features(train_ids), self._features(val_ids)
         head = self.model.head
+        for p in head.parameters():
+            p.requires_grad_(True)
         optimizer = torch.optim.Adam(
             head.parameters(), lr=r.head_learning_rate, weight_decay=r.head_weight_decay
         )
-        best: tuple[Evaluation, dict[str, torch.Tensor]] | None = None
-        for epoch in range(r.head_epochs):
+        best: tuple[Evaluation, dict[str, torch.Tensor], int] | None = None
+        for epoch in range(total):
             optimizer.zero_grad()
             loss = nn.functional.cross_entropy(head(x_train), train_y)
             loss.backward()
             optimizer.step()
-            if len(val_y) and (epoch % 10 == 9 or epoch == r.head_epochs - 1):
+            if len(val_y) and (epoch % 10 == 9 or epoch == total - 1):
                 current = _evaluate_logits(head(x_val).detach(), val_y)
-                if current.better_than(best[0] if best else None):
-                    best = (current, {k: v.clone() for k, v in head.state_dict().items()})
+                if current.lower_loss_than(best[0] if best else None):
+                    state = {k: v.clone() for k, v in head.state_dict().items()}
+                    best = (current, state, epoch + 1)
         if best is None:
-            return _evaluate_logits(head(x_train).detach(), train_y)
+            return _evaluate_logits(head(x_train).detach(), train_y), total
         head.load_state_dict(best[1])
-        return best[0]
+        return best[0], best[2]
 
     # phase 2 -----------------------------------------------------------------------------------
 
@@ -187,18 +237,59 @@ class Trainer:
         train_y: torch.Tensor,
         val_ids: list[list[int]],
         val_y: torch.Tensor,
-        report: TrainReport,
-    ) -> Evaluation:
+        report: TrainReport | None,
+        epochs: int | None = None,
+        judge: Criterion = Evaluation.better_than,
+    ) -> tuple[Evaluation, int]:
+        """Train the top layers and the head; keep the best epoch on validation (the training
+        split when there is none) and return it with its count, stopping after ``patience``
+        epochs without progress. With ``epochs``: exactly that many, no selection."""
         r = self.recipe
         depth = len(self.model.layers)
-        top = min(r.finetune_layers, depth)
-        lower = depth - top
-        train_cache, val_cache = (
-            self._lower_cache(train_ids, lower),
-            self._lower_cache(val_ids, lower),
-        )
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        lower = depth - min(r.finetune_layers, depth)
+        train_cache = self._lower_cache(train_ids, lower)
+        optimizer = self._unfreeze_top(lower)
+        rng = random.Random(r.seed)
+        if epochs is not None:
+            for _ in range(epochs):
+                self._train_epoch(train_cache, train_y, lower, optimizer, rng)
+            self._freeze()
+            return self._evaluate_cached(train_cache, train_y, lower), epochs
+        val_cache = self._lower_cache(val_ids, lower)
+        best: tuple[Evaluation, dict[str, torch.Tensor], int] | None = None
+        stale = 0
+        for epoch in range(r.epochs):
+            self._train_epoch(train_cache, train_y, lower, optimizer, rng)
+            current = (
+                self._evaluate_cached(val_cache, val_y, lower)
+                if len(val_y)
+                else self._evaluate_cached(train_cache, train_y, lower)
+            )
+            if report is not None:
+                report.history.append(
+                    {"epoch": epoch + 1, "accuracy": current.accuracy, "loss": current.loss}
+                )
+            self.progress(
+                f"epoch {epoch + 1}: validation accuracy {current.accuracy:.3f}, "
+                f"loss {current.loss:.4f}"
+            )
+            if judge(current, best[0] if best else None):
+                state = {k: v.clone() for k, v in self.model.state_dict().items()}
+                best, stale = (current, state, epoch + 1), 0
+            else:
+                stale += 1
+                if stale >= r.patience:
+                    break
+        assert best is not None
+        self.model.load_state_dict(best[1])
+        self._freeze()
+        return best[0], best[2]
+
+    def _unfreeze_top(self, lower: int) -> torch.optim.Optimizer:
+        """Make the layers from ``lower`` up and the head trainable, with depth-decayed rates."""
+        r = self.recipe
+        depth = len(self.model.layers)
+        self._freeze()
         groups: list[dict[str, Any]] = []
         for i in range(lower, depth):
             params = list(self.model.layers[i].parameters())
@@ -212,38 +303,11 @@ class Trainer:
         groups.append(
             {"params": list(self.model.head.parameters()), "lr": r.finetune_head_learning_rate}
         )
-        optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
-        rng = random.Random(r.seed)
-        best: tuple[Evaluation, dict[str, torch.Tensor]] | None = None
-        stale = 0
-        for epoch in range(r.epochs):
-            self._train_epoch(train_cache, train_y, lower, optimizer, rng)
-            current = (
-                self._evaluate_cached(val_cache, val_y, lower)
-                if len(val_y)
-                else self._evaluate_cached(train_cache, train_y, lower)
-            )
-            report.history.append(
-                {"epoch": epoch + 1, "accuracy": current.accuracy, "loss": current.loss}
-            )
-            self.progress(
-                f"epoch {epoch + 1}: validation accuracy {current.accuracy:.3f}, "
-                f"loss {current.loss:.4f}"
-            )
-            if current.better_than(best[0] if best else None):
-                best, stale = (
-                    (current, {k: v.clone() for k, v in self.model.state_dict().items()}),
-                    0,
-                )
-            else:
-                stale += 1
-                if stale >= r.patience:
-                    break
-        assert best is not None
-        self.model.load_state_dict(best[1])
+        return torch.optim.AdamW(groups, weight_decay=0.01)
+
+    def _freeze(self) -> None:
         for p in self.model.parameters():
             p.requires_grad_(False)
-        return best[0]
 
     def _train_epoch(
         self,

@@ -46,6 +46,7 @@ class TrainRecipe:
     batch_size: int = 16
     patience: int = 3
     refit: bool = True
+    label_name_examples: bool = True
 
     def validate(self, where: str) -> None:
         _check(

@@ -20,7 +20,13 @@ from service.config import (
 from service.errors import ConfigError
 from service.registry import ModelRegistry, VersionInfo
 from service.runtime import available_cpus
-from service.training._data import Example, TokenBatcher, copy_tokenizer, stratified_split
+from service.training._data import (
+    Example,
+    TokenBatcher,
+    copy_tokenizer,
+    label_name_examples,
+    stratified_split,
+)
 from service.training._export import (
     accuracy,
     export_onnx,
@@ -69,8 +75,10 @@ def build_first_version(
     train, val = stratified_split(
         examples, definition.train.validation_fraction, definition.train.seed
     )
+    names = label_name_examples(labels) if definition.train.label_name_examples else []
     progress(
-        f"{definition.name}: {len(train)} training and {len(val)} validation examples, {len(labels)} labels"
+        f"{definition.name}: {len(train)} training and {len(val)} validation examples, "
+        f"{len(labels)} labels ({len(names)} named in words, one example each)"
     )
 
     backbone = definition.backbone_path()
@@ -81,7 +89,7 @@ def build_first_version(
         tokens = TokenBatcher(tokenizer_path, definition.max_seq_length)
         torch.manual_seed(definition.train.seed)  # the head's initialisation: reproducible builds
         model = TextClassifier(load_encoder(backbone), len(labels), definition.pooling)
-        report = Trainer(model, tokens, definition.train, progress).fit(train, val)
+        report = Trainer(model, tokens, definition.train, progress).fit(train + names, val)
         save_file(
             trainable_state(model, definition.train.finetune_layers),
             str(staged.path / "weights.safetensors"),
@@ -102,7 +110,12 @@ def build_first_version(
             "serving_file": "model.onnx",
             "status": "promoted",
             "reason": "initial version from seed data",
-            "data": {"seed_rows": len(rows), "train": len(train), "validation": len(val)},
+            "data": {
+                "seed_rows": len(rows),
+                "train": len(train),
+                "validation": len(val),
+                "label_name_examples": len(names),
+            },
             "train": report.as_dict(),
             "metrics": {
                 # After a refit the model has trained on the validation rows: report the score

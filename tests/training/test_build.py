@@ -20,7 +20,12 @@ def test_built_version_has_every_file_and_meta(built_state: Path) -> None:
     assert info.meta["labels"] == TINY_LABELS
     assert info.meta["parent"] is None
     assert info.meta["metrics"]["parity_max_abs_diff"] < 1e-3
-    assert info.meta["data"] == {"seed_rows": 60, "train": 48, "validation": 12}
+    assert info.meta["data"] == {
+        "seed_rows": 60,
+        "train": 48,
+        "validation": 12,
+        "label_name_examples": 3,
+    }
 
 
 def test_first_version_becomes_current_and_second_records_parent(built_state: Path) -> None:

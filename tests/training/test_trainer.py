@@ -10,7 +10,7 @@ import torch
 from conftest import FILLER, TINY_LABELS
 
 from service.config import TrainRecipe
-from service.training._data import Example, TokenBatcher
+from service.training._data import Example, TokenBatcher, label_name_examples
 from service.training._model import TextClassifier, load_encoder
 from service.training._trainer import Trainer
 
@@ -75,3 +75,16 @@ def test_refit_is_off_without_a_validation_split(tiny_backbone: Path) -> None:
         examples(TRAIN_WORDS, 30, seed=0), []
     )
     assert report.refit_examples == 0 and report.head_epochs == RECIPE.head_epochs
+
+
+@pytest.mark.parametrize(
+    ("label", "text"),
+    [
+        ("card_arrival", "card arrival"),
+        ("lost-or-stolen.card", "lost or stolen card"),
+        ("cardArrival", "card arrival"),
+        ("Top Up", "top up"),
+    ],
+)
+def test_a_label_name_is_spelled_out_as_one_example(label: str, text: str) -> None:
+    assert label_name_examples(["0", label]) == [Example(text, 1)]

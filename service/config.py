@@ -47,6 +47,7 @@ class TrainRecipe:
     patience: int = 3
     refit: bool = True
     label_name_examples: bool = True
+    balance_classes: bool = False
 
     def validate(self, where: str) -> None:
         _check(
@@ -116,6 +117,7 @@ class AdaptationRecipe:
     job_threads: int = 1
     job_nice: int = 10
     job_idle_priority: bool = True
+    balance_classes: bool = True
     seed: int = 0
 
     def validate(self, where: str) -> None:

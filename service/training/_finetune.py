@@ -85,6 +85,7 @@ def _fine_tune(spec: FineTuneSpec) -> dict[str, Any]:
         epochs=int(spec.recipe["epochs"]),
         batch_size=int(spec.recipe["batch_size"]),
         patience=int(spec.recipe["patience"]),
+        balance_classes=bool(spec.recipe.get("balance_classes", True)),
     )
 
     def examples(pairs: Pairs) -> list[Example]:

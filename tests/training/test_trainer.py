@@ -12,7 +12,7 @@ from conftest import FILLER, TINY_LABELS
 from service.config import TrainRecipe
 from service.training._data import Example, TokenBatcher, label_name_examples
 from service.training._model import TextClassifier, load_encoder
-from service.training._trainer import Trainer
+from service.training._trainer import Trainer, _class_weights
 
 # Train and validation teach the same labels through different words, so a model can know the
 # validation split's words only by training on it.
@@ -88,3 +88,12 @@ def test_refit_is_off_without_a_validation_split(tiny_backbone: Path) -> None:
 )
 def test_a_label_name_is_spelled_out_as_one_example(label: str, text: str) -> None:
     assert label_name_examples(["0", label]) == [Example(text, 1)]
+
+
+def test_class_weights_undo_the_label_mix() -> None:
+    labels = torch.tensor([0, 0, 0, 1, 2, 2])  # class 3 absent
+    weights = _class_weights(labels, 4)
+    assert weights.tolist() == pytest.approx([2 / 3, 2.0, 1.0, 1.0])
+    # every present class carries the same total weight
+    totals = [float(weights[c] * (labels == c).sum()) for c in range(3)]
+    assert totals == pytest.approx([2.0, 2.0, 2.0])

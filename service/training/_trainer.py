@@ -350,10 +350,10 @@ class Trainer:
 
 
 def _class_weights(labels: torch.Tensor, classes: int) -> torch.Tensor:
-    """Inverse class frequency, N / (classes present × count): labels arrive in the mix a
+    """Inverse class frequency, N / (classes present * count): labels arrive in the mix a
     labeling effort chose, and training on that mix moves the head's priors towards it, which
-    costs the rarer classes accuracy (measured: 2.3 points on the less-labeled intents of a
-    BANKING77 round that was 80 % from 20 intents)."""
+    costs the rarer classes accuracy (measured on a BANKING77 round 80 % from 20 intents: the
+    other intents lost 2.3 points unweighted, 1.9 weighted)."""
     counts = torch.bincount(labels, minlength=classes).to(torch.float32)
     present = counts > 0
     weights = torch.ones(classes)

@@ -209,6 +209,16 @@ def test_section_that_is_not_a_table_is_rejected(tmp_path: Path, text: str) -> N
         ("train", "patience = 0", "patience must be >= 1"),
         ("train", "learning_rate = 0", "learning_rate must be > 0"),
         ("train", "layer_lr_decay = 1.5", r"layer_lr_decay must be in \(0, 1\]"),
+        (
+            "adaptation",
+            "settle_seconds = 60",
+            r"settle_seconds must be in \[0, max_settle_seconds\]",
+        ),
+        (
+            "adaptation",
+            "settle_seconds = -1",
+            r"settle_seconds must be in \[0, max_settle_seconds\]",
+        ),
         ("model", "max_seq_length = 4", r"max_seq_length must be in \[8, 512\]"),
         ("model", "max_seq_length = 1024", r"max_seq_length must be in \[8, 512\]"),
         ("model", 'pooling = "max"', "pooling must be mean or cls"),

@@ -10,7 +10,7 @@ class); an incremental fine-tune by validation accuracy.
 With ``refit`` the validation split only chooses: once the epochs of each phase are known, the
 model starts again from the pretrained weights and trains those epochs on every example. With
 ten examples per class, holding two out of training costs more accuracy than the selection gains
-(measured on BANKING77: 85.3 % without, 85.9 % with, on one split).
+(measured on BANKING77, all 77 intents: 85.3 % without, 86.5 % with, on one 10-shot split).
 """
 
 from __future__ import annotations
@@ -93,7 +93,9 @@ class Trainer:
 
     def fit(self, train: list[Example], val: list[Example]) -> TrainReport:
         started = time.perf_counter()
-        pretrained = {k: v.clone() for k, v in self.model.state_dict().items()}
+        r = self.recipe
+        refit = r.refit and bool(val)
+        pretrained = {k: v.clone() for k, v in self.model.state_dict().items()} if refit else {}
         train_ids, val_ids = (
             self.tokens.ids([e.text for e in train]),
             self.tokens.ids([e.text for e in val]),
@@ -104,7 +106,6 @@ class Trainer:
         head_eval, head_epochs = self._fit_head(train_ids, train_y, val_ids, val_y)
         report = TrainReport(vars(head_eval), None, False, 0.0, head_epochs=head_epochs)
         self.progress(f"head on frozen features: validation accuracy {head_eval.accuracy:.3f}")
-        r = self.recipe
         if r.finetune_layers > 0 and r.epochs > 0:
             head_state = {k: v.clone() for k, v in self.model.state_dict().items()}
             tuned_eval, report.finetune_epochs = self._fine_tune(
@@ -121,7 +122,7 @@ class Trainer:
                 self.progress(
                     f"fine-tuned top {r.finetune_layers} layers: validation accuracy {tuned_eval.accuracy:.3f}"
                 )
-        if r.refit and val:
+        if refit:
             self.model.load_state_dict(pretrained)
             self._refit(train + val, report)
         report.seconds = time.perf_counter() - started

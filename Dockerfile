@@ -1,29 +1,35 @@
 # loopserve: Open Inference Protocol (KServe V2) gRPC server on ONNX Runtime.
 #
 #   docker build -t loopserve .
-#   docker build --build-arg PIP_EXTRA_INDEX_URL=<index with +cpu torch wheels> -t loopserve .
 #
-# The default TORCH_SPEC is a "+cpu" local version, which only a PyTorch wheel index hosts:
-# pass that index as PIP_EXTRA_INDEX_URL, or pick another spec (e.g. TORCH_SPEC="torch==2.13.0").
+# torch is the CPU build by default (scripts/install-torch.sh: PyTorch's CPU wheel index when the
+# configured indexes have no +cpu build). For an image with the CUDA build of torch:
+#   docker build --build-arg TORCH_SPEC="torch==2.13.0" -t loopserve:cuda .
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
 # ---- build: a self-contained virtual environment in /opt/venv --------------------------------
 FROM ${PYTHON_IMAGE} AS build
-ARG TORCH_SPEC="torch==2.13.0+cpu"
-# An extra package index (pip reads it from the environment); empty means the default index only.
-ARG PIP_EXTRA_INDEX_URL=""
+ARG TORCH_VERSION=2.13.0
+# Empty: the CPU build of TORCH_VERSION. Set: installed as given.
+ARG TORCH_SPEC=""
+ARG TORCH_CPU_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 # torch first, in its own layer: it is by far the largest dependency and changes least often.
-RUN pip install --upgrade pip && pip install "${TORCH_SPEC}"
+COPY scripts/install-torch.sh scripts/requirements-no-deps.txt /src/scripts/
+RUN pip install --upgrade pip \
+ && TORCH_VERSION="${TORCH_VERSION}" TORCH_SPEC="${TORCH_SPEC}" \
+    TORCH_CPU_INDEX_URL="${TORCH_CPU_INDEX_URL}" /src/scripts/install-torch.sh pip \
+ && pip install --no-deps -r /src/scripts/requirements-no-deps.txt
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY protos/ protos/
 COPY service/ service/
-RUN pip install . && loopserve --help >/dev/null
+# --no-warn-conflicts: alibi-detect's declared dependencies are left out on purpose.
+RUN pip install --no-warn-conflicts . && loopserve --help >/dev/null
 
 # ---- runtime ---------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

@@ -11,17 +11,16 @@ SERVE_ARGS ?=
 PROMTOOL ?= promtool
 RULES_DIR := deploy/prometheus
 
-# torch first: the CUDA build only where a GPU is visible, otherwise the CPU build, so that
-# no machine without a GPU ever downloads the CUDA libraries.
-$(VENV)/.installed: pyproject.toml
+# torch first (scripts/install-torch.sh): the CUDA build only where a GPU is visible, otherwise
+# the CPU build, so that no machine without a GPU downloads the CUDA libraries. alibi-detect
+# without its declared dependencies (see scripts/requirements-no-deps.txt), then the project;
+# --no-warn-conflicts: pip would otherwise list the alibi-detect dependencies left out on purpose.
+$(VENV)/.installed: pyproject.toml scripts/install-torch.sh scripts/requirements-no-deps.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	if nvidia-smi -L >/dev/null 2>&1; then \
-	  $(BIN)/pip install --quiet "torch==$(TORCH_VERSION)"; \
-	else \
-	  $(BIN)/pip install --quiet "torch==$(TORCH_VERSION)+cpu"; \
-	fi
-	$(BIN)/pip install --quiet -e '.[dev]'
+	TORCH_VERSION=$(TORCH_VERSION) scripts/install-torch.sh $(BIN)/pip
+	$(BIN)/pip install --quiet --no-deps -r scripts/requirements-no-deps.txt
+	$(BIN)/pip install --quiet --no-warn-conflicts -e '.[dev]'
 	touch $@
 
 .PHONY: install serve test test-fast test-rules lint protos bench

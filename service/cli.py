@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 DEFAULT_ADDR = "localhost:8001"
 DEFAULT_MODEL = "support-intents"
 LABEL_BATCH = 500
+MODEL_HELP = "model to address (default $LOOPSERVE_MODEL, else the server's only model)"
 CSV_COLUMNS = ("text", "label", "id", "prediction_id")
 CSV_FORMAT = "text,label[,id][,prediction_id]"
 # Written by `loopserve candidates` for the labeler's information; `loopserve label` ignores them.
@@ -118,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--addr", default=DEFAULT_ADDR, help=f"server address (default {DEFAULT_ADDR})"
     )
-    predict.add_argument("--model", default=DEFAULT_MODEL)
+    predict.add_argument("--model", default=os.environ.get("LOOPSERVE_MODEL"), help=MODEL_HELP)
     predict.add_argument("--json", action="store_true", help="print JSON")
     predict.set_defaults(run=_predict)
 
@@ -127,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     remote.add_argument(
         "--addr", default=DEFAULT_ADDR, help=f"server address (default {DEFAULT_ADDR})"
     )
-    remote.add_argument("--model", default=DEFAULT_MODEL, help=f"(default {DEFAULT_MODEL})")
+    remote.add_argument("--model", default=os.environ.get("LOOPSERVE_MODEL"), help=MODEL_HELP)
     remote.add_argument("--json", action="store_true", help="print JSON")
 
     label = commands.add_parser(
@@ -217,13 +218,21 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from service.api.client import InferenceClient
+    from service.api.adaptation_client import AdaptationClient
+    from service.api.client import ClientError, InferenceClient
 
-    client = InferenceClient(args.addr)
     try:
-        results = client.classify(args.model, list(args.texts))
-    finally:
-        client.close()
+        if args.model is None:
+            with AdaptationClient(args.addr) as adaptation:
+                args.model = resolve_model(None, adaptation.list_models)
+        client = InferenceClient(args.addr)
+        try:
+            results = client.classify(args.model, list(args.texts))
+        finally:
+            client.close()
+    except ClientError as exc:
+        print(f"loopserve: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(
             json.dumps(
@@ -255,12 +264,33 @@ def _remote(command: Command) -> Callable[[argparse.Namespace], int]:
 
         try:
             with AdaptationClient(args.addr) as client:
+                args.model = resolve_model(args.model, client.list_models)
                 return command(args, client)
         except ClientError as exc:
             print(f"loopserve: {exc}", file=sys.stderr)
             return 1
 
     return run
+
+
+def resolve_model(requested: str | None, served: Callable[[], list[str]]) -> str:
+    """The model a remote command addresses: ``requested`` (``--model`` or ``$LOOPSERVE_MODEL``)
+    when given, else the only model the server serves (``served`` asks it).
+
+    Raises :class:`InvalidInput` when the server serves several models (naming them) or none;
+    errors of ``served`` propagate.
+    """
+    if requested:
+        return requested
+    models = served()
+    if len(models) == 1:
+        return models[0]
+    if not models:
+        raise InvalidInput("the server serves no model")
+    raise InvalidInput(
+        f"the server serves {len(models)} models ({', '.join(models)}); "
+        "choose one with --model or LOOPSERVE_MODEL"
+    )
 
 
 def read_label_csv(path: Path, skip_unlabeled: bool = False) -> list[NewSample]:

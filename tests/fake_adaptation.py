@@ -149,6 +149,7 @@ def finished_job() -> Job:
 
 class FakeAdaptationCore:
     def __init__(self) -> None:
+        self.models = [MODEL]  # what ListModels answers
         self.samples: dict[str, NewSample] = {}
         self.batches: list[list[NewSample]] = []  # what add_samples received, call by call
         self.versions = initial_versions()
@@ -160,9 +161,13 @@ class FakeAdaptationCore:
         self.watching = threading.Event()  # set when a watcher subscribed
         self.unwatched = threading.Event()  # set when a watcher unsubscribed
 
+    async def list_models(self) -> list[str]:
+        return sorted(self.models)
+
     def _check_model(self, model: str) -> None:
-        if model != MODEL:
-            raise NotFound(f"unknown model {model!r}; this server adapts {MODEL!r}")
+        if model not in self.models:
+            served = ", ".join(repr(name) for name in self.models)
+            raise NotFound(f"unknown model {model!r}; this server adapts {served}")
 
     async def add_samples(self, model: str, samples: list[NewSample]) -> AddOutcome:
         self._check_model(model)

@@ -336,6 +336,81 @@ def test_unknown_model_exits_1(run: Any, command: list[str]) -> None:
     )
 
 
+# ---- which model: --model, LOOPSERVE_MODEL, or the server's only one ----------------------------
+
+
+@pytest.fixture
+def no_model_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOOPSERVE_MODEL", raising=False)
+
+
+@pytest.mark.parametrize(
+    "command", [["versions"], ["status"], ["drift"], ["finetune"], ["candidates", "--out", "c.csv"]]
+)
+def test_without_model_commands_use_the_only_served_model(
+    run: Any, core: FakeAdaptationCore, no_model_env: None, command: list[str],
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    core.models = ["bank20"]
+    code, out, err = run(*command)
+    assert (code, err) == (0, "")
+    if command[0] in ("status", "candidates"):
+        assert out.startswith("bank20: ")
+
+
+def test_without_model_label_posts_to_the_only_served_model(
+    run: Any, core: FakeAdaptationCore, no_model_env: None, tmp_path: Path
+) -> None:
+    core.models = ["bank20"]
+    code, out, _ = run("label", str(write(tmp_path / "l.csv", "text,label\nrefund me,billing\n")))
+    assert code == 0 and out.startswith("bank20: 1 accepted")
+
+
+def test_without_model_predict_asks_for_the_only_served_model(
+    run: Any, core: FakeAdaptationCore, no_model_env: None
+) -> None:
+    core.models = ["bank20"]  # the fake's inference service serves nothing: NOT_FOUND names it
+    code, _, err = run("predict", "where is my parcel")
+    assert code == 1 and err.startswith("loopserve: NOT_FOUND: unknown model 'bank20'")
+    core.models = ["bank20", "support-intents"]
+    code, _, err = run("predict", "where is my parcel")
+    assert code == 2 and "the server serves 2 models (bank20, support-intents)" in err
+
+
+def test_without_model_several_served_models_are_listed(
+    run: Any, core: FakeAdaptationCore, no_model_env: None
+) -> None:
+    core.models = ["bank20", "support-intents"]
+    code, out, err = run("status")
+    assert code == 2 and out == ""
+    assert err.strip() == (
+        "loopserve: the server serves 2 models (bank20, support-intents); "
+        "choose one with --model or LOOPSERVE_MODEL"
+    )
+
+
+def test_loopserve_model_sets_the_default(
+    run: Any, core: FakeAdaptationCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core.models = ["bank20", "support-intents"]
+    monkeypatch.setenv("LOOPSERVE_MODEL", "bank20")
+    code, out, _ = run("status")
+    assert code == 0 and out.startswith("bank20: ")
+    monkeypatch.setenv("LOOPSERVE_MODEL", "nope")
+    code, out, err = run("status")
+    assert code == 1 and err.strip().startswith("loopserve: NOT_FOUND: unknown model 'nope'")
+
+
+def test_model_flag_wins_over_the_environment(
+    run: Any, core: FakeAdaptationCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core.models = ["bank20", "support-intents"]
+    monkeypatch.setenv("LOOPSERVE_MODEL", "nope")
+    code, out, _ = run("status", "--model", "bank20")
+    assert code == 0 and out.startswith("bank20: ")
+
+
 def test_unreachable_server_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "--addr", "127.0.0.1:1"]) == 1
     assert capsys.readouterr().err.startswith("loopserve: UNAVAILABLE: ")

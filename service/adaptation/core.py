@@ -10,6 +10,10 @@ from service.drift import Candidate, DriftStatus
 
 
 class AdaptationCore(Protocol):
+    async def list_models(self) -> list[str]:
+        """The names of the served models, sorted."""
+        ...
+
     async def add_samples(self, model: str, samples: list[NewSample]) -> AddOutcome:
         """Validate (known model, non-blank text, known label unless new labels are allowed),
         commit durably, feed online accuracy, and let the trigger policy react."""

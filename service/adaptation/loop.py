@@ -143,6 +143,9 @@ class AdaptationService:
 
     # AdaptationCore ----------------------------------------------------------------------------
 
+    async def list_models(self) -> list[str]:
+        return sorted(self._models)
+
     async def add_samples(self, model: str, samples: list[NewSample]) -> AddOutcome:
         served = self._served(model)
         try:

@@ -41,6 +41,9 @@ class AdaptationClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def list_models(self) -> list[str]:
+        return list(self._call(self._stub.ListModels, pb.ListModelsRequest()).models)
+
     def add_samples(self, model: str, samples: list[NewSample]) -> AddOutcome:
         request = AddSamplesRequestConverter.from_types(model, samples)
         return AddSamplesResponseConverter.to_types(self._call(self._stub.AddSamples, request))

@@ -32,6 +32,12 @@ class AdaptationServicer(AdaptationServicerBase):
     def __init__(self, core: AdaptationCore) -> None:
         self._core = core
 
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        models = await self._core.list_models()
+        return pb.ListModelsResponse(models=models)
+
     async def AddSamples(
         self, request: pb.AddSamplesRequest, context: aio.ServicerContext
     ) -> pb.AddSamplesResponse:

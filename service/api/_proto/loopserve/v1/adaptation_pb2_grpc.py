@@ -34,6 +34,11 @@ class AdaptationStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.ListModels = channel.unary_unary(
+                '/loopserve.v1.Adaptation/ListModels',
+                request_serializer=loopserve_dot_v1_dot_adaptation__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=loopserve_dot_v1_dot_adaptation__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
         self.AddSamples = channel.unary_unary(
                 '/loopserve.v1.Adaptation/AddSamples',
                 request_serializer=loopserve_dot_v1_dot_adaptation__pb2.AddSamplesRequest.SerializeToString,
@@ -83,6 +88,13 @@ class AdaptationStub:
 
 class AdaptationServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def ListModels(self, request, context):
+        """The names of the models this server serves, sorted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def AddSamples(self, request, context):
         """Post labeled samples for a model. Idempotent on Sample.id: a sample whose
@@ -158,6 +170,11 @@ class AdaptationServicer:
 
 def add_AdaptationServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=loopserve_dot_v1_dot_adaptation__pb2.ListModelsRequest.FromString,
+                    response_serializer=loopserve_dot_v1_dot_adaptation__pb2.ListModelsResponse.SerializeToString,
+            ),
             'AddSamples': grpc.unary_unary_rpc_method_handler(
                     servicer.AddSamples,
                     request_deserializer=loopserve_dot_v1_dot_adaptation__pb2.AddSamplesRequest.FromString,
@@ -213,6 +230,33 @@ def add_AdaptationServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Adaptation:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loopserve.v1.Adaptation/ListModels',
+            loopserve_dot_v1_dot_adaptation__pb2.ListModelsRequest.SerializeToString,
+            loopserve_dot_v1_dot_adaptation__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def AddSamples(request,

@@ -88,6 +88,7 @@ class App:
             drift=self.drift,
         )
         self.drift.on_alarm = self.adaptation.drift_alarm_changed
+        self.drift.on_signal = self.adaptation.drift_signal_changed
         self.adaptation.on_labeled = self.drift.forget
         for served in self.models.values():
             served.add_observer(self.drift.observe)

@@ -471,9 +471,11 @@ def _drift(args: argparse.Namespace, client: AdaptationClient) -> int:
         print(f"{status.model}: drift monitoring is off ([drift] detectors = [] in model.toml)")
         return 0
     alarm = "ALARM" if status.alarm else "no alarm"
+    rate = "-" if math.isnan(status.traffic_rate) else f"{status.traffic_rate:.3g}/s"
     print(
-        f"{status.model}: version {status.version}, {alarm}, "
-        f"{status.samples_dropped} samples dropped"
+        f"{status.model}: version {status.version}, {alarm}, estimated accuracy "
+        f"{_number(status.estimated_accuracy)}, budget one false alarm per "
+        f"{status.false_alarm_every_hours:g} h at {rate}, {status.samples_dropped} samples dropped"
     )
     rows = [
         [
@@ -482,17 +484,18 @@ def _drift(args: argparse.Namespace, client: AdaptationClient) -> int:
             d.state.value,
             _number(d.statistic),
             _number(d.threshold),
+            f"{_number(d.effect)} ({d.min_effect:g})" if d.budgeted else "-",
             "yes" if d.alarm else "no",
             str(d.samples_seen),
             f"{d.reference_source} ({d.reference_size})"
             if d.reference_size
             else d.reference_source,
-            d.message,
+            d.message or ("" if d.budgeted else "online: diagnostic only"),
         ]
         for d in status.detectors
     ]
-    header = ["DETECTOR", "METHOD", "STATE", "STATISTIC", "THRESHOLD", "ALARM", "SEEN"]
-    _print_table([*header, "REFERENCE", "NOTE"], rows)
+    header = ["DETECTOR", "METHOD", "STATE", "STATISTIC", "THRESHOLD", "EFFECT (MIN)", "ALARM"]
+    _print_table([*header, "SEEN", "REFERENCE", "NOTE"], rows)
     return 0
 
 

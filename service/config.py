@@ -165,35 +165,53 @@ class GateThresholds:
 
 
 DRIFT_DETECTORS = ("embedding", "confidence", "labels")
+EMBEDDING_METHODS = ("ks", "mmd", "lsdd")
 REFERENCE_SOURCES = ("training", "traffic")
 
 
 @dataclass(frozen=True)
 class DriftRecipe:
-    """Which drift detectors watch a model's traffic, and how they are calibrated.
+    """Which drift detectors watch a model's traffic, and when they raise the model's alarm.
 
-    ``embedding``: online MMD (or LSDD) on the pooled embeddings after a PCA fitted on the
-    reference; ``confidence``: KS test on the top-class probability over windows of
-    ``test_window_size``; ``labels``: Chi-square test on predicted-label counts over the same
-    windows. ``ert`` is the expected number of in-distribution samples between false alarms, for
-    every detector. An alarm is raised at a detection and cleared after ``clear_samples``
-    samples without one. The output detectors default to a traffic reference because a model is
-    over-confident on the data it was trained on.
+    ``embedding``: Kolmogorov-Smirnov tests of the pooled embeddings after a PCA fitted on the
+    reference, over tumbling windows of ``window_size`` (or, with ``embedding_method`` mmd or
+    lsdd, an online detector whose ``ert`` is the expected samples between its false alarms; it
+    gives no p-value, so it is a diagnostic outside the model-level alarm); ``confidence``: KS
+    test of the top-class probability over windows of ``test_window_size``; ``labels``:
+    Chi-square test of predicted-label counts over the same windows.
+
+    The model-level alarm is any windowed detector's alarm. ``false_alarm_every_hours`` is its
+    budget: at most one false alarm in that many hours of in-distribution traffic at
+    ``traffic_rate`` samples per second (0: the observed rate), split evenly across the windowed
+    detectors and turned into each window test's significance level (see ``drift._budget``). A
+    detector raises its alarm on one window far below its level, or on ``sustain_windows``
+    consecutive significant windows; a window whose effect size is below the detector's
+    ``min_effect_*`` never counts. An alarm clears after ``clear_after`` samples without a
+    significant window. References default to the version's first traffic: the data a version
+    was fitted to looks unlike the traffic it serves (it is mapped more tightly, and predicted
+    more confidently).
     """
 
     detectors: tuple[str, ...] = DRIFT_DETECTORS
-    embedding_method: str = "mmd"
+    embedding_method: str = "ks"
     embedding_dims: int = 24
-    embedding_reference: str = "training"
+    embedding_reference: str = "traffic"
     output_reference: str = "traffic"
     reference_size: int = 1000
     window_size: int = 50
     test_window_size: int = 200
+    false_alarm_every_hours: float = 168.0
+    traffic_rate: float = 0.0
+    sustain_windows: int = 3
+    min_effect_embedding: float = 0.1
+    min_effect_confidence: float = 0.1
+    min_effect_labels: float = 0.1
     ert: float = 4000.0
     n_bootstraps: int = 5000
     clear_after: int = 0
     queue_size: int = 4096
     candidate_pool_size: int = 5000
+    accuracy_window: int = 1000
     worker_threads: int = 1
     worker_nice: int = 10
     seed: int = 0
@@ -201,7 +219,9 @@ class DriftRecipe:
     def validate(self, where: str) -> None:
         unknown = sorted(set(self.detectors) - set(DRIFT_DETECTORS))
         _check(not unknown, where, f"unknown detectors {unknown}; known: {list(DRIFT_DETECTORS)}")
-        _check(self.embedding_method in ("mmd", "lsdd"), where, "embedding_method: mmd or lsdd")
+        _check(
+            self.embedding_method in EMBEDDING_METHODS, where, "embedding_method: ks, mmd or lsdd"
+        )
         for name in ("embedding_reference", "output_reference"):
             _check(getattr(self, name) in REFERENCE_SOURCES, where, f"{name}: training or traffic")
         _check(2 <= self.embedding_dims <= 256, where, "embedding_dims must be in [2, 256]")
@@ -212,7 +232,27 @@ class DriftRecipe:
             where,
             "reference_size must be at least twice the larger window",
         )
-        _check(self.ert > max(self.window_size, self.test_window_size), where, "ert too small")
+        if self.embedding_method != "ks":
+            self._validate_online(where)
+        _check(self.clear_after >= 0, where, "clear_after must be >= 0 (0: the default)")
+        _check(self.false_alarm_every_hours > 0, where, "false_alarm_every_hours must be > 0")
+        _check(self.traffic_rate >= 0, where, "traffic_rate must be >= 0 (0: the observed rate)")
+        _check(1 <= self.sustain_windows <= 20, where, "sustain_windows must be in [1, 20]")
+        for detector in DRIFT_DETECTORS:
+            value = self.min_effect(detector)
+            _check(0 <= value <= 1, where, f"min_effect_{detector} must be in [0, 1]")
+        _check(self.accuracy_window >= 1, where, "accuracy_window must be >= 1")
+        _check(self.queue_size >= 1, where, "queue_size must be >= 1")
+        _check(self.candidate_pool_size >= 1, where, "candidate_pool_size must be >= 1")
+        _check(self.worker_threads >= 1, where, "worker_threads must be >= 1")
+        _check(0 <= self.worker_nice <= 19, where, "worker_nice must be in [0, 19]")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.detectors)
+
+    def _validate_online(self, where: str) -> None:
+        _check(self.ert > self.window_size, where, "ert must exceed window_size")
         # Threshold configuration drops the top 1/ert of the bootstrap samples once per window
         # position; at least ert of them must be left for the last quantile.
         needed = math.ceil(1.1 * self.ert / (1 - 1 / self.ert) ** self.window_size)
@@ -222,15 +262,20 @@ class DriftRecipe:
             f"n_bootstraps must be >= {needed} for ert = {self.ert:g} and window_size = "
             f"{self.window_size} (about 1.1 x ert x e^(window_size / ert))",
         )
-        _check(self.clear_after >= 0, where, "clear_after must be >= 0 (0: the default)")
-        _check(self.queue_size >= 1, where, "queue_size must be >= 1")
-        _check(self.candidate_pool_size >= 1, where, "candidate_pool_size must be >= 1")
-        _check(self.worker_threads >= 1, where, "worker_threads must be >= 1")
-        _check(0 <= self.worker_nice <= 19, where, "worker_nice must be in [0, 19]")
+
+    def min_effect(self, detector: str) -> float:
+        value: float = getattr(self, f"min_effect_{detector}")
+        return value
+
+    def window_of(self, detector: str) -> int:
+        """Samples per test window of ``detector``."""
+        return self.window_size if detector == "embedding" else self.test_window_size
 
     @property
-    def enabled(self) -> bool:
-        return bool(self.detectors)
+    def budgeted_detectors(self) -> tuple[str, ...]:
+        """The detectors the false-alarm budget is split across (every windowed one)."""
+        online = self.embedding_method != "ks"
+        return tuple(d for d in self.detectors if not (d == "embedding" and online))
 
     @property
     def clear_samples(self) -> int:

@@ -146,8 +146,38 @@ class Metrics:
         )
         self.drift_alarm = Gauge(
             "loopserve_drift_alarm",
-            "1 while a drift detector's alarm is raised.",
+            "1 while the model-level drift alarm is raised (any budgeted detector's alarm).",
+            ["model"],
+            registry=r,
+        )
+        self.drift_detector_alarm = Gauge(
+            "loopserve_drift_detector_alarm",
+            "1 while one drift detector's own alarm is raised (a diagnostic signal).",
             ["model", "detector"],
+            registry=r,
+        )
+        self.drift_effect = Gauge(
+            "loopserve_drift_effect",
+            "Effect size of a drift detector's latest window (KS distance, Cramer's V).",
+            ["model", "detector"],
+            registry=r,
+        )
+        self.drift_traffic_rate = Gauge(
+            "loopserve_drift_traffic_rate",
+            "Samples per second the false-alarm budget is computed with.",
+            ["model"],
+            registry=r,
+        )
+        self.estimated_accuracy = Gauge(
+            "loopserve_estimated_accuracy",
+            "Accuracy estimated without labels: mean calibrated confidence of recent requests.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.version_held_out_accuracy = Gauge(
+            "loopserve_version_held_out_accuracy",
+            "Accuracy of the serving version on held-out rows when it was built (its gate).",
+            ["model", "version"],
             registry=r,
         )
         self.drift_scored = Counter(

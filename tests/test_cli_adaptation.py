@@ -279,18 +279,23 @@ def test_drift(run: Any) -> None:
     code, out, _ = run("drift")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == "support-intents: version 3, ALARM, 7 samples dropped"
+    assert lines[0] == (
+        "support-intents: version 3, ALARM, estimated accuracy 0.83, budget one false alarm per "
+        "168 h at 12.5/s, 7 samples dropped"
+    )
     assert lines[1].split() == [
-        "DETECTOR", "METHOD", "STATE", "STATISTIC", "THRESHOLD", "ALARM", "SEEN", "REFERENCE", "NOTE",
+        "DETECTOR", "METHOD", "STATE", "STATISTIC", "THRESHOLD", "EFFECT", "(MIN)", "ALARM",
+        "SEEN", "REFERENCE", "NOTE",
     ]  # fmt: skip
-    assert lines[2].split()[:7] == ["confidence", "ks", "calibrating", "-", "-", "no", "0"]
-    assert lines[3].split()[:8] == [
-        "embedding", "mmd", "ready", "0.031", "0.012", "yes", "4200", "training",
+    assert lines[2].split()[:8] == ["confidence", "ks", "calibrating", "-", "-", "-", "(0)", "no"]
+    assert lines[3].split()[:10] == [
+        "embedding", "ks", "ready", "9.5", "2.3", "0.42", "(0.1)", "yes", "4200", "traffic",
     ]  # fmt: skip
     code, out, _ = run("drift", "--json")
     document = json.loads(out)
     assert document["detectors"][0]["statistic"] is None
     assert document["detectors"][1]["state"] == "ready"
+    assert document["detectors"][1]["effect"] == 0.42 and document["estimated_accuracy"] == 0.83
 
 
 def test_candidates_write_a_csv_that_label_takes_back(

@@ -25,6 +25,7 @@ from service.adaptation._data import Pairs
 from service.adaptation.events import EventBus
 from service.adaptation.spec import FineTuneSpec
 from service.adaptation.types import EventKind, GateResult, Job, JobState, Sample
+from service.calibration import Calibration
 from service.config import read_labeled_csv
 from service.metrics import Metrics
 from service.registry import VersionInfo
@@ -223,6 +224,8 @@ class JobRunner:
     def _meta(
         job: Job, base: VersionInfo, result: dict[str, Any], gate: GateResult
     ) -> dict[str, Any]:
+        # Parsed, not copied: meta records only a well-formed calibration.
+        calibration = Calibration.from_dict(result.get("calibration"))
         return {
             "labels": result["labels"],
             "max_seq_length": base.meta["max_seq_length"],
@@ -238,6 +241,7 @@ class JobRunner:
             "train": result["train"],
             "gate": dataclasses.asdict(gate),
             "int8": result.get("int8"),
+            "calibration": calibration.as_dict() if calibration else None,
             "metrics": {
                 "gate_candidate_new": gate.candidate_new,
                 "gate_incumbent_new": gate.incumbent_new,

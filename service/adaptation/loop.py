@@ -122,24 +122,37 @@ class AdaptationService:
     def clear_drift_alarm(self, model: str) -> None:
         self._alarms.pop(model, None)
 
-    def drift_alarm_changed(self, status: DetectorStatus, raised: bool) -> None:
-        """The drift monitor's hook: publish the event, then mark or unmark the model."""
+    def drift_alarm_changed(self, status: DriftStatus, raised: bool) -> None:
+        """The drift monitor's model-level hook: publish the event, then mark or unmark the
+        model. Only this alarm, never one detector's signal alone, can start a fine-tune."""
         model = status.model
+        alarmed = [d for d in status.detectors if d.alarm and d.budgeted]
+        names = ", ".join(d.detector for d in alarmed) or "none"
         kind = EventKind.DRIFT_ALARM_RAISED if raised else EventKind.DRIFT_ALARM_CLEARED
         verb = "raised" if raised else "cleared"
         self._events.publish(
-            kind, model,
-            f"drift alarm {verb} by the {status.detector} detector ({status.method}): statistic "
-            f"{status.statistic:.4g}, threshold {status.threshold:.4g}",
-            detector=status.detector, method=status.method, version=status.version,
-            statistic=status.statistic, threshold=status.threshold,
-            samples_seen=status.samples_seen,
+            kind, model, f"drift alarm {verb} (detectors alarmed: {names})",
+            detector=names, version=status.version,
+            samples_seen=max((d.samples_seen for d in alarmed), default=0),
         )  # fmt: skip
-        log.warning("drift alarm %s for %s by %s (%s)", verb, model, status.detector, status.method)
+        log.warning("drift alarm %s for %s (detectors alarmed: %s)", verb, model, names)
         if raised:
             self.raise_drift_alarm(model)
-        elif self._drift is None or not self._drift.status(model).alarm:
+        else:
             self.clear_drift_alarm(model)
+
+    def drift_signal_changed(self, status: DetectorStatus, raised: bool) -> None:
+        """One detector's own alarm: an event for diagnosis; it starts nothing by itself."""
+        kind = EventKind.DRIFT_SIGNAL_RAISED if raised else EventKind.DRIFT_SIGNAL_CLEARED
+        verb = "raised" if raised else "cleared"
+        self._events.publish(
+            kind, status.model,
+            f"drift signal {verb} by the {status.detector} detector ({status.method}): statistic "
+            f"{status.statistic:.4g}, threshold {status.threshold:.4g}, effect {status.effect:.3g}",
+            detector=status.detector, method=status.method, version=status.version,
+            statistic=status.statistic, threshold=status.threshold, effect=status.effect,
+            samples_seen=status.samples_seen,
+        )  # fmt: skip
 
     # AdaptationCore ----------------------------------------------------------------------------
 

@@ -97,8 +97,10 @@ class EventKind(enum.StrEnum):
     CANDIDATE_REJECTED = "candidate_rejected"
     SWAP = "swap"
     ROLLBACK = "rollback"
-    DRIFT_ALARM_RAISED = "drift_alarm_raised"
+    DRIFT_ALARM_RAISED = "drift_alarm_raised"  # the model-level alarm
     DRIFT_ALARM_CLEARED = "drift_alarm_cleared"
+    DRIFT_SIGNAL_RAISED = "drift_signal_raised"  # one detector's own alarm (diagnostic)
+    DRIFT_SIGNAL_CLEARED = "drift_signal_cleared"
 
 
 @dataclass(frozen=True)

@@ -263,6 +263,9 @@ class DetectorStatusConverter:
                 message.calibration_seconds if message.HasField("calibration_seconds") else None
             ),
             message=message.message,
+            effect=message.effect if message.HasField("effect") else math.nan,
+            min_effect=message.min_effect,
+            budgeted=message.budgeted,
         )
 
     @staticmethod
@@ -282,6 +285,9 @@ class DetectorStatusConverter:
             reference_size=status.reference_size,
             calibration_seconds=status.calibration_seconds,
             message=status.message,
+            effect=_finite(status.effect),
+            min_effect=status.min_effect,
+            budgeted=status.budgeted,
         )
 
 
@@ -297,6 +303,11 @@ class DriftStatusConverter:
             ],
             samples_dropped=message.samples_dropped,
             enabled=message.enabled,
+            estimated_accuracy=(
+                message.estimated_accuracy if message.HasField("estimated_accuracy") else math.nan
+            ),
+            false_alarm_every_hours=message.false_alarm_every_hours or math.nan,
+            traffic_rate=message.traffic_rate if message.HasField("traffic_rate") else math.nan,
         )
 
     @staticmethod
@@ -308,6 +319,9 @@ class DriftStatusConverter:
             alarm=status.alarm,
             detectors=[DetectorStatusConverter.from_types(d) for d in status.detectors],
             samples_dropped=status.samples_dropped,
+            estimated_accuracy=_finite(status.estimated_accuracy),
+            false_alarm_every_hours=_finite(status.false_alarm_every_hours) or 0.0,
+            traffic_rate=_finite(status.traffic_rate),
         )
 
 

@@ -4,12 +4,14 @@ Public surface:
 
 - :class:`Detector`: the contract every detector keeps (``fit``, ``update``, ``statistic``,
   ``threshold``, ``drift_detected``, ``samples_seen``);
-- the alibi-detect adapters :class:`EmbeddingDetector` (online MMD/LSDD on PCA-reduced
-  embeddings), :class:`ConfidenceDetector` (KS on confidence) and :class:`LabelDetector`
-  (Chi-square on predicted labels), built from a model's ``[drift]`` table by
-  :func:`build_detectors`;
-- :class:`DriftMonitor`: the bounded queue, the worker process, statuses, metrics, alarms and
-  labeling candidates of a running server.
+- the alibi-detect adapters :class:`EmbeddingKSDetector` (KS on PCA-reduced embeddings),
+  :class:`ConfidenceDetector` (KS on confidence) and :class:`LabelDetector` (Chi-square on
+  predicted labels), which test windows and report :class:`WindowTest` p-values and effect
+  sizes, and :class:`EmbeddingDetector` (online MMD/LSDD, a diagnostic), built from a model's
+  ``[drift]`` table by :func:`build_detectors`;
+- :class:`DriftMonitor`: the bounded queue, the worker process, statuses, metrics, the
+  model-level alarm under its false-alarm budget, estimated accuracy and labeling candidates of
+  a running server.
 """
 
 from service.drift._candidates import CandidatePool
@@ -17,6 +19,7 @@ from service.drift._contract import Detector
 from service.drift._detectors import (
     ConfidenceDetector,
     EmbeddingDetector,
+    EmbeddingKSDetector,
     LabelDetector,
     build_detectors,
 )
@@ -29,6 +32,7 @@ from service.drift._types import (
     DetectorStatus,
     DriftStatus,
     Observations,
+    WindowTest,
 )
 
 __all__ = [
@@ -42,9 +46,11 @@ __all__ = [
     "DriftMonitor",
     "DriftStatus",
     "EmbeddingDetector",
+    "EmbeddingKSDetector",
     "LabelDetector",
     "Observations",
     "Projection",
     "build_detectors",
+    "WindowTest",
     "training_texts",
 ]

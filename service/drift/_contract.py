@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from service.drift._types import Observations
+from service.drift._types import Observations, WindowTest
 
 
 @runtime_checkable
 class Detector(Protocol):
     name: str  # what it watches: embedding, confidence, labels
-    method: str  # the test: mmd, lsdd, ks, chisquare
+    method: str  # the test: ks, chisquare (windowed); mmd, lsdd (online)
+    budgeted: bool  # windowed: reports p-values per window, so the false-alarm budget covers it
+    tests: list[WindowTest]  # the windows the last update completed (always empty when online)
 
     def fit(self, reference: Observations) -> None:
         """Take the reference and configure thresholds. Slow (seconds to a minute)."""
@@ -41,6 +43,11 @@ class Detector(Protocol):
 
     @property
     def drift_detected(self) -> bool: ...
+
+    @property
+    def effect(self) -> float:
+        """Effect size of the latest window (NaN before one, and for online detectors)."""
+        ...
 
     @property
     def samples_seen(self) -> int: ...

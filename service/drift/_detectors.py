@@ -17,7 +17,7 @@ import numpy.typing as npt
 from service.config import DriftRecipe
 from service.drift._contract import Detector
 from service.drift._reduce import Projection
-from service.drift._types import FloatArray, Observations
+from service.drift._types import FloatArray, Observations, WindowTest
 
 _LSDD_CLOSURES = ("_normalize", "_unnormalize")
 
@@ -61,10 +61,14 @@ class EmbeddingDetector(_Readings):
     """Online MMD or LSDD (alibi-detect) on pooled embeddings reduced by a PCA fitted on the reference.
 
     The threshold is configured for an expected run time ``ert`` (samples between false alarms) on
-    a sliding window of ``window_size`` samples.
+    a sliding window of ``window_size`` samples. It gives no p-value, so the false-alarm budget
+    cannot cover it: it is a diagnostic signal, outside the model-level alarm.
     """
 
     name = "embedding"
+    budgeted = False
+    tests: list[WindowTest] = []  # noqa: RUF012  (never filled: no window p-values)
+    effect = math.nan
 
     def __init__(
         self, method: str, dims: int, window_size: int, ert: float, n_bootstraps: int, seed: int
@@ -155,33 +159,49 @@ class EmbeddingDetector(_Readings):
         self._detected = detected
 
 
-class _WindowedTest(_Readings):
-    """A two-sample test (alibi-detect) on tumbling windows of ``window_size`` observations.
+class WindowedTest(_Readings):
+    """A two-sample test (alibi-detect) of tumbling windows of ``window_size`` observations
+    against the reference.
 
-    The significance level per window is ``window_size / ert``, so in-distribution traffic raises
-    a false alarm about once every ``ert`` samples, as for the online detector. The statistic is
-    reported as -log10(p-value) and the threshold as -log10(significance level), so that, as for
-    every detector, drift means ``statistic > threshold``.
+    Each completed window leaves a :class:`WindowTest` (p-value and effect size) in ``tests``;
+    the worker's alarm rules and the false-alarm budget (see ``_budget``) act on those. The
+    statistic is reported as -log10(p-value) and the threshold as -log10(``alpha``), so that, as
+    for every detector, drift means ``statistic > threshold``; the worker sets ``alpha`` from the
+    budget before each update.
     """
 
     name = ""
     method = ""
+    budgeted = True
 
-    def __init__(self, window_size: int, ert: float) -> None:
+    def __init__(self, window_size: int, alpha: float = 0.05) -> None:
         self._window_size = window_size
-        self._p_val = min(window_size / ert, 0.5)
+        self.alpha = alpha
         self._cd: Any = None
         self._window: list[Observations] = []
         self._buffered = 0
         self._reference_size = 0
         self._statistic = math.nan
+        self._effect = math.nan
         self._detected = False
         self._seen = 0
+        self.tests: list[WindowTest] = []
+
+    @property
+    def effect(self) -> float:
+        return self._effect
+
+    @property
+    def window_size(self) -> int:
+        return self._window_size
 
     def _values(self, batch: Observations) -> npt.NDArray[Any]:
         raise NotImplementedError
 
-    def _build(self, x_ref: npt.NDArray[Any], p_val: float, reference: Observations) -> Any:
+    def _build(self, x_ref: npt.NDArray[Any]) -> Any:
+        raise NotImplementedError
+
+    def _measure(self, x: npt.NDArray[Any]) -> WindowTest:
         raise NotImplementedError
 
     def fit(self, reference: Observations) -> None:
@@ -190,40 +210,74 @@ class _WindowedTest(_Readings):
                 f"the {self.name} reference needs at least {self._window_size} rows, "
                 f"got {len(reference)}"
             )
-        self._cd = self._build(self._values(reference), self._p_val, reference)
+        self._cd = self._build(self._values(reference))
         self._reference_size = len(reference)
 
     def update(self, batch: Observations) -> None:
         if self._cd is None:
             raise RuntimeError("fit() the detector before update()")
         self._detected = False
+        self.tests = []
         self._window.append(batch)
         self._buffered += len(batch)
         self._seen += len(batch)
         while self._buffered >= self._window_size:
             pending = Observations.concat(self._window)
-            window = Observations(
-                pending.embeddings[: self._window_size], pending.probabilities[: self._window_size]
-            )
-            rest = Observations(
-                pending.embeddings[self._window_size :], pending.probabilities[self._window_size :]
-            )
+            window = _rows(pending, 0, self._window_size)
+            rest = _rows(pending, self._window_size, len(pending))
             self._window = [rest] if len(rest) else []
             self._buffered = len(rest)
-            self._test(window)
-
-    def _test(self, window: Observations) -> None:
-        data = self._cd.predict(self._values(window))["data"]
-        p_value = float(np.min(data["p_val"]))
-        self._statistic = -math.log10(max(p_value, 1e-300))
-        self._detected = self._detected or p_value < self._p_val
+            test = self._measure(self._values(window))
+            self.tests.append(test)
+            self._statistic = -math.log10(max(test.p_value, 1e-300))
+            self._effect = test.effect
+            self._detected = self._detected or test.p_value < self.alpha
 
     @property
     def threshold(self) -> float:
-        return -math.log10(self._p_val)
+        return -math.log10(self.alpha)
 
 
-class ConfidenceDetector(_WindowedTest):
+class _KSTest(WindowedTest):
+    """Kolmogorov-Smirnov per feature, Bonferroni-corrected; the effect is the largest KS
+    distance (the largest gap between the cumulative distributions, in [0, 1])."""
+
+    def _build(self, x_ref: npt.NDArray[Any]) -> Any:
+        from alibi_detect.cd import KSDrift
+
+        return KSDrift(x_ref, p_val=0.05, correction="bonferroni")
+
+    def _measure(self, x: npt.NDArray[Any]) -> WindowTest:
+        data = self._cd.predict(x)["data"]
+        p_values = np.atleast_1d(np.asarray(data["p_val"], dtype=np.float64))
+        p_value = min(1.0, float(p_values.min()) * len(p_values))
+        effect = float(np.max(data["distance"]))
+        return WindowTest(p_value, effect, len(x))
+
+
+class EmbeddingKSDetector(_KSTest):
+    """KS tests on the pooled embeddings after a PCA fitted on the reference (``dims`` components,
+    Bonferroni over them)."""
+
+    name = "embedding"
+    method = "ks"
+
+    def __init__(self, dims: int, window_size: int, alpha: float = 0.05) -> None:
+        super().__init__(window_size, alpha)
+        self._dims = dims
+        self.projection: Projection | None = None
+
+    def fit(self, reference: Observations) -> None:
+        self.projection = Projection.fit(reference.embeddings, self._dims)
+        super().fit(reference)
+
+    def _values(self, batch: Observations) -> npt.NDArray[Any]:
+        if self.projection is None:
+            raise RuntimeError("fit() the detector before update()")
+        return self.projection.transform(batch.embeddings)
+
+
+class ConfidenceDetector(_KSTest):
     """Kolmogorov-Smirnov test on the top-class probability (the model's confidence)."""
 
     name = "confidence"
@@ -232,14 +286,10 @@ class ConfidenceDetector(_WindowedTest):
     def _values(self, batch: Observations) -> npt.NDArray[Any]:
         return batch.confidence.reshape(-1, 1).astype(np.float32)
 
-    def _build(self, x_ref: npt.NDArray[Any], p_val: float, reference: Observations) -> Any:
-        from alibi_detect.cd import KSDrift
 
-        return KSDrift(x_ref, p_val=p_val)
-
-
-class LabelDetector(_WindowedTest):
-    """Chi-square test on the counts of predicted labels."""
+class LabelDetector(WindowedTest):
+    """Chi-square test on the counts of predicted labels; the effect is the bias-corrected
+    Cramer's V of the window-versus-reference table (0: the same label mix, 1: disjoint)."""
 
     name = "labels"
     method = "chisquare"
@@ -247,19 +297,46 @@ class LabelDetector(_WindowedTest):
     def _values(self, batch: Observations) -> npt.NDArray[Any]:
         return batch.predicted.reshape(-1, 1)
 
-    def _build(self, x_ref: npt.NDArray[Any], p_val: float, reference: Observations) -> Any:
+    def _build(self, x_ref: npt.NDArray[Any]) -> Any:
         from alibi_detect.cd import ChiSquareDrift
 
         # Categories are taken from the reference and each window: a label absent from both
         # would put a zero expected count in the contingency table, which the test refuses.
-        return ChiSquareDrift(x_ref, p_val=p_val)
+        self._ref_counts = np.bincount(x_ref.ravel())
+        return ChiSquareDrift(x_ref, p_val=0.05)
+
+    def _measure(self, x: npt.NDArray[Any]) -> WindowTest:
+        data = self._cd.predict(x)["data"]
+        p_value = float(np.min(data["p_val"]))
+        chi2 = float(np.max(data["distance"]))
+        return WindowTest(p_value, _cramers_v(chi2, self._ref_counts, x.ravel()), len(x))
+
+
+def _cramers_v(chi2: float, ref_counts: npt.NDArray[Any], window: npt.NDArray[Any]) -> float:
+    """Bias-corrected Cramer's V (Bergsma 2013) of a 2 x k table with chi-square ``chi2``."""
+    size = max(len(ref_counts), int(window.max(initial=0)) + 1)
+    both = np.bincount(window, minlength=size) + np.pad(ref_counts, (0, size - len(ref_counts)))
+    k = int(np.count_nonzero(both))
+    n = int(ref_counts.sum()) + len(window)
+    if k < 2 or n < 2:
+        return 0.0
+    phi2 = max(0.0, chi2 / n - (k - 1) / (n - 1))
+    k_corr = k - (k - 1) ** 2 / (n - 1)
+    r_corr = 2 - 1 / (n - 1)
+    return math.sqrt(phi2 / max(min(k_corr - 1, r_corr - 1), 1e-12))
+
+
+def _rows(rows: Observations, start: int, stop: int) -> Observations:
+    return Observations(rows.embeddings[start:stop], rows.probabilities[start:stop])
 
 
 def build_detectors(recipe: DriftRecipe) -> dict[str, Detector]:
     """The unfitted detectors ``recipe`` asks for, by name."""
     detectors: dict[str, Detector] = {}
     for name in recipe.detectors:
-        if name == "embedding":
+        if name == "embedding" and recipe.embedding_method == "ks":
+            detectors[name] = EmbeddingKSDetector(recipe.embedding_dims, recipe.window_size)
+        elif name == "embedding":
             detectors[name] = EmbeddingDetector(
                 recipe.embedding_method,
                 recipe.embedding_dims,
@@ -269,9 +346,9 @@ def build_detectors(recipe: DriftRecipe) -> dict[str, Detector]:
                 recipe.seed,
             )
         elif name == "confidence":
-            detectors[name] = ConfidenceDetector(recipe.test_window_size, recipe.ert)
+            detectors[name] = ConfidenceDetector(recipe.test_window_size)
         elif name == "labels":
-            detectors[name] = LabelDetector(recipe.test_window_size, recipe.ert)
+            detectors[name] = LabelDetector(recipe.test_window_size)
         else:
             raise ValueError(f"unknown drift detector {name!r}")
     return detectors

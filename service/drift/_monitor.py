@@ -10,17 +10,24 @@ CPU time or the GIL from serving.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
+import math
 import multiprocessing
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
+from service.calibration import Calibration, calibrated
 from service.config import DriftRecipe
 from service.drift._candidates import CandidatePool
 from service.drift._detectors import as_observations
@@ -42,8 +49,10 @@ from service.runtime import BatchResult
 from service.serving import ServedModel
 
 log = logging.getLogger(__name__)
-# (model, detector status, raised): an alarm was raised (True) or cleared (False).
-AlarmHook = Callable[[DetectorStatus, bool], None]
+# The model-level alarm was raised (True) or cleared (False): the model's drift status then.
+AlarmHook = Callable[[DriftStatus, bool], None]
+# One detector's own alarm (a diagnostic signal) was raised or cleared.
+SignalHook = Callable[[DetectorStatus, bool], None]
 # The training texts a version's drift reference is built from (at most ``size``).
 ReferenceTextSource = Callable[[str, VersionInfo, int], list[str]]
 MAX_BATCH_ROWS = 1024
@@ -59,6 +68,7 @@ class DriftMonitor:
         metrics: Metrics,
         reference_texts: ReferenceTextSource,
         on_alarm: AlarmHook | None = None,
+        on_signal: SignalHook | None = None,
         in_process: bool = False,
         log_level: str = "INFO",
     ) -> None:
@@ -70,6 +80,7 @@ class DriftMonitor:
         self._metrics = metrics
         self._reference_texts = reference_texts
         self.on_alarm = on_alarm
+        self.on_signal = on_signal
         self._in_process = in_process
         self._options = WorkerOptions(
             drift_dir=drift_dir,
@@ -83,6 +94,9 @@ class DriftMonitor:
         }
         self.pools = {n: CandidatePool(r.candidate_pool_size) for n, r in self._recipes.items()}
         self._statuses: dict[str, dict[str, DetectorStatus]] = {n: {} for n in self._recipes}
+        self._alarms = dict.fromkeys(self._recipes, False)
+        self._rates = dict.fromkeys(self._recipes, math.nan)
+        self.accuracy = {n: AccuracyEstimate(r.accuracy_window) for n, r in self._recipes.items()}
         self._dropped = dict.fromkeys(self._recipes, 0)
         self._activated: dict[str, int] = {}
         self._send_lock = threading.Lock()
@@ -206,6 +220,7 @@ class DriftMonitor:
     def _ship(self, model: str, items: list[tuple[str, list[str], BatchResult]]) -> None:
         pool = self.pools[model]
         by_version: dict[int, list[Observations]] = {}
+        self._estimate_accuracy(model, [result for _, _, result in items])
         for request_id, texts, result in items:
             pool.add(
                 request_id, texts, result.version, result.labels, result.probabilities,
@@ -216,7 +231,34 @@ class DriftMonitor:
             )
         for version, parts in by_version.items():
             self._activate(model, version)
-            self._send(Observe(model, version, Observations.concat(parts)))
+            self._send(Observe(model, version, Observations.concat(parts), time.time()))
+
+    def _estimate_accuracy(self, model: str, results: list[BatchResult]) -> None:
+        estimate = self.accuracy[model]
+        gauge = self._metrics.estimated_accuracy
+        for result in results:
+            if result.version != estimate.version:
+                if estimate.version:
+                    with contextlib.suppress(KeyError):
+                        gauge.remove(model, str(estimate.version))
+                        self._metrics.version_held_out_accuracy.remove(model, str(estimate.version))
+                calibration = self._calibration(model, result.version)
+                estimate.restart(result.version, calibration)
+                if calibration is not None and not math.isnan(calibration.accuracy):
+                    self._metrics.version_held_out_accuracy.labels(model, str(result.version)).set(
+                        calibration.accuracy
+                    )
+            estimate.add(result.probabilities)
+        if estimate.version:
+            gauge.labels(model, str(estimate.version)).set(estimate.value)
+
+    def _calibration(self, model: str, version: int) -> Calibration | None:
+        try:
+            info = self._models[model].registry.get(version)
+        except Exception:  # a version that vanished: estimate uncalibrated
+            log.warning("no calibration for %s v%d", model, version, exc_info=True)
+            return None
+        return Calibration.from_dict(info.meta.get("calibration"))
 
     def _activate_if_changed(self, model: str) -> None:
         loaded = self._models[model].serving_version
@@ -264,7 +306,7 @@ class DriftMonitor:
             except (EOFError, OSError):
                 break
             if isinstance(message, Statuses):
-                self._update(message.model, message.statuses)
+                self._update(message.model, message.statuses, message.traffic_rate)
             elif isinstance(message, ProjectionReady):
                 self.pools[message.model].set_projection(message.version, message.projection)
         if self._stopping.is_set():
@@ -283,11 +325,16 @@ class DriftMonitor:
             if not self._stopping.wait(delay):
                 self._start_worker()
 
-    def _update(self, model: str, statuses: list[DetectorStatus]) -> None:
+    def _update(
+        self, model: str, statuses: list[DetectorStatus], traffic_rate: float = math.nan
+    ) -> None:
         m = self._metrics
         with self._state_lock:
             previous = self._statuses[model]
             self._statuses[model] = {s.detector: s for s in statuses}
+            if not math.isnan(traffic_rate):
+                self._rates[model] = traffic_rate
+                m.drift_traffic_rate.labels(model).set(traffic_rate)
         for status in statuses:
             labels = (model, status.detector)
             before = previous.get(status.detector)
@@ -298,7 +345,8 @@ class DriftMonitor:
                 m.drift_scored.labels(*labels).inc(scored)
             m.drift_statistic.labels(*labels).set(status.statistic)
             m.drift_threshold.labels(*labels).set(status.threshold)
-            m.drift_alarm.labels(*labels).set(int(status.alarm))
+            m.drift_detector_alarm.labels(*labels).set(int(status.alarm))
+            m.drift_effect.labels(*labels).set(status.effect)
             for state in DetectorState:
                 m.drift_state.labels(*labels, state.value).set(int(status.state is state))
             if status.calibration_seconds is not None:
@@ -306,11 +354,26 @@ class DriftMonitor:
             was_alarm = before is not None and before.alarm
             if status.state is DetectorState.FAILED:
                 continue  # a failed detector knows nothing: its alarm neither rose nor cleared
-            if status.alarm != was_alarm and self.on_alarm is not None:
+            if status.alarm != was_alarm and self.on_signal is not None:
                 try:
-                    self.on_alarm(status, status.alarm)
+                    self.on_signal(status, status.alarm)
                 except Exception:  # a failing hook must not stop monitoring
-                    log.exception("drift alarm hook failed")
+                    log.exception("drift signal hook failed")
+        self._update_model_alarm(model, statuses)
+
+    def _update_model_alarm(self, model: str, statuses: list[DetectorStatus]) -> None:
+        """The model-level alarm: raised while any budgeted detector's alarm is raised (a failed
+        detector keeps its last known alarm)."""
+        alarm = any(s.alarm for s in statuses if s.budgeted)
+        with self._state_lock:
+            changed = alarm != self._alarms[model]
+            self._alarms[model] = alarm
+        self._metrics.drift_alarm.labels(model).set(int(alarm))
+        if changed and self.on_alarm is not None:
+            try:
+                self.on_alarm(self.status(model), alarm)
+            except Exception:  # a failing hook must not stop monitoring
+                log.exception("drift alarm hook failed")
 
     # queries -----------------------------------------------------------------------------------
 
@@ -323,6 +386,8 @@ class DriftMonitor:
         with self._state_lock:
             statuses = list(self._statuses[model].values())
             dropped = self._dropped[model]
+            alarm = self._alarms[model]
+            rate = self._rates[model]
         if not statuses:
             statuses = [
                 DetectorStatus(
@@ -335,12 +400,16 @@ class DriftMonitor:
                 )
                 for name in self._recipes[model].detectors
             ]
+        recipe = self._recipes[model]
         return DriftStatus(
             model=model,
             version=version,
-            alarm=any(s.alarm for s in statuses),
+            alarm=alarm,
             detectors=sorted(statuses, key=lambda s: s.detector),
             samples_dropped=dropped,
+            estimated_accuracy=self.accuracy[model].value,
+            false_alarm_every_hours=recipe.false_alarm_every_hours,
+            traffic_rate=recipe.traffic_rate or rate,
         )
 
     def candidates(self, model: str, count: int) -> list[Candidate]:
@@ -358,6 +427,29 @@ class DriftMonitor:
             return self._all_models[model]
         except KeyError:
             raise NotFound(f"unknown model {model!r}") from None
+
+
+class AccuracyEstimate:
+    """Label-free accuracy of one version over its last ``window`` served texts: the mean
+    calibrated top-class probability (see :mod:`service.calibration`)."""
+
+    def __init__(self, window: int) -> None:
+        self.version = 0
+        self._temperature = 1.0
+        self._confidence: collections.deque[float] = collections.deque(maxlen=window)
+
+    def restart(self, version: int, calibration: Calibration | None) -> None:
+        self.version = version
+        self._temperature = calibration.temperature if calibration is not None else 1.0
+        self._confidence.clear()
+
+    def add(self, probabilities: npt.NDArray[np.float32]) -> None:
+        self._confidence.extend(calibrated(probabilities, self._temperature).max(axis=1).tolist())
+
+    @property
+    def value(self) -> float:
+        """NaN before the first request."""
+        return float(np.mean(self._confidence)) if self._confidence else math.nan
 
 
 def _replace_state(status: DetectorStatus, state: DetectorState, message: str) -> DetectorStatus:

@@ -51,6 +51,15 @@ class Observations:
 
 
 @dataclass(frozen=True)
+class WindowTest:
+    """One window of a windowed detector: its p-value against the reference and the effect size."""
+
+    p_value: float
+    effect: float
+    size: int
+
+
+@dataclass(frozen=True)
 class DetectorStatus:
     """One detector of one model, as operators see it (GetDriftStatus, metrics)."""
 
@@ -69,16 +78,22 @@ class DetectorStatus:
     reference_size: int = 0
     calibration_seconds: float | None = None
     message: str = ""
+    effect: float = math.nan  # effect size of the latest window (NaN: none, or online)
+    min_effect: float = 0.0  # a window with a smaller effect never counts as drift
+    budgeted: bool = True  # counts towards the model-level alarm
 
 
 @dataclass(frozen=True)
 class DriftStatus:
     model: str
     version: int
-    alarm: bool
+    alarm: bool  # the model-level alarm: any budgeted detector's alarm
     detectors: list[DetectorStatus] = field(default_factory=list)
     samples_dropped: int = 0
     enabled: bool = True
+    estimated_accuracy: float = math.nan  # over recent requests, from calibrated confidence
+    false_alarm_every_hours: float = math.nan
+    traffic_rate: float = math.nan  # samples per second the budget was last computed with
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import pickle
 import threading
@@ -24,21 +25,23 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from service.config import DriftRecipe
+from service.drift._budget import RateMeter, Significance, significance
 from service.drift._contract import Detector
 from service.drift._detectors import (
-    EmbeddingDetector,
+    WindowedTest,
     as_observations,
     build_detectors,
     reference_source,
 )
 from service.drift._reduce import Projection
-from service.drift._types import DetectorState, DetectorStatus, Observations
+from service.drift._types import DetectorState, DetectorStatus, Observations, WindowTest
 from service.priority import lower_priority
 
 log = logging.getLogger(__name__)
 STATUS_INTERVAL = 1.0
 HEARTBEAT_INTERVAL = 5.0
 EMBED_CHUNK = 32
+ONLINE_METHODS = ("mmd", "lsdd")
 SCORE_CHUNK = 10
 
 
@@ -65,6 +68,7 @@ class Observe:
     model: str
     version: int
     observations: Observations
+    sent: float = 0.0  # Unix time the monitor shipped them (they arrived within FORWARD_INTERVAL)
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class Stop:
 class Statuses:
     model: str
     statuses: list[DetectorStatus]
+    traffic_rate: float = math.nan  # samples per second the budget is computed with
 
 
 @dataclass(frozen=True)
@@ -96,12 +101,25 @@ class WorkerOptions:
 
 @dataclass
 class _Alarm:
-    """Raised by the first detection; cleared once ``clear_after`` samples pass without one."""
+    """A detector's alarm. Online detectors raise it at the first detection; windowed ones by the
+    budget's rules (see ``_budget``): one window below the single-window level, or ``sustain``
+    consecutive windows below the sustained level, each with at least the minimum effect. It
+    clears once ``clear_after`` samples pass without a detection (a significant window)."""
 
     clear_after: int
+    sustain: int = 1
     active: bool = False
     since: float | None = None
     quiet: int = 0
+    run: int = 0
+
+    def window(self, test: WindowTest, levels: Significance, min_effect: float) -> bool:
+        """Feed one window test; True when the alarm was raised or cleared by it."""
+        meaningful = not test.effect < min_effect  # NaN effect: not measured, so not vetoed
+        significant = meaningful and test.p_value < levels.sustained
+        self.run = self.run + 1 if significant else 0
+        raising = meaningful and (test.p_value < levels.single or self.run >= self.sustain)
+        return self.update(significant if self.active else raising, test.size)
 
     def update(self, detected: bool, samples: int) -> bool:
         """Feed one update; True when the alarm was raised or cleared by it."""
@@ -148,6 +166,7 @@ class _ModelDrift:
         self._lock = threading.Lock()
         self._last_sent = 0.0
         self._dirty = False
+        self._rate = RateMeter()
 
     # version changes --------------------------------------------------------------------------
 
@@ -158,7 +177,7 @@ class _ModelDrift:
             for name, detector in build_detectors(self.recipe).items():
                 self.slots[name] = _Slot(
                     name, detector.method, reference_source(self.recipe, name), detector,
-                    _Alarm(self.recipe.clear_samples),
+                    _Alarm(self.recipe.clear_samples, self.recipe.sustain_windows),
                 )  # fmt: skip
             pending = []
             for slot in self.slots.values():
@@ -228,8 +247,9 @@ class _ModelDrift:
         self.send(force=True)
 
     def _projection_ready(self, slot: _Slot) -> None:
-        if isinstance(slot.detector, EmbeddingDetector) and slot.detector.projection is not None:
-            self._worker.send(ProjectionReady(self.model, self.version, slot.detector.projection))
+        projection = getattr(slot.detector, "projection", None)
+        if isinstance(projection, Projection):
+            self._worker.send(ProjectionReady(self.model, self.version, projection))
 
     # scoring ----------------------------------------------------------------------------------
 
@@ -237,6 +257,8 @@ class _ModelDrift:
         # In chunks, with the statuses sent as soon as an alarm changes, so that the alarm
         # carries the sample count it was raised at even when the worker is catching up.
         rows = message.observations
+        with self._lock:
+            self._rate.add(message.sent or time.time(), len(rows))
         for start in range(0, len(rows), SCORE_CHUNK):
             chunk = Observations(
                 rows.embeddings[start : start + SCORE_CHUNK],
@@ -269,13 +291,38 @@ class _ModelDrift:
 
     def _score(self, slot: _Slot, observations: Observations) -> bool:
         """Update one detector; True when its alarm or state changed."""
+        detector = slot.detector
+        levels = self.levels(slot.name) if detector.budgeted else None
         try:
-            slot.detector.update(observations)
+            if isinstance(detector, WindowedTest) and levels is not None:
+                detector.alpha = levels.sustained
+            detector.update(observations)
         except Exception as exc:
             log.exception("drift detector %s of %s failed to score", slot.name, self.model)
             slot.state, slot.message = DetectorState.FAILED, f"scoring failed: {exc}"
             return True
-        return slot.alarm.update(slot.detector.drift_detected, len(observations))
+        if levels is None:
+            return slot.alarm.update(detector.drift_detected, len(observations))
+        min_effect = self.recipe.min_effect(slot.name)
+        changed = False
+        for test in detector.tests:
+            changed |= slot.alarm.window(test, levels, min_effect)
+        return changed
+
+    @property
+    def traffic_rate(self) -> float:
+        """Samples per second the budget is computed with (configured, else observed)."""
+        return self.recipe.traffic_rate or self._rate.rate()
+
+    def levels(self, detector: str) -> Significance:
+        rate = self.traffic_rate
+        return significance(
+            self.recipe.false_alarm_every_hours,
+            0.0 if math.isnan(rate) else rate,
+            self.recipe.window_of(detector),
+            len(self.recipe.budgeted_detectors),
+            self.recipe.sustain_windows,
+        )
 
     def send(self, force: bool = False) -> None:
         """Send the statuses now when ``force``; else when they changed and a second passed, or
@@ -288,7 +335,7 @@ class _ModelDrift:
                 return
             self._last_sent, self._dirty = now, False
             statuses = [self._status(slot) for slot in self.slots.values()]
-            self._worker.send(Statuses(self.model, statuses))
+            self._worker.send(Statuses(self.model, statuses, self.traffic_rate))
 
     def _status(self, slot: _Slot) -> DetectorStatus:
         detector = slot.detector
@@ -318,6 +365,9 @@ class _ModelDrift:
             reference_size=detector.reference_size if ready else 0,
             calibration_seconds=slot.calibration_seconds,
             message=message,
+            effect=detector.effect if ready else math.nan,
+            min_effect=self.recipe.min_effect(slot.name),
+            budgeted=detector.budgeted,
         )
 
     # saved calibrations -----------------------------------------------------------------------
@@ -401,7 +451,19 @@ def main(options: WorkerOptions, inbox: Connection, outbox: Connection) -> None:
     )
     lower_priority(options.nice)
     _limit_threads(options.threads)
+    if not any(r.embedding_method in ONLINE_METHODS for r in options.recipes.values()):
+        _without_torch()
     Worker(options, outbox).run(inbox)
+
+
+def _without_torch() -> None:
+    """Keep torch out of this process when only windowed tests run: they need scipy alone, and
+    alibi-detect imports torch (about 270 MiB resident) only because it is installed."""
+    import sys
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # its "no PyTorch found" notice
+    for name in ("torch", "tensorflow"):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # makes `import` fail
 
 
 def _limit_threads(threads: int) -> None:

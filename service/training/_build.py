@@ -90,6 +90,11 @@ def build_first_version(
         torch.manual_seed(definition.train.seed)  # the head's initialisation: reproducible builds
         model = TextClassifier(load_encoder(backbone), len(labels), definition.pooling)
         report = Trainer(model, tokens, definition.train, progress).fit(train + names, val)
+        assert report.calibration is not None  # fit() always calibrates (on no rows: T = 1)
+        progress(
+            f"calibration: temperature {report.calibration.temperature} fitted on "
+            f"{report.calibration.rows} validation rows"
+        )
         save_file(
             trainable_state(model, definition.train.finetune_layers),
             str(staged.path / "weights.safetensors"),
@@ -117,6 +122,7 @@ def build_first_version(
                 "label_name_examples": len(names),
             },
             "train": report.as_dict(),
+            "calibration": report.calibration.as_dict(),
             "metrics": {
                 # After a refit the model has trained on the validation rows: report the score
                 # measured while they were still held out.

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from service.adaptation.gate import decide, paired_margin
 from service.adaptation.spec import FineTuneSpec
+from service.calibration import Calibration, FloatArray, calibrate
 from service.config import GateThresholds, TrainRecipe
 from service.priority import lower_priority
 from service.runtime import LoadedVersion
@@ -118,8 +119,9 @@ def _fine_tune(spec: FineTuneSpec) -> dict[str, Any]:
         spec.threads,
     )
     thresholds = GateThresholds(**spec.gate)
+    holdout_probabilities = _predict(candidate, spec.holdout)
     candidate_new, incumbent_new = (
-        _correct(candidate, spec.holdout),
+        _correct_given(candidate.labels, spec.holdout, holdout_probabilities),
         _correct(incumbent, spec.holdout),
     )
     candidate_old, incumbent_old = (
@@ -139,6 +141,11 @@ def _fine_tune(spec: FineTuneSpec) -> dict[str, Any]:
         anchor_held_out=spec.anchor_held_out,
     )
     _log(f"gate at {time.perf_counter() - started:.1f}s: {gate.reason}")
+    calibration = _calibration(spec, candidate, holdout_probabilities)
+    _log(
+        f"calibration: temperature {calibration.temperature} fitted on {calibration.rows} "
+        f"{calibration.source} rows"
+    )
     return {
         "gate": dataclasses.asdict(gate),
         "serving_file": serving_file,
@@ -146,6 +153,7 @@ def _fine_tune(spec: FineTuneSpec) -> dict[str, Any]:
         "train": report.as_dict(),
         "parity_max_abs_diff": parity,
         "int8": int8_info,
+        "calibration": calibration.as_dict(),
         "data": {
             "train": len(spec.train),
             "validation": len(spec.validation),
@@ -222,11 +230,33 @@ def _maybe_int8(
     return fp32, "model.onnx", info
 
 
-def _correct(session: LoadedVersion, pairs: Pairs) -> list[bool]:
+def _calibration(
+    spec: FineTuneSpec, candidate: LoadedVersion, holdout_probabilities: FloatArray
+) -> Calibration:
+    """Fitted on the gate's holdout, which the candidate never trained on; without one, on the
+    validation rows, which only chose its epoch."""
+    if spec.holdout:
+        pairs, probabilities, source = spec.holdout, holdout_probabilities, "holdout"
+    else:
+        pairs, source = spec.validation, "validation" if spec.validation else "none"
+        probabilities = _predict(candidate, pairs)
+    index = {label: i for i, label in enumerate(candidate.labels)}
+    labels = np.array([index[gold] for _, gold in pairs], dtype=np.int64)
+    return calibrate(probabilities, labels, source)
+
+
+def _predict(session: LoadedVersion, pairs: Pairs) -> FloatArray:
     if not pairs:
-        return []
-    probabilities = session.predict([text for text, _ in pairs]).probabilities
-    predicted = [session.labels[i] for i in probabilities.argmax(1)]
+        return np.empty((0, len(session.labels)), dtype=np.float32)
+    return session.predict([text for text, _ in pairs]).probabilities
+
+
+def _correct(session: LoadedVersion, pairs: Pairs) -> list[bool]:
+    return _correct_given(session.labels, pairs, _predict(session, pairs))
+
+
+def _correct_given(labels: list[str], pairs: Pairs, probabilities: FloatArray) -> list[bool]:
+    predicted = [labels[i] for i in probabilities.argmax(1)]
     return [p == gold for p, (_, gold) in zip(predicted, pairs, strict=True)]
 
 

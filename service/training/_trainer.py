@@ -23,9 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
+from service.calibration import Calibration, calibrate
 from service.config import TrainRecipe
 from service.training._data import Example, TokenBatcher
 from service.training._model import TextClassifier
@@ -67,6 +70,9 @@ class TrainReport:
     head_epochs: int = 0
     finetune_epochs: int = 0
     refit_examples: int = 0
+    # Fitted by ``fit`` on the validation rows before any refit trains on them; recorded by the
+    # caller as meta's own ``calibration``, so not part of ``as_dict``.
+    calibration: Calibration | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -122,6 +128,9 @@ class Trainer:
                 self.progress(
                     f"fine-tuned top {r.finetune_layers} layers: validation accuracy {tuned_eval.accuracy:.3f}"
                 )
+        # The model selected on validation, before a refit trains on those rows: the last
+        # moment any row is held out from it.
+        report.calibration = self._calibrate(val_ids, val_y)
         if refit:
             self.model.load_state_dict(pretrained)
             self._refit(train + val, report)
@@ -158,6 +167,23 @@ class Trainer:
         report.seconds = time.perf_counter() - started
         self.model.eval()
         return report
+
+    def _calibrate(self, ids: list[list[int]], labels: torch.Tensor) -> Calibration:
+        """The temperature fitted on the current model's probabilities for held-out rows."""
+        probabilities = self._probabilities(ids)
+        return calibrate(probabilities, labels.numpy(), "validation" if len(ids) else "none")
+
+    @torch.no_grad()
+    def _probabilities(self, ids: list[list[int]]) -> npt.NDArray[np.float32]:
+        """Class probabilities as the exported graph computes them (softmax of the logits)."""
+        self.model.eval()
+        chunks = [
+            torch.softmax(self.model(*TokenBatcher.pad(ids[i : i + EVAL_BATCH]))[0], dim=-1)
+            for i in range(0, len(ids), EVAL_BATCH)
+        ]
+        if not chunks:
+            return np.empty((0, self.model.head.out_features), dtype=np.float32)
+        return torch.cat(chunks).numpy()
 
     # phase 1 -----------------------------------------------------------------------------------
 

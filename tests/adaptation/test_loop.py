@@ -16,6 +16,7 @@ from service.adaptation.events import EventBus
 from service.adaptation.loop import AdaptationService
 from service.adaptation.predictions import PredictionLog
 from service.adaptation.types import JobState, NewSample
+from service.calibration import Calibration
 from service.config import load_model_definition
 from service.errors import InvalidInput, NotFound
 from service.metrics import Metrics
@@ -154,6 +155,11 @@ def test_enough_labels_trigger_a_fine_tune_that_learns_the_shift_and_promotes(
     assert meta["status"] == "promoted" and meta["parent"] == 1 and meta["samples_upto"] == 60
     assert meta["gate"]["promote"] is True
     assert meta["gate"]["candidate_new"] >= meta["gate"]["incumbent_new"]
+    calibration = Calibration.from_dict(meta["calibration"])
+    assert calibration is not None and calibration.source == "holdout"
+    assert calibration.rows == meta["data"]["holdout"] > 0
+    assert 0.05 <= calibration.temperature <= 20
+    assert calibration.accuracy == pytest.approx(meta["gate"]["candidate_new"], abs=1e-4)
     assert (
         loop.metrics.registry.get_sample_value(
             "loopserve_finetune_jobs_total", {"model": TINY_MODEL, "outcome": "promoted"}

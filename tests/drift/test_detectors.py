@@ -14,6 +14,7 @@ from service.drift import (
     ConfidenceDetector,
     Detector,
     EmbeddingDetector,
+    EmbeddingKSDetector,
     LabelDetector,
     Observations,
     build_detectors,
@@ -54,9 +55,11 @@ WINDOW = 20
 FACTORIES: dict[str, Callable[[], Detector]] = {
     "mmd": lambda: EmbeddingDetector("mmd", 8, WINDOW, ert=500, n_bootstraps=600, seed=0),
     "lsdd": lambda: EmbeddingDetector("lsdd", 8, WINDOW, ert=500, n_bootstraps=600, seed=0),
-    "ks": lambda: ConfidenceDetector(WINDOW, ert=20_000),
-    "chisquare": lambda: LabelDetector(WINDOW, ert=20_000),
+    "embedding-ks": lambda: EmbeddingKSDetector(8, WINDOW, alpha=0.001),
+    "ks": lambda: ConfidenceDetector(WINDOW, alpha=0.001),
+    "chisquare": lambda: LabelDetector(WINDOW, alpha=0.001),
 }
+WINDOWED = ("embedding-ks", "ks", "chisquare")
 
 
 @pytest.fixture(params=sorted(FACTORIES), ids=sorted(FACTORIES))
@@ -129,7 +132,9 @@ def test_a_fitted_detector_pickles_with_its_state(fitted: Detector) -> None:
 def test_build_detectors_follows_the_recipe() -> None:
     detectors = build_detectors(DriftRecipe(detectors=("labels", "embedding")))
     assert sorted(detectors) == ["embedding", "labels"]
-    assert detectors["embedding"].method == "mmd"
+    assert detectors["embedding"].method == "ks" and detectors["embedding"].budgeted
+    online = build_detectors(DriftRecipe(embedding_method="mmd"))["embedding"]
+    assert online.method == "mmd" and not online.budgeted
     assert build_detectors(DriftRecipe(detectors=(), embedding_method="lsdd")) == {}
     assert build_detectors(DriftRecipe(embedding_method="lsdd"))["embedding"].method == "lsdd"
     assert all(isinstance(d, Detector) for d in build_detectors(DriftRecipe()).values())
@@ -139,7 +144,7 @@ def test_label_counts_with_labels_missing_from_reference_and_window() -> None:
     reference = stream(200, seed=1)
     probabilities = reference.probabilities.copy()
     probabilities[:, 3] = 0.0  # label 3 is never predicted in the reference
-    detector = LabelDetector(WINDOW, ert=20_000)
+    detector = LabelDetector(WINDOW, alpha=0.001)
     detector.fit(Observations(reference.embeddings, probabilities))
     window = stream(WINDOW, seed=2)
     only_first_two = window.probabilities.copy()
@@ -148,3 +153,37 @@ def test_label_counts_with_labels_missing_from_reference_and_window() -> None:
     assert math.isfinite(detector.statistic)
     detector.update(window)  # label 3 appears, unseen in the reference
     assert math.isfinite(detector.statistic) and detector.samples_seen == 2 * WINDOW
+
+
+@pytest.mark.parametrize("name", WINDOWED)
+def test_each_completed_window_leaves_its_p_value_and_effect(name: str) -> None:
+    detector = FACTORIES[name]()
+    detector.fit(stream(200, seed=1))
+    assert detector.budgeted
+    detector.update(stream(WINDOW - 1, seed=2))
+    assert detector.tests == [] and math.isnan(detector.effect)
+    detector.update(stream(WINDOW + 2, seed=3))  # completes two windows, starts a third
+    assert [t.size for t in detector.tests] == [WINDOW, WINDOW]
+    assert all(0 <= t.p_value <= 1 and 0 <= t.effect <= 1 for t in detector.tests)
+    last = detector.tests[-1]
+    assert detector.statistic == pytest.approx(-math.log10(last.p_value))
+    assert detector.effect == last.effect
+
+
+@pytest.mark.parametrize("name", WINDOWED)
+def test_a_shift_has_a_larger_effect_than_no_shift(name: str) -> None:
+    quiet, shifted = FACTORIES[name](), FACTORIES[name]()
+    for detector in (quiet, shifted):
+        detector.fit(stream(400, seed=1))
+    quiet.update(stream(4 * WINDOW, seed=2))
+    shifted.update(stream(4 * WINDOW, seed=2, shifted=True))
+    assert min(t.effect for t in shifted.tests) > max(t.effect for t in quiet.tests)
+
+
+def test_alpha_sets_the_threshold_and_the_detection() -> None:
+    detector = ConfidenceDetector(WINDOW, alpha=0.01)
+    detector.fit(stream(200, seed=1))
+    assert detector.threshold == pytest.approx(2.0)
+    detector.alpha = 1.0  # every window counts as drift
+    detector.update(stream(WINDOW, seed=2))
+    assert detector.drift_detected

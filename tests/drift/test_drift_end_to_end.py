@@ -46,6 +46,7 @@ def drift_status(address: str) -> dict[str, dict[str, object]]:
 def alarm_metrics(port: int) -> list[str]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
+    # The model-level alarm: one series per model.
     return [line for line in text.splitlines() if line.startswith("loopserve_drift_alarm{")]
 
 

@@ -37,13 +37,18 @@ from service.drift import DetectorState, DriftMonitor, DriftStatus
 from service.metrics import Metrics
 from service.runtime import BatchResult
 
+# The embedding detector on the training reference (ready before traffic), the others on early
+# traffic; a budget of one false alarm per hour at one request per second keeps the window
+# levels at their 0.05 cap, so that a few dozen shifted requests are enough.
 DRIFT = """detectors = ["embedding", "confidence", "labels"]
+embedding_reference = "training"
 embedding_dims = 8
 window_size = 10
 test_window_size = 20
 reference_size = 60
-ert = 300.0
-n_bootstraps = 400
+false_alarm_every_hours = 1.0
+traffic_rate = 1.0
+sustain_windows = 2
 """
 
 
@@ -144,21 +149,29 @@ def test_a_domain_shift_raises_the_alarm_event_metric_and_adaptation_need(
     send(drift_server.address, in_distribution(40, seed=2), "in")
     status = wait_for(drift_server, lambda s: all(d.samples_seen >= 40 for d in s.detectors))
     assert not status.alarm, status
-    send(drift_server.address, shifted(40, seed=3), "shift")
+    send(drift_server.address, shifted(60, seed=3), "shift")
     status = wait_for(drift_server, lambda s: s.alarm)
     alarmed = [d for d in status.detectors if d.alarm]
-    assert alarmed and all(d.statistic > d.threshold for d in alarmed)
+    assert alarmed and all(d.budgeted and d.effect >= d.min_effect for d in alarmed)
     watcher.result(timeout=10)
     raised = events[-1]
-    assert raised.attributes["detector"] in {d.detector for d in alarmed}
-    assert float(raised.attributes["statistic"]) > float(raised.attributes["threshold"])
+    assert set(raised.attributes["detector"].split(", ")) <= {d.detector for d in alarmed}
+    signals = [e for e in events if e.kind is EventKind.DRIFT_SIGNAL_RAISED]
+    assert {e.attributes["detector"] for e in signals} >= {d.detector for d in alarmed}
+    assert all(float(e.attributes["statistic"]) > float(e.attributes["threshold"]) for e in signals)
     sample = metrics.registry.get_sample_value
     detector = alarmed[0].detector
-    assert sample("loopserve_drift_alarm", {"model": TINY_MODEL, "detector": detector}) == 1
-    # The embedding detector (training reference) scored all 140 requests, the others the 80
+    assert sample("loopserve_drift_alarm", {"model": TINY_MODEL}) == 1
+    labels = {"model": TINY_MODEL, "detector": detector}
+    assert sample("loopserve_drift_detector_alarm", labels) == 1
+    assert 0 <= (sample("loopserve_drift_effect", labels) or -1) <= 1
+    assert sample("loopserve_drift_traffic_rate", {"model": TINY_MODEL}) == 1.0
+    estimated = sample("loopserve_estimated_accuracy", {"model": TINY_MODEL, "version": "1"})
+    assert estimated is not None and 0 < estimated <= 1
+    # The embedding detector (training reference) scored all 160 requests, the others the 100
     # that followed their traffic reference.
-    wait_for(drift_server, lambda s: sum(d.samples_seen for d in s.detectors) == 140 + 2 * 80)
-    for name, count in (("embedding", 140), ("confidence", 80), ("labels", 80)):
+    wait_for(drift_server, lambda s: sum(d.samples_seen for d in s.detectors) == 160 + 2 * 100)
+    for name, count in (("embedding", 160), ("confidence", 100), ("labels", 100)):
         labels = {"model": TINY_MODEL, "detector": name}
         assert sample("loopserve_drift_samples_scored_total", labels) == count
     state = {"model": TINY_MODEL, "detector": "embedding", "state": "ready"}
@@ -169,6 +182,8 @@ def test_a_domain_shift_raises_the_alarm_event_metric_and_adaptation_need(
     assert remote.alarm and remote.enabled
     assert [d.detector for d in remote.detectors] == ["confidence", "embedding", "labels"]
     assert math.isfinite(remote.detectors[1].statistic)
+    assert remote.false_alarm_every_hours == 1.0 and remote.traffic_rate == 1.0
+    assert 0 < remote.estimated_accuracy <= 1
 
 
 def test_candidates_are_the_least_confident_and_most_atypical_recent_inputs(

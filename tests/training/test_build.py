@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from conftest import TINY_LABELS, TINY_MODEL, tiny_rows, write_csv
 
+from service.calibration import Calibration
 from service.config import load_model_definition
 from service.errors import ConfigError
 from service.registry import ModelRegistry
@@ -26,6 +27,19 @@ def test_built_version_has_every_file_and_meta(built_state: Path) -> None:
         "validation": 12,
         "label_name_examples": 3,
     }
+
+
+def test_version_records_a_calibration_fitted_on_the_validation_rows(built_state: Path) -> None:
+    meta = ModelRegistry(built_state, TINY_MODEL).get(1).meta
+    calibration = Calibration.from_dict(meta["calibration"])
+    assert calibration is not None
+    assert 0.05 <= calibration.temperature <= 20
+    assert calibration.rows == meta["data"]["validation"] == 12
+    assert calibration.source == "validation"
+    # Fitted on the selected model before the refit trained on those rows: its accuracy is the
+    # held-out one, not the refit model's on rows it has seen.
+    assert calibration.accuracy == pytest.approx(meta["metrics"]["validation_accuracy"])
+    assert "calibration" not in meta["train"]
 
 
 def test_first_version_becomes_current_and_second_records_parent(built_state: Path) -> None:

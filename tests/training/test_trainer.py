@@ -59,6 +59,10 @@ def test_refit_trains_the_chosen_epochs_on_validation_rows_too(tiny_backbone: Pa
     assert kept_report.refit_examples == 0  # type: ignore[attr-defined]
     assert report.refit_examples == 60  # type: ignore[attr-defined]
     assert 1 <= report.head_epochs <= RECIPE.head_epochs  # type: ignore[attr-defined]
+    # Calibrated before the refit, on rows the selected model had not trained on.
+    chosen = report.finetuned if report.used_finetune else report.head_only  # type: ignore[attr-defined]
+    assert report.calibration.rows == 30  # type: ignore[attr-defined]
+    assert report.calibration.accuracy == pytest.approx(chosen["accuracy"])  # type: ignore[attr-defined]
     learned, missed = (
         accuracy(refit, tokens, unseen_phrasing),
         accuracy(kept, tokens, unseen_phrasing),
@@ -75,6 +79,9 @@ def test_refit_is_off_without_a_validation_split(tiny_backbone: Path) -> None:
         examples(TRAIN_WORDS, 30, seed=0), []
     )
     assert report.refit_examples == 0 and report.head_epochs == RECIPE.head_epochs
+    assert report.calibration is not None
+    assert (report.calibration.temperature, report.calibration.rows) == (1.0, 0)
+    assert report.calibration.source == "none"
 
 
 @pytest.mark.parametrize(

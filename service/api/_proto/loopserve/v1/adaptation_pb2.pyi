@@ -227,7 +227,7 @@ class GetDriftStatusRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class DetectorStatus(_message.Message):
-    __slots__ = ("detector", "method", "version", "state", "statistic", "threshold", "drift_detected", "alarm", "alarm_since", "samples_seen", "reference_source", "reference_size", "calibration_seconds", "message")
+    __slots__ = ("detector", "method", "version", "state", "statistic", "threshold", "drift_detected", "alarm", "alarm_since", "samples_seen", "reference_source", "reference_size", "calibration_seconds", "message", "effect", "min_effect", "budgeted")
     DETECTOR_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -242,6 +242,9 @@ class DetectorStatus(_message.Message):
     REFERENCE_SIZE_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    EFFECT_FIELD_NUMBER: _ClassVar[int]
+    MIN_EFFECT_FIELD_NUMBER: _ClassVar[int]
+    BUDGETED_FIELD_NUMBER: _ClassVar[int]
     detector: str
     method: str
     version: int
@@ -256,23 +259,32 @@ class DetectorStatus(_message.Message):
     reference_size: int
     calibration_seconds: float
     message: str
-    def __init__(self, detector: _Optional[str] = ..., method: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[str] = ..., statistic: _Optional[float] = ..., threshold: _Optional[float] = ..., drift_detected: _Optional[bool] = ..., alarm: _Optional[bool] = ..., alarm_since: _Optional[float] = ..., samples_seen: _Optional[int] = ..., reference_source: _Optional[str] = ..., reference_size: _Optional[int] = ..., calibration_seconds: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
+    effect: float
+    min_effect: float
+    budgeted: bool
+    def __init__(self, detector: _Optional[str] = ..., method: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[str] = ..., statistic: _Optional[float] = ..., threshold: _Optional[float] = ..., drift_detected: _Optional[bool] = ..., alarm: _Optional[bool] = ..., alarm_since: _Optional[float] = ..., samples_seen: _Optional[int] = ..., reference_source: _Optional[str] = ..., reference_size: _Optional[int] = ..., calibration_seconds: _Optional[float] = ..., message: _Optional[str] = ..., effect: _Optional[float] = ..., min_effect: _Optional[float] = ..., budgeted: _Optional[bool] = ...) -> None: ...
 
 class DriftStatus(_message.Message):
-    __slots__ = ("model", "version", "enabled", "alarm", "detectors", "samples_dropped")
+    __slots__ = ("model", "version", "enabled", "alarm", "detectors", "samples_dropped", "estimated_accuracy", "false_alarm_every_hours", "traffic_rate")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     ALARM_FIELD_NUMBER: _ClassVar[int]
     DETECTORS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    FALSE_ALARM_EVERY_HOURS_FIELD_NUMBER: _ClassVar[int]
+    TRAFFIC_RATE_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     enabled: bool
     alarm: bool
     detectors: _containers.RepeatedCompositeFieldContainer[DetectorStatus]
     samples_dropped: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., enabled: _Optional[bool] = ..., alarm: _Optional[bool] = ..., detectors: _Optional[_Iterable[_Union[DetectorStatus, _Mapping]]] = ..., samples_dropped: _Optional[int] = ...) -> None: ...
+    estimated_accuracy: float
+    false_alarm_every_hours: float
+    traffic_rate: float
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., enabled: _Optional[bool] = ..., alarm: _Optional[bool] = ..., detectors: _Optional[_Iterable[_Union[DetectorStatus, _Mapping]]] = ..., samples_dropped: _Optional[int] = ..., estimated_accuracy: _Optional[float] = ..., false_alarm_every_hours: _Optional[float] = ..., traffic_rate: _Optional[float] = ...) -> None: ...
 
 class GetLabelingCandidatesRequest(_message.Message):
     __slots__ = ("model", "count")

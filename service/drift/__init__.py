@@ -50,7 +50,7 @@ __all__ = [
     "LabelDetector",
     "Observations",
     "Projection",
-    "build_detectors",
     "WindowTest",
+    "build_detectors",
     "training_texts",
 ]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import shutil
 import subprocess
@@ -428,8 +429,10 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     report["latency"] = {
         "p50_ms_off": p50["off"],
         "p50_ms_on": p50["on"],
-        "overhead": float(np.median(ratios)) - 1,
-        "overhead_of_medians": float(np.median(p50["on"]) / np.median(p50["off"])) - 1,
+        "overhead": float(np.median(ratios)) - 1 if ratios else math.nan,
+        "overhead_of_medians": (
+            float(np.median(p50["on"]) / np.median(p50["off"])) - 1 if ratios else math.nan
+        ),
     }
     print_summary(report)
     return report
@@ -494,12 +497,15 @@ def print_summary(report: dict[str, Any]) -> None:
             f"(error {error * 100:+.1f} points){verdict}"
         )
     ok = lat["overhead"] <= TARGET_P50_OVERHEAD
-    print(
-        f"  serving p50 off {[round(v, 2) for v in lat['p50_ms_off']]} ms, on "
-        f"{[round(v, 2) for v in lat['p50_ms_on']]} ms: overhead {lat['overhead'] * 100:+.1f}% "
-        f"(median of pair ratios; of medians {lat['overhead_of_medians'] * 100:+.1f}%) "
-        f"(target <= {TARGET_P50_OVERHEAD:.0%}) {'OK' if ok else 'MISSED'}"
-    )
+    if math.isnan(lat["overhead"]):
+        print("  serving p50 on vs off: not measured (--latency-rounds 0)")
+    else:
+        print(
+            f"  serving p50 off {[round(v, 2) for v in lat['p50_ms_off']]} ms, on "
+            f"{[round(v, 2) for v in lat['p50_ms_on']]} ms: overhead {lat['overhead'] * 100:+.1f}% "
+            f"(median of pair ratios; of medians {lat['overhead_of_medians'] * 100:+.1f}%) "
+            f"(target <= {TARGET_P50_OVERHEAD:.0%}) {'OK' if ok else 'MISSED'}"
+        )
     print(f"  samples dropped by the drift queue: {report['samples_dropped']}")
     mem = report["memory"]
     total = (mem["server_rss_mib"] or 0) + (mem["worker_rss_mib"] or 0)

@@ -33,7 +33,7 @@ from service.api.adaptation_client import AdaptationClient
 from service.api.client import ClientError
 from service.cli import main
 from service.config import DriftRecipe
-from service.drift import DetectorState, DriftMonitor, DriftStatus
+from service.drift import DetectorState, DetectorStatus, DriftMonitor, DriftStatus
 from service.metrics import Metrics
 from service.runtime import BatchResult
 
@@ -316,3 +316,45 @@ def test_the_worker_runs_in_its_own_process(start_app: Any, drift_models: Path) 
     assert worker is not None and getattr(worker, "pid", None) not in (None,)
     send(server.address, shifted(30, seed=3), "shift")
     wait_for(server, lambda s: any(d.samples_seen >= 30 for d in s.detectors), timeout=30)
+
+
+def detector_status(name: str, alarm: bool, budgeted: bool = True) -> DetectorStatus:
+    return DetectorStatus(
+        "m", name, "ks" if budgeted else "mmd", 1, DetectorState.READY, alarm=alarm,
+        budgeted=budgeted, samples_seen=100,
+    )  # fmt: skip
+
+
+def test_only_the_model_level_alarm_reaches_the_alarm_hook(tmp_path: Path) -> None:
+    """One detector's signal is an event for diagnosis; the hook that marks the model for
+    adaptation hears only the model-level alarm, and an online detector never raises it."""
+    metrics = Metrics()
+    served = SimpleNamespace(definition=SimpleNamespace(drift=DriftRecipe()), serving_version=None)
+    monitor = DriftMonitor(
+        {"m": served},  # type: ignore[dict-item]
+        tmp_path,
+        metrics,
+        reference_texts=lambda *_: [],
+    )
+    alarms: list[tuple[bool, list[str]]] = []
+    signals: list[tuple[str, bool]] = []
+    monitor.on_alarm = lambda status, raised: alarms.append(
+        (raised, [d.detector for d in status.detectors if d.alarm])
+    )
+    monitor.on_signal = lambda status, raised: signals.append((status.detector, raised))
+    model_alarm = {"model": "m"}
+    quiet = [detector_status("confidence", False), detector_status("labels", False)]
+    monitor._update("m", [detector_status("embedding", True, budgeted=False), *quiet])
+    assert alarms == [] and signals == [("embedding", True)]
+    assert metrics.registry.get_sample_value("loopserve_drift_alarm", model_alarm) == 0
+    monitor._update("m", [detector_status("embedding", True, budgeted=False),
+                          detector_status("confidence", True), quiet[1]])  # fmt: skip
+    assert alarms == [(True, ["confidence", "embedding"])]
+    assert metrics.registry.get_sample_value("loopserve_drift_alarm", model_alarm) == 1
+    assert monitor.status("m").alarm
+    monitor._update("m", [detector_status("embedding", True, budgeted=False),
+                          detector_status("confidence", True), detector_status("labels", True)])  # fmt: skip
+    assert len(alarms) == 1  # still raised: no second event
+    monitor._update("m", [detector_status("embedding", False, budgeted=False), *quiet])
+    assert alarms[-1] == (False, [])
+    assert metrics.registry.get_sample_value("loopserve_drift_alarm", model_alarm) == 0

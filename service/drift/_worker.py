@@ -408,10 +408,15 @@ class _ModelDrift:
             log.warning("could not save drift calibration %s", path, exc_info=True)
 
 
-# Settings that change how observations are queued or alarms clear, not the calibration itself.
+# Settings that change how observations are queued or alarms are raised and cleared, not the
+# calibration itself: changing the budget must not cost a recalibration.
 _NOT_CALIBRATION = frozenset(
-    {"queue_size", "candidate_pool_size", "worker_threads", "worker_nice", "clear_after"}
-)
+    {
+        "queue_size", "candidate_pool_size", "worker_threads", "worker_nice", "clear_after",
+        "false_alarm_every_hours", "traffic_rate", "sustain_windows", "min_effect_embedding",
+        "min_effect_confidence", "min_effect_labels", "accuracy_window",
+    }
+)  # fmt: skip
 
 
 class Worker:

@@ -358,3 +358,19 @@ def test_only_the_model_level_alarm_reaches_the_alarm_hook(tmp_path: Path) -> No
     monitor._update("m", [detector_status("embedding", False, budgeted=False), *quiet])
     assert alarms[-1] == (False, [])
     assert metrics.registry.get_sample_value("loopserve_drift_alarm", model_alarm) == 0
+
+
+def test_the_accuracy_estimate_applies_the_version_temperature_over_its_window() -> None:
+    from service.calibration import Calibration
+    from service.drift._monitor import AccuracyEstimate
+
+    estimate = AccuracyEstimate(window=4)
+    assert math.isnan(estimate.value)
+    sharp = np.array([[0.9, 0.1], [0.8, 0.2]], np.float32)
+    estimate.restart(1, None)  # no calibration recorded: temperature 1
+    estimate.add(sharp)
+    assert estimate.value == pytest.approx(0.85)
+    estimate.restart(2, Calibration(temperature=1e6, rows=10, accuracy=0.5, source="holdout"))
+    assert math.isnan(estimate.value)  # a new version starts afresh
+    estimate.add(np.tile(sharp, (3, 1)))  # 6 rows, window 4
+    assert estimate.value == pytest.approx(0.5, abs=1e-3)  # a huge temperature flattens them

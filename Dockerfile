@@ -53,16 +53,25 @@ ENV PATH=/opt/venv/bin:$PATH \
     LOOPSERVE_MODELS_DIR=/app/models \
     LOOPSERVE_HOST=0.0.0.0 \
     LOOPSERVE_GRPC_PORT=8001 \
+    LOOPSERVE_HEALTH_PORT=8002 \
+    LOOPSERVE_METRICS_HOST=0.0.0.0 \
     LOOPSERVE_METRICS_PORT=9090
+
+# The container binds 0.0.0.0, so `serve` refuses to start without tokens: mount a tokens file
+# (LOOPSERVE_TOKENS_FILE=/run/secrets/...) or pass LOOPSERVE_TOKENS (see README, Security). TLS:
+# mount the certificate and key and set LOOPSERVE_TLS_CERT, LOOPSERVE_TLS_KEY (and
+# LOOPSERVE_TLS_CLIENT_CA for mutual TLS). Port 8002 answers grpc.health.v1 alone, in plaintext,
+# for probes (Docker's HEALTHCHECK, Kubernetes' gRPC probes) that cannot speak TLS.
 
 # Model versions (built on first start, then replaced by fine-tuning) live here: keep it on a
 # persistent volume, or every new container starts again from version 1.
 VOLUME ["/var/lib/loopserve"]
-EXPOSE 8001 9090
+EXPOSE 8001 8002 9090
 USER loopserve
 
-# gRPC health of the inference service; the start period covers building version 1 on first start.
-HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 CMD ["python", "-c", "import os,sys,grpc;from grpc_health.v1 import health_pb2 as h,health_pb2_grpc as g;c=grpc.insecure_channel('127.0.0.1:'+os.environ.get('LOOPSERVE_GRPC_PORT','8001'));r=g.HealthStub(c).Check(h.HealthCheckRequest(service='inference.GRPCInferenceService'),timeout=3);sys.exit(r.status!=h.HealthCheckResponse.SERVING)"]
+# gRPC health of the inference service on the plaintext health port (the gRPC port when it is
+# unset); the start period covers building version 1 on first start.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 CMD ["python", "-c", "import os,sys,grpc;from grpc_health.v1 import health_pb2 as h,health_pb2_grpc as g;p=os.environ.get('LOOPSERVE_HEALTH_PORT') or os.environ.get('LOOPSERVE_GRPC_PORT','8001');c=grpc.insecure_channel('127.0.0.1:'+p);r=g.HealthStub(c).Check(h.HealthCheckRequest(service='inference.GRPCInferenceService'),timeout=3);sys.exit(r.status!=h.HealthCheckResponse.SERVING)"]
 
 # SIGTERM: health turns NOT_SERVING, in-flight requests drain (LOOPSERVE_DRAIN_SECONDS), exit 0.
 # Allow a stop timeout above the drain time (docker stop -t / stop_grace_period).

@@ -10,6 +10,10 @@ fi
 # `loopserve serve` reads LOOPSERVE_MODELS (comma-separated); MODEL is the one-model shorthand.
 export LOOPSERVE_MODELS="${LOOPSERVE_MODELS:-${MODEL:-support-intents}}"
 
+# Fail in a second, not after building version 1: the image binds 0.0.0.0, so the server needs
+# tokens (LOOPSERVE_TOKENS_FILE or LOOPSERVE_TOKENS) and readable TLS files if any are set.
+loopserve serve --check "$@" >/dev/null
+
 old_ifs=$IFS
 IFS=', '
 for name in $LOOPSERVE_MODELS; do

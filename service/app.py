@@ -7,18 +7,17 @@ import logging
 import signal
 import time
 from dataclasses import dataclass, field
-from wsgiref.simple_server import WSGIServer
-
-from prometheus_client import start_http_server
 
 from service.adaptation.events import EventBus
 from service.adaptation.loop import AdaptationService
 from service.adaptation.predictions import PredictionLog
 from service.api import GrpcServer, build_server
+from service.api.server import ServerTls
 from service.config import ServerSettings, load_model_definition
 from service.drift import DriftMonitor, training_texts
 from service.inference import InferenceService
 from service.metrics import Metrics
+from service.metrics_http import MetricsServer
 from service.registry import ModelRegistry
 from service.serving import ServedModel
 from service.store import SQLiteStore
@@ -40,7 +39,7 @@ class App:
     drift_in_process: bool = False
     inference: InferenceService | None = None
     grpc: GrpcServer | None = None
-    _metrics_http: WSGIServer | None = None
+    _metrics_http: MetricsServer | None = None
     _stopped: bool = False
 
     @property
@@ -51,11 +50,17 @@ class App:
     @property
     def metrics_port(self) -> int:
         assert self._metrics_http is not None, "start() first"
-        return int(self._metrics_http.server_port)
+        return self._metrics_http.port
 
     async def start(self) -> None:
         started = time.perf_counter()
         s = self.settings
+        # Credentials first: a bad tokens file must stop the start before any model loads.
+        tokens, metrics_auth = s.token_store(), s.metrics_auth()
+        tls = None
+        if s.tls_cert is not None and s.tls_key is not None:
+            tls = ServerTls(s.tls_cert, s.tls_key, s.tls_client_ca)
+            tls.credentials()  # reads the files: an unreadable one fails here
         for name in s.models:
             definition = load_model_definition(s.models_dir, name)
             registry = ModelRegistry(s.state_dir, name)
@@ -95,17 +100,23 @@ class App:
         self.drift.start()
         self.inference = InferenceService(self.models)
         self.grpc = build_server(
-            self.inference, self.metrics, s.host, s.grpc_port, adaptation=self.adaptation
-        )
-        await self.grpc.server.start()
-        self._metrics_http, _ = start_http_server(
-            s.metrics_port, addr=s.host, registry=self.metrics.registry
+            self.inference, self.metrics, s.host, s.grpc_port, adaptation=self.adaptation,
+            tokens=tokens, tls=tls,
+        )  # fmt: skip
+        if s.health_port is not None:
+            self.grpc.add_health_port(s.host, s.health_port)
+        await self.grpc.start()
+        self._metrics_http = MetricsServer(
+            self.metrics.registry, s.metrics_host, s.metrics_port, metrics_auth
         )
         await self.grpc.set_serving(True)
         await asyncio.to_thread(self.adaptation.recover)
+        for warning in s.exposure_warnings(tokens is not None, metrics_auth is not None):
+            log.warning("%s", warning)
         log.info(
-            "serving %s on %s:%d (gRPC), metrics on :%d/metrics, ready in %.2fs",
-            ", ".join(self.models), s.host, self.grpc.port, self.metrics_port,
+            "serving %s on %s:%d (gRPC), metrics on :%d/metrics at %s; %s; ready in %.2fs",
+            ", ".join(self.models), s.host, self.grpc.port, self.metrics_port, s.metrics_host,
+            _security_summary(tokens is not None, tls, metrics_auth is not None),
             time.perf_counter() - started,
         )  # fmt: skip
 
@@ -126,7 +137,7 @@ class App:
             # A running fine-tune is ended; its job is marked failed and retried after restart.
             await asyncio.to_thread(self.adaptation.stop, grace)
         if self.grpc is not None:
-            await self.grpc.server.stop(grace=grace)
+            await self.grpc.stop(grace)
         if self.drift is not None:
             await asyncio.to_thread(self.drift.stop)
         for served in self.models.values():
@@ -134,8 +145,7 @@ class App:
         if self.store is not None:
             self.store.close()
         if self._metrics_http is not None:
-            self._metrics_http.shutdown()
-            self._metrics_http.server_close()
+            self._metrics_http.stop()
         log.info("stopped")
 
     async def run_until_signal(self) -> None:
@@ -147,3 +157,10 @@ class App:
         await stop.wait()
         log.info("signal received: draining")
         await self.stop()
+
+
+def _security_summary(has_tokens: bool, tls: ServerTls | None, metrics_auth: bool) -> str:
+    transport = "plaintext" if tls is None else "mutual TLS" if tls.client_ca else "TLS"
+    calls = "tokens required" if has_tokens else "no authentication"
+    metrics = "metrics need credentials" if metrics_auth else "metrics open"
+    return f"{transport}, {calls}, {metrics}"

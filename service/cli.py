@@ -19,16 +19,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from service.adaptation.types import GateResult, Job, NewSample, VersionSummary
-from service.config import ServerSettings, load_model_definition
+from service.config import ServerSettings, load_model_definition, validate_model_name
 from service.errors import InvalidInput, LoopserveError
 from service.registry import ModelRegistry
 
 if TYPE_CHECKING:
     from service.api.adaptation_client import AdaptationClient
+    from service.api.channel import ChannelOptions
 
 DEFAULT_ADDR = "localhost:8001"
 DEFAULT_MODEL = "support-intents"
 LABEL_BATCH = 500
+LABEL_BATCH_BYTES = 3 * 1024 * 1024
 MODEL_HELP = "model to address (default $LOOPSERVE_MODEL, else the server's only model)"
 CSV_COLUMNS = ("text", "label", "id", "prediction_id")
 CSV_FORMAT = "text,label[,id][,prediction_id]"
@@ -83,9 +85,23 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"model to serve; repeat for several (default {DEFAULT_MODEL})",
     )
-    serve.add_argument("--host", default=None, help="bind address (default 0.0.0.0)")
+    serve.add_argument(
+        "--host",
+        default=None,
+        help="gRPC bind address (default 127.0.0.1; another one needs tokens or --insecure)",
+    )
     serve.add_argument(
         "--grpc-port", type=int, default=None, help="gRPC port (default 8001; 0 picks one)"
+    )
+    serve.add_argument(
+        "--metrics-host", default=None, help="metrics bind address (default 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--health-port",
+        type=int,
+        default=None,
+        help="also serve grpc.health.v1 alone, in plaintext, on this port (for probes that "
+        "cannot speak TLS; default off)",
     )
     serve.add_argument(
         "--metrics-port", type=int, default=None, help="Prometheus port (default 9090; 0 picks one)"
@@ -95,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="grace for in-flight requests on stop (default 10)",
+    )
+    _add_security_flags(serve)
+    serve.add_argument(
+        "--check",
+        action="store_true",
+        help="check the settings (tokens, TLS files, bind rules) and exit without serving",
     )
     serve.set_defaults(run=_serve)
 
@@ -112,8 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     init.set_defaults(run=_init)
 
+    connection = _connection_parser()
     predict = commands.add_parser(
-        "predict", parents=[common], help="classify texts with a running server"
+        "predict", parents=[common, connection], help="classify texts with a running server"
     )
     predict.add_argument("texts", nargs="+", metavar="TEXT")
     predict.add_argument(
@@ -124,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.set_defaults(run=_predict)
 
     # The closed loop, through the loopserve.v1.Adaptation service of a running server.
-    remote = argparse.ArgumentParser(add_help=False)
+    remote = argparse.ArgumentParser(add_help=False, parents=[connection])
     remote.add_argument(
         "--addr", default=DEFAULT_ADDR, help=f"server address (default {DEFAULT_ADDR})"
     )
@@ -182,6 +205,100 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_security_flags(serve: argparse.ArgumentParser) -> None:
+    """`serve`'s tokens, TLS and metrics credentials (secrets themselves only by file or env)."""
+    serve.add_argument(
+        "--tokens-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="bearer tokens, one name:scopes:token a line (default $LOOPSERVE_TOKENS_FILE; "
+        "also $LOOPSERVE_TOKENS); without tokens calls are not authenticated",
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow a non-loopback --host without tokens (default $LOOPSERVE_INSECURE)",
+    )
+    serve.add_argument(
+        "--tls-cert", type=Path, default=None, metavar="PEM", help="server certificate chain"
+    )
+    serve.add_argument(
+        "--tls-key", type=Path, default=None, metavar="PEM", help="server private key"
+    )
+    serve.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="require client certificates signed by this CA (mutual TLS)",
+    )
+    serve.add_argument(
+        "--metrics-token-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="bearer token /metrics requires (also $LOOPSERVE_METRICS_TOKEN, "
+        "$LOOPSERVE_METRICS_BASIC_AUTH=user:password)",
+    )
+
+
+def _connection_parser() -> argparse.ArgumentParser:
+    """How commands that talk to a server reach it: token and TLS."""
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument(
+        "--token",
+        default=None,
+        help="bearer token (default $LOOPSERVE_TOKEN, which keeps it out of the process list)",
+    )
+    connection.add_argument(
+        "--tls", action="store_true", help="connect over TLS (implied by --tls-ca, --tls-cert)"
+    )
+    connection.add_argument(
+        "--tls-ca",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="CA of the server's certificate (default $LOOPSERVE_TLS_CA, else the system's)",
+    )
+    connection.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="client certificate for mutual TLS (default $LOOPSERVE_TLS_CLIENT_CERT)",
+    )
+    connection.add_argument(
+        "--tls-key",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="client key for mutual TLS (default $LOOPSERVE_TLS_CLIENT_KEY)",
+    )
+    connection.add_argument(
+        "--tls-server-name",
+        default=None,
+        metavar="NAME",
+        help="name the server certificate must carry, when not the --addr host "
+        "(default $LOOPSERVE_TLS_SERVER_NAME)",
+    )
+    return connection
+
+
+def _channel_options(args: argparse.Namespace) -> ChannelOptions:
+    from service.api.channel import ChannelOptions
+
+    return ChannelOptions.from_env(
+        token=args.token,
+        tls=args.tls or None,
+        ca=args.tls_ca,
+        cert=args.tls_cert,
+        key=args.tls_key,
+        server_name=args.tls_server_name,
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     from service.app import App
 
@@ -191,14 +308,35 @@ def _serve(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         host=args.host,
         grpc_port=args.grpc_port,
+        metrics_host=args.metrics_host,
+        health_port=args.health_port,
         metrics_port=args.metrics_port,
         drain_seconds=args.drain_seconds,
+        insecure=args.insecure,
+        tokens_file=args.tokens_file,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        metrics_token_file=args.metrics_token_file,
     )
+    if args.check:
+        _check_tls_files(settings)
+        print("serve settings are valid (tokens, TLS files, metrics credentials, bind addresses)")
+        return 0
     asyncio.run(App(settings).run_until_signal())
     return 0
 
 
+def _check_tls_files(settings: ServerSettings) -> None:
+    from service.api.server import ServerTls
+
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        ServerTls(settings.tls_cert, settings.tls_key, settings.tls_client_ca).credentials()
+
+
 def _init(args: argparse.Namespace) -> int:
+    # Before any path is built from it: "../x" would read and write outside the state dir.
+    validate_model_name(args.name)
     registry = ModelRegistry(args.state_dir, args.name)
     existing = registry.current()
     if existing is not None and args.if_missing:
@@ -221,11 +359,12 @@ def _predict(args: argparse.Namespace) -> int:
     from service.api.adaptation_client import AdaptationClient
     from service.api.client import ClientError, InferenceClient
 
+    options = _channel_options(args)
     try:
         if args.model is None:
-            with AdaptationClient(args.addr) as adaptation:
+            with AdaptationClient(args.addr, options=options) as adaptation:
                 args.model = resolve_model(None, adaptation.list_models)
-        client = InferenceClient(args.addr)
+        client = InferenceClient(args.addr, options=options)
         try:
             results = client.classify(args.model, list(args.texts))
         finally:
@@ -262,8 +401,9 @@ def _remote(command: Command) -> Callable[[argparse.Namespace], int]:
         from service.api.adaptation_client import AdaptationClient
         from service.api.client import ClientError
 
+        options = _channel_options(args)
         try:
-            with AdaptationClient(args.addr) as client:
+            with AdaptationClient(args.addr, options=options) as client:
                 args.model = resolve_model(args.model, client.list_models)
                 return command(args, client)
         except ClientError as exc:
@@ -271,6 +411,20 @@ def _remote(command: Command) -> Callable[[argparse.Namespace], int]:
             return 1
 
     return run
+
+
+def label_batches(samples: Sequence[NewSample]) -> Iterator[tuple[int, int]]:
+    """(start, stop) of consecutive batches of at most LABEL_BATCH samples and about
+    LABEL_BATCH_BYTES of text each: the server's transport refuses messages over 4 MiB."""
+    start, size = 0, 0
+    for i, sample in enumerate(samples):
+        weight = len(sample.text.encode()) + len(sample.label) + len(sample.id) + 64
+        if i > start and (i - start >= LABEL_BATCH or size + weight > LABEL_BATCH_BYTES):
+            yield start, i
+            start, size = i, 0
+        size += weight
+    if start < len(samples):
+        yield start, len(samples)
 
 
 def resolve_model(requested: str | None, served: Callable[[], list[str]]) -> str:
@@ -370,9 +524,9 @@ def _label(args: argparse.Namespace, client: AdaptationClient) -> int:
     samples = read_label_csv(args.file, skip_unlabeled=args.skip_unlabeled)
     accepted = duplicates = 0
     ids: list[str] = []
-    for start in range(0, len(samples), LABEL_BATCH):
+    for start, stop in label_batches(samples):
         try:
-            outcome = client.add_samples(args.model, samples[start : start + LABEL_BATCH])
+            outcome = client.add_samples(args.model, samples[start:stop])
         except ClientError as exc:
             if not start:
                 raise

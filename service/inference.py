@@ -7,7 +7,8 @@ import time
 from collections.abc import Mapping
 
 from service import __version__
-from service.errors import NotFound, Unavailable
+from service.contract import TextLimits
+from service.errors import NotFound, Unavailable, check_length, quote
 from service.serving import ServedModel
 from service.types import InferenceRequest, InferenceResponse, ModelMetadata, ServerMetadata
 
@@ -24,11 +25,12 @@ class InferenceService:
         return list(self._models)
 
     def model(self, name: str) -> ServedModel:
+        check_length("model name", name)
         try:
             return self._models[name]
         except KeyError:
             served = ", ".join(repr(n) for n in self._models) or "none"
-            raise NotFound(f"unknown model {name!r}; this server serves {served}") from None
+            raise NotFound(f"unknown model {quote(name)}; this server serves {served}") from None
 
     def begin_drain(self) -> None:
         self._draining = True
@@ -67,17 +69,24 @@ class InferenceService:
     def model_metadata(self, name: str, version: str) -> ModelMetadata:
         return self.model(name).metadata(version)
 
-    def admit(self, name: str, version: str) -> None:
-        """Refuse early while draining or for an unknown model/version, before tensors are decoded."""
+    def admit(self, name: str, version: str) -> TextLimits:
+        """Refuse early while draining or for an unknown model/version, before tensors are
+        decoded; the model's request limits, which bound the decoding."""
         self._last_call = time.monotonic()
         self._refuse_if_draining()
-        self.model(name).check_version(version)
+        served = self.model(name)
+        served.check_version(version)
+        return served.contract.limits
 
-    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+    async def infer(
+        self, request: InferenceRequest, deadline: float | None = None
+    ) -> InferenceResponse:
+        """``deadline``: the caller's, in ``time.monotonic()`` seconds; a request still queued
+        then is not run (DeadlineExceeded)."""
         self._last_call = time.monotonic()
         self._refuse_if_draining()
         self._in_flight += 1
         try:
-            return await self.model(request.model).infer(request)
+            return await self.model(request.model).infer(request, deadline)
         finally:
             self._in_flight -= 1

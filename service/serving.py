@@ -11,7 +11,7 @@ from datetime import datetime
 
 from service.config import ModelDefinition
 from service.contract import TextClassifierContract, TextLimits
-from service.errors import NotFound, Unavailable
+from service.errors import NotFound, Unavailable, quote
 from service.metrics import Metrics
 from service.registry import ModelRegistry, VersionInfo
 from service.runtime import (
@@ -123,11 +123,13 @@ class ServedModel:
             )  # fmt: skip
             return loaded
 
-    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+    async def infer(
+        self, request: InferenceRequest, deadline: float | None = None
+    ) -> InferenceResponse:
         self.check_version(request.version)
         texts = self.contract.texts(request.inputs)
         wanted = self.contract.requested_outputs(request.outputs)
-        result = await self.batcher.infer(texts)
+        result = await self.batcher.infer(texts, deadline)
         self._metrics.queue_latency.labels(self.name).observe(result.queue_seconds)
         if self._on_predictions is not None and request.id:
             winners = result.probabilities.argmax(axis=1)
@@ -172,7 +174,7 @@ class ServedModel:
             raise Unavailable(f"model {self.name!r} is loading; retry shortly")
         if version not in ("", str(loaded.version)):
             raise NotFound(
-                f"model {self.name!r} version {version!r} is not served; serving version "
+                f"model {self.name!r} version {quote(version, 20)} is not served; serving version "
                 f"{loaded.version} (leave model_version empty for the current one)"
             )
         return loaded

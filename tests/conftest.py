@@ -240,3 +240,83 @@ def start_app(models_dir: Path, state_dir: Path, metrics: Metrics) -> Iterator[o
 @pytest.fixture
 def server(start_app: object) -> RunningApp:
     return start_app()  # type: ignore[operator, no-any-return]
+
+
+# ---- security: tokens, TLS certificates, servers with auth ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """PEM files made by the openssl CLI: a server CA and a server certificate for localhost and
+    127.0.0.1; a client CA with a client certificate; another CA with a client certificate."""
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed (Debian package openssl)")
+    directory = tmp_path_factory.mktemp("tls")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    def key_and_csr(name: str, subject: str) -> None:
+        openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject)  # fmt: skip
+
+    def ca(name: str) -> None:
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}",
+                "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+
+    def sign(name: str, by: str, extensions: str) -> None:
+        (directory / f"{name}.ext").write_text(extensions)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{by}.pem", "-CAkey", f"{by}.key",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")  # fmt: skip
+
+    for name in ("server-ca", "client-ca", "other-ca"):
+        ca(name)
+    key_and_csr("server", "/CN=localhost")
+    sign("server", "server-ca", "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+         "extendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")  # fmt: skip
+    for name, by in (("client", "client-ca"), ("stranger", "other-ca")):
+        key_and_csr(name, f"/CN={name}")
+        sign(name, by, "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n")
+    names = ["server-ca", "client-ca", "other-ca", "server", "client", "stranger"]
+    files = {f"{n}.pem": directory / f"{n}.pem" for n in names}
+    files.update({f"{n}.key": directory / f"{n}.key" for n in ("server", "client", "stranger")})
+    return files
+
+
+@pytest.fixture
+def start_fake_server() -> Iterator[object]:
+    """Factory: ``start_fake_server(core, tokens=None, tls=None)`` starts the api server on a
+    fake adaptation core with a token store and TLS (``service.api.server.ServerTls``)."""
+    from fake_adaptation import FakeServer
+
+    from service.api import build_server
+    from service.inference import InferenceService
+
+    class SecureFakeServer(FakeServer):
+        def __init__(self, core: object, tokens: object, tls: object) -> None:
+            self._tokens, self._tls = tokens, tls
+            super().__init__(core)  # type: ignore[arg-type]
+
+        async def _start(self, with_adaptation: bool) -> object:  # type: ignore[override]
+            server = build_server(
+                InferenceService({}), self.metrics, "127.0.0.1", 0, adaptation=self.core,
+                tokens=self._tokens, tls=self._tls,  # type: ignore[arg-type]
+            )  # fmt: skip
+            await server.server.start()
+            await server.set_serving(True)
+            return server
+
+    started: list[FakeServer] = []
+
+    def start(core: object, tokens: object = None, tls: object = None) -> FakeServer:
+        server = SecureFakeServer(core, tokens, tls)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -3,13 +3,17 @@ driven by a standard V2 client (tritonclient)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,11 +94,18 @@ def test_bad_input_exits_2_with_a_message(
 
 
 class ServerProcess:
-    def __init__(self, models_dir: Path, state_dir: Path) -> None:
+    def __init__(
+        self,
+        models_dir: Path,
+        state_dir: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.proc = subprocess.Popen(
             [LOOPSERVE, "serve", "--model", TINY_MODEL, "--models-dir", str(models_dir), "--state-dir", str(state_dir),
-             "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--drain-seconds", "5"],
+             "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--drain-seconds", "5", *extra],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+            env={**os.environ, **(env or {})},
         )  # fmt: skip
         self.log: list[str] = []
         self.grpc_port, self.metrics_port = self._wait_ready(timeout=60)
@@ -186,3 +197,157 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(server_process: ServerPro
     outcomes = report["outcomes"]
     assert outcomes.count("ok") > 0
     assert set(outcomes) <= {"ok", "StatusCode.UNAVAILABLE", "StatusCode.CANCELLED"}
+
+
+# ---- init validates the name first; serve's safe defaults and security flags -------------------
+
+
+@pytest.mark.parametrize("name", ["../x", "tiny\n", "../../etc"])
+def test_init_refuses_a_bad_name_before_touching_the_disk(
+    tmp_path: Path,
+    name: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A built model outside the state dir's models/: "../x" would find it and report it built.
+    state = tmp_path / "state"
+    (state / "x" / "versions" / "1").mkdir(parents=True)
+    (state / "x" / "versions" / "1" / "meta.json").write_text("{}")
+    (state / "x" / "current").write_text("1")
+
+    def no_registry(*args: object) -> None:
+        raise AssertionError("the registry was created for an invalid name")
+
+    monkeypatch.setattr("service.cli.ModelRegistry", no_registry)
+    args = ["init", name, "--if-missing", "--models-dir", str(tmp_path), "--state-dir", str(state)]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert f"invalid model name {name!r}" in captured.err
+    assert "nothing to build" not in captured.out
+
+
+@pytest.fixture
+def captured_serve(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Settings `loopserve serve` would run with; the server itself is not started."""
+    for key in [k for k in os.environ if k.startswith("LOOPSERVE_")]:
+        monkeypatch.delenv(key)
+    seen: list[Any] = []
+
+    async def record(self: Any) -> None:
+        seen.append(self.settings)
+
+    monkeypatch.setattr("service.app.App.run_until_signal", record)
+    return seen
+
+
+def test_serve_refuses_a_public_bind_without_tokens(
+    captured_serve: list[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to serve gRPC on 0.0.0.0 without tokens" in err
+    assert "--insecure" in err
+    assert captured_serve == []
+
+
+def test_serve_insecure_allows_a_public_bind(captured_serve: list[Any]) -> None:
+    assert main(["serve", "--host", "0.0.0.0", "--insecure"]) == 0
+    (settings,) = captured_serve
+    assert settings.host == "0.0.0.0" and settings.insecure
+
+
+def test_serve_default_host_is_loopback(captured_serve: list[Any]) -> None:
+    assert main(["serve"]) == 0
+    (settings,) = captured_serve
+    assert settings.host == "127.0.0.1" and settings.metrics_host == "127.0.0.1"
+
+
+def test_serve_security_flags_reach_the_settings(
+    captured_serve: list[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("ops:admin:ops-token-0123456789abcdef\n")
+    metrics_token = tmp_path / "metrics-token"
+    metrics_token.write_text("scrape-token\n")
+    monkeypatch.setenv("LOOPSERVE_METRICS_BASIC_AUTH", "prometheus:secret")
+    args = [
+        "serve", "--host", "0.0.0.0", "--tokens-file", str(tokens), "--tls-cert", "c.pem",
+        "--tls-key", "k.pem", "--tls-client-ca", "ca.pem", "--metrics-host", "0.0.0.0",
+        "--metrics-token-file", str(metrics_token),
+    ]  # fmt: skip
+    assert main(args) == 0
+    (settings,) = captured_serve
+    assert settings.tokens_file == tokens and settings.metrics_token_file == metrics_token
+    assert (settings.tls_cert, settings.tls_key, settings.tls_client_ca) == (
+        Path("c.pem"), Path("k.pem"), Path("ca.pem"),
+    )  # fmt: skip
+    assert settings.metrics_host == "0.0.0.0"
+    assert settings.metrics_basic_auth == "prometheus:secret"
+
+
+def test_serve_check_validates_without_serving(
+    captured_serve: list[Any],
+    tmp_path: Path,
+    tls_files: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    tls = ["--tls-cert", str(tls_files["server.pem"]), "--tls-key", str(tls_files["server.key"])]
+    assert main(["serve", "--check", "--health-port", "8002", *tls]) == 0
+    assert "serve settings are valid" in capsys.readouterr().out
+    missing = [
+        "--tls-cert",
+        str(tmp_path / "absent.pem"),
+        "--tls-key",
+        str(tls_files["server.key"]),
+    ]
+    assert main(["serve", "--check", *missing]) == 2
+    assert "cannot read TLS certificate" in capsys.readouterr().err
+    assert main(["serve", "--check", "--host", "0.0.0.0"]) == 2
+    assert captured_serve == []
+
+
+def _scrape(port: int, authorization: str | None) -> int:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
+    if authorization:
+        request.add_header("Authorization", authorization)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.slow
+def test_serve_with_tokens_tls_and_metrics_auth_end_to_end(
+    models_dir: Path,
+    state_dir: Path,
+    tls_files: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    token = "reader-token-0123456789abcdef"
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"# test\nreader:infer:{token}\n")
+    process = ServerProcess(
+        models_dir, state_dir, "--tokens-file", str(tokens),
+        "--tls-cert", str(tls_files["server.pem"]), "--tls-key", str(tls_files["server.key"]),
+        env={"LOOPSERVE_METRICS_BASIC_AUTH": "prometheus:scrape-secret"},
+    )  # fmt: skip
+    try:
+        address = f"localhost:{process.grpc_port}"
+        ca = str(tls_files["server-ca.pem"])
+        base = ["predict", "hello there team", "--addr", address, "--model", TINY_MODEL]
+        assert main([*base, "--tls-ca", ca, "--token", token, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)[0]["label"] in TINY_LABELS
+        assert main([*base, "--tls-ca", ca]) == 1
+        assert "UNAUTHENTICATED" in capsys.readouterr().err
+        assert main([*base, "--token", token]) == 1  # plaintext against TLS
+        assert "UNAVAILABLE" in capsys.readouterr().err
+        assert _scrape(process.metrics_port, None) == 401
+        good = "Basic " + base64.b64encode(b"prometheus:scrape-secret").decode()
+        assert _scrape(process.metrics_port, good) == 200
+    finally:
+        assert process.stop() == 0
+    log = "".join(process.log)
+    assert "TLS, tokens required, metrics need credentials" in log
+    assert token not in log and "scrape-secret" not in log

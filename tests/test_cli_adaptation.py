@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -436,3 +437,16 @@ def test_json_output_turns_missing_gate_scores_into_null(
         status["last_gate"]["candidate_new"] is None
         and status["last_gate"]["incumbent_new"] is None
     )
+
+
+def test_label_batches_stay_under_the_count_and_byte_limits() -> None:
+    from service.cli import LABEL_BATCH, LABEL_BATCH_BYTES, label_batches
+
+    small = [NewSample(f"text {i}", "billing", f"id-{i}") for i in range(1200)]
+    assert list(label_batches(small)) == [(0, LABEL_BATCH), (LABEL_BATCH, 1000), (1000, 1200)]
+    big = [NewSample("x" * 16_000, "billing", f"id-{i}") for i in range(600)]
+    batches = list(label_batches(big))
+    assert batches[0][0] == 0 and batches[-1][1] == 600
+    assert all(b[0] == a[1] for a, b in itertools.pairwise(batches))
+    assert all((stop - start) * 16_000 <= LABEL_BATCH_BYTES for start, stop in batches)
+    assert list(label_batches([])) == []

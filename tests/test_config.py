@@ -249,8 +249,11 @@ def test_toml_syntax_error_names_the_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["", "Upper", "-leading-dash", ".hidden", "a/b", "../escape", "with space", "ünï", "x" * 64],
-)
+    [
+        "", "Upper", "-leading-dash", ".hidden", "a/b", "../escape", "with space", "ünï", "x" * 64,
+        "tiny\n", "tiny\r\n", "tiny\x00",
+    ],
+)  # fmt: skip
 def test_invalid_model_names_are_rejected(tmp_path: Path, name: str) -> None:
     with pytest.raises(ConfigError, match=r"invalid model name .*lowercase letters"):
         validate_model_name(name)
@@ -437,3 +440,131 @@ def test_unknown_bundled_backbone_lists_the_known_ones(tmp_path: Path) -> None:
     _write_definition(tmp_path, _with("model", 'backbone = "bundled:gpt-9"'))
     with pytest.raises(ConfigError, match="unknown bundled backbone 'gpt-9'"):
         load_model_definition(tmp_path, "m").backbone_path()
+
+
+# --- ServerSettings: safe defaults, tokens, TLS ---------------------------------------------------
+
+TOKEN_LINE = "ops:admin:ops-token-0123456789abcdef"
+
+
+def test_defaults_bind_loopback_only() -> None:
+    settings = ServerSettings()
+    assert (settings.host, settings.metrics_host) == ("127.0.0.1", "127.0.0.1")
+    assert not settings.insecure
+    assert settings.token_store() is None and settings.metrics_auth() is None
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "loopserve.internal"])
+def test_non_loopback_bind_without_tokens_is_refused(host: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        ServerSettings.from_env({"LOOPSERVE_HOST": host})
+    message = str(info.value)
+    assert f"refusing to serve gRPC on {host} without tokens" in message
+    assert "--tokens-file or LOOPSERVE_TOKENS" in message
+    assert "--insecure (LOOPSERVE_INSECURE=1)" in message
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])
+def test_loopback_bind_without_tokens_is_fine(host: str) -> None:
+    assert ServerSettings.from_env({}, host=host).host == host
+
+
+def test_insecure_allows_a_non_loopback_bind_without_tokens() -> None:
+    assert ServerSettings.from_env({}, host="0.0.0.0", insecure=True).insecure
+    assert ServerSettings.from_env(
+        {"LOOPSERVE_HOST": "0.0.0.0", "LOOPSERVE_INSECURE": "1"}
+    ).insecure
+
+
+def test_tokens_allow_a_non_loopback_bind(tmp_path: Path) -> None:
+    settings = ServerSettings.from_env(
+        {"LOOPSERVE_HOST": "0.0.0.0", "LOOPSERVE_TOKENS": TOKEN_LINE}
+    )
+    store = settings.token_store()
+    assert store is not None and store.names == ("ops",)
+    path = tmp_path / "tokens"
+    path.write_text(TOKEN_LINE + "\n")
+    settings = ServerSettings.from_env({"LOOPSERVE_TOKENS_FILE": str(path)}, host="0.0.0.0")
+    assert settings.tokens_file == path
+
+
+def test_a_bad_tokens_file_fails_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    path.write_text("ops:admin\n")
+    with pytest.raises(ConfigError, match=rf"{path}: line 1: expected name:scope"):
+        ServerSettings.from_env({}, tokens_file=path)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("1", True), ("true", True), ("yes", True), ("0", False), ("", False)]
+)
+def test_insecure_env_values(value: str, expected: bool) -> None:
+    assert ServerSettings.from_env({"LOOPSERVE_INSECURE": value}).insecure is expected
+
+
+def test_unparsable_insecure_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"LOOPSERVE_INSECURE='maybe': expected 1 or 0"):
+        ServerSettings.from_env({"LOOPSERVE_INSECURE": "maybe"})
+
+
+def test_security_env_vars_are_read() -> None:
+    env = {
+        "LOOPSERVE_METRICS_HOST": "0.0.0.0",
+        "LOOPSERVE_TLS_CERT": "/tls/tls.crt",
+        "LOOPSERVE_TLS_KEY": "/tls/tls.key",
+        "LOOPSERVE_TLS_CLIENT_CA": "/tls/ca.crt",
+        "LOOPSERVE_METRICS_TOKEN": "scrape-token",
+        "LOOPSERVE_METRICS_BASIC_AUTH": "prometheus:secret",
+        "LOOPSERVE_TOKENS": TOKEN_LINE,
+    }
+    settings = ServerSettings.from_env(env)
+    assert settings.metrics_host == "0.0.0.0"
+    assert (settings.tls_cert, settings.tls_key, settings.tls_client_ca) == (
+        Path("/tls/tls.crt"), Path("/tls/tls.key"), Path("/tls/ca.crt"),
+    )  # fmt: skip
+    assert settings.metrics_auth() is not None
+    for secret in ("scrape-token", "prometheus:secret", "ops-token-0123456789abcdef"):
+        assert secret not in repr(settings)
+
+
+def test_health_port_is_off_unless_set() -> None:
+    assert ServerSettings.from_env({}).health_port is None
+    assert ServerSettings.from_env({"LOOPSERVE_HEALTH_PORT": ""}).health_port is None
+    assert ServerSettings.from_env({"LOOPSERVE_HEALTH_PORT": "8002"}).health_port == 8002
+    with pytest.raises(ConfigError, match="health_port must be in"):
+        ServerSettings.from_env({"LOOPSERVE_HEALTH_PORT": "70000"})
+
+
+def test_empty_optional_path_env_means_unset() -> None:
+    assert (
+        ServerSettings.from_env({"LOOPSERVE_TLS_CERT": "", "LOOPSERVE_TLS_KEY": ""}).tls_cert
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"tls_cert": Path("c.pem")}, "--tls-cert and --tls-key go together"),
+        ({"tls_key": Path("k.pem")}, "--tls-cert and --tls-key go together"),
+        ({"tls_client_ca": Path("ca.pem")}, r"--tls-client-ca \(mutual TLS\) needs"),
+    ],
+)
+def test_tls_settings_are_validated(overrides: dict[str, Path], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ServerSettings.from_env({}, **overrides)
+
+
+def test_exposure_warnings() -> None:
+    assert ServerSettings().exposure_warnings(False, False) == []
+    open_wide = ServerSettings(host="0.0.0.0", metrics_host="0.0.0.0", insecure=True)
+    warnings = open_wide.exposure_warnings(False, False)
+    assert any("accepts calls without authentication" in w for w in warnings)
+    assert any("metrics on 0.0.0.0 need no credentials" in w for w in warnings)
+    with_tokens = ServerSettings(host="0.0.0.0", tokens=TOKEN_LINE)
+    assert any(
+        "bearer tokens cross the network in plaintext" in w
+        for w in with_tokens.exposure_warnings(True, False)
+    )
+    tls = ServerSettings(host="0.0.0.0", tokens=TOKEN_LINE, tls_cert=Path("c"), tls_key=Path("k"))
+    assert tls.exposure_warnings(True, False) == []

@@ -5,13 +5,21 @@ uses few threads and writes into a staging directory of the registry; this side 
 candidate as a new version either way (its meta.json records the gate scores and decision) and
 hot-swaps it in only when the gate says promote. A job whose process dies is marked failed and
 serving is untouched.
+
+The job process dies with the server, kill -9 included (PR_SET_PDEATHSIG, set by the process
+itself in ``service.training._finetune``). Its pid, start time and boot id are recorded in the
+job's directory, so that a restart can still end one that outlived its server (an older
+loopserve, or a kernel without prctl) without mistaking another process for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -24,7 +32,14 @@ from service.adaptation import _data
 from service.adaptation._data import Pairs
 from service.adaptation.events import EventBus
 from service.adaptation.spec import FineTuneSpec
-from service.adaptation.types import EventKind, GateResult, Job, JobState, Sample
+from service.adaptation.types import (
+    JOB_PARENT_PID_ENV,
+    EventKind,
+    GateResult,
+    Job,
+    JobState,
+    Sample,
+)
 from service.calibration import Calibration
 from service.config import read_labeled_csv
 from service.metrics import Metrics
@@ -33,9 +48,20 @@ from service.serving import ServedModel
 from service.store import JobStore, SampleStore
 
 log = logging.getLogger(__name__)
+NOT_STARTED = "the job could not be started"
+STOPPED = "the server stopped before the job process started"
+PROCESS_FILE = "process.json"  # in the job's directory: pid, start time and boot id
 
 
 class JobRunner:
+    """Runs at most one job at a time for one model.
+
+    A job row exists only once a runner accepted it: :meth:`try_start` creates the row under the
+    runner's lock after checking that the runner is idle, and the final state is written under
+    the same lock as the runner becomes idle again. So "the runner is busy" and "the model has an
+    unfinished job row" never disagree, and a row never waits for a runner that will not come.
+    """
+
     def __init__(
         self,
         served: ServedModel,
@@ -56,6 +82,8 @@ class JobRunner:
         self._process: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._job_id: str | None = None  # accepted and not yet finished
+        self._stopping = False
 
     @property
     def model(self) -> str:
@@ -63,20 +91,47 @@ class JobRunner:
 
     @property
     def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self, job: Job) -> None:
         with self._lock:
-            if self.busy:
-                raise RuntimeError(f"a job of model {self.model} is already running")
-            self._thread = threading.Thread(
+            return self._job_id is not None
+
+    @property
+    def active_id(self) -> str | None:
+        """The id of the job this runner accepted and has not finished."""
+        with self._lock:
+            return self._job_id
+
+    def active_job(self) -> Job | None:
+        """That job as stored; read under the lock, so never a row already finished."""
+        with self._lock:
+            return None if self._job_id is None else self._jobs.get(self._job_id)
+
+    def try_start(self, create: Callable[[], Job]) -> Job | None:
+        """Create a job with ``create`` and run it, if the runner is idle; None if it is not."""
+        with self._lock:
+            if self._job_id is not None or self._stopping:
+                return None
+            job = create()
+            thread = threading.Thread(
                 target=self._run, args=(job,), name=f"job-{job.id}", daemon=True
             )
-            self._thread.start()
+            self._job_id = job.id
+            try:
+                thread.start()
+            except BaseException:
+                self._job_id = None
+                self._jobs.update(
+                    job.id, state=JobState.FAILED, finished=time.time(), error=NOT_STARTED
+                )
+                raise
+            self._thread = thread
+            return job
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Kill a running job process (the job ends FAILED) and wait for the bookkeeping."""
-        process = self._process
+        """Start nothing more; kill a running job process (the job ends FAILED) and wait for the
+        bookkeeping."""
+        with self._lock:
+            self._stopping = True
+            process = self._process
         if process is not None and process.poll() is None:
             process.terminate()
         if self._thread is not None:
@@ -88,34 +143,53 @@ class JobRunner:
 
     def _run(self, job: Job) -> None:
         started = time.time()
-        job = self._jobs.update(job.id, state=JobState.RUNNING, started=started)
-        self._metrics.job_running.labels(self.model).set(1)
-        self._events.publish(
-            EventKind.JOB_STARTED, self.model, f"fine-tune {job.id} started ({job.trigger}: {job.reason})",
-            job=job.id, trigger=job.trigger, base_version=job.base_version,
-        )  # fmt: skip
+        state, error = JobState.FAILED, "the job thread ended unexpectedly"
+        finished: Job | None = None
         try:
-            job = self._execute(job)
+            job = self._jobs.update(job.id, state=JobState.RUNNING, started=started)
+            self._metrics.job_running.labels(self.model).set(1)
+            self._events.publish(
+                EventKind.JOB_STARTED, self.model, f"fine-tune {job.id} started ({job.trigger}: {job.reason})",
+                job=job.id, trigger=job.trigger, base_version=job.base_version,
+            )  # fmt: skip
+            state, error = self._execute(job), ""
         except Exception as exc:
             log.exception("fine-tune job %s failed", job.id)
-            job = self._jobs.update(
-                job.id,
-                state=JobState.FAILED,
-                finished=time.time(),
-                error=str(exc) or type(exc).__name__,
-            )
+            error = str(exc) or type(exc).__name__
         finally:
+            # Whatever happened, the runner becomes idle: a busy runner with no job would
+            # block the model's loop until a restart.
             self._metrics.job_running.labels(self.model).set(0)
-        self._metrics.jobs.labels(self.model, job.state.value).inc()
-        self._metrics.job_duration.labels(self.model).observe(time.time() - started)
-        outcome = f"fine-tune {job.id} {job.state.value}" + (f": {job.error}" if job.error else "")
-        self._events.publish(
-            EventKind.JOB_FINISHED, self.model, outcome,
-            job=job.id, state=job.state.value, candidate_version=job.candidate_version or "",
-        )  # fmt: skip
-        self._on_finished(job)
+            finished = self._finish(job, state, error, started)
+        if finished is not None:
+            self._on_finished(finished)
 
-    def _execute(self, job: Job) -> Job:
+    def _finish(self, job: Job, state: JobState, error: str, started: float) -> Job | None:
+        """Write the final state and become idle, as one step under the lock; None when the
+        store would not take it (closed at shutdown: the next start recovers the row)."""
+        with self._lock:
+            try:
+                done = self._jobs.update(job.id, state=state, finished=time.time(), error=error)
+            except Exception:
+                log.exception("could not record the end of fine-tune job %s", job.id)
+                return None
+            finally:
+                self._job_id = None
+                self._process = None
+            self._metrics.jobs.labels(self.model, done.state.value).inc()
+            self._metrics.job_duration.labels(self.model).observe(time.time() - started)
+            outcome = f"fine-tune {done.id} {done.state.value}" + (
+                f": {done.error}" if done.error else ""
+            )
+            # Still under the lock: a follow-up job's job_started comes after this event.
+            self._events.publish(
+                EventKind.JOB_FINISHED, self.model, outcome,
+                job=done.id, state=done.state.value, candidate_version=done.candidate_version or "",
+            )  # fmt: skip
+        return done
+
+    def _execute(self, job: Job) -> JobState:
+        """Train, gate, publish and maybe promote; the job's final state (raises on failure)."""
         registry = self._served.registry
         base = registry.get(job.base_version)
         job_dir = self._work_dir / job.id
@@ -134,7 +208,7 @@ class JobRunner:
                 EventKind.CANDIDATE_REJECTED, self.model, f"version {info.version} rejected: {gate.reason}",
                 version=info.version, reason=gate.reason,
             )  # fmt: skip
-            return self._jobs.update(job.id, state=JobState.REJECTED, finished=time.time())
+            return JobState.REJECTED
         self._served.activate(info.version)
         self._events.publish(
             EventKind.CANDIDATE_PROMOTED, self.model, f"version {info.version} promoted: {gate.reason}",
@@ -144,7 +218,7 @@ class JobRunner:
             EventKind.SWAP, self.model, f"now serving version {info.version}",
             version=info.version, previous=base.version,
         )  # fmt: skip
-        return self._jobs.update(job.id, state=JobState.PROMOTED, finished=time.time())
+        return JobState.PROMOTED
 
     def _write_spec(self, job: Job, base: VersionInfo, staging: Path, job_dir: Path) -> Path:
         definition = self._served.definition
@@ -195,12 +269,21 @@ class JobRunner:
 
     def _run_process(self, spec_path: Path, job_dir: Path) -> dict[str, Any]:
         with (job_dir / "job.log").open("wb") as output:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "service.training.job", str(spec_path)],
-                stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,  # a Ctrl-C meant for the server does not hit the job
-            )  # fmt: skip
-            code = self._process.wait()
+            with self._lock:
+                if self._stopping:  # stop() came before there was a process to end
+                    raise RuntimeError(STOPPED)
+                # The job dies with the server (kill -9 included): it sets PR_SET_PDEATHSIG
+                # for this thread, which lives until the process has ended, and checks that
+                # this pid is still its parent. Its pid is recorded so that a restart can end
+                # a job process that nevertheless outlived its server.
+                self._process = process = subprocess.Popen(
+                    [sys.executable, "-m", "service.training.job", str(spec_path)],
+                    stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # a Ctrl-C meant for the server does not hit the job
+                    env={**os.environ, JOB_PARENT_PID_ENV: str(os.getpid())},
+                )  # fmt: skip
+            record_process(job_dir, process.pid)
+            code = process.wait()
         result_path = job_dir / "result.json"
         result: dict[str, Any] = (
             json.loads(result_path.read_text()) if result_path.is_file() else {}
@@ -263,3 +346,56 @@ def _split_reserved(samples: list[Sample], fraction: float) -> tuple[Pairs, Pair
             (sample.text, sample.label)
         )
     return trainable, reserve
+
+
+# --- the job process's identity, for a restart ----------------------------------------------------
+
+
+def record_process(job_dir: Path, pid: int) -> None:
+    """Record which process runs the job, precisely enough that a later server can tell it
+    from an unrelated process that reused the pid."""
+    record = {"pid": pid, "start": _start_ticks(pid), "boot": _boot_id()}
+    tmp = job_dir / f".{PROCESS_FILE}.tmp"
+    tmp.write_text(json.dumps(record), encoding="utf-8")
+    os.replace(tmp, job_dir / PROCESS_FILE)
+
+
+def end_recorded_process(job_dir: Path, timeout: float = 10.0) -> bool:
+    """Kill the job process recorded in ``job_dir`` and its process group, if that very process
+    still runs (a server killed before job processes died with it left it behind). True when
+    one was ended."""
+    try:
+        record = json.loads((job_dir / PROCESS_FILE).read_text(encoding="utf-8"))
+        pid, start, boot = int(record["pid"]), record["start"], record["boot"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if start is None or boot != _boot_id() or _start_ticks(pid) != start:
+        return False  # gone, or the pid now names another process
+    try:
+        os.killpg(pid, signal.SIGKILL)  # started in its own session: its group id is its pid
+    except (ProcessLookupError, PermissionError):
+        return False
+    deadline = time.monotonic() + timeout
+    while _start_ticks(pid) == start and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log.warning("ended fine-tune process %d in %s, left running by a previous server", pid, job_dir)
+    return True
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22);
+    None when there is no such live process (a zombie counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # the command name may contain spaces
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def _boot_id() -> str:
+    with contextlib.suppress(OSError):
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    return ""

@@ -11,10 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.adaptation.events import EventBus
-from service.adaptation.jobs import JobRunner
+from service.adaptation.jobs import JobRunner, end_recorded_process
 from service.adaptation.policy import PolicyInput, TriggerPolicy
 from service.adaptation.predictions import PredictionLog
 from service.adaptation.types import (
+    MAX_LABEL_CHARS,
+    MAX_PREDICTION_ID_CHARS,
+    MAX_REASON_CHARS,
+    MAX_SAMPLE_ID_CHARS,
+    MAX_SAMPLES_PER_CALL,
     AddOutcome,
     Event,
     EventKind,
@@ -25,7 +30,7 @@ from service.adaptation.types import (
     VersionSummary,
 )
 from service.drift import Candidate, DetectorStatus, DriftMonitor, DriftStatus
-from service.errors import InvalidInput, NotFound, Unavailable
+from service.errors import InvalidInput, NotFound, Unavailable, check_length, quote
 from service.metrics import Metrics
 from service.registry import VersionInfo
 from service.runtime import LoadedVersion
@@ -33,10 +38,10 @@ from service.serving import ServedModel
 from service.store import JobStore, SampleStore
 
 log = logging.getLogger(__name__)
-MAX_SAMPLES_PER_CALL = 1000
 MAX_CANDIDATES = 1000
 DEFAULT_CANDIDATES = 20
 INTERRUPTED = "interrupted: the server stopped while the job ran"
+ABANDONED = "abandoned: no job runner took the job, so it never started"
 
 
 @dataclass
@@ -64,6 +69,7 @@ class AdaptationService:
         self._events = events
         self._predictions = predictions
         self._metrics = metrics
+        self._work_dir = work_dir
         for name in self._models:  # so that rate() and increase() see each outcome's first job
             for outcome in ("promoted", "rejected", "failed"):
                 metrics.jobs.labels(name, outcome)
@@ -78,6 +84,8 @@ class AdaptationService:
             for name, m in self._models.items()
         }
         self._alarms: dict[str, _Alarm] = {}
+        # Every job starts under this lock, after checking the model's runner for an active job:
+        # the only way a second job, or a row no runner owns, could come about.
         self._trigger_lock = threading.Lock()
         # Settling (see policy): when labels last arrived, since when a job is due, and the timer
         # that looks again once the labels have gone quiet. Monotonic seconds.
@@ -92,16 +100,18 @@ class AdaptationService:
     # lifecycle ---------------------------------------------------------------------------------
 
     def recover(self) -> None:
-        """After a restart: jobs that were running failed; let the policy retry them."""
-        for job in self._jobs.fail_interrupted(INTERRUPTED):
-            log.warning("fine-tune job %s of %s was interrupted; marked failed", job.id, job.model)
-        for name in self._models:
+        """After a restart: a job the previous server ran is failed (its process ended if it
+        outlived that server) and its staging directory removed; the policy then retries it."""
+        for name, served in self._models.items():
+            with self._trigger_lock:
+                self._reap_orphans(name)
+            served.registry.remove_stale_staging()
             self._maybe_start(name)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Start no more jobs; end a running one (it is marked failed)."""
-        self._stopping = True
         with self._trigger_lock:
+            self._stopping = True
             for timer in self._settle_timers.values():
                 timer.cancel()
         for runner in self._runners.values():
@@ -204,20 +214,14 @@ class AdaptationService:
         )
 
     async def start_fine_tune(self, model: str, reason: str) -> Job:
-        served = self._served(model)
-        active = self._jobs.active(model)
-        if active is not None:
-            return active
-        base = served.registry.get(self._serving_version(served))
-        if self._samples.count(model, int(base.meta.get("samples_upto", 0))) == 0:
-            raise InvalidInput(
-                f"model {model!r} has no labeled samples newer than version {base.version}; post labels first"
-            )
+        self._served(model)
+        check_length("reason", reason, MAX_REASON_CHARS)
         return await asyncio.to_thread(
-            self._start, model, "manual", reason or "requested by an operator"
+            self._start_requested, model, reason or "requested by an operator"
         )
 
     async def get_job(self, job_id: str) -> Job:
+        check_length("job id", job_id)
         return self._jobs.get(job_id)
 
     async def rollback(self, model: str, version: int) -> VersionSummary:
@@ -269,11 +273,12 @@ class AdaptationService:
     # internals ---------------------------------------------------------------------------------
 
     def _served(self, model: str) -> ServedModel:
+        check_length("model name", model)
         try:
             return self._models[model]
         except KeyError:
             served = ", ".join(repr(n) for n in self._models) or "none"
-            raise NotFound(f"unknown model {model!r}; this server serves {served}") from None
+            raise NotFound(f"unknown model {quote(model)}; this server serves {served}") from None
 
     @staticmethod
     def _loaded(served: ServedModel) -> LoadedVersion:
@@ -297,18 +302,17 @@ class AdaptationService:
         labels = set(self._loaded(served).labels)
         allow_new = served.definition.adaptation.allow_new_labels
         for i, sample in enumerate(samples):
+            _check_sample_lengths(i, sample, limit)
             if not sample.text.strip():
                 raise InvalidInput(f"sample[{i}] has an empty text")
-            if len(sample.text.encode()) > limit:
-                raise InvalidInput(f"sample[{i}] text is longer than {limit} bytes")
             label = sample.label.strip()
             if not label or label != sample.label or any(ord(c) < 32 for c in label):
                 raise InvalidInput(
-                    f"sample[{i}] label {sample.label!r} must be non-empty, trimmed, printable"
+                    f"sample[{i}] label {quote(sample.label)} must be non-empty, trimmed, printable"
                 )
             if label not in labels and not allow_new:
                 raise InvalidInput(
-                    f"sample[{i}] label {label!r} is not one of the model's labels "
+                    f"sample[{i}] label {quote(label)} is not one of the model's labels "
                     f"({', '.join(sorted(labels))}); set [adaptation] allow_new_labels = true to add labels"
                 )
 
@@ -332,12 +336,43 @@ class AdaptationService:
                 self._metrics.online_correct.labels(model, version).inc()
             self._metrics.online_accuracy.labels(model, version).set(counts[1] / counts[0])
 
+    def _start_requested(self, model: str, reason: str) -> Job:
+        """An operator's job: the active one if there is one, else a new one."""
+        with self._trigger_lock:
+            active = self._active(model)
+            if active is not None:
+                return active
+            served = self._models[model]
+            base = served.registry.get(self._serving_version(served))
+            if self._samples.count(model, int(base.meta.get("samples_upto", 0))) == 0:
+                raise InvalidInput(
+                    f"model {model!r} has no labeled samples newer than version {base.version}; post labels first"
+                )
+            return self._start(model, "manual", reason)
+
+    def _active(self, model: str) -> Job | None:
+        """The job the model's runner is running (called under the trigger lock). Unfinished
+        rows no runner owns are failed first, so that they cannot block the loop."""
+        self._reap_orphans(model)
+        return self._runners[model].active_job()
+
+    def _reap_orphans(self, model: str) -> None:
+        """Fail the model's unfinished job rows that its runner does not own (under the trigger
+        lock, so no job can start meanwhile): rows of a previous server, whose process is ended
+        if it still runs, or a row whose runner refused it."""
+        owned = self._runners[model].active_id
+        while (row := self._jobs.active(model)) is not None and row.id != owned:
+            end_recorded_process(self._work_dir / row.id)
+            error = INTERRUPTED if row.state is JobState.RUNNING else ABANDONED
+            self._jobs.update(row.id, state=JobState.FAILED, finished=time.time(), error=error)
+            log.warning("fine-tune job %s of %s: %s; marked failed", row.id, model, error)
+
     def _maybe_start(self, model: str) -> Job | None:
         with self._trigger_lock:
             if self._stopping:
                 return None
             served = self._models[model]
-            if self._runners[model].busy or self._jobs.active(model) is not None:
+            if self._active(model) is not None:
                 return None
             base = served.registry.get(self._serving_version(served))
             base_upto = int(base.meta.get("samples_upto", 0))
@@ -386,6 +421,8 @@ class AdaptationService:
         return True
 
     def _start(self, model: str, trigger: str, reason: str, attempt: int = 1) -> Job:
+        """The one place jobs are created; called under the trigger lock, after ``_active``
+        found none. The row is written only once the runner has accepted the job."""
         if self._stopping:
             raise Unavailable("server is shutting down; no new fine-tune jobs")
         served = self._models[model]
@@ -394,24 +431,33 @@ class AdaptationService:
         timer = self._settle_timers.pop(model, None)
         if timer is not None:
             timer.cancel()
-        job = self._jobs.create(
-            model, trigger, reason, base, self._samples.last_seq(model), attempt
+        job = self._runners[model].try_start(
+            lambda: self._jobs.create(
+                model, trigger, reason, base, self._samples.last_seq(model), attempt
+            )
         )
-        self._runners[model].start(job)
+        if job is None:  # the runner is stopping: stop() came between the checks above
+            raise Unavailable("server is shutting down; no new fine-tune jobs")
         log.info("started fine-tune %s of %s (%s: %s)", job.id, model, trigger, reason)
         return job
 
     def _job_finished(self, job: Job) -> None:
         if job.state is JobState.PROMOTED:
             self._alarms.pop(job.model, None)
-        # Called on the job's own thread: start any follow-up from a fresh one once it has ended.
-        runner = self._runners[job.model]
+        # Called on the job's own thread, the runner already idle: decide on a follow-up from a
+        # fresh thread, so that this one ends now.
+        threading.Thread(target=self._maybe_start, args=(job.model,), daemon=True).start()
 
-        def follow_up() -> None:
-            runner.wait()
-            self._maybe_start(job.model)
 
-        threading.Thread(target=follow_up, daemon=True).start()
+def _check_sample_lengths(index: int, sample: NewSample, max_text_bytes: int) -> None:
+    """Bound what a sample may make the server store, log or echo."""
+    check_length(f"sample[{index}] id", sample.id, MAX_SAMPLE_ID_CHARS)
+    check_length(f"sample[{index}] label", sample.label, MAX_LABEL_CHARS)
+    check_length(f"sample[{index}] prediction_id", sample.prediction_id, MAX_PREDICTION_ID_CHARS)
+    # Characters first: a text of more characters than the byte limit is too long whatever its
+    # encoding, and is refused without encoding it.
+    if len(sample.text) > max_text_bytes or len(sample.text.encode()) > max_text_bytes:
+        raise InvalidInput(f"sample[{index}] text is longer than {max_text_bytes} bytes")
 
 
 def _summary(info: VersionInfo, serving: int) -> VersionSummary:

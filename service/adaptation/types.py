@@ -6,6 +6,19 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.errors import MAX_IDENTIFIER_CHARS
+
+# Limits on what a caller posts; longer values are refused with InvalidInput before anything is
+# stored or echoed.
+MAX_SAMPLES_PER_CALL = 1000
+MAX_LABEL_CHARS = MAX_IDENTIFIER_CHARS
+MAX_SAMPLE_ID_CHARS = MAX_IDENTIFIER_CHARS
+# A prediction id is a ModelInfer request id, or ``<request id>/<i>`` for its i-th text.
+MAX_PREDICTION_ID_CHARS = MAX_IDENTIFIER_CHARS + 16
+MAX_REASON_CHARS = 500
+# The server's pid, passed to a fine-tune job process so that it can die with its server.
+JOB_PARENT_PID_ENV = "LOOPSERVE_JOB_PARENT_PID"
+
 
 @dataclass(frozen=True)
 class NewSample:

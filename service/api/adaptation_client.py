@@ -20,6 +20,7 @@ from service.api.adaptation_converters import (
     ModelStatusConverter,
     VersionConverter,
 )
+from service.api.channel import ChannelOptions, open_channel
 from service.api.client import ClientError
 from service.drift import Candidate, DriftStatus
 
@@ -27,8 +28,11 @@ T = TypeVar("T")
 
 
 class AdaptationClient:
-    def __init__(self, address: str, timeout: float = 30.0) -> None:
-        self._channel = grpc.insecure_channel(address)
+    def __init__(
+        self, address: str, timeout: float = 30.0, options: ChannelOptions | None = None
+    ) -> None:
+        """``options``: TLS and token (default plaintext without a token)."""
+        self._channel = open_channel(address, options)
         self._stub = AdaptationStub(self._channel)  # type: ignore[no-untyped-call]
         self._timeout = timeout
 

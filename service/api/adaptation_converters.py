@@ -24,6 +24,7 @@ from service.adaptation.types import (
 )
 from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
 from service.drift import Candidate, DetectorState, DetectorStatus, DriftStatus
+from service.errors import InvalidInput
 
 
 class SampleConverter:
@@ -45,7 +46,14 @@ class SampleConverter:
 
 class AddSamplesRequestConverter:
     @staticmethod
-    def to_types(request: pb.AddSamplesRequest) -> tuple[str, list[NewSample]]:
+    def to_types(
+        request: pb.AddSamplesRequest, max_samples: int | None = None
+    ) -> tuple[str, list[NewSample]]:
+        """With ``max_samples``, a larger batch is refused before any sample is converted: a
+        message of millions of tiny samples would otherwise hold the event loop for seconds."""
+        count = len(request.samples)
+        if max_samples is not None and count > max_samples:
+            raise InvalidInput(f"{count} samples in one call; at most {max_samples}")
         return request.model, [SampleConverter.to_types(s) for s in request.samples]
 
     @staticmethod

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from grpc import aio
 
 from service.adaptation.core import AdaptationCore
+from service.adaptation.types import MAX_SAMPLES_PER_CALL
 from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
 from service.api._proto.loopserve.v1.adaptation_pb2_grpc import (
     AdaptationServicer as AdaptationServicerBase,
@@ -41,7 +42,7 @@ class AdaptationServicer(AdaptationServicerBase):
     async def AddSamples(
         self, request: pb.AddSamplesRequest, context: aio.ServicerContext
     ) -> pb.AddSamplesResponse:
-        model, samples = AddSamplesRequestConverter.to_types(request)
+        model, samples = AddSamplesRequestConverter.to_types(request, MAX_SAMPLES_PER_CALL)
         outcome = await self._core.add_samples(model, samples)
         return AddSamplesResponseConverter.from_types(outcome)
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+from service.api.channel import ChannelOptions, open_channel
 from service.api.converters import ModelInferRequestConverter, ModelInferResponseConverter
 from service.errors import LoopserveError
 from service.types import InferenceRequest, Tensor
@@ -31,8 +32,11 @@ class Classification:
 
 
 class InferenceClient:
-    def __init__(self, address: str, timeout: float = 30.0) -> None:
-        self._channel = grpc.insecure_channel(address)
+    def __init__(
+        self, address: str, timeout: float = 30.0, options: ChannelOptions | None = None
+    ) -> None:
+        """``options``: TLS and token (default plaintext without a token)."""
+        self._channel = open_channel(address, options)
         self._stub = GRPCInferenceServiceStub(self._channel)
         self._timeout = timeout
 

@@ -3,20 +3,26 @@
 ``to_types`` decodes a protobuf message into service types (validating what the wire allows to
 be malformed); ``from_types`` encodes service types into a protobuf message. Outputs are always
 sent in ``raw_output_contents`` (as Triton does); inputs are accepted typed or raw.
+
+Decoding a request runs on the server's event loop, so with :class:`DecodeLimits` every check
+that bounds the work (counts of tensors, dimensions and parameters, the declared element count,
+the size of raw contents) comes before any per-element work: a hostile request is refused in
+time independent of its size instead of stalling every other call.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sized
+from dataclasses import dataclass
 from math import prod
 from typing import Any
 
 import numpy as np
 
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
-from service.errors import InvalidInput
+from service.errors import InvalidInput, check_length, quote
 from service.types import (
     DATATYPE_TO_NUMPY,
     InferenceRequest,
@@ -43,6 +49,27 @@ _CONTENTS_FIELD = {
     "BYTES": "bytes_contents",
 }
 _LENGTH = struct.Struct("<I")
+MAX_TENSORS = 16  # input or requested output tensors per request
+MAX_DIMS = 8
+MAX_PARAMETERS = 64  # per request and per tensor
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What one request may hold for the model it names; see the module docstring."""
+
+    max_elements: int  # per input tensor (the model's max_texts_per_request)
+    max_element_bytes: int  # per BYTES element (max_text_bytes)
+
+    @property
+    def max_raw_bytes(self) -> int:
+        """The largest raw BYTES contents that can hold an acceptable tensor."""
+        return self.max_elements * (_LENGTH.size + self.max_element_bytes)
+
+
+def _check_count(what: str, items: Sized, limit: int) -> None:
+    if len(items) > limit:
+        raise InvalidInput(f"{len(items)} {what}; at most {limit}")
 
 
 class InferParameterConverter:
@@ -74,21 +101,39 @@ class BytesCodec:
     """The V2 raw encoding of BYTES tensors: each element is a 4-byte little-endian length + data."""
 
     @staticmethod
-    def decode(raw: bytes, name: str) -> list[bytes]:
+    def decode(raw: bytes, name: str, max_items: int | None = None) -> list[bytes]:
+        """The elements of ``raw``. With ``max_items``, InvalidInput once the buffer holds more
+        than that many; see :meth:`split`."""
+        items, complete = BytesCodec.split(raw, name, max_items)
+        if not complete:
+            raise InvalidInput(
+                f"raw contents of input {quote(name)} hold more than {max_items} elements"
+            )
+        return items
+
+    @staticmethod
+    def split(raw: bytes, name: str, max_items: int | None = None) -> tuple[list[bytes], bool]:
+        """(elements, whether that is all of them). Stops after ``max_items``, so the work is
+        bounded by the count the caller expects, not by what the buffer holds (60 MB of empty
+        elements is 15 million of them)."""
         items: list[bytes] = []
         offset, view = 0, memoryview(raw)
         while offset < len(raw):
+            if max_items is not None and len(items) >= max_items:
+                return items, False
             if offset + 4 > len(raw):
-                raise InvalidInput(f"raw contents of input {name!r} end inside a length prefix")
+                raise InvalidInput(
+                    f"raw contents of input {quote(name)} end inside a length prefix"
+                )
             (length,) = _LENGTH.unpack_from(raw, offset)
             offset += 4
             if offset + length > len(raw):
                 raise InvalidInput(
-                    f"raw contents of input {name!r}: element {len(items)} overruns the buffer"
+                    f"raw contents of input {quote(name)}: element {len(items)} overruns the buffer"
                 )
             items.append(bytes(view[offset : offset + length]))
             offset += length
-        return items
+        return items, True
 
     @staticmethod
     def encode(items: list[bytes]) -> bytes:
@@ -97,20 +142,27 @@ class BytesCodec:
 
 class InferInputTensorConverter:
     @staticmethod
-    def to_types(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> Tensor:
+    def to_types(
+        tensor: pb.ModelInferRequest.InferInputTensor,
+        raw: bytes | None,
+        limits: DecodeLimits | None = None,
+    ) -> Tensor:
+        name = quote(tensor.name)
+        check_length("input name", tensor.name)
+        _check_count(f"dimensions in the shape of input {name}", tensor.shape, MAX_DIMS)
+        _check_count(f"parameters of input {name}", tensor.parameters, MAX_PARAMETERS)
         shape = tuple(int(d) for d in tensor.shape)
         if any(d < 0 for d in shape):
-            raise InvalidInput(
-                f"input {tensor.name!r} has a negative dimension in shape {list(shape)}"
-            )
+            raise InvalidInput(f"input {name} has a negative dimension in shape {list(shape)}")
         datatype = tensor.datatype
         if datatype != "BYTES" and datatype not in DATATYPE_TO_NUMPY:
-            raise InvalidInput(f"input {tensor.name!r} has unknown datatype {datatype!r}")
+            raise InvalidInput(f"input {name} has unknown datatype {quote(datatype, 20)}")
+        if limits is not None:
+            _check_elements(name, shape, limits)
+            _check_raw_size(name, datatype, raw, limits)
         has_typed = tensor.HasField("contents") and _typed_count(tensor, datatype) > 0
         if raw is not None and has_typed:
-            raise InvalidInput(
-                f"input {tensor.name!r} has both contents and raw_input_contents; send one"
-            )
+            raise InvalidInput(f"input {name} has both contents and raw_input_contents; send one")
         data = (
             _decode_raw(tensor.name, datatype, shape, raw)
             if raw is not None
@@ -119,7 +171,7 @@ class InferInputTensorConverter:
         count = len(data) if isinstance(data, list) else data.size
         if count != prod(shape):
             raise InvalidInput(
-                f"input {tensor.name!r} has shape {list(shape)} ({prod(shape)} elements) but "
+                f"input {name} has shape {list(shape)} ({prod(shape)} elements) but "
                 f"{count} elements of data"
             )
         return Tensor(
@@ -129,14 +181,22 @@ class InferInputTensorConverter:
 
 class ModelInferRequestConverter:
     @staticmethod
-    def to_types(request: pb.ModelInferRequest) -> InferenceRequest:
-        raw = list(request.raw_input_contents)
+    def to_types(
+        request: pb.ModelInferRequest, limits: DecodeLimits | None = None
+    ) -> InferenceRequest:
+        """With ``limits`` (the server), a request is bounded before it is decoded; without
+        (tests, tools), only malformed encodings are refused."""
+        if limits is not None:
+            _check_request_counts(request)
+            for tensor in request.inputs:  # before raw contents are touched: each is a copy
+                _check_declared(tensor, limits)
+        raw = request.raw_input_contents
         if raw and len(raw) != len(request.inputs):
             raise InvalidInput(
                 f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; send one per input, in order"
             )
         inputs = [
-            InferInputTensorConverter.to_types(tensor, raw[i] if raw else None)
+            InferInputTensorConverter.to_types(tensor, raw[i] if raw else None, limits)
             for i, tensor in enumerate(request.inputs)
         ]
         return InferenceRequest(
@@ -243,6 +303,47 @@ def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadat
     )
 
 
+def _check_request_counts(request: pb.ModelInferRequest) -> None:
+    """The request's own bounds: few tensors, parameters, short names and id."""
+    _check_count("input tensors", request.inputs, MAX_TENSORS)
+    _check_count("requested outputs", request.outputs, MAX_TENSORS)
+    _check_count("raw_input_contents", request.raw_input_contents, MAX_TENSORS)
+    _check_count("request parameters", request.parameters, MAX_PARAMETERS)
+    check_length("request id", request.id)
+    for output in request.outputs:
+        check_length("output name", output.name)
+
+
+def _check_declared(tensor: pb.ModelInferRequest.InferInputTensor, limits: DecodeLimits) -> None:
+    """Refuse a tensor whose name or declared shape is too large for the model, from the
+    declaration alone."""
+    check_length("input name", tensor.name)
+    name = quote(tensor.name)
+    _check_count(f"dimensions in the shape of input {name}", tensor.shape, MAX_DIMS)
+    _check_elements(name, tuple(tensor.shape), limits)
+
+
+def _check_elements(name: str, shape: tuple[int, ...], limits: DecodeLimits) -> None:
+    """Refuse a shape with more elements than the model takes (a negative dimension is refused
+    with its own message later)."""
+    elements = prod(shape)
+    if elements > limits.max_elements and all(d >= 0 for d in shape):
+        raise InvalidInput(
+            f"input {name} has shape {list(shape)} ({elements} elements); this model takes at "
+            f"most {limits.max_elements} per request"
+        )
+
+
+def _check_raw_size(name: str, datatype: str, raw: bytes | None, limits: DecodeLimits) -> None:
+    """Refuse raw contents larger than any acceptable tensor, before one element is decoded."""
+    if raw is not None and datatype == "BYTES" and len(raw) > limits.max_raw_bytes:
+        raise InvalidInput(
+            f"raw contents of input {name} are {len(raw)} bytes; at most {limits.max_raw_bytes} "
+            f"({limits.max_elements} elements of at most {limits.max_element_bytes} bytes, each "
+            "with a 4-byte length prefix)"
+        )
+
+
 def _typed_count(tensor: Any, datatype: str) -> int:
     field = _CONTENTS_FIELD.get(datatype)
     return len(getattr(tensor.contents, field)) if field else 0
@@ -250,18 +351,23 @@ def _typed_count(tensor: Any, datatype: str) -> int:
 
 def _decode_typed(tensor: Any, datatype: str, shape: tuple[int, ...]) -> TensorData:
     field = _CONTENTS_FIELD.get(datatype)
+    name = quote(tensor.name)
     if field is None:
-        raise InvalidInput(
-            f"tensor {tensor.name!r}: datatype {datatype} can only be sent as raw contents"
-        )
+        raise InvalidInput(f"tensor {name}: datatype {datatype} can only be sent as raw contents")
     values = getattr(tensor.contents, field)
     if not values:
         filled = [f.name for f, _ in tensor.contents.ListFields()]
         if filled:
             raise InvalidInput(
-                f"tensor {tensor.name!r} is declared {datatype} but its data is in {filled[0]}; "
+                f"tensor {name} is declared {datatype} but its data is in {filled[0]}; "
                 f"send {datatype} data in {field} or fix the datatype"
             )
+    expected = prod(shape)
+    if len(values) != expected:  # before copying: the declared count is the bounded one
+        raise InvalidInput(
+            f"input {name} has shape {list(shape)} ({expected} elements) but "
+            f"{len(values)} elements of data"
+        )
     if datatype == "BYTES":
         return list(values)
     array = np.asarray(values, dtype=DATATYPE_TO_NUMPY[datatype])
@@ -270,11 +376,19 @@ def _decode_typed(tensor: Any, datatype: str, shape: tuple[int, ...]) -> TensorD
 
 def _decode_raw(name: str, datatype: str, shape: tuple[int, ...], raw: bytes) -> TensorData:
     if datatype == "BYTES":
-        return BytesCodec.decode(raw, name)
+        # No more elements are decoded than the shape (bounded by the limits) declares.
+        expected = prod(shape)
+        items, complete = BytesCodec.split(raw, name, max_items=expected)
+        if not complete:
+            raise InvalidInput(
+                f"input {quote(name)} has shape {list(shape)} ({expected} elements) but more "
+                "elements of data"
+            )
+        return items
     dtype = DATATYPE_TO_NUMPY[datatype].newbyteorder("<")
     if len(raw) % dtype.itemsize:
         raise InvalidInput(
-            f"raw contents of tensor {name!r} are not a whole number of {datatype} elements"
+            f"raw contents of tensor {quote(name)} are not a whole number of {datatype} elements"
         )
     array = np.frombuffer(raw, dtype=dtype)
     return array.reshape(shape) if array.size == prod(shape) else array

@@ -2,8 +2,13 @@
 
 Servicers stay thin: they raise :mod:`service.errors` kinds and this interceptor turns them into
 statuses with the caller-facing message. Unexpected exceptions are logged with their traceback
-and answered INTERNAL with a generic message. Unary calls and server-streaming calls written as
-async generators are covered; other handlers pass through untouched.
+and answered INTERNAL with a generic message. Before a call runs, two things are refused here:
+a request that is not a valid protobuf (INVALID_ARGUMENT) and one whose deadline already passed
+(DEADLINE_EXCEEDED). Every asynchronous handler is covered: unary ones, streams written as async
+generators and streams written with ``context.write``.
+
+This interceptor must be the outermost one: inner ones (authentication) raise
+:mod:`service.errors` kinds and this one maps, logs and counts them like the servicers' errors.
 """
 
 from __future__ import annotations
@@ -13,22 +18,102 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import grpc
 from grpc import aio
 
-from service.api.status import public_message, status_for
-from service.errors import LoopserveError
+from service.api.status import MalformedRequest, public_message, status_for
+from service.errors import DeadlineExceeded, LoopserveError, PermissionDenied, Unauthenticated
 from service.metrics import Metrics
 
 log = logging.getLogger("service.api")
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+WORTH_A_WARNING = (MalformedRequest, Unauthenticated, PermissionDenied)
 UNKNOWN_MODEL = "_unknown"
 
 Behavior = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
 StreamBehavior = Callable[[Any, aio.ServicerContext], AsyncGenerator[Any, None]]
+Deserializer = Callable[[bytes], Any]
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
+
+HANDLER_FACTORIES: dict[str, Callable[..., grpc.RpcMethodHandler]] = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
+
+
+def handler_kind(handler: grpc.RpcMethodHandler) -> tuple[str, Callable[..., Any]]:
+    """Which of the four call shapes ``handler`` serves, and its behavior."""
+    for kind in HANDLER_FACTORIES:
+        behavior = getattr(handler, kind)
+        if behavior is not None:
+            return kind, behavior
+    raise ValueError("a method handler without a behavior")
+
+
+def rebuild(
+    handler: grpc.RpcMethodHandler,
+    kind: str,
+    behavior: Callable[..., Any],
+    request_deserializer: Deserializer | None = None,
+) -> grpc.RpcMethodHandler:
+    """``handler`` with another behavior (and optionally another request deserializer)."""
+    return HANDLER_FACTORIES[kind](
+        behavior,
+        request_deserializer=request_deserializer or handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """Stands in for a request whose bytes did not parse.
+
+    grpc aio answers a deserializer's exception with UNKNOWN, the exception's class and an ERROR
+    traceback in the log; handing the behavior this marker instead lets the interceptor answer
+    INVALID_ARGUMENT, count the call and log one line.
+    """
+
+    message_type: str
+
+
+def tolerant(deserializer: Deserializer | None) -> Deserializer | None:
+    """``deserializer`` returning :class:`Undecodable` instead of raising."""
+    if deserializer is None:
+        return None
+    owner = getattr(deserializer, "__self__", None)  # Message.FromString is bound to its class
+    descriptor = getattr(owner, "DESCRIPTOR", None)
+    message_type = str(getattr(descriptor, "full_name", "request message"))
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # any parse failure is the caller's bytes, not a server bug
+            return Undecodable(message_type)
+
+    return deserialize
+
+
+def check_admissible(request: Any, context: aio.ServicerContext) -> None:
+    """Refuse a call that must not run: undecodable request, or a deadline that already passed."""
+    if isinstance(request, Undecodable):
+        raise MalformedRequest(f"the request is not a valid {request.message_type} protobuf")
+    remaining = context.time_remaining()  # None without a deadline; clamped at 0 when past
+    if remaining is not None and remaining <= 0:
+        raise DeadlineExceeded("the call's deadline passed before the server could start it")
+
+
+async def checked_requests(requests: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
+    """A request stream that raises :class:`MalformedRequest` at an undecodable message."""
+    async for request in requests:
+        if isinstance(request, Undecodable):
+            raise MalformedRequest(f"the request is not a valid {request.message_type} protobuf")
+        yield request
 
 
 class ObservabilityInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
@@ -38,9 +123,7 @@ class ObservabilityInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         method: str = details.method
         cached = self._wrapped.get(method)
@@ -49,24 +132,27 @@ class ObservabilityInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if handler is None:
             return handler
-        if handler.unary_unary is not None:
-            wrapped = grpc.unary_unary_rpc_method_handler(
-                self._wrap(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        elif handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
-            wrapped = grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        else:
+        wrapped = self._wrap_handler(method, handler)
+        if wrapped is None:
             return handler
         self._wrapped[method] = wrapped
         return wrapped
 
-    def _wrap(self, method: str, behavior: Behavior) -> Behavior:
+    def _wrap_handler(
+        self, method: str, handler: grpc.RpcMethodHandler
+    ) -> grpc.RpcMethodHandler | None:
+        kind, behavior = handler_kind(handler)
+        request_stream = kind.startswith("stream")
+        if inspect.isasyncgenfunction(behavior):
+            wrapped: Callable[..., Any] = self._wrap_stream(method, behavior, request_stream)
+        elif inspect.iscoroutinefunction(behavior):
+            # Unary responses, and streams written with context.write (health's Watch).
+            wrapped = self._wrap(method, behavior, request_stream)
+        else:
+            return None  # a synchronous behavior: grpc runs it on a thread, left as it is
+        return rebuild(handler, kind, wrapped, tolerant(handler.request_deserializer))
+
+    def _wrap(self, method: str, behavior: Behavior, request_stream: bool = False) -> Behavior:
         is_infer = method == MODEL_INFER
 
         async def observed(request: Any, context: aio.ServicerContext) -> Any:
@@ -90,14 +176,12 @@ class ObservabilityInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
                     )
 
             try:
+                if request_stream:
+                    request = checked_requests(request)
+                check_admissible(request, context)
                 response = await behavior(request, context)
                 record(grpc.StatusCode.OK, getattr(response, "model_version", ""))
                 return response
-            except LoopserveError as exc:
-                code = status_for(exc)
-                log.info("%s -> %s: %s", method, code.name, exc)
-                record(code)
-                await context.abort(code, public_message(exc))
             except aio.AbortError:
                 if not recorded:
                     record(context.code() or grpc.StatusCode.UNKNOWN)
@@ -106,30 +190,28 @@ class ObservabilityInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
                 record(grpc.StatusCode.CANCELLED)
                 raise
             except Exception as exc:
-                log.exception("%s failed", method)
-                record(grpc.StatusCode.INTERNAL)
-                await context.abort(grpc.StatusCode.INTERNAL, public_message(exc))
+                await self._fail(method, exc, context, record)
 
         return observed
 
-    def _wrap_stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
-        """The same mapping for a server stream: an error may come before or after some messages."""
+    def _wrap_stream(
+        self, method: str, behavior: StreamBehavior, request_stream: bool
+    ) -> StreamBehavior:
+        """The same mapping for a stream: an error may come before or after some messages."""
 
         def record(code: grpc.StatusCode) -> None:
             self._metrics.grpc_requests.labels(method, code.name).inc()
 
         async def observed(request: Any, context: aio.ServicerContext) -> AsyncGenerator[Any, None]:
             try:
+                if request_stream:
+                    request = checked_requests(request)
+                check_admissible(request, context)
                 # aclosing: a cancelled call closes the servicer's generator (and what it
                 # subscribed to) at once, not when the garbage collector gets to it.
                 async with contextlib.aclosing(behavior(request, context)) as responses:
                     async for response in responses:
                         yield response
-            except LoopserveError as exc:
-                code = status_for(exc)
-                log.info("%s -> %s: %s", method, code.name, exc)
-                record(code)
-                await context.abort(code, public_message(exc))
             except aio.AbortError:
                 record(context.code() or grpc.StatusCode.UNKNOWN)
                 raise
@@ -137,13 +219,32 @@ class ObservabilityInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
                 record(grpc.StatusCode.CANCELLED)
                 raise
             except Exception as exc:
-                log.exception("%s failed", method)
-                record(grpc.StatusCode.INTERNAL)
-                await context.abort(grpc.StatusCode.INTERNAL, public_message(exc))
+                await self._fail(method, exc, context, record)
             else:
                 record(grpc.StatusCode.OK)
 
         return observed
+
+    @staticmethod
+    async def _fail(
+        method: str,
+        exc: Exception,
+        context: aio.ServicerContext,
+        record: Callable[[grpc.StatusCode], None],
+    ) -> NoReturn:
+        """Log ``exc`` as its kind deserves, count it, and answer its status."""
+        code = status_for(exc)
+        if isinstance(exc, WORTH_A_WARNING):
+            # Garbage on the wire and refused credentials are worth a look (a broken client, a
+            # probe, a revoked token) but no traceback. Messages never hold a token.
+            log.warning("%s -> %s: %s (peer %s)", method, code.name, exc, context.peer())
+        elif isinstance(exc, LoopserveError):
+            log.info("%s -> %s: %s", method, code.name, exc)
+        else:
+            log.error("%s failed", method, exc_info=exc)
+        record(code)
+        await context.abort(code, public_message(exc))
+        raise AssertionError("abort() returned")  # it always raises; this satisfies NoReturn
 
     def _model_label(self, request: Any) -> str:
         name = getattr(request, "model_name", "")

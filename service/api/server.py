@@ -4,7 +4,9 @@ interceptors."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
@@ -18,14 +20,39 @@ from service.api._proto.inference.grpc_predict_v2_pb2_grpc import (
 from service.api._proto.loopserve.v1 import adaptation_pb2
 from service.api._proto.loopserve.v1.adaptation_pb2_grpc import add_AdaptationServicer_to_server
 from service.api.adaptation_servicer import AdaptationServicer
+from service.api.auth import AuthInterceptor
 from service.api.interceptors import ObservabilityInterceptor
 from service.api.servicer import InferenceServicer
 from service.inference import InferenceService
 from service.metrics import Metrics
+from service.security import TokenStore, read_pem
 
 INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 ADAPTATION_SERVICE = adaptation_pb2.DESCRIPTOR.services_by_name["Adaptation"].full_name
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# The largest valid ModelInfer is about 1 MB (64 texts of 16 KB), an AddSamples batch of
+# `loopserve label` at most 3 MB. grpcio receives and parses a message on the event loop before any
+# of our checks run (a 60 MB one held it for 150-700 ms on 2 cores): the transport refuses larger
+# ones (RESOURCE_EXHAUSTED, "larger than max") before they reach Python.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """The server's certificate and key (PEM); with ``client_ca``, clients must present a
+    certificate signed by it (mutual TLS)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Read the files now; :class:`~service.errors.ConfigError` names one that is unusable."""
+        cert = read_pem(self.cert, "TLS certificate")
+        key = read_pem(self.key, "TLS key")
+        client_ca = read_pem(self.client_ca, "TLS client CA") if self.client_ca else None
+        return grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+        )
 
 
 @dataclass
@@ -34,6 +61,27 @@ class GrpcServer:
     port: int
     health: health_aio.HealthServicer
     services: tuple[str, ...] = (INFERENCE_SERVICE,)  # reported in health besides ""
+    # A plaintext port with health only, for probes that cannot speak TLS (add_health_port).
+    health_server: aio.Server | None = None
+    health_port: int | None = None
+
+    def add_health_port(self, host: str, port: int) -> int:
+        """Bind (before start) a plaintext port that serves ``grpc.health.v1.Health`` only, with
+        the same statuses: Kubernetes' gRPC probes and Docker's HEALTHCHECK cannot speak TLS."""
+        self.health_server = aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+        self.health_port = _bind(self.health_server, host, port, None, "health port")
+        return self.health_port
+
+    async def start(self) -> None:
+        await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
+
+    async def stop(self, grace: float | None) -> None:
+        await self.server.stop(grace=grace)
+        if self.health_server is not None:
+            await self.health_server.stop(grace=None)
 
     async def set_serving(self, serving: bool) -> None:
         status = (
@@ -51,14 +99,27 @@ def build_server(
     host: str,
     port: int,
     adaptation: AdaptationCore | None = None,
+    *,
+    tokens: TokenStore | None = None,
+    tls: ServerTls | None = None,
 ) -> GrpcServer:
     """Create and bind (not start) the server; ``port`` 0 picks a free port.
 
     The ``loopserve.v1.Adaptation`` service is added (and listed in health and reflection) when
-    an ``adaptation`` core is given.
+    an ``adaptation`` core is given. With ``tokens`` every call but health needs a bearer token
+    with the method's scope (see :mod:`service.api.auth`); without, calls are not authenticated.
+    With ``tls`` the port speaks TLS only.
     """
+    # Read the TLS files first: an unusable one fails before anything is created.
+    credentials = tls.credentials() if tls is not None else None
+    interceptors: list[aio.ServerInterceptor] = [
+        ObservabilityInterceptor(metrics, lambda: core.model_names)
+    ]
+    if tokens is not None:
+        # Inside observability, so that refused calls are counted with their code.
+        interceptors.append(AuthInterceptor(tokens))
     server = aio.server(
-        interceptors=[ObservabilityInterceptor(metrics, lambda: core.model_names)],
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -80,13 +141,31 @@ def build_server(
         ),
         server,
     )
-    try:
-        bound = server.add_insecure_port(f"{host}:{port}")
-    except RuntimeError as exc:  # grpcio raises here when the port is taken
-        raise OSError(f"cannot bind gRPC port {host}:{port}: {exc}") from exc
-    if bound == 0:
-        raise OSError(f"cannot bind gRPC port {host}:{port}")
+    bound = _bind(server, host, port, credentials)
     return GrpcServer(server, bound, health, tuple(services))
+
+
+def _bind(
+    server: aio.Server,
+    host: str,
+    port: int,
+    credentials: grpc.ServerCredentials | None,
+    what: str = "gRPC port",
+) -> int:
+    address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+    if credentials is not None:
+        what = f"{what} with TLS (check the certificate and key)"
+    try:
+        bound = (
+            server.add_insecure_port(address)
+            if credentials is None
+            else server.add_secure_port(address, credentials)
+        )
+    except RuntimeError as exc:  # grpcio raises here when the port is taken
+        raise OSError(f"cannot bind {what} {address}: {exc}") from exc
+    if bound == 0:
+        raise OSError(f"cannot bind {what} {address}")
+    return int(bound)
 
 
 def add_adaptation_service(core: AdaptationCore, server: aio.Server) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from grpc import aio
 
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceServicer
 from service.api.converters import (
+    DecodeLimits,
     ModelInferRequestConverter,
     ModelInferResponseConverter,
     ModelMetadataResponseConverter,
@@ -48,7 +51,15 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        self._core.admit(request.model_name, request.model_version)
-        infer_request = ModelInferRequestConverter.to_types(request)
-        response = await self._core.infer(infer_request)
+        limits = self._core.admit(request.model_name, request.model_version)
+        infer_request = ModelInferRequestConverter.to_types(
+            request, DecodeLimits(limits.max_texts, limits.max_text_bytes)
+        )
+        response = await self._core.infer(infer_request, _deadline(context))
         return ModelInferResponseConverter.from_types(response)
+
+
+def _deadline(context: aio.ServicerContext) -> float | None:
+    """The caller's deadline on the ``time.monotonic()`` clock; None when it set none."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining

@@ -6,6 +6,7 @@ import grpc
 
 from service.errors import (
     ConfigError,
+    DeadlineExceeded,
     InvalidInput,
     LoopserveError,
     NotFound,
@@ -15,6 +16,11 @@ from service.errors import (
     Unavailable,
 )
 
+
+class MalformedRequest(InvalidInput):
+    """The request's bytes are not the protobuf message the method takes."""
+
+
 STATUS_FOR_ERROR: dict[type[LoopserveError], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
@@ -23,6 +29,7 @@ STATUS_FOR_ERROR: dict[type[LoopserveError], grpc.StatusCode] = {
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 INTERNAL_MESSAGE = "internal error; the server log has the details"
 

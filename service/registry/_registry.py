@@ -12,12 +12,18 @@ Layout::
 A version is written into a staging directory and renamed into place when complete, so a crash
 never leaves a half-written version visible. ``current`` is replaced with an fsynced rename, so it
 always names a complete version.
+
+A staging directory's owner holds an exclusive ``flock`` on the ``.owner.lock`` file inside it
+until the directory is published or discarded. The kernel drops that lock when the owner dies
+(kill -9 included), so :meth:`ModelRegistry.remove_stale_staging` can tell a crashed writer's
+leftovers (a fine-tune's staging directory is about 100 MB) from a directory still being written.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -31,7 +37,11 @@ from typing import Any
 
 from service.errors import NotFound
 
+log = logging.getLogger(__name__)
 META_FILE = "meta.json"
+STAGING_PREFIX = "staging-"
+OWNER_LOCK = ".owner.lock"
+POINTER_TMP = ".current.tmp-"  # _atomic_write's temporary name for the pointer
 
 
 @dataclass(frozen=True)
@@ -66,10 +76,18 @@ class ModelRegistry:
         self._pointer = self.root / "current"
 
     def versions(self) -> list[VersionInfo]:
+        """Every complete version. A numbered directory without meta.json (copied in by hand, or
+        a file system that lost a write) is skipped, not an error that hides the others."""
+        return [
+            self.get(n)
+            for n in self._numbers()
+            if (self.versions_dir / str(n) / META_FILE).is_file()
+        ]
+
+    def _numbers(self) -> list[int]:
         if not self.versions_dir.is_dir():
             return []
-        numbers = sorted(int(p.name) for p in self.versions_dir.iterdir() if p.name.isdigit())
-        return [self.get(n) for n in numbers]
+        return sorted(int(p.name) for p in self.versions_dir.iterdir() if p.name.isdigit())
 
     def get(self, version: int) -> VersionInfo:
         path = self.versions_dir / str(version)
@@ -96,18 +114,46 @@ class ModelRegistry:
     @contextmanager
     def stage(self, parent: int | None) -> Iterator[StagedVersion]:
         """A scratch directory for a new version; removed unless it is published."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = Path(tempfile.mkdtemp(prefix="staging-", dir=self.root))
+        # Created and locked under the registry lock, so remove_stale_staging (which takes it
+        # too) never sees the directory before its owner lock exists.
+        with self._lock():
+            path = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.root))
+            try:
+                owner = (path / OWNER_LOCK).open("a")
+            except BaseException:
+                shutil.rmtree(path, ignore_errors=True)
+                raise
+            fcntl.flock(owner, fcntl.LOCK_EX)  # a fresh file: nobody else can hold it
         try:
             yield StagedVersion(path=path, parent=parent)
         finally:
             shutil.rmtree(path, ignore_errors=True)
+            owner.close()
+
+    def remove_stale_staging(self) -> list[Path]:
+        """Remove staging directories whose writer died, and pointer temporaries of a crashed
+        write; a directory another process (or this one) is still writing is kept."""
+        if not self.root.is_dir():
+            return []
+        removed: list[Path] = []
+        with self._lock():
+            for path in sorted(self.root.iterdir()):
+                if path.name.startswith(POINTER_TMP):
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+                elif path.name.startswith(STAGING_PREFIX) and path.is_dir() and _abandoned(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
+        for path in removed:
+            log.warning("removed %s, left behind by a process that stopped while writing", path)
+        return removed
 
     def publish(self, staged: StagedVersion, meta: dict[str, Any]) -> VersionInfo:
         """Give the staged files the next version number and make them visible, atomically."""
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         with self._lock():
-            number = max((v.version for v in self.versions()), default=0) + 1
+            # Past every numbered directory, complete or not: rename cannot replace one.
+            number = max(self._numbers(), default=0) + 1
             full_meta = {
                 "model": self.model,
                 "version": number,
@@ -116,6 +162,9 @@ class ModelRegistry:
                 **meta,
             }
             _atomic_write(staged.path / META_FILE, json.dumps(full_meta, indent=2) + "\n")
+            # The owner lock stays held through its open descriptor until stage() ends; the
+            # published version does not carry the file.
+            (staged.path / OWNER_LOCK).unlink(missing_ok=True)
             _fsync_tree(staged.path)
             target = self.versions_dir / str(number)
             os.rename(staged.path, target)
@@ -138,6 +187,22 @@ class ModelRegistry:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _abandoned(staging: Path) -> bool:
+    """True when no live process holds the staging directory's owner lock (or it has none: a
+    directory from before owner locks, or one whose writer died before publishing)."""
+    try:
+        handle = (staging / OWNER_LOCK).open("rb")
+    except FileNotFoundError:
+        return True
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return True
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -5,12 +5,17 @@ concurrent load (the previous batch held several requests, or work was still que
 waits up to ``max_queue_delay`` after the oldest request for the batch to fill; a lone request
 never waits, so batching costs no latency at low load. The session splits a batch into groups of
 similar token length.
+
+A request may carry its caller's deadline: one still queued when the deadline has passed is
+dropped with DeadlineExceeded instead of being run for nobody, so a backlog does not grow on work
+whose callers have given up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -18,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.errors import Overloaded, Unavailable
+from service.errors import DeadlineExceeded, Overloaded, Unavailable
 from service.metrics import Metrics
 from service.runtime._session import FloatArray
 from service.runtime._slot import ModelSlot
@@ -49,7 +54,11 @@ class _Pending:
     texts: list[str]
     future: asyncio.Future[BatchResult]
     loop: asyncio.AbstractEventLoop
+    deadline: float | None = None  # time.monotonic()
     enqueued: float = field(default_factory=time.perf_counter)
+
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and now >= self.deadline
 
 
 class Batcher:
@@ -67,9 +76,13 @@ class Batcher:
     def start(self) -> None:
         self._thread.start()
 
-    async def infer(self, texts: list[str]) -> BatchResult:
+    async def infer(self, texts: list[str], deadline: float | None = None) -> BatchResult:
+        """Queue ``texts`` and wait for their batch. ``deadline`` (``time.monotonic()``
+        seconds): DeadlineExceeded if the request has not started running by then."""
         loop = asyncio.get_running_loop()
-        pending = _Pending(texts, loop.create_future(), loop)
+        pending = _Pending(texts, loop.create_future(), loop, deadline)
+        if pending.expired(time.monotonic()):
+            raise _deadline_exceeded(pending)
         with self._cond:
             if self._stopping:
                 raise Unavailable("server is shutting down")
@@ -100,15 +113,19 @@ class Batcher:
     def _next_batch(self) -> list[_Pending] | None:
         limit = self._options.max_batch_size
         with self._cond:
-            while not self._queue:
+            first = self._pop_live()
+            while first is None:
                 if self._stopping:
                     return None
                 self._cond.wait()
-            batch = [self._queue.popleft()]
-            count = len(batch[0].texts)
+                first = self._pop_live()
+            batch = [first]
+            count = len(first.texts)
             delay = self._options.max_queue_delay if self._under_load else 0.0
-            deadline = batch[0].enqueued + delay
+            fill_until = first.enqueued + delay
             while count < limit:
+                if self._drop_expired_head():
+                    continue
                 if self._queue:
                     if count + len(self._queue[0].texts) > limit:
                         break
@@ -116,13 +133,33 @@ class Batcher:
                     batch.append(item)
                     count += len(item.texts)
                     continue
-                remaining = deadline - time.perf_counter()
+                remaining = fill_until - time.perf_counter()
                 if remaining <= 0 or self._stopping:
                     break
                 self._cond.wait(remaining)
             self._under_load = len(batch) > 1 or bool(self._queue)
             self._metrics.queue_depth.labels(self._model).set(len(self._queue))
-        return [p for p in batch if not p.future.cancelled()]
+        # Checked again as the batch leaves: a request may have expired while it filled.
+        now = time.monotonic()
+        live = [p for p in batch if not p.future.cancelled() and not p.expired(now)]
+        for p in batch:
+            if p.expired(now):
+                _drop(p)
+        return live
+
+    def _pop_live(self) -> _Pending | None:
+        """The oldest queued request whose deadline has not passed (under the condition)."""
+        while self._queue:
+            if not self._drop_expired_head():
+                return self._queue.popleft()
+        return None
+
+    def _drop_expired_head(self) -> bool:
+        """Fail the head of the queue with DeadlineExceeded if it expired (under the condition)."""
+        if not self._queue or not self._queue[0].expired(time.monotonic()):
+            return False
+        _drop(self._queue.popleft())
+        return True
 
     def _execute(self, batch: list[_Pending]) -> None:
         if not batch:
@@ -152,6 +189,19 @@ class Batcher:
             )
             offset += n
             p.loop.call_soon_threadsafe(_resolve, p.future, result)
+
+
+def _deadline_exceeded(pending: _Pending) -> DeadlineExceeded:
+    waited = time.perf_counter() - pending.enqueued
+    return DeadlineExceeded(
+        f"the request's deadline passed after {waited * 1000:.0f} ms in the queue, before it ran"
+    )
+
+
+def _drop(pending: _Pending) -> None:
+    """Fail an expired request without running it."""
+    with contextlib.suppress(RuntimeError):  # its event loop closed: nobody waits for it
+        pending.loop.call_soon_threadsafe(_fail, pending.future, _deadline_exceeded(pending))
 
 
 def _resolve(future: asyncio.Future[BatchResult], result: BatchResult) -> None:

@@ -11,9 +11,12 @@ parent decides from the result.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
+import signal
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -25,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from service.adaptation.gate import decide, paired_margin
 from service.adaptation.spec import FineTuneSpec
+from service.adaptation.types import JOB_PARENT_PID_ENV
 from service.calibration import Calibration, FloatArray, calibrate
 from service.config import GateThresholds, TrainRecipe
 from service.priority import lower_priority
@@ -35,10 +39,12 @@ from service.training._model import TextClassifier, load_encoder, trainable_stat
 from service.training._trainer import Trainer
 
 Pairs = list[tuple[str, str]]
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def run_job(spec_path: str) -> None:
     """Process entry point: never raises; the outcome is in ``result.json`` and the exit code."""
+    _die_with_parent()
     spec = FineTuneSpec.load(Path(spec_path))
     result_path = Path(spec.result_path)
     try:
@@ -55,6 +61,22 @@ def run_job(spec_path: str) -> None:
         _write(result_path, result)
         raise SystemExit(1) from None
     _write(result_path, {"ok": True, **result})
+
+
+def _die_with_parent() -> None:
+    """Be killed when the server that started this job dies, even by SIGKILL: the job runs in
+    its own session, so nothing else would end it, and a job nobody waits for only burns CPU and
+    holds its staging directory. The server passes its pid; if it has already died before the
+    request took effect, this process has been reparented and ends at once."""
+    parent = os.environ.get(JOB_PARENT_PID_ENV)
+    if parent is None or not sys.platform.startswith("linux"):
+        return  # started by hand, or no prctl: the server's restart ends a leftover job
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        _log(f"warning: prctl(PR_SET_PDEATHSIG) failed: {os.strerror(ctypes.get_errno())}")
+        return
+    if os.getppid() != int(parent):
+        raise SystemExit(1)
 
 
 def _log(message: str) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import TypeVar
+import time
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -12,7 +13,9 @@ from google.protobuf.message import Message
 
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api.converters import (
+    MAX_TENSORS,
     BytesCodec,
+    DecodeLimits,
     InferParameterConverter,
     ModelInferRequestConverter,
     ModelInferResponseConverter,
@@ -221,7 +224,18 @@ def test_shape_and_raw_bytes_element_count_mismatch() -> None:
     request, _ = _request(shape=[1])
     request.raw_input_contents.append(_length_prefixed(b"a", b"b"))
 
-    with pytest.raises(InvalidInput, match=r"'text' has shape \[1\] \(1 elements\) but 2 elements"):
+    # Decoding stops after the declared count, so the message cannot say how many there are.
+    with pytest.raises(
+        InvalidInput, match=r"'text' has shape \[1\] \(1 elements\) but more elements of data"
+    ):
+        ModelInferRequestConverter.to_types(request)
+
+
+def test_raw_bytes_with_fewer_elements_than_declared() -> None:
+    request, _ = _request(shape=[3])
+    request.raw_input_contents.append(_length_prefixed(b"a", b"b"))
+
+    with pytest.raises(InvalidInput, match=r"shape \[3\] \(3 elements\) but 2 elements of data"):
         ModelInferRequestConverter.to_types(request)
 
 
@@ -471,3 +485,142 @@ def test_bytes_codec_decode_names_the_input_in_errors() -> None:
         BytesCodec.decode(b"\x01\x00", "my_input")
     with pytest.raises(InvalidInput, match="'my_input': element 0 overruns the buffer"):
         BytesCodec.decode(struct.pack("<I", 2) + b"a", "my_input")
+
+
+# --- bounded decoding: limits are checked before any per-element work ---------------------------
+
+LIMITS = DecodeLimits(max_elements=64, max_element_bytes=16_384)
+# 60 MB of zero-length elements: 15.7 million length prefixes and nothing else.
+EMPTY_ELEMENTS = b"\x00\x00\x00\x00" * 15_728_640
+
+
+def _refused(request: pb.ModelInferRequest, limits: DecodeLimits | None = LIMITS) -> str:
+    with pytest.raises(InvalidInput) as info:
+        ModelInferRequestConverter.to_types(_wire(request), limits)
+    return str(info.value)
+
+
+def _timed_refusal(request: pb.ModelInferRequest) -> tuple[str, float]:
+    started = time.perf_counter()
+    message = _refused(request)
+    return message, time.perf_counter() - started
+
+
+def test_a_declared_shape_over_the_limit_is_refused_before_decoding() -> None:
+    request, _ = _request(shape=[len(EMPTY_ELEMENTS) // 4])
+    request.raw_input_contents.append(EMPTY_ELEMENTS)
+
+    message, seconds = _timed_refusal(request)
+
+    assert message == (
+        "input 'text' has shape [15728640] (15728640 elements); this model takes at most 64 "
+        "per request"
+    )
+    assert seconds < 0.5  # decoding it took 5 s on the event loop
+
+
+def test_raw_bytes_over_the_size_limit_are_refused_before_decoding() -> None:
+    request, _ = _request(shape=[1])
+    request.raw_input_contents.append(EMPTY_ELEMENTS)
+
+    message, seconds = _timed_refusal(request)
+
+    assert message == (
+        f"raw contents of input 'text' are {len(EMPTY_ELEMENTS)} bytes; at most 1048832 "
+        "(64 elements of at most 16384 bytes, each with a 4-byte length prefix)"
+    )
+    assert seconds < 0.5
+
+
+def test_raw_bytes_within_the_size_limit_decode_no_more_than_declared() -> None:
+    request, _ = _request(shape=[2])
+    request.raw_input_contents.append(EMPTY_ELEMENTS[: LIMITS.max_raw_bytes])
+
+    assert _refused(request) == "input 'text' has shape [2] (2 elements) but more elements of data"
+
+
+def test_typed_contents_over_the_limit_are_refused_before_they_are_copied() -> None:
+    request, tensor = _request(shape=[200_000])
+    tensor.contents.bytes_contents.extend([b""] * 200_000)
+
+    message, seconds = _timed_refusal(request)
+
+    assert "(200000 elements); this model takes at most 64 per request" in message
+    assert seconds < 0.5
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            lambda r: [r.inputs.add(name=f"i{i}") for i in range(MAX_TENSORS)],
+            "17 input tensors; at most 16",
+        ),
+        (
+            lambda r: [r.outputs.add(name=f"o{i}") for i in range(17)],
+            "17 requested outputs; at most 16",
+        ),
+        (
+            lambda r: [r.parameters[f"p{i}"].SetInParent() for i in range(65)],
+            "65 request parameters; at most 64",
+        ),
+        (
+            lambda r: r.inputs[0].shape.extend([1] * 8),
+            "9 dimensions in the shape of input 'text'; at most 8",
+        ),
+        (
+            lambda r: [r.inputs[0].parameters[f"p{i}"].SetInParent() for i in range(65)],
+            "65 parameters of input 'text'; at most 64",
+        ),
+    ],
+)
+def test_counts_that_bound_decoding_are_limited(mutate: Any, message: str) -> None:
+    request, tensor = _request(shape=[1])
+    tensor.contents.bytes_contents.append(b"hello")
+    mutate(request)
+
+    assert _refused(request) == message
+
+
+@pytest.mark.parametrize(
+    ("mutate", "what"),
+    [
+        (lambda r: setattr(r, "id", "i" * 100_000), "request id 'iii"),
+        (lambda r: setattr(r.inputs[0], "name", "n" * 100_000), "input name 'nnn"),
+        (lambda r: r.outputs.add(name="o" * 100_000), "output name 'ooo"),
+    ],
+)
+def test_long_names_and_ids_are_refused_with_a_short_message(mutate: Any, what: str) -> None:
+    request, tensor = _request(shape=[1])
+    tensor.contents.bytes_contents.append(b"hello")
+    mutate(request)
+
+    message = _refused(request)
+
+    assert message.startswith(what) and "…' (100000 characters) is too long; at most 128" in message
+    assert len(message) < 200
+
+
+def test_caller_strings_are_quoted_truncated_in_messages() -> None:
+    request, tensor = _request(name="x", datatype="D" * 1000, shape=[1])
+    tensor.contents.bytes_contents.append(b"hello")
+
+    message = _refused(request, limits=None)
+
+    assert message == "input 'x' has unknown datatype 'DDDDDDDDDDDDDDDDDDDD…' (1000 characters)"
+
+
+def test_without_limits_the_converter_still_decodes_large_tensors() -> None:
+    request, _ = _request(shape=[1000])
+    request.raw_input_contents.append(_length_prefixed(*[b"x"] * 1000))
+
+    (decoded,) = ModelInferRequestConverter.to_types(request).inputs
+
+    assert len(decoded.data) == 1000
+
+
+def test_bytes_codec_decode_can_stop_after_a_count() -> None:
+    with pytest.raises(InvalidInput, match="'t' hold more than 2 elements"):
+        BytesCodec.decode(EMPTY_ELEMENTS, "t", max_items=2)
+    assert BytesCodec.split(EMPTY_ELEMENTS, "t", max_items=2) == ([b"", b""], False)
+    assert BytesCodec.split(_length_prefixed(b"a"), "t", max_items=1) == ([b"a"], True)

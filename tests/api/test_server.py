@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
+import subprocess
+import sys
+import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -15,6 +21,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+from service.errors import DeadlineExceeded
+from service.types import InferenceRequest, Tensor
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -159,7 +169,8 @@ def test_oversized_requests_are_invalid_argument(stub: GRPCInferenceServiceStub)
     expect_error(
         lambda: stub.ModelInfer(text_request(too_many)),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "65 texts; at most 64",
+        # Refused from the declared shape, before the texts are decoded.
+        "has shape [65] (65 elements); this model takes at most 64 per request",
     )
     too_long = [b"x" * 16_385]
     expect_error(
@@ -204,10 +215,10 @@ def test_bugs_are_internal_without_details(
 ) -> None:
     served = server.app.models[TINY_MODEL]
 
-    async def broken(request: object) -> object:
+    async def broken(request: object, deadline: float | None = None) -> object:
         raise RuntimeError("secret stack detail")
 
-    served.infer = broken  # type: ignore[method-assign]
+    served.infer = broken  # type: ignore[method-assign, assignment]
     with pytest.raises(grpc.RpcError) as info:
         stub.ModelInfer(text_request([b"hello"]))
     assert info.value.code() == grpc.StatusCode.INTERNAL
@@ -275,3 +286,199 @@ def test_metrics_count_requests_by_model_version_and_code(
     assert 'loopserve_request_duration_seconds_count{model="tiny"} 2.0' in body  # rejected ones too
     for name in ("loopserve_queue_duration_seconds", "loopserve_inference_duration_seconds"):
         assert f'{name}_count{{model="tiny"}} 1.0' in body
+
+
+# --- requests that must not cost everyone else ----------------------------------------------------
+
+# Sends one hostile ModelInfer from its own process (so that building and sending it takes no
+# time from this one) and prints the status it got. "raw": 60 MB of raw contents made of
+# zero-length elements, the shape declaring ``declared`` of them; "typed": 8 million empty
+# bytes_contents (16 MB).
+HOSTILE_CLIENT = """
+import json, sys, time
+import grpc
+from service.api._proto.inference import grpc_predict_v2_pb2 as pb
+from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+address, model, kind, declared = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+request = pb.ModelInferRequest(model_name=model, id="hostile")
+tensor = request.inputs.add(name="text", datatype="BYTES", shape=[declared])
+if kind == "raw":
+    request.raw_input_contents.append(b"\\x00\\x00\\x00\\x00" * 15_728_640)
+else:
+    tensor.contents.bytes_contents.extend([b""] * 8_000_000)
+options = [("grpc.max_send_message_length", 100 * 2**20)]
+with grpc.insecure_channel(address, options=options) as channel:
+    stub = GRPCInferenceServiceStub(channel)
+    grpc.channel_ready_future(channel).result(timeout=30)
+    print("sending", flush=True)
+    started = time.perf_counter()
+    try:
+        stub.ModelInfer(request, timeout=60)
+        outcome = ["OK", ""]
+    except grpc.RpcError as exc:
+        outcome = [exc.code().name, exc.details()]
+print(json.dumps(outcome + [time.perf_counter() - started]), flush=True)
+"""
+RAW_60MB = 15_728_640 * 4
+
+
+def latency(stub: GRPCInferenceServiceStub, request: pb.ModelInferRequest) -> float:
+    started = time.perf_counter()
+    stub.ModelInfer(request, timeout=30)
+    return time.perf_counter() - started
+
+
+def during_hostile_request(server: RunningApp, kind: str, declared: int) -> tuple[str, str, float]:
+    """Send the hostile request and normal ones all the while it is on its way and handled:
+    (its status code and message, the worst extra latency of a normal request over the
+    baseline)."""
+    with grpc.insecure_channel(server.address) as channel:
+        stub = GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        normal = text_request([b"hello hi the team"])
+        for _ in range(3):
+            latency(stub, normal)  # warm up
+        baseline = sorted(latency(stub, normal) for _ in range(20))[-2]
+        hostile = subprocess.Popen(
+            [sys.executable, "-c", HOSTILE_CLIENT, server.address, TINY_MODEL, kind, str(declared)],
+            stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert hostile.stdout is not None
+        assert hostile.stdout.readline().strip() == "sending"
+        during: list[float] = []
+        while hostile.poll() is None:
+            during.append(latency(stub, normal))
+        code, details, _ = json.loads(hostile.stdout.read())
+        assert during, "no normal request overlapped the hostile one"
+        return code, details, max(during) - baseline
+
+
+@pytest.mark.parametrize(
+    ("declared", "message"),
+    [
+        (
+            15_728_640,
+            "input 'text' has shape [15728640] (15728640 elements); this model takes at most 64 "
+            "per request",
+        ),
+        (
+            1,
+            f"raw contents of input 'text' are {RAW_60MB} bytes; at most 1048832 (64 elements of "
+            "at most 16384 bytes, each with a 4-byte length prefix)",
+        ),
+    ],
+    ids=["shape-says-15.7M", "shape-says-1"],
+)
+def test_a_60mb_request_of_empty_elements_is_refused_without_being_decoded(
+    start_app: Any, monkeypatch: pytest.MonkeyPatch, declared: int, message: str
+) -> None:
+    # A transport limit high enough to let the message reach the converter's own bounds.
+    monkeypatch.setattr("service.api.server.MAX_MESSAGE_BYTES", 64 * 2**20)
+    server: RunningApp = start_app()
+    code, details, delay = during_hostile_request(server, "raw", declared)
+
+    assert (code, details) == ("INVALID_ARGUMENT", message)
+    # Decoding it held the event loop for 5 s. What is left is grpcio receiving and parsing a
+    # 60 MB message on the loop (150-700 ms on 2 cores), which only the transport's message
+    # size limit removes: see the next test.
+    assert delay < 1.5
+
+
+@pytest.mark.parametrize(
+    ("kind", "declared"), [("raw", 15_728_640), ("raw", 1), ("typed", 8_000_000)]
+)
+def test_a_60mb_request_delays_others_by_at_most_100ms(
+    server: RunningApp, kind: str, declared: int
+) -> None:
+    # The default transport limit (4 MiB) refuses a 60 MB message before any of it reaches
+    # Python.
+
+    code, details, delay = during_hostile_request(server, kind, declared)
+
+    assert code == "RESOURCE_EXHAUSTED" and "larger than max" in details
+    assert delay <= 0.1
+
+
+@pytest.mark.parametrize(
+    ("mutate", "start"),
+    [
+        (lambda r: setattr(r, "model_name", "m" * 100_000), "model name 'mmm"),
+        (lambda r: setattr(r, "id", "i" * 100_000), "request id 'iii"),
+        (lambda r: setattr(r.inputs[0], "name", "n" * 100_000), "input name 'nnn"),
+        (lambda r: r.outputs.add(name="o" * 100_000), "output name 'ooo"),
+    ],
+    ids=["model", "id", "input", "output"],
+)
+def test_a_100kb_name_or_id_is_invalid_argument_with_a_short_message(
+    stub: GRPCInferenceServiceStub, mutate: Any, start: str
+) -> None:
+    request = text_request([b"hello"])
+    mutate(request)
+
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelInfer(request, timeout=10)
+
+    details = info.value.details() or ""
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert (
+        details.startswith(start) and "…' (100000 characters) is too long; at most 128" in details
+    )
+    assert len(details) < 300
+
+
+def test_a_100kb_model_name_in_metadata_calls_is_invalid_argument(
+    stub: GRPCInferenceServiceStub,
+) -> None:
+    for call in (
+        lambda: stub.ModelMetadata(pb.ModelMetadataRequest(name="m" * 100_000), timeout=10),
+        lambda: stub.ModelReady(pb.ModelReadyRequest(name="m" * 100_000), timeout=10),
+    ):
+        expect_error(call, grpc.StatusCode.INVALID_ARGUMENT, "model name 'mmm")
+
+
+def test_a_long_unknown_model_or_version_is_quoted_truncated(
+    stub: GRPCInferenceServiceStub,
+) -> None:
+    request = text_request([b"hello"])
+    request.model_name = "x" * 100
+    expect_error(
+        lambda: stub.ModelInfer(request),
+        grpc.StatusCode.NOT_FOUND,
+        f"unknown model '{'x' * 80}…' (100 characters); this server serves 'tiny'",
+    )
+    request = text_request([b"hello"], model_version="9" * 1000)
+    expect_error(
+        lambda: stub.ModelInfer(request),
+        grpc.StatusCode.NOT_FOUND,
+        f"version '{'9' * 20}…' (1000 characters) is not served",
+    )
+
+
+def test_the_callers_deadline_reaches_the_batcher(
+    server: RunningApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = server.app.models[TINY_MODEL]
+    seen: list[float | None] = []
+    infer = served.batcher.infer
+
+    async def recording(texts: list[str], deadline: float | None = None) -> Any:
+        seen.append(deadline)
+        return await infer(texts, deadline)
+
+    monkeypatch.setattr(served.batcher, "infer", recording)
+    with grpc.insecure_channel(server.address) as channel:
+        stub = GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub.ModelInfer(text_request([b"hello"]), timeout=20)
+        before = time.monotonic()
+        stub.ModelInfer(text_request([b"hello"]))
+
+    with_deadline, without = seen
+    assert with_deadline is not None and before - 1 < with_deadline <= before + 20
+    assert without is None
+
+
+def test_a_request_already_past_its_deadline_is_not_run(server: RunningApp) -> None:
+    served = server.app.models[TINY_MODEL]
+    request = InferenceRequest(TINY_MODEL, "", "late", [Tensor("text", "BYTES", (1,), [b"hello"])])
+
+    with pytest.raises(DeadlineExceeded, match="deadline passed"):
+        asyncio.run(served.infer(request, time.monotonic() - 0.001))

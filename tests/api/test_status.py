@@ -11,6 +11,7 @@ from service import errors
 from service.api.status import INTERNAL_MESSAGE, STATUS_FOR_ERROR, public_message, status_for
 from service.errors import (
     ConfigError,
+    DeadlineExceeded,
     InvalidInput,
     LoopserveError,
     NotFound,
@@ -26,6 +27,7 @@ DOCUMENTED: dict[type[LoopserveError], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     ConfigError: grpc.StatusCode.FAILED_PRECONDITION,

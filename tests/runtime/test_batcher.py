@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from service.errors import Overloaded, Unavailable
+from service.errors import DeadlineExceeded, Overloaded, Unavailable
 from service.metrics import Metrics
 from service.runtime import Batcher, BatchingOptions, ModelSlot, Prediction
 
@@ -202,3 +202,63 @@ def test_empty_slot_is_unavailable() -> None:
     with pytest.raises(Unavailable, match="not loaded"):
         asyncio.run(batcher.infer(["x"]))
     batcher.stop(5)
+
+
+# --- deadlines ------------------------------------------------------------------------------------
+
+
+def test_a_request_whose_deadline_passes_in_the_queue_is_not_run() -> None:
+    gate = threading.Event()
+    version = FakeVersion(gate=gate)
+    batcher = make_batcher(version, max_batch_size=4)
+
+    async def run() -> None:
+        running = asyncio.ensure_future(batcher.infer(["running"]))
+        await asyncio.to_thread(version.started.wait, 5)
+        expiring = asyncio.ensure_future(batcher.infer(["expiring"], time.monotonic() + 0.05))
+        patient = asyncio.ensure_future(batcher.infer(["patient"], time.monotonic() + 30))
+        await asyncio.sleep(0.1)  # past the first deadline while both wait behind "running"
+        gate.set()
+        with pytest.raises(DeadlineExceeded, match=r"deadline passed after \d+ ms in the queue"):
+            await expiring
+        assert (await patient).probabilities.shape == (1, 2)
+        await running
+
+    asyncio.run(run())
+    batcher.stop(5)
+    assert version.batches == [["running"], ["patient"]]
+
+
+def test_an_expired_head_of_the_queue_is_skipped_for_the_next_live_request() -> None:
+    gate = threading.Event()
+    version = FakeVersion(gate=gate)
+    batcher = make_batcher(version, max_batch_size=1)
+
+    async def run() -> None:
+        running = asyncio.ensure_future(batcher.infer(["running"]))
+        await asyncio.to_thread(version.started.wait, 5)
+        expired = [
+            asyncio.ensure_future(batcher.infer([f"e{i}"], time.monotonic() + 0.05))
+            for i in range(3)
+        ]
+        live = asyncio.ensure_future(batcher.infer(["live"]))
+        await asyncio.sleep(0.1)
+        gate.set()
+        outcomes = await asyncio.gather(*expired, return_exceptions=True)
+        assert all(isinstance(o, DeadlineExceeded) for o in outcomes), outcomes
+        await asyncio.gather(running, live)
+
+    asyncio.run(run())
+    batcher.stop(5)
+    assert version.batches == [["running"], ["live"]]
+
+
+def test_a_request_already_past_its_deadline_is_refused_at_once() -> None:
+    version = FakeVersion()
+    batcher = make_batcher(version)
+
+    with pytest.raises(DeadlineExceeded, match="deadline passed"):
+        asyncio.run(batcher.infer(["late"], time.monotonic() - 1))
+
+    batcher.stop(5)
+    assert version.batches == []

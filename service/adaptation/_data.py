@@ -7,6 +7,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 
+from service.adaptation.types import Sample
 from service.config import AdaptationRecipe
 
 Pairs = list[tuple[str, str]]
@@ -22,6 +23,58 @@ class JobData:
     anchor: Pairs  # older samples, never trained on in this job: the gate's forgetting check
     new_labels: list[str]
     anchor_held_out: bool = False  # the anchor comes from the reserve: no version trained on it
+
+
+def normalized(text: str) -> str:
+    """What makes two texts the same sample: case and runs of white space do not count."""
+    return " ".join(text.casefold().split())
+
+
+def curate(samples: list[Sample], max_source_share: float, seed: int) -> list[Sample]:
+    """The samples a job may use: each text once, and no source above its share.
+
+    A flood of one text (1,000 copies of a phrase) counts as one sample: the first posted, so a
+    later copy with another label does not override it. With ``max_source_share`` below 1 and two
+    or more sources (token names), each source keeps at most that share of the total, the rest of
+    its samples dropped at random, so that one source cannot outvote the others in training or
+    fill the gate's holdout. The share is symmetric: it also caps an honest majority when the
+    other sources posted little, which is why it is off (1.0) by default. Order (by seq) is
+    kept.
+    """
+    seen: set[str] = set()
+    unique = []
+    for sample in samples:
+        key = normalized(sample.text)
+        if key not in seen:
+            seen.add(key)
+            unique.append(sample)
+    by_source: dict[str, list[Sample]] = defaultdict(list)
+    for sample in unique:
+        by_source[sample.source].append(sample)
+    cap = source_cap([len(group) for group in by_source.values()], max_source_share)
+    if cap is None:
+        return unique
+    rng = random.Random(seed)
+    kept: set[int] = set()
+    for group in by_source.values():
+        chosen = group if len(group) <= cap else rng.sample(group, cap)
+        kept.update(s.seq for s in chosen)
+    return [s for s in unique if s.seq in kept]
+
+
+def source_cap(counts: list[int], share: float) -> int | None:
+    """The largest per-source count ``c`` with ``c <= share * sum(min(n, c))``: no source above
+    ``share`` of the capped total. None when no cap applies (one source, or share 1)."""
+    if len(counts) < 2 or share >= 1:
+        return None
+    low, high = 1, max(counts)
+    while low < high:  # the condition holds for small c and fails beyond the answer
+        mid = (low + high + 1) // 2
+        if mid <= share * sum(min(n, mid) for n in counts):
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 def reserved(text: str, label: str, fraction: float) -> bool:

@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Protocol
 
-from service.adaptation.types import AddOutcome, Event, Job, ModelStatus, NewSample, VersionSummary
+from service.adaptation.types import (
+    AddOutcome,
+    Event,
+    Job,
+    ModelStatus,
+    NewSample,
+    PurgeOutcome,
+    SourceSummary,
+    VersionSummary,
+)
 from service.drift import Candidate, DriftStatus
 
 
@@ -20,6 +29,15 @@ class AdaptationCore(Protocol):
         ...
 
     async def list_versions(self, model: str) -> list[VersionSummary]: ...
+
+    async def sample_sources(self, model: str) -> list[SourceSummary]:
+        """Per source (the token name that posted them), the stored samples of ``model``."""
+        ...
+
+    async def purge_samples(self, model: str, source: str, since: float | None) -> PurgeOutcome:
+        """Delete ``source``'s samples (posted at or after ``since``) and name the versions
+        that may have trained on them."""
+        ...
 
     async def model_status(self, model: str) -> ModelStatus: ...
 

@@ -228,7 +228,11 @@ class JobRunner:
         new_samples = self._samples.samples(self.model, base_upto, job.samples_upto)
         if not recipe.allow_new_labels:
             new_samples = [s for s in new_samples if s.label in known]
-        old_samples = self._samples.samples(self.model, 0, base_upto)
+        seed = recipe.seed + job.attempt
+        new_samples = _data.curate(new_samples, recipe.max_source_share, seed)
+        old_samples = _data.curate(
+            self._samples.samples(self.model, 0, base_upto), recipe.max_source_share, seed
+        )
         new, reserved_new = _split_reserved(new_samples, recipe.holdout_fraction)
         old, reserved_old = _split_reserved(old_samples, recipe.holdout_fraction)
         old += [(t, label) for t, label in read_labeled_csv(definition.seed_path) if label in known]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
+import unicodedata
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,8 @@ from service.adaptation.types import (
     JobState,
     ModelStatus,
     NewSample,
+    PurgeOutcome,
+    SourceSummary,
     VersionSummary,
 )
 from service.drift import Candidate, DetectorStatus, DriftMonitor, DriftStatus
@@ -34,6 +38,7 @@ from service.errors import InvalidInput, NotFound, Unavailable, check_length, qu
 from service.metrics import Metrics
 from service.registry import VersionInfo
 from service.runtime import LoadedVersion
+from service.security import current_principal
 from service.serving import ServedModel
 from service.store import JobStore, SampleStore
 
@@ -171,6 +176,9 @@ class AdaptationService:
 
     async def add_samples(self, model: str, samples: list[NewSample]) -> AddOutcome:
         served = self._served(model)
+        # Provenance: every stored sample records the token name it was posted with.
+        source = current_principal.get()
+        samples = [dataclasses.replace(sample, source=source) for sample in samples]
         try:
             self._validate(served, samples)
             outcome = await asyncio.to_thread(self._samples.add, model, samples)
@@ -191,6 +199,33 @@ class AdaptationService:
             )  # fmt: skip
             await asyncio.to_thread(self._maybe_start, model)
         return outcome
+
+    async def sample_sources(self, model: str) -> list[SourceSummary]:
+        self._served(model)
+        return await asyncio.to_thread(self._samples.sources, model)
+
+    async def purge_samples(self, model: str, source: str, since: float | None) -> PurgeOutcome:
+        """Delete a source's samples so that no later job trains or gates on them, and name the
+        fine-tuned versions whose data window included them (candidates for a rollback)."""
+        served = self._served(model)
+        removed, first, last = await asyncio.to_thread(self._samples.purge, model, source, since)
+        versions = [
+            info.version
+            for info in served.registry.versions()
+            if removed
+            and info.meta.get("parent") is not None
+            and int(info.meta.get("samples_upto", 0)) >= first
+        ]
+        if removed:
+            log.warning(
+                "purged %d samples of %s posted by %s (seq %d..%d); versions that may have "
+                "trained on them: %s", removed, model, quote(source), first, last, versions or "none",
+            )  # fmt: skip
+            self._events.publish(
+                EventKind.SAMPLES_PURGED, model, f"{removed} samples of source {source} purged",
+                source=source, removed=removed, versions=",".join(map(str, versions)),
+            )  # fmt: skip
+        return PurgeOutcome(model, source, removed, first, last, versions)
 
     async def list_versions(self, model: str) -> list[VersionSummary]:
         served = self._served(model)
@@ -305,6 +340,12 @@ class AdaptationService:
             _check_sample_lengths(i, sample, limit)
             if not sample.text.strip():
                 raise InvalidInput(f"sample[{i}] has an empty text")
+            control = _control_character(sample.text)
+            if control is not None:
+                raise InvalidInput(
+                    f"sample[{i}] text contains the control character U+{ord(control):04X}; "
+                    "send plain text (tabs and line breaks are fine)"
+                )
             label = sample.label.strip()
             if not label or label != sample.label or any(ord(c) < 32 for c in label):
                 raise InvalidInput(
@@ -381,9 +422,12 @@ class AdaptationService:
             alarm = self._alarms.get(model)
             decision = self._policies[model].decide(
                 PolicyInput(
-                    samples_since_serving=self._samples.count(model, base_upto),
-                    samples_since_last_job=self._samples.count(model, last_upto),
-                    samples_since_alarm=self._samples.count(model, alarm.since_seq) if alarm else 0,
+                    # Distinct texts: a flood of copies of one text is one label's worth.
+                    samples_since_serving=self._samples.distinct_count(model, base_upto),
+                    samples_since_last_job=self._samples.distinct_count(model, last_upto),
+                    samples_since_alarm=(
+                        self._samples.distinct_count(model, alarm.since_seq) if alarm else 0
+                    ),
                     drift_alarm=alarm is not None,
                     latest_job=latest,
                     now=time.time(),
@@ -475,3 +519,9 @@ def _summary(info: VersionInfo, serving: int) -> VersionSummary:
         samples_upto=int(info.meta.get("samples_upto", 0)),
         metrics=metrics,
     )
+
+
+def _control_character(text: str) -> str | None:
+    """The first control character of ``text`` other than tab, line feed and carriage return:
+    no labeled example a classifier should learn from contains one."""
+    return next((c for c in text if unicodedata.category(c) == "Cc" and c not in "\t\n\r"), None)

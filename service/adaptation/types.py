@@ -28,6 +28,7 @@ class NewSample:
     label: str
     id: str = ""  # caller's id; idempotency key. Empty: the store assigns one.
     prediction_id: str = ""  # the ModelInfer request id this label is for, if any
+    source: str = ""  # who posted it: the name of the caller's token (set by the server)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Sample:
     prediction_id: str
     created: float
     seq: int
+    source: str = ""  # the name of the token that posted it ("anonymous" without auth)
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class EventKind(enum.StrEnum):
     ROLLBACK = "rollback"
     DRIFT_ALARM_RAISED = "drift_alarm_raised"  # the model-level alarm
     DRIFT_ALARM_CLEARED = "drift_alarm_cleared"
+    SAMPLES_PURGED = "samples_purged"
     DRIFT_SIGNAL_RAISED = "drift_signal_raised"  # one detector's own alarm (diagnostic)
     DRIFT_SIGNAL_CLEARED = "drift_signal_cleared"
 
@@ -147,3 +150,27 @@ class ModelStatus:
     last_gate: GateResult | None
     needs_adaptation: bool  # a drift alarm (or operator) asked for adaptation
     backoff_until: float | None
+
+
+@dataclass(frozen=True)
+class SourceSummary:
+    """The stored samples of one source (the token name that posted them) for one model."""
+
+    source: str
+    samples: int
+    first_created: float
+    last_created: float
+    first_seq: int
+    last_seq: int
+
+
+@dataclass(frozen=True)
+class PurgeOutcome:
+    """What ``loopserve samples purge`` removed, and the versions that had trained on it."""
+
+    model: str
+    source: str
+    removed: int
+    first_seq: int  # 0 when nothing was removed
+    last_seq: int
+    versions: list[int] = field(default_factory=list)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from service.adaptation.types import AddOutcome, Job, NewSample, Sample
+from service.adaptation.types import AddOutcome, Job, NewSample, Sample, SourceSummary
 
 
 class SampleStore(Protocol):
@@ -28,12 +28,28 @@ class SampleStore(Protocol):
         """Samples of ``model`` with seq > ``after_seq``."""
         ...
 
+    def distinct_count(self, model: str, after_seq: int = 0) -> int:
+        """Distinct texts (ignoring case and surrounding space) among the samples with seq >
+        ``after_seq``: what the trigger policy counts, so that a flood of copies counts once."""
+        ...
+
     def samples(self, model: str, after_seq: int = 0, upto_seq: int | None = None) -> list[Sample]:
         """Samples with ``after_seq < seq <= upto_seq`` in seq order."""
         ...
 
     def last_seq(self, model: str) -> int:
         """The highest seq stored for ``model`` (0 when none)."""
+        ...
+
+    def sources(self, model: str) -> list[SourceSummary]:
+        """Per source (the token name that posted them), the samples stored for ``model``."""
+        ...
+
+    def purge(self, model: str, source: str, since: float | None = None) -> tuple[int, int, int]:
+        """Delete ``source``'s samples of ``model`` (posted at or after ``since``, Unix time),
+        atomically: no later job trains or gates on them. Returns (removed, first seq, last seq);
+        seqs are never reused, so versions that recorded a later ``samples_upto`` may have
+        trained on them."""
         ...
 
     def close(self) -> None: ...

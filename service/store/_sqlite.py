@@ -25,7 +25,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-from service.adaptation.types import AddOutcome, GateResult, Job, JobState, NewSample, Sample
+from service.adaptation.types import (
+    AddOutcome,
+    GateResult,
+    Job,
+    JobState,
+    NewSample,
+    Sample,
+    SourceSummary,
+)
 from service.errors import ConfigError, InvalidInput, NotFound, Unavailable
 
 if TYPE_CHECKING:
@@ -75,10 +83,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX jobs_by_model ON jobs (model, n)",
         "CREATE INDEX jobs_by_state ON jobs (state)",
     ),
+    (
+        # Provenance: the token name that posted each sample (older rows: "").
+        "ALTER TABLE samples ADD COLUMN source TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX samples_by_model_source ON samples (model, source, seq)",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
-_SAMPLE_COLUMNS = "model, id, text, label, prediction_id, created, seq"
+_SAMPLE_COLUMNS = "model, id, text, label, prediction_id, created, seq, source"
 _JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 _JOB_COLUMNS = ", ".join(f'"{name}"' for name in _JOB_FIELDS)
 _UPDATABLE = frozenset(_JOB_FIELDS) - {"id"}
@@ -143,8 +156,9 @@ class SQLiteStore:
                     where = "already stored"
                 if stored is None:
                     conn.execute(
-                        "INSERT INTO samples (model, id, text, label, prediction_id, created)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO samples"
+                        " (model, id, text, label, prediction_id, created, source)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (
                             model,
                             sample_id,
@@ -152,6 +166,7 @@ class SQLiteStore:
                             sample.label,
                             sample.prediction_id,
                             created,
+                            sample.source,
                         ),
                     )
                     posted[sample_id] = (sample.text, sample.label)
@@ -183,6 +198,38 @@ class SQLiteStore:
         with self._connection() as conn:
             rows = conn.execute(query + " ORDER BY seq", params).fetchall()
         return [Sample(*row) for row in rows]
+
+    def distinct_count(self, model: str, after_seq: int = 0) -> int:
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT COUNT(DISTINCT lower(trim(text))) FROM samples WHERE model = ? AND seq > ?",
+                (model, after_seq),
+            ).fetchone()
+        return int(row[0])
+
+    def sources(self, model: str) -> list[SourceSummary]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT source, COUNT(*), MIN(created), MAX(created), MIN(seq), MAX(seq)"
+                " FROM samples WHERE model = ? GROUP BY source ORDER BY source",
+                (model,),
+            ).fetchall()
+        return [SourceSummary(*row) for row in rows]
+
+    def purge(self, model: str, source: str, since: float | None = None) -> tuple[int, int, int]:
+        where = "model = ? AND source = ?"
+        params: tuple[Any, ...] = (model, source)
+        if since is not None:
+            where += " AND created >= ?"
+            params += (since,)
+        with self._transaction() as conn:
+            removed, first, last = conn.execute(
+                f"SELECT COUNT(*), COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM samples"
+                f" WHERE {where}",
+                params,
+            ).fetchone()
+            conn.execute(f"DELETE FROM samples WHERE {where}", params)
+        return int(removed), int(first), int(last)
 
     def last_seq(self, model: str) -> int:
         with self._connection() as conn:

@@ -32,7 +32,12 @@ def decide(
     )
     forgetting = incumbent_anchor - candidate_anchor
     forgets = forgetting - anchor_margin > thresholds.max_forgetting + 1e-9
-    if worse_on_new:
+    # Promotion needs older data to measure forgetting on: new data alone can come from one
+    # source that the candidate simply learned to agree with.
+    no_anchor = anchor_examples == 0
+    if no_anchor:
+        reason = "no anchor of older data to measure forgetting on; nothing is promoted without one"
+    elif worse_on_new:
         reason = (
             f"worse on new data: {candidate_new:.3f} vs {incumbent_new:.3f} "
             f"(tolerance {thresholds.new_data_tolerance:.3f} + noise margin {new_margin:.3f})"
@@ -56,7 +61,7 @@ def decide(
         incumbent_anchor=incumbent_anchor,
         new_examples=new_examples,
         anchor_examples=anchor_examples,
-        promote=not (worse_on_new or forgets),
+        promote=not (no_anchor or worse_on_new or forgets),
         reason=reason,
         new_margin=new_margin,
         anchor_margin=anchor_margin,

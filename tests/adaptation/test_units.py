@@ -250,3 +250,15 @@ def test_a_drop_within_the_noise_margin_does_not_block_promotion() -> None:
         anchor_margin=0.005,  # type: ignore[arg-type]
     )
     assert not clear.promote and "noise margin 0.005" in clear.reason
+
+
+def test_gate_refuses_to_promote_without_an_anchor_of_older_data() -> None:
+    nan = float("nan")
+    result = decide(
+        candidate_new=0.99, incumbent_new=0.40, candidate_anchor=nan, incumbent_anchor=nan,
+        new_examples=200, anchor_examples=0, thresholds=GateThresholds(0.02, 0.01),
+    )  # fmt: skip
+    assert not result.promote
+    assert result.reason == (
+        "no anchor of older data to measure forgetting on; nothing is promoted without one"
+    )

@@ -108,6 +108,7 @@ class AdaptationRecipe:
     replay_ratio: float = 1.0
     holdout_fraction: float = 0.2
     max_source_share: float = 1.0
+    flood_copies: int = 5
     anchor_size: int = 300
     validation_fraction: float = 0.15
     learning_rate: float = 2e-5
@@ -135,6 +136,7 @@ class AdaptationRecipe:
         _check(self.replay_ratio >= 0, where, "replay_ratio must be >= 0")
         _check(0 < self.holdout_fraction < 0.9, where, "holdout_fraction must be in (0, 0.9)")
         _check(0 < self.max_source_share <= 1, where, "max_source_share must be in (0, 1]")
+        _check(self.flood_copies >= 2, where, "flood_copies must be >= 2")
         _check(0 < self.validation_fraction < 0.9, where, "validation_fraction must be in (0, 0.9)")
         _check(self.anchor_size >= 1, where, "anchor_size must be >= 1")
         _check(

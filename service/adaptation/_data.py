@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from service.adaptation.types import Sample
@@ -30,22 +30,27 @@ def normalized(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
-def curate(samples: list[Sample], max_source_share: float, seed: int) -> list[Sample]:
-    """The samples a job may use: each text once, and no source above its share.
+def curate(
+    samples: list[Sample], max_source_share: float, seed: int, flood_copies: int = 5
+) -> list[Sample]:
+    """The samples a job may use: each text once, no flood, and no source above its share.
 
-    A flood of one text (1,000 copies of a phrase) counts as one sample: the first posted, so a
-    later copy with another label does not override it. With ``max_source_share`` below 1 and two
+    Each text counts once: the first posted, so a later copy with another label does not
+    override it. A text stored ``flood_copies`` times or more (under different ids: re-posting a
+    file is idempotent on ids and stores nothing twice) is a flood, and is left out entirely:
+    labeling tools do not post one text that often, junk does. With ``max_source_share`` below 1 and two
     or more sources (token names), each source keeps at most that share of the total, the rest of
     its samples dropped at random, so that one source cannot outvote the others in training or
     fill the gate's holdout. The share is symmetric: it also caps an honest majority when the
     other sources posted little, which is why it is off (1.0) by default. Order (by seq) is
     kept.
     """
+    copies = Counter(normalized(sample.text) for sample in samples)
     seen: set[str] = set()
     unique = []
     for sample in samples:
         key = normalized(sample.text)
-        if key not in seen:
+        if key not in seen and copies[key] < flood_copies:
             seen.add(key)
             unique.append(sample)
     by_source: dict[str, list[Sample]] = defaultdict(list)

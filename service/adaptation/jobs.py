@@ -229,9 +229,10 @@ class JobRunner:
         if not recipe.allow_new_labels:
             new_samples = [s for s in new_samples if s.label in known]
         seed = recipe.seed + job.attempt
-        new_samples = _data.curate(new_samples, recipe.max_source_share, seed)
+        share, flood = recipe.max_source_share, recipe.flood_copies
+        new_samples = _data.curate(new_samples, share, seed, flood)
         old_samples = _data.curate(
-            self._samples.samples(self.model, 0, base_upto), recipe.max_source_share, seed
+            self._samples.samples(self.model, 0, base_upto), share, seed, flood
         )
         new, reserved_new = _split_reserved(new_samples, recipe.holdout_fraction)
         old, reserved_old = _split_reserved(old_samples, recipe.holdout_fraction)

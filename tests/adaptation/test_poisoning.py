@@ -107,9 +107,10 @@ def test_a_junk_flood_after_a_drift_alarm_never_trains_a_version(
     while not loop.jobs():
         assert time.monotonic() < deadline, "the team's labels did not trigger the drift job"
         time.sleep(0.02)
-    job_data = curate(loop.store.samples(MODEL), AdaptationRecipe().max_source_share, seed=0)
+    recipe = AdaptationRecipe()
+    job_data = curate(loop.store.samples(MODEL), recipe.max_source_share, 0, recipe.flood_copies)
     by_source = {s: sum(1 for x in job_data if x.source == s) for s in ("junk", "team")}
-    assert by_source == {"junk": 1, "team": DRIFT_MIN}
+    assert by_source == {"junk": 0, "team": DRIFT_MIN}  # a flood is left out of jobs entirely
     summary = {s.source: s.samples for s in loop.store.sources(MODEL)}
     assert summary == {"junk": 1000, "team": DRIFT_MIN}
     removed, first, last = loop.store.purge(MODEL, "junk")
@@ -119,6 +120,14 @@ def test_a_junk_flood_after_a_drift_alarm_never_trains_a_version(
 
 def sample(seq: int, text: str, source: str) -> Sample:
     return Sample(MODEL, f"id-{seq}", text, "a", "", 0.0, seq, source)
+
+
+def test_curate_leaves_out_floods_of_one_text() -> None:
+    samples = [sample(i, f"Refund {' ' * (i % 3)} me", "junk") for i in range(5)]
+    samples += [sample(10 + i, "four copies", "team") for i in range(4)]
+    samples += [sample(20, "once", "team")]
+    kept = curate(samples, max_source_share=1.0, seed=1, flood_copies=5)
+    assert [s.seq for s in kept] == [10, 20]
 
 
 def test_curate_keeps_the_first_copy_of_a_text_and_caps_a_dominant_source() -> None:

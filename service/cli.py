@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import csv
+import datetime
 import functools
 import hashlib
 import json
@@ -18,9 +20,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from service.adaptation.types import GateResult, Job, NewSample, VersionSummary
+from service.adaptation.types import GateResult, Job, NewSample, PurgeOutcome, VersionSummary
 from service.config import ServerSettings, load_model_definition, validate_model_name
-from service.errors import InvalidInput, LoopserveError
+from service.errors import InvalidInput, LoopserveError, quote
 from service.registry import ModelRegistry
 
 if TYPE_CHECKING:
@@ -36,6 +38,8 @@ CSV_COLUMNS = ("text", "label", "id", "prediction_id")
 CSV_FORMAT = "text,label[,id][,prediction_id]"
 # Written by `loopserve candidates` for the labeler's information; `loopserve label` ignores them.
 CANDIDATE_INFO_COLUMNS = ("predicted_label", "confidence", "atypicality", "score", "version")
+# How `loopserve samples` shows the source of samples stored before sources were recorded.
+UNRECORDED_SOURCE = "(unrecorded)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -202,7 +206,54 @@ def _parser() -> argparse.ArgumentParser:
     )
     rollback.add_argument("version", type=int, metavar="VERSION")
     rollback.set_defaults(run=_rollback)
+
+    samples = commands.add_parser(
+        "samples",
+        parents=[common, remote],
+        help="stored samples per source (the token that posted them); `samples purge` deletes "
+        "a source's samples",
+    )
+    samples.set_defaults(run=_samples)
+    sample_actions = samples.add_subparsers(dest="action", metavar="ACTION")
+    purge = sample_actions.add_parser(
+        "purge",
+        parents=[_sub_action_options(common), _sub_action_options(remote)],
+        help="delete a source's samples and name the versions that may have trained on them",
+    )
+    purge.add_argument(
+        "--source",
+        required=True,
+        metavar="NAME",
+        help="the token name whose samples to delete, as `loopserve samples` lists it",
+    )
+    purge.add_argument(
+        "--since",
+        metavar="TIME",
+        help="only the samples posted at or after TIME: ISO 8601 (2026-12-01T10:00, 2026-12-01; "
+        "local time unless it names an offset) or Unix seconds (default: all of them)",
+    )
+    purge.add_argument(
+        "--yes",
+        action="store_true",
+        help="do not ask for confirmation (required when stdin is not a terminal)",
+    )
+    purge.set_defaults(run=_purge)
     return parser
+
+
+def _sub_action_options(parent: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``parent``'s options for a sub-action's parser (``samples purge``), without defaults.
+
+    argparse copies every default of a sub-action's parser over what the command's own parser
+    read, so ``samples --model m purge`` would silently lose ``--model m``. Without defaults, an
+    option given before the sub-action keeps its value unless it is given again after it.
+    """
+    options = argparse.ArgumentParser(add_help=False)
+    for action in parent._actions:
+        option = copy.copy(action)
+        option.default = argparse.SUPPRESS
+        options._add_action(option)
+    return options
 
 
 def _add_security_flags(serve: argparse.ArgumentParser) -> None:
@@ -683,6 +734,119 @@ def _candidates(args: argparse.Namespace, client: AdaptationClient) -> int:
             f"column, then: loopserve label {args.out} --skip-unlabeled"
         )
     return 0
+
+
+@_remote
+def _samples(args: argparse.Namespace, client: AdaptationClient) -> int:
+    sources = client.sample_sources(args.model)
+    if args.json:
+        _print_json([asdict(s) for s in sources])
+        return 0
+    if not sources:
+        print(f"{args.model}: no samples stored")
+        return 0
+    rows = [
+        [
+            s.source or UNRECORDED_SOURCE,
+            str(s.samples),
+            _time(s.first_created),
+            _time(s.last_created),
+        ]
+        for s in sources
+    ]
+    _print_table(["SOURCE", "SAMPLES", "FIRST", "LAST"], rows)
+    return 0
+
+
+@_remote
+def _purge(args: argparse.Namespace, client: AdaptationClient) -> int:
+    from service.api.client import ClientError
+
+    # A bad --since or a missing confirmation exits 2 before anything is deleted.
+    since = parse_time("--since", args.since) if args.since is not None else None
+    if not args.yes and not _confirm_purge(args, client, since):
+        print("loopserve: not confirmed; nothing was deleted", file=sys.stderr)
+        return 1
+    outcome = client.purge_samples(args.model, args.source, since)
+    versions: list[VersionSummary] = []
+    if outcome.versions:
+        try:
+            versions = client.list_versions(args.model)
+        except ClientError as exc:  # the purge is done: report it, without a suggestion
+            print(f"loopserve: cannot suggest a rollback: {exc}", file=sys.stderr)
+    serving = next((v.version for v in versions if v.status == "serving"), None)
+    target = rollback_target(versions, outcome.versions)
+    if args.json:
+        _print_json({**asdict(outcome), "serving_version": serving, "rollback_to": target})
+    else:
+        print(_purge_line(outcome, serving, target))
+    return 0
+
+
+def parse_time(flag: str, text: str) -> float:
+    """Unix seconds from ISO 8601 (``2026-12-01T10:00``, ``2026-12-01``; local time unless the
+    text names an offset) or from Unix seconds; InvalidInput naming ``flag`` otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            return datetime.datetime.fromisoformat(text.strip()).timestamp()
+        except (ValueError, OverflowError, OSError):
+            raise InvalidInput(
+                f"{flag} {quote(text)} is neither an ISO 8601 time (2026-12-01T10:00, "
+                "2026-12-01) nor Unix seconds"
+            ) from None
+    if not math.isfinite(value):
+        raise InvalidInput(f"{flag} must be a finite time, got {quote(text)}")
+    return value
+
+
+def _confirm_purge(args: argparse.Namespace, client: AdaptationClient, since: float | None) -> bool:
+    """Ask on the terminal; without one, refuse (InvalidInput, exit 2): a script must say --yes."""
+    what = f"the samples of source {args.source}"
+    if since is not None:
+        what += f" posted since {_time(since)}"
+    if not sys.stdin.isatty():
+        raise InvalidInput(
+            f"not deleting {what} from {args.model} without confirmation (stdin is not a "
+            "terminal); pass --yes"
+        )
+    stored = sum(s.samples for s in client.sample_sources(args.model) if s.source == args.source)
+    try:
+        answer = input(f"{args.model}: delete {what} (of {stored} stored)? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def rollback_target(versions: list[VersionSummary], tainted: list[int]) -> int | None:
+    """The version to roll back to after a purge: the newest earlier promoted version that did
+    not train on the purged samples, when the serving version may have; None otherwise."""
+    serving = next((v.version for v in versions if v.status == "serving"), None)
+    if serving is None or serving not in tainted:
+        return None
+    clean = [
+        v.version
+        for v in versions
+        if v.status in ("promoted", "retired") and v.version not in tainted
+    ]
+    return max(clean, default=None)
+
+
+def _purge_line(outcome: PurgeOutcome, serving: int | None, target: int | None) -> str:
+    samples = "sample" if outcome.removed == 1 else "samples"
+    line = f"{outcome.model}: removed {outcome.removed} {samples} of source {outcome.source}"
+    if not outcome.removed:
+        return line
+    line += f" (seq {outcome.first_seq}..{outcome.last_seq})"
+    if not outcome.versions:
+        return f"{line}; no version has trained on them"
+    line += "; versions that may have trained on them: " + ", ".join(map(str, outcome.versions))
+    if target is not None:
+        return f"{line} — roll back with: loopserve rollback {target}"
+    if serving in outcome.versions:
+        return f"{line} — no earlier promoted version to roll back to"
+    return line if serving is None else f"{line}; the serving version {serving} did not"
 
 
 def _number(value: float) -> str:

@@ -22,6 +22,9 @@ from service.adaptation.types import (
     JobState,
     ModelStatus,
     NewSample,
+    PurgeOutcome,
+    Sample,
+    SourceSummary,
     VersionSummary,
 )
 from service.api import GrpcServer, build_server
@@ -29,6 +32,7 @@ from service.drift import Candidate, DetectorState, DetectorStatus, DriftStatus
 from service.errors import InvalidInput, NotFound
 from service.inference import InferenceService
 from service.metrics import Metrics
+from service.security import current_principal
 
 T = TypeVar("T")
 MODEL = "support-intents"
@@ -134,6 +138,24 @@ def initial_versions() -> list[VersionSummary]:
     ]
 
 
+def initial_samples() -> list[Sample]:
+    """Stored samples with their provenance: ``labeler`` before version 2's data window closed
+    (seq 120) and after, ``junk`` inside it (seqs 101-102, an hour apart), one from before
+    sources were recorded."""
+
+    def sample(seq: int, source: str, created: float, label: str = "billing") -> Sample:
+        return Sample(MODEL, f"p{seq}", f"text {seq}", label, "", created, seq, source)
+
+    return [
+        sample(1, "", CREATED - 86_400),
+        sample(2, "labeler", CREATED + 10),
+        sample(3, "labeler", CREATED + 20, "shipping"),
+        sample(101, "junk", CREATED + 3600, "other"),
+        sample(102, "junk", CREATED + 7200, "other"),
+        sample(150, "labeler", CREATED + 7300),
+    ]
+
+
 def finished_job() -> Job:
     return Job(
         id="job-1",
@@ -156,6 +178,8 @@ class FakeAdaptationCore:
     def __init__(self) -> None:
         self.models = [MODEL]  # what ListModels answers
         self.samples: dict[str, NewSample] = {}
+        self.stored = initial_samples()  # with provenance, for ListSampleSources / PurgeSamples
+        self.purges: list[tuple[str, str, float | None]] = []  # what purge_samples received
         self.batches: list[list[NewSample]] = []  # what add_samples received, call by call
         self.versions = initial_versions()
         self.jobs: dict[str, Job] = {"job-1": finished_job()}
@@ -196,12 +220,66 @@ class FakeAdaptationCore:
                 continue
             sample_id = sample.id or f"s{len(self.samples) + 1}"
             self.samples[sample_id] = dataclasses.replace(sample, id=sample_id)
+            seq = max((s.seq for s in self.stored), default=0) + 1
+            self.stored.append(
+                Sample(
+                    model,
+                    sample_id,
+                    sample.text,
+                    sample.label,
+                    sample.prediction_id,
+                    time.time(),
+                    seq,
+                    current_principal.get(),
+                )
+            )
             accepted += 1
             ids.append(sample_id)
         self.publish(
             Event(EventKind.SAMPLES_ACCEPTED, model, time.time(), f"{accepted} samples accepted")
         )
         return AddOutcome(accepted, duplicates, ids)
+
+    async def sample_sources(self, model: str) -> list[SourceSummary]:
+        self._check_model(model)
+        by_source: dict[str, list[Sample]] = {}
+        for sample in self.stored:
+            if sample.model == model:
+                by_source.setdefault(sample.source, []).append(sample)
+        return [
+            SourceSummary(
+                source,
+                len(group),
+                min(s.created for s in group),
+                max(s.created for s in group),
+                min(s.seq for s in group),
+                max(s.seq for s in group),
+            )
+            for source, group in sorted(by_source.items())
+        ]
+
+    async def purge_samples(self, model: str, source: str, since: float | None) -> PurgeOutcome:
+        """As the core does: delete, then name the fine-tuned versions whose data window
+        (``samples_upto``) reached the first purged seq."""
+        self._check_model(model)
+        self.purges.append((model, source, since))
+        purged = [
+            s
+            for s in self.stored
+            if s.model == model and s.source == source and (since is None or s.created >= since)
+        ]
+        self.stored = [s for s in self.stored if s not in purged]
+        if not purged:
+            return PurgeOutcome(model, source, 0, 0, 0, [])
+        first, last = min(s.seq for s in purged), max(s.seq for s in purged)
+        versions = [
+            v.version for v in self.versions if v.parent is not None and v.samples_upto >= first
+        ]
+        message = f"{len(purged)} samples of source {source} purged"
+        self.publish(
+            Event(EventKind.SAMPLES_PURGED, model, time.time(), message, {"source": source})
+        )
+        return PurgeOutcome(model, source, len(purged), first, last, versions)
 
     async def drift_status(self, model: str) -> DriftStatus:
         self._check_model(model)

@@ -1,21 +1,32 @@
-"""The closed-loop commands of ``loopserve`` (label, versions, status, finetune, rollback) against
-an in-process server on a fake adaptation core."""
+"""The closed-loop commands of ``loopserve`` (label, versions, status, finetune, rollback,
+samples) against an in-process server on a fake adaptation core."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime
+import io
 import itertools
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_adaptation import LABELS, MODEL, REJECTING_GATE, FakeAdaptationCore, FakeServer
+from fake_adaptation import (
+    CREATED,
+    LABELS,
+    MODEL,
+    REJECTING_GATE,
+    FakeAdaptationCore,
+    FakeServer,
+    initial_samples,
+)
 
 from service.adaptation.types import NewSample
-from service.cli import content_id, main
+from service.cli import content_id, main, parse_time
 
 
 @pytest.fixture
@@ -331,6 +342,8 @@ def test_candidates_write_a_csv_that_label_takes_back(
         ["rollback", "1"],
         ["drift"],
         ["candidates", "--out", "x.csv"],
+        ["samples"],
+        ["samples", "purge", "--source", "junk", "--yes"],
     ],
 )
 def test_unknown_model_exits_1(run: Any, command: list[str]) -> None:
@@ -340,6 +353,199 @@ def test_unknown_model_exits_1(run: Any, command: list[str]) -> None:
         err.strip()
         == "loopserve: NOT_FOUND: unknown model 'nope'; this server adapts 'support-intents'"
     )
+
+
+# ---- samples, samples purge --------------------------------------------------------------------
+
+
+class Terminal(io.StringIO):
+    """Standard input that is a terminal; its text is what the operator types."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def local(unix: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix))
+
+
+def test_samples_lists_each_source(run: Any) -> None:
+    code, out, err = run("samples")
+    assert code == 0, err
+    assert [line.split("  ")[0].strip() for line in out.splitlines()] == [
+        "SOURCE",
+        "(unrecorded)",
+        "junk",
+        "labeler",
+    ]
+    header, _, junk, labeler = out.splitlines()
+    assert header.split() == ["SOURCE", "SAMPLES", "FIRST", "LAST"]
+    assert junk.split()[:2] == ["junk", "2"]
+    assert f"{local(CREATED + 3600)}  {local(CREATED + 7200)}" in junk
+    assert labeler.split()[:2] == ["labeler", "3"] and labeler.endswith(local(CREATED + 7300))
+
+
+def test_samples_json(run: Any) -> None:
+    code, out, _ = run("samples", "--json")
+    assert code == 0
+    assert json.loads(out)[1] == {
+        "source": "junk",
+        "samples": 2,
+        "first_created": CREATED + 3600,
+        "last_created": CREATED + 7200,
+        "first_seq": 101,
+        "last_seq": 102,
+    }
+
+
+def test_samples_of_a_model_without_samples(run: Any, core: FakeAdaptationCore) -> None:
+    core.stored.clear()
+    assert run("samples")[:2] == (0, f"{MODEL}: no samples stored\n")
+    assert json.loads(run("samples", "--json")[1]) == []
+
+
+def test_purge_with_yes_removes_and_suggests_a_rollback(run: Any, core: FakeAdaptationCore) -> None:
+    code, out, err = run("samples", "purge", "--source", "junk", "--yes")
+    assert code == 0, err
+    # Versions 2 (serving) and 3 trained on data up to seq 120 and 160: back to version 1.
+    assert out.strip() == (
+        f"{MODEL}: removed 2 samples of source junk (seq 101..102); versions that may have "
+        "trained on them: 2, 3 — roll back with: loopserve rollback 1"
+    )
+    assert core.purges == [(MODEL, "junk", None)]
+    assert "junk" not in [s.source for s in core.stored]
+    code, out, _ = run("samples", "purge", "--source", "junk", "--yes")
+    assert code == 0 and out.strip() == f"{MODEL}: removed 0 samples of source junk"
+
+
+def test_purge_names_only_versions_that_reached_the_samples(
+    run: Any, core: FakeAdaptationCore
+) -> None:
+    core.stored = [dataclasses.replace(s, seq=s.seq + 50) for s in initial_samples()]
+    code, out, _ = run("samples", "purge", "--source", "junk", "--yes")
+    assert code == 0
+    assert out.strip() == (
+        f"{MODEL}: removed 2 samples of source junk (seq 151..152); versions that may have "
+        "trained on them: 3; the serving version 2 did not"
+    )
+    code, out, _ = run(
+        "samples", "purge", "--source", "labeler", "--since", str(CREATED + 7000), "--yes"
+    )
+    assert code == 0
+    assert out.strip() == (
+        f"{MODEL}: removed 1 sample of source labeler (seq 200..200); no version has trained on them"
+    )
+
+
+def test_purge_since_takes_iso_8601_local_time_or_unix_seconds(
+    run: Any, core: FakeAdaptationCore
+) -> None:
+    # 11:23 local on the day of CREATED: after junk's first sample, before its second.
+    since = datetime.datetime.fromtimestamp(CREATED + 5000).strftime("%Y-%m-%dT%H:%M")
+    code, out, err = run("samples", "purge", "--source", "junk", "--since", since, "--yes")
+    assert code == 0, err
+    assert "removed 1 sample of source junk (seq 102..102)" in out
+    assert core.purges == [(MODEL, "junk", CREATED + 4980)]
+    assert run("samples", "purge", "--source", "junk", "--since", "1714557600.5", "--yes")[0] == 0
+    assert core.purges[-1] == (MODEL, "junk", 1714557600.5)
+
+
+def test_parse_time() -> None:
+    assert parse_time("--since", "2026-12-01") == datetime.datetime(2026, 12, 1).timestamp()
+    assert parse_time("--since", "2026-12-01T10:00") == (
+        datetime.datetime(2026, 12, 1, 10).timestamp()
+    )
+    assert parse_time("--since", "2026-12-01T10:00:00+02:00") == (
+        datetime.datetime(2026, 12, 1, 8, tzinfo=datetime.UTC).timestamp()
+    )
+    assert parse_time("--since", "2026-12-01T08:00Z") == parse_time("--since", "1796112000")
+    assert parse_time("--since", " 1714557600 ") == 1714557600.0
+
+
+@pytest.mark.parametrize(
+    ("since", "message"),
+    [
+        ("yesterday", "--since 'yesterday' is neither an ISO 8601 time (2026-12-01T10:00, "),
+        ("2026-13-01", "--since '2026-13-01' is neither an ISO 8601 time"),
+        ("nan", "--since must be a finite time, got 'nan'"),
+        ("1e999", "--since must be a finite time, got '1e999'"),
+    ],
+)
+def test_purge_refuses_a_bad_since_with_exit_2(
+    run: Any, core: FakeAdaptationCore, since: str, message: str
+) -> None:
+    code, out, err = run("samples", "purge", "--source", "junk", "--since", since, "--yes")
+    assert code == 2 and out == ""
+    assert err.startswith(f"loopserve: {message}")
+    assert core.purges == []
+
+
+def test_purge_without_yes_off_a_terminal_is_refused_with_exit_2(
+    run: Any, core: FakeAdaptationCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))  # piped input is no confirmation
+    code, out, err = run("samples", "purge", "--source", "junk")
+    assert code == 2 and out == ""
+    assert err.strip() == (
+        f"loopserve: not deleting the samples of source junk from {MODEL} without confirmation "
+        "(stdin is not a terminal); pass --yes"
+    )
+    assert core.purges == [] and len(core.stored) == len(initial_samples())
+
+
+@pytest.mark.parametrize(
+    ("answer", "purged"), [("y\n", True), ("yes\n", True), ("n\n", False), ("", False)]
+)
+def test_purge_without_yes_on_a_terminal_asks(
+    run: Any,
+    core: FakeAdaptationCore,
+    monkeypatch: pytest.MonkeyPatch,
+    answer: str,
+    purged: bool,
+) -> None:
+    monkeypatch.setattr("sys.stdin", Terminal(answer))
+    code, out, err = run("samples", "purge", "--source", "junk", "--since", str(CREATED))
+    assert out.startswith(
+        f"{MODEL}: delete the samples of source junk posted since {local(CREATED)} "
+        "(of 2 stored)? [y/N] "
+    )
+    if purged:
+        assert code == 0 and "removed 2 samples of source junk" in out
+        assert core.purges == [(MODEL, "junk", CREATED)]
+    else:
+        assert code == 1 and err.strip() == "loopserve: not confirmed; nothing was deleted"
+        assert core.purges == []
+
+
+def test_purge_options_may_come_before_or_after_the_action(
+    run: Any, core: FakeAdaptationCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core.models = ["bank20", MODEL]
+    monkeypatch.setenv("LOOPSERVE_MODEL", "bank20")
+    code, out, err = run(
+        "samples", "--model", MODEL, "--json", "purge", "--source", "junk", "--yes"
+    )
+    assert code == 0, err
+    assert json.loads(out) == {
+        "model": MODEL,
+        "source": "junk",
+        "removed": 2,
+        "first_seq": 101,
+        "last_seq": 102,
+        "versions": [2, 3],
+        "serving_version": 2,
+        "rollback_to": 1,
+    }
+    code, out, _ = run("samples", "purge", "--source", "junk", "--yes", "--json", "--model", MODEL)
+    assert code == 0 and json.loads(out)["removed"] == 0 and json.loads(out)["rollback_to"] is None
+    assert core.purges == [(MODEL, "junk", None)] * 2
+
+
+def test_purge_server_errors_exit_1(run: Any, core: FakeAdaptationCore) -> None:
+    code, _, err = run("samples", "purge", "--source", "x" * 129, "--yes")
+    assert code == 1
+    assert err.strip().startswith("loopserve: INVALID_ARGUMENT: source 'xxxx")
+    assert core.purges == []
 
 
 # ---- which model: --model, LOOPSERVE_MODEL, or the server's only one ----------------------------

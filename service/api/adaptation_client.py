@@ -7,7 +7,15 @@ from typing import Any, TypeVar
 
 import grpc
 
-from service.adaptation.types import AddOutcome, Job, ModelStatus, NewSample, VersionSummary
+from service.adaptation.types import (
+    AddOutcome,
+    Job,
+    ModelStatus,
+    NewSample,
+    PurgeOutcome,
+    SourceSummary,
+    VersionSummary,
+)
 from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
 from service.api._proto.loopserve.v1.adaptation_pb2_grpc import AdaptationStub
 from service.api.adaptation_converters import (
@@ -16,8 +24,11 @@ from service.api.adaptation_converters import (
     DriftStatusConverter,
     GetLabelingCandidatesResponseConverter,
     JobConverter,
+    ListSampleSourcesResponseConverter,
     ListVersionsResponseConverter,
     ModelStatusConverter,
+    PurgeSamplesRequestConverter,
+    PurgeSamplesResponseConverter,
     VersionConverter,
 )
 from service.api.channel import ChannelOptions, open_channel
@@ -55,6 +66,16 @@ class AdaptationClient:
     def list_versions(self, model: str) -> list[VersionSummary]:
         message = self._call(self._stub.ListVersions, pb.ListVersionsRequest(model=model))
         return ListVersionsResponseConverter.to_types(message)
+
+    def sample_sources(self, model: str) -> list[SourceSummary]:
+        request = pb.ListSampleSourcesRequest(model=model)
+        message = self._call(self._stub.ListSampleSources, request)
+        return ListSampleSourcesResponseConverter.to_types(message)
+
+    def purge_samples(self, model: str, source: str, since: float | None = None) -> PurgeOutcome:
+        request = PurgeSamplesRequestConverter.from_types(model, source, since)
+        message = self._call(self._stub.PurgeSamples, request)
+        return PurgeSamplesResponseConverter.to_types(message)
 
     def model_status(self, model: str) -> ModelStatus:
         message = self._call(self._stub.GetModelStatus, pb.GetModelStatusRequest(model=model))

@@ -20,11 +20,13 @@ from service.adaptation.types import (
     JobState,
     ModelStatus,
     NewSample,
+    PurgeOutcome,
+    SourceSummary,
     VersionSummary,
 )
 from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
 from service.drift import Candidate, DetectorState, DetectorStatus, DriftStatus
-from service.errors import InvalidInput
+from service.errors import InvalidInput, check_length
 
 
 class SampleConverter:
@@ -74,6 +76,84 @@ class AddSamplesResponseConverter:
     def from_types(outcome: AddOutcome) -> pb.AddSamplesResponse:
         return pb.AddSamplesResponse(
             accepted=outcome.accepted, duplicates=outcome.duplicates, ids=outcome.ids
+        )
+
+
+class SampleSourceConverter:
+    @staticmethod
+    def to_types(message: pb.SampleSource) -> SourceSummary:
+        return SourceSummary(
+            source=message.source,
+            samples=message.samples,
+            first_created=message.first_created,
+            last_created=message.last_created,
+            first_seq=message.first_seq,
+            last_seq=message.last_seq,
+        )
+
+    @staticmethod
+    def from_types(summary: SourceSummary) -> pb.SampleSource:
+        return pb.SampleSource(
+            source=summary.source,
+            samples=summary.samples,
+            first_created=summary.first_created,
+            last_created=summary.last_created,
+            first_seq=summary.first_seq,
+            last_seq=summary.last_seq,
+        )
+
+
+class ListSampleSourcesResponseConverter:
+    @staticmethod
+    def to_types(message: pb.ListSampleSourcesResponse) -> list[SourceSummary]:
+        return [SampleSourceConverter.to_types(s) for s in message.sources]
+
+    @staticmethod
+    def from_types(sources: list[SourceSummary]) -> pb.ListSampleSourcesResponse:
+        return pb.ListSampleSourcesResponse(
+            sources=[SampleSourceConverter.from_types(s) for s in sources]
+        )
+
+
+class PurgeSamplesRequestConverter:
+    @staticmethod
+    def to_types(request: pb.PurgeSamplesRequest) -> tuple[str, str, float | None]:
+        """(model, source, since); InvalidInput for an empty or overlong source or a ``since``
+        that is not a finite time, before anything is deleted."""
+        if not request.source:
+            raise InvalidInput("source is empty; name the token whose samples to purge")
+        check_length("source", request.source)
+        since = request.since if request.HasField("since") else None
+        if since is not None and not math.isfinite(since):
+            raise InvalidInput(f"since must be a finite Unix time, got {since}")
+        return request.model, request.source, since
+
+    @staticmethod
+    def from_types(model: str, source: str, since: float | None = None) -> pb.PurgeSamplesRequest:
+        return pb.PurgeSamplesRequest(model=model, source=source, since=since)
+
+
+class PurgeSamplesResponseConverter:
+    @staticmethod
+    def to_types(message: pb.PurgeSamplesResponse) -> PurgeOutcome:
+        return PurgeOutcome(
+            model=message.model,
+            source=message.source,
+            removed=message.removed,
+            first_seq=message.first_seq,
+            last_seq=message.last_seq,
+            versions=list(message.versions),
+        )
+
+    @staticmethod
+    def from_types(outcome: PurgeOutcome) -> pb.PurgeSamplesResponse:
+        return pb.PurgeSamplesResponse(
+            model=outcome.model,
+            source=outcome.source,
+            removed=outcome.removed,
+            first_seq=outcome.first_seq,
+            last_seq=outcome.last_seq,
+            versions=outcome.versions,
         )
 
 

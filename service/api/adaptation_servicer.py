@@ -23,8 +23,11 @@ from service.api.adaptation_converters import (
     EventConverter,
     GetLabelingCandidatesResponseConverter,
     JobConverter,
+    ListSampleSourcesResponseConverter,
     ListVersionsResponseConverter,
     ModelStatusConverter,
+    PurgeSamplesRequestConverter,
+    PurgeSamplesResponseConverter,
     VersionConverter,
 )
 
@@ -45,6 +48,19 @@ class AdaptationServicer(AdaptationServicerBase):
         model, samples = AddSamplesRequestConverter.to_types(request, MAX_SAMPLES_PER_CALL)
         outcome = await self._core.add_samples(model, samples)
         return AddSamplesResponseConverter.from_types(outcome)
+
+    async def ListSampleSources(
+        self, request: pb.ListSampleSourcesRequest, context: aio.ServicerContext
+    ) -> pb.ListSampleSourcesResponse:
+        sources = await self._core.sample_sources(request.model)
+        return ListSampleSourcesResponseConverter.from_types(sources)
+
+    async def PurgeSamples(
+        self, request: pb.PurgeSamplesRequest, context: aio.ServicerContext
+    ) -> pb.PurgeSamplesResponse:
+        model, source, since = PurgeSamplesRequestConverter.to_types(request)
+        outcome = await self._core.purge_samples(model, source, since)
+        return PurgeSamplesResponseConverter.from_types(outcome)
 
     async def ListVersions(
         self, request: pb.ListVersionsRequest, context: aio.ServicerContext

@@ -40,6 +40,8 @@ METHOD_SCOPES: dict[str, Scope | None] = {
     f"{ADAPTATION}Rollback": Scope.ADMIN,
     f"{ADAPTATION}GetDriftStatus": Scope.ADMIN,
     f"{ADAPTATION}ListVersions": Scope.ADMIN,
+    f"{ADAPTATION}ListSampleSources": Scope.ADMIN,
+    f"{ADAPTATION}PurgeSamples": Scope.ADMIN,
     f"{ADAPTATION}GetModelStatus": Scope.ADMIN,
     f"{ADAPTATION}GetJob": Scope.ADMIN,
     f"{ADAPTATION}WatchEvents": Scope.ADMIN,

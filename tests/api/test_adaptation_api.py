@@ -21,6 +21,7 @@ from fake_adaptation import (
     FakeAdaptationCore,
     FakeServer,
     finished_job,
+    initial_samples,
     initial_versions,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -33,6 +34,8 @@ from service.adaptation.types import (
     JobState,
     ModelStatus,
     NewSample,
+    PurgeOutcome,
+    SourceSummary,
 )
 from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
 from service.api._proto.loopserve.v1.adaptation_pb2_grpc import AdaptationStub
@@ -44,15 +47,19 @@ from service.api.adaptation_converters import (
     EventConverter,
     GateResultConverter,
     JobConverter,
+    ListSampleSourcesResponseConverter,
     ListVersionsResponseConverter,
     ModelStatusConverter,
+    PurgeSamplesRequestConverter,
+    PurgeSamplesResponseConverter,
     SampleConverter,
+    SampleSourceConverter,
     VersionConverter,
     numeric_metrics,
 )
 from service.api.client import ClientError
 from service.drift import DetectorState
-from service.errors import Unavailable
+from service.errors import InvalidInput, Unavailable
 
 SERVICE = "loopserve.v1.Adaptation"
 WATCH = f"/{SERVICE}/WatchEvents"
@@ -179,6 +186,42 @@ def test_events_convert_both_ways() -> None:
     message = EventConverter.from_types(event)
     assert message.kind == "rollback" and dict(message.attributes) == {"version": "1"}
     assert EventConverter.to_types(message) == event
+
+
+def test_sample_sources_and_purge_outcomes_convert_both_ways() -> None:
+    summary = SourceSummary("labeler", 3, CREATED + 10, CREATED + 7300, 2, 150)
+    message = SampleSourceConverter.from_types(summary)
+    assert (message.source, message.samples, message.last_seq) == ("labeler", 3, 150)
+    wire = pb.SampleSource.FromString(message.SerializeToString())
+    assert SampleSourceConverter.to_types(wire) == summary
+    listed = ListSampleSourcesResponseConverter.from_types([summary, summary])
+    assert ListSampleSourcesResponseConverter.to_types(listed) == [summary, summary]
+
+    outcome = PurgeOutcome(MODEL, "junk", 2, 101, 102, [2, 3])
+    message = PurgeSamplesResponseConverter.from_types(outcome)
+    assert list(message.versions) == [2, 3] and message.removed == 2
+    assert PurgeSamplesResponseConverter.to_types(message) == outcome
+    nothing = PurgeOutcome(MODEL, "junk", 0, 0, 0, [])
+    message = PurgeSamplesResponseConverter.from_types(nothing)
+    assert PurgeSamplesResponseConverter.to_types(message) == nothing
+
+
+def test_purge_requests_keep_an_absent_since_and_validate_the_source() -> None:
+    message = PurgeSamplesRequestConverter.from_types(MODEL, "junk")
+    assert not message.HasField("since")
+    assert PurgeSamplesRequestConverter.to_types(message) == (MODEL, "junk", None)
+    message = PurgeSamplesRequestConverter.from_types(MODEL, "junk", 0.0)
+    assert message.HasField("since")  # 0.0 is a time, not "absent"
+    assert PurgeSamplesRequestConverter.to_types(message) == (MODEL, "junk", 0.0)
+    with pytest.raises(InvalidInput, match="source is empty"):
+        PurgeSamplesRequestConverter.to_types(pb.PurgeSamplesRequest(model=MODEL))
+    with pytest.raises(InvalidInput, match=r"source 'x+…' \(129 characters\) is too long"):
+        PurgeSamplesRequestConverter.to_types(pb.PurgeSamplesRequest(model=MODEL, source="x" * 129))
+    for since in (math.nan, math.inf, -math.inf):
+        with pytest.raises(InvalidInput, match="since must be a finite Unix time"):
+            PurgeSamplesRequestConverter.to_types(
+                pb.PurgeSamplesRequest(model=MODEL, source="junk", since=since)
+            )
 
 
 # ---- RPCs ---------------------------------------------------------------------------------------
@@ -310,6 +353,83 @@ def test_rollback(client: AdaptationClient, stub: AdaptationStub) -> None:
         lambda: stub.Rollback(pb.RollbackRequest(model=MODEL, version=9)),
         grpc.StatusCode.NOT_FOUND,
         "support-intents has no version 9",
+    )
+
+
+def test_list_sample_sources(stub: AdaptationStub, client: AdaptationClient) -> None:
+    message = stub.ListSampleSources(pb.ListSampleSourcesRequest(model=MODEL))
+    assert [(s.source, s.samples, s.first_seq, s.last_seq) for s in message.sources] == [
+        ("", 1, 1, 1),
+        ("junk", 2, 101, 102),
+        ("labeler", 3, 2, 150),
+    ]
+    assert client.sample_sources(MODEL)[1] == SourceSummary(
+        "junk", 2, CREATED + 3600, CREATED + 7200, 101, 102
+    )
+    expect_error(
+        lambda: stub.ListSampleSources(pb.ListSampleSourcesRequest(model="nope")),
+        grpc.StatusCode.NOT_FOUND,
+        "unknown model 'nope'",
+    )
+
+
+def test_added_samples_record_the_caller_as_their_source(
+    client: AdaptationClient, core: FakeAdaptationCore
+) -> None:
+    client.add_samples(MODEL, [NewSample("refund please", "billing", id="r-1")])
+    assert core.stored[-1].source == "anonymous"  # the server runs without tokens
+    assert "anonymous" in [s.source for s in client.sample_sources(MODEL)]
+
+
+def test_purge_samples_passes_source_and_since_and_returns_the_outcome(
+    client: AdaptationClient, core: FakeAdaptationCore, server: FakeServer
+) -> None:
+    assert client.purge_samples(MODEL, "junk", since=CREATED + 5000) == PurgeOutcome(
+        MODEL, "junk", 1, 102, 102, [2, 3]
+    )
+    assert client.purge_samples(MODEL, "junk") == PurgeOutcome(MODEL, "junk", 1, 101, 101, [2, 3])
+    assert client.purge_samples(MODEL, "junk") == PurgeOutcome(MODEL, "junk", 0, 0, 0, [])
+    assert core.purges == [
+        (MODEL, "junk", CREATED + 5000),
+        (MODEL, "junk", None),
+        (MODEL, "junk", None),
+    ]
+    assert [s.source for s in client.sample_sources(MODEL)] == ["", "labeler"]
+    assert core.stored == [s for s in initial_samples() if s.source != "junk"]
+    assert server.grpc_requests(f"/{SERVICE}/PurgeSamples", "OK") == 3
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (pb.PurgeSamplesRequest(model=MODEL), "source is empty"),
+        (
+            pb.PurgeSamplesRequest(model=MODEL, source="j" * 129),
+            "source 'jjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjj…' (129 characters) is too long; "
+            "at most 128 characters",
+        ),
+        (
+            pb.PurgeSamplesRequest(model=MODEL, source="junk", since=math.nan),
+            "since must be a finite Unix time, got nan",
+        ),
+    ],
+    ids=["empty-source", "overlong-source", "nan-since"],
+)
+def test_purge_samples_refuses_a_bad_request_before_the_core_sees_it(
+    stub: AdaptationStub,
+    core: FakeAdaptationCore,
+    request_: pb.PurgeSamplesRequest,
+    message: str,
+) -> None:
+    expect_error(lambda: stub.PurgeSamples(request_), grpc.StatusCode.INVALID_ARGUMENT, message)
+    assert core.purges == [] and core.stored == initial_samples()
+
+
+def test_purge_samples_of_an_unknown_model_is_not_found(stub: AdaptationStub) -> None:
+    expect_error(
+        lambda: stub.PurgeSamples(pb.PurgeSamplesRequest(model="nope", source="junk")),
+        grpc.StatusCode.NOT_FOUND,
+        "unknown model 'nope'",
     )
 
 

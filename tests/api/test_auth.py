@@ -113,6 +113,12 @@ def _adaptation_calls() -> dict[str, Call]:
             apb.GetModelStatusRequest(model=MODEL), metadata=m
         ),
         "GetJob": lambda c, m: stub(c).GetJob(apb.GetJobRequest(job_id="job-1"), metadata=m),
+        "ListSampleSources": lambda c, m: stub(c).ListSampleSources(
+            apb.ListSampleSourcesRequest(model=MODEL), metadata=m
+        ),
+        "PurgeSamples": lambda c, m: stub(c).PurgeSamples(
+            apb.PurgeSamplesRequest(model=MODEL, source="nobody"), metadata=m
+        ),
         "WatchEvents": watch,
     }
 

@@ -14,16 +14,17 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from service.adaptation.types import GateResult, JobState, NewSample
+from service.adaptation.types import GateResult, JobState, NewSample, SourceSummary
 from service.errors import ConfigError, InvalidInput, NotFound, Unavailable
 from service.store import JobStore, SampleStore, SQLiteStore
-from service.store._sqlite import SCHEMA_VERSION
+from service.store._sqlite import _MIGRATIONS, SCHEMA_VERSION
 
 # Widen to a union when a second backend joins.
 Store = SQLiteStore
@@ -85,8 +86,16 @@ def jobs(store: Store) -> JobStore:
     return store
 
 
-def _batch(*ids: str, label: str = "greeting") -> list[NewSample]:
-    return [NewSample(text=f"text of {i}", label=label, id=i) for i in ids]
+def _batch(*ids: str, label: str = "greeting", source: str = "") -> list[NewSample]:
+    return [NewSample(text=f"text of {i}", label=label, id=i, source=source) for i in ids]
+
+
+def _next_tick() -> float:
+    """A time after every ``created`` stored so far, so that ``since`` can split batches."""
+    now = time.time()
+    while time.time() <= now:
+        time.sleep(0.001)
+    return time.time()
 
 
 # --- samples: add, count, ordering --------------------------------------------------------------
@@ -236,6 +245,85 @@ def test_empty_ids_get_generated_ids(samples: SampleStore) -> None:
     for sample_id in generated:
         stored = samples.get(MODEL, sample_id)
         assert stored is not None and stored.text == "same"
+
+
+# --- samples: provenance and purge --------------------------------------------------------------
+
+
+def test_add_stores_the_source_and_samples_returns_it(samples: SampleStore) -> None:
+    samples.add(MODEL, _batch("a", "b", source="labeling-team"))
+    samples.add(MODEL, [NewSample(text="no source", label="greeting", id="c")])
+
+    assert [(s.id, s.source) for s in samples.samples(MODEL)] == [
+        ("a", "labeling-team"),
+        ("b", "labeling-team"),
+        ("c", ""),
+    ]
+    stored = samples.get(MODEL, "a")
+    assert stored is not None and stored.source == "labeling-team"
+
+
+def test_sources_summarize_each_source_of_a_model(samples: SampleStore) -> None:
+    samples.add(MODEL, _batch("a", "b", source="team"))
+    samples.add(MODEL, _batch("c", source="junk"))
+    samples.add(MODEL, _batch("d", source="team"))
+    samples.add("other", _batch("x", source="elsewhere"))
+    a, _, c, d = samples.samples(MODEL)
+
+    assert samples.sources(MODEL) == [
+        SourceSummary("junk", 1, c.created, c.created, c.seq, c.seq),
+        SourceSummary("team", 3, a.created, d.created, a.seq, d.seq),
+    ]
+    assert [s.source for s in samples.sources("other")] == ["elsewhere"]
+    assert samples.sources("nobody") == []
+
+
+def test_purge_deletes_one_source_and_reports_its_seqs(samples: SampleStore) -> None:
+    samples.add(MODEL, _batch("a", source="team"))
+    samples.add(MODEL, _batch("j1", "j2", source="junk"))
+    samples.add(MODEL, _batch("b", source="team"))
+    samples.add(MODEL, _batch("j3", source="junk"))
+    samples.add("other", _batch("j1", source="junk"))
+    seqs = {s.id: s.seq for s in samples.samples(MODEL)}
+
+    assert samples.purge(MODEL, "junk") == (3, seqs["j1"], seqs["j3"])
+    assert [s.id for s in samples.samples(MODEL)] == ["a", "b"]
+    assert samples.count(MODEL) == 2
+    assert samples.get(MODEL, "j2") is None
+    assert [s.source for s in samples.sources(MODEL)] == ["team"]
+    # Other models and other sources are untouched.
+    assert samples.count("other") == 1
+    # Purging again finds nothing; so does an unknown source.
+    assert samples.purge(MODEL, "junk") == (0, 0, 0)
+    assert samples.purge(MODEL, "nobody") == (0, 0, 0)
+    assert samples.count(MODEL) == 2
+
+
+def test_purge_since_deletes_only_later_samples(samples: SampleStore) -> None:
+    samples.add(MODEL, _batch("old", source="junk"))
+    since = _next_tick()
+    samples.add(MODEL, _batch("new1", "new2", source="junk"))
+    samples.add(MODEL, _batch("team", source="team"))
+    seqs = {s.id: s.seq for s in samples.samples(MODEL)}
+
+    assert samples.purge(MODEL, "junk", since=since) == (2, seqs["new1"], seqs["new2"])
+    assert [s.id for s in samples.samples(MODEL)] == ["old", "team"]
+    assert samples.purge(MODEL, "junk", since=_next_tick()) == (0, 0, 0)
+    assert samples.purge(MODEL, "junk", since=0.0) == (1, seqs["old"], seqs["old"])
+
+
+def test_purged_seqs_are_never_reused(samples: SampleStore) -> None:
+    samples.add(MODEL, _batch("a", source="team"))
+    samples.add(MODEL, _batch("j", source="junk"))
+    _, _, last = samples.purge(MODEL, "junk")
+    samples.add(MODEL, _batch("b", source="team"))
+
+    stored = samples.get(MODEL, "b")
+    assert stored is not None and stored.seq > last
+    # A purged id may be posted again; it is a new sample with a new seq.
+    samples.add(MODEL, _batch("j", source="team"))
+    again = samples.get(MODEL, "j")
+    assert again is not None and again.seq > stored.seq and again.source == "team"
 
 
 # --- samples: durability and concurrency --------------------------------------------------------
@@ -448,6 +536,37 @@ def test_sqlite_file_is_wal_with_a_schema_version(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    conn.close()
+
+
+def test_sqlite_migrates_a_version_1_database_giving_old_samples_an_empty_source(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "loopserve.db"
+    with sqlite3.connect(path) as conn:
+        for statement in _MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(
+            "INSERT INTO samples (model, id, text, label, prediction_id, created)"
+            " VALUES ('tiny', 'old', 'posted before provenance', 'greeting', '', 1.5)"
+        )
+    conn.close()
+
+    store = SQLiteStore(path)
+    try:
+        (old,) = store.samples(MODEL)
+        assert (old.id, old.text, old.source) == ("old", "posted before provenance", "")
+        store.add(MODEL, _batch("new", source="team"))
+        assert [(s.source, s.samples) for s in store.sources(MODEL)] == [("", 1), ("team", 1)]
+        assert store.purge(MODEL, "team")[0] == 1
+        assert [s.id for s in store.samples(MODEL)] == ["old"]
+    finally:
+        store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        columns = {row[1]: row for row in conn.execute("PRAGMA table_info(samples)")}
+        assert columns["source"][2:5] == ("TEXT", 1, "''")  # type, not null, default
     conn.close()
 
 

@@ -46,6 +46,60 @@ class AddSamplesResponse(_message.Message):
     ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, accepted: _Optional[int] = ..., duplicates: _Optional[int] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class ListSampleSourcesRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class SampleSource(_message.Message):
+    __slots__ = ("source", "samples", "first_created", "last_created", "first_seq", "last_seq")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_CREATED_FIELD_NUMBER: _ClassVar[int]
+    LAST_CREATED_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    samples: int
+    first_created: float
+    last_created: float
+    first_seq: int
+    last_seq: int
+    def __init__(self, source: _Optional[str] = ..., samples: _Optional[int] = ..., first_created: _Optional[float] = ..., last_created: _Optional[float] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ...) -> None: ...
+
+class ListSampleSourcesResponse(_message.Message):
+    __slots__ = ("sources",)
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    sources: _containers.RepeatedCompositeFieldContainer[SampleSource]
+    def __init__(self, sources: _Optional[_Iterable[_Union[SampleSource, _Mapping]]] = ...) -> None: ...
+
+class PurgeSamplesRequest(_message.Message):
+    __slots__ = ("model", "source", "since")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    source: str
+    since: float
+    def __init__(self, model: _Optional[str] = ..., source: _Optional[str] = ..., since: _Optional[float] = ...) -> None: ...
+
+class PurgeSamplesResponse(_message.Message):
+    __slots__ = ("model", "source", "removed", "first_seq", "last_seq", "versions")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    source: str
+    removed: int
+    first_seq: int
+    last_seq: int
+    versions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, model: _Optional[str] = ..., source: _Optional[str] = ..., removed: _Optional[int] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class Version(_message.Message):
     __slots__ = ("model", "version", "parent", "created", "status", "reason", "samples_upto", "metrics")
     class MetricsEntry(_message.Message):

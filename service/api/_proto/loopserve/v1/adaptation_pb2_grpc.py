@@ -44,6 +44,16 @@ class AdaptationStub:
                 request_serializer=loopserve_dot_v1_dot_adaptation__pb2.AddSamplesRequest.SerializeToString,
                 response_deserializer=loopserve_dot_v1_dot_adaptation__pb2.AddSamplesResponse.FromString,
                 _registered_method=True)
+        self.ListSampleSources = channel.unary_unary(
+                '/loopserve.v1.Adaptation/ListSampleSources',
+                request_serializer=loopserve_dot_v1_dot_adaptation__pb2.ListSampleSourcesRequest.SerializeToString,
+                response_deserializer=loopserve_dot_v1_dot_adaptation__pb2.ListSampleSourcesResponse.FromString,
+                _registered_method=True)
+        self.PurgeSamples = channel.unary_unary(
+                '/loopserve.v1.Adaptation/PurgeSamples',
+                request_serializer=loopserve_dot_v1_dot_adaptation__pb2.PurgeSamplesRequest.SerializeToString,
+                response_deserializer=loopserve_dot_v1_dot_adaptation__pb2.PurgeSamplesResponse.FromString,
+                _registered_method=True)
         self.ListVersions = channel.unary_unary(
                 '/loopserve.v1.Adaptation/ListVersions',
                 request_serializer=loopserve_dot_v1_dot_adaptation__pb2.ListVersionsRequest.SerializeToString,
@@ -101,6 +111,26 @@ class AdaptationServicer:
         id is already stored with the same text and label counts as a duplicate;
         the same id with a different text or label refuses the whole request
         (INVALID_ARGUMENT). Returns only after the samples are durably stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSampleSources(self, request, context):
+        """Per source, the stored samples of a model. Every sample records the name
+        of the token that posted it and when. Needs the admin scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeSamples(self, request, context):
+        """Delete a source's samples (all of them, or those posted at or after
+        `since`) so that no later job trains or gates on them, and name the
+        fine-tuned versions that may have trained on them: roll back to a
+        promoted version outside that list. Purging again removes nothing more.
+        Publishes a "samples_purged" event when it removed any. Needs the admin
+        scope.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -179,6 +209,16 @@ def add_AdaptationServicer_to_server(servicer, server):
                     servicer.AddSamples,
                     request_deserializer=loopserve_dot_v1_dot_adaptation__pb2.AddSamplesRequest.FromString,
                     response_serializer=loopserve_dot_v1_dot_adaptation__pb2.AddSamplesResponse.SerializeToString,
+            ),
+            'ListSampleSources': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSampleSources,
+                    request_deserializer=loopserve_dot_v1_dot_adaptation__pb2.ListSampleSourcesRequest.FromString,
+                    response_serializer=loopserve_dot_v1_dot_adaptation__pb2.ListSampleSourcesResponse.SerializeToString,
+            ),
+            'PurgeSamples': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeSamples,
+                    request_deserializer=loopserve_dot_v1_dot_adaptation__pb2.PurgeSamplesRequest.FromString,
+                    response_serializer=loopserve_dot_v1_dot_adaptation__pb2.PurgeSamplesResponse.SerializeToString,
             ),
             'ListVersions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListVersions,
@@ -275,6 +315,60 @@ class Adaptation:
             '/loopserve.v1.Adaptation/AddSamples',
             loopserve_dot_v1_dot_adaptation__pb2.AddSamplesRequest.SerializeToString,
             loopserve_dot_v1_dot_adaptation__pb2.AddSamplesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSampleSources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loopserve.v1.Adaptation/ListSampleSources',
+            loopserve_dot_v1_dot_adaptation__pb2.ListSampleSourcesRequest.SerializeToString,
+            loopserve_dot_v1_dot_adaptation__pb2.ListSampleSourcesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeSamples(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loopserve.v1.Adaptation/PurgeSamples',
+            loopserve_dot_v1_dot_adaptation__pb2.PurgeSamplesRequest.SerializeToString,
+            loopserve_dot_v1_dot_adaptation__pb2.PurgeSamplesResponse.FromString,
             options,
             channel_credentials,
             insecure,

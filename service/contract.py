@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import InvalidInput
+from service.errors import InvalidInput, quote
 from service.runtime import BatchResult
 from service.types import Tensor, TensorSpec
 
@@ -44,7 +44,9 @@ class TextClassifierContract:
 
     def texts(self, inputs: list[Tensor]) -> list[str]:
         if len(inputs) != 1 or inputs[0].name != INPUT:
-            names = ", ".join(repr(t.name) for t in inputs) or "none"
+            names = ", ".join(quote(t.name, 40) for t in inputs[:3]) or "none"
+            if len(inputs) > 3:
+                names += f" and {len(inputs) - 3} more"
             raise InvalidInput(f"got input tensor(s) {names}; {INPUT_HINT}")
         tensor = inputs[0]
         if tensor.datatype != "BYTES" or not isinstance(tensor.data, list):
@@ -77,7 +79,7 @@ class TextClassifierContract:
         unknown = [n for n in names if n not in ALL_OUTPUTS]
         if unknown:
             raise InvalidInput(
-                f"unknown output(s) {', '.join(map(repr, unknown))}; this model has "
+                f"unknown output(s) {_names(unknown)}; this model has "
                 f"{', '.join(map(repr, ALL_OUTPUTS))}"
             )
         return tuple(dict.fromkeys(names)) or DEFAULT_OUTPUTS
@@ -95,3 +97,9 @@ class TextClassifierContract:
             else:
                 tensors.append(Tensor.from_array(EMBEDDING, np.asarray(result.embedding)))
         return tensors
+
+
+def _names(names: list[str]) -> str:
+    """Up to three caller-given names, each cut short: the message travels in a trailer."""
+    shown = ", ".join(quote(name, 40) for name in names[:3])
+    return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")

@@ -51,6 +51,9 @@ _CONTENTS_FIELD = {
 _LENGTH = struct.Struct("<I")
 MAX_TENSORS = 16  # input or requested output tensors per request
 MAX_DIMS = 8
+MAX_DIM = (
+    2**31 - 1
+)  # one dimension; ONNX Runtime and numpy index with 64-bit, but no input needs more
 MAX_PARAMETERS = 64  # per request and per tensor
 
 
@@ -153,7 +156,14 @@ class InferInputTensorConverter:
         _check_count(f"parameters of input {name}", tensor.parameters, MAX_PARAMETERS)
         shape = tuple(int(d) for d in tensor.shape)
         if any(d < 0 for d in shape):
-            raise InvalidInput(f"input {name} has a negative dimension in shape {list(shape)}")
+            raise InvalidInput(
+                f"input {name} has a negative dimension in shape {shape_text(shape)}"
+            )
+        if any(d > MAX_DIM for d in shape):
+            # Zero elements pass every count limit, but numpy cannot shape an array that large.
+            raise InvalidInput(
+                f"input {name} has a dimension above {MAX_DIM} in shape {shape_text(shape)}"
+            )
         datatype = tensor.datatype
         if datatype != "BYTES" and datatype not in DATATYPE_TO_NUMPY:
             raise InvalidInput(f"input {name} has unknown datatype {quote(datatype, 20)}")
@@ -171,7 +181,7 @@ class InferInputTensorConverter:
         count = len(data) if isinstance(data, list) else data.size
         if count != prod(shape):
             raise InvalidInput(
-                f"input {name} has shape {list(shape)} ({prod(shape)} elements) but "
+                f"input {name} has shape {shape_text(shape)} ({_count_text(prod(shape))} elements) but "
                 f"{count} elements of data"
             )
         return Tensor(
@@ -329,8 +339,8 @@ def _check_elements(name: str, shape: tuple[int, ...], limits: DecodeLimits) -> 
     elements = prod(shape)
     if elements > limits.max_elements and all(d >= 0 for d in shape):
         raise InvalidInput(
-            f"input {name} has shape {list(shape)} ({elements} elements); this model takes at "
-            f"most {limits.max_elements} per request"
+            f"input {name} has shape {shape_text(shape)} ({_count_text(elements)} elements); this "
+            f"model takes at most {limits.max_elements} per request"
         )
 
 
@@ -365,13 +375,38 @@ def _decode_typed(tensor: Any, datatype: str, shape: tuple[int, ...]) -> TensorD
     expected = prod(shape)
     if len(values) != expected:  # before copying: the declared count is the bounded one
         raise InvalidInput(
-            f"input {name} has shape {list(shape)} ({expected} elements) but "
+            f"input {name} has shape {shape_text(shape)} ({_count_text(expected)} elements) but "
             f"{len(values)} elements of data"
         )
     if datatype == "BYTES":
         return list(values)
-    array = np.asarray(values, dtype=DATATYPE_TO_NUMPY[datatype])
+    dtype = DATATYPE_TO_NUMPY[datatype]
+    if dtype.kind in "iu":
+        _check_integer_range(name, datatype, values, dtype)
+    array = np.asarray(values, dtype=dtype)
     return array.reshape(shape) if array.size == prod(shape) else array
+
+
+def _check_integer_range(name: str, datatype: str, values: Any, dtype: np.dtype[Any]) -> None:
+    """Protobuf carries INT8/INT16/UINT8/UINT16 in 32-bit fields: a value outside the datatype
+    would wrap silently (300 as INT8 is 44)."""
+    info = np.iinfo(dtype)
+    bad = next((v for v in values if not info.min <= v <= info.max), None)
+    if bad is not None:
+        raise InvalidInput(
+            f"input {name}: {_count_text(int(bad))} is outside the range of {datatype} "
+            f"[{info.min}, {info.max}]"
+        )
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    """A shape for a message: long dimensions shortened, so that it stays readable and short."""
+    return "[" + ", ".join(_count_text(d) for d in shape) + "]"
+
+
+def _count_text(value: int) -> str:
+    text = str(value)
+    return text if len(text) <= 12 else f"{text[:3]}...({len(text)} digits)"
 
 
 def _decode_raw(name: str, datatype: str, shape: tuple[int, ...], raw: bytes) -> TensorData:
@@ -381,8 +416,8 @@ def _decode_raw(name: str, datatype: str, shape: tuple[int, ...], raw: bytes) ->
         items, complete = BytesCodec.split(raw, name, max_items=expected)
         if not complete:
             raise InvalidInput(
-                f"input {quote(name)} has shape {list(shape)} ({expected} elements) but more "
-                "elements of data"
+                f"input {quote(name)} has shape {shape_text(shape)} ({_count_text(expected)} "
+                "elements) but more elements of data"
             )
         return items
     dtype = DATATYPE_TO_NUMPY[datatype].newbyteorder("<")

@@ -34,7 +34,7 @@ from service.adaptation.types import (
     Sample,
     SourceSummary,
 )
-from service.errors import ConfigError, InvalidInput, NotFound, Unavailable
+from service.errors import ConfigError, InvalidInput, NotFound, Unavailable, quote
 
 if TYPE_CHECKING:
     from service.store._interface import JobStore, SampleStore
@@ -176,7 +176,7 @@ class SQLiteStore:
                 else:
                     # Raising rolls back the rows this batch already inserted.
                     raise InvalidInput(
-                        f"sample id {sample_id!r} of model {model!r} is {where} with a different"
+                        f"sample id {quote(sample_id)} of model {quote(model)} is {where} with a different"
                         " text or label; nothing from this batch was stored"
                     )
                 ids.append(sample_id)
@@ -307,7 +307,7 @@ class SQLiteStore:
                     f"UPDATE jobs SET {assignments} WHERE id = ?", (*columns.values(), job_id)
                 )
                 if cursor.rowcount == 0:
-                    raise NotFound(f"no job {job_id!r}")
+                    raise NotFound(f"no job {quote(job_id)}")
             return _job_or_not_found(conn, job_id)
 
     def latest(self, model: str) -> Job | None:
@@ -415,7 +415,7 @@ def _job(row: Sequence[Any]) -> Job:
 def _job_or_not_found(conn: sqlite3.Connection, job_id: str) -> Job:
     row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if row is None:
-        raise NotFound(f"no job {job_id!r}")
+        raise NotFound(f"no job {quote(job_id)}")
     return _job(row)
 
 

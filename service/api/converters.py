@@ -159,10 +159,16 @@ class InferInputTensorConverter:
             raise InvalidInput(
                 f"input {name} has a negative dimension in shape {shape_text(shape)}"
             )
+        # Zero elements pass every count limit, but numpy cannot shape an array whose other
+        # dimensions are that large.
         if any(d > MAX_DIM for d in shape):
-            # Zero elements pass every count limit, but numpy cannot shape an array that large.
             raise InvalidInput(
                 f"input {name} has a dimension above {MAX_DIM} in shape {shape_text(shape)}"
+            )
+        if prod(d for d in shape if d) > MAX_DIM:
+            raise InvalidInput(
+                f"input {name} has shape {shape_text(shape)}: its non-zero dimensions multiply "
+                f"to more than {MAX_DIM}"
             )
         datatype = tensor.datatype
         if datatype != "BYTES" and datatype not in DATATYPE_TO_NUMPY:

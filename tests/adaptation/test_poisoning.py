@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
+import test_job_races
 from test_job_races import MODEL, GatedJobs, Loop
 
 from service.adaptation._data import curate, source_cap
@@ -29,6 +30,7 @@ from service.inference import InferenceService
 from service.metrics import Metrics
 from service.security import TokenStore
 
+gated = test_job_races.gated  # the fake job runner fixture, shared with the race tests
 TOKENS = "junk:label:junk-token-0123456789\nteam:label:team-token-0123456789"
 DRIFT_MIN = 50
 

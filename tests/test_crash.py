@@ -151,11 +151,13 @@ def test_a_kill_9_during_a_fine_tune_leaves_no_job_process_and_no_staging(
     # The job process dies with its server (PR_SET_PDEATHSIG), restart or not, unfinished.
     wait_for(lambda: not alive(pid), 30, f"job process {pid} to die with its server")
     assert not (record_file.parent / "result.json").exists()
-    assert staging_dirs(state_dir), "a kill -9 cleans nothing up by itself"
+    left = set(staging_dirs(state_dir))
+    assert left, "a kill -9 cleans nothing up by itself"
 
     second = ServerProcess(models_dir, state_dir)
     servers.append(second)
-    assert staging_dirs(state_dir) == []  # removed before the server reported ready
+    # Removed before the server reported ready (the retried job may already be writing its own).
+    assert not left & set(staging_dirs(state_dir))
     with AdaptationClient(f"127.0.0.1:{second.grpc_port}", timeout=30) as client:
         interrupted = client.get_job(job.id)
         assert interrupted.state is JobState.FAILED

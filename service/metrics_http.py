@@ -22,6 +22,9 @@ from service.security import MetricsAuth
 log = logging.getLogger(__name__)
 
 
+POLL_INTERVAL_S = 0.05
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _MetricsHTTPServer
 
@@ -74,8 +77,12 @@ class MetricsServer:
             self._http = _MetricsHTTPServer((host.strip("[]"), port), registry, auth)
         except OSError as exc:
             raise OSError(f"cannot bind metrics port {host}:{port}: {exc.strerror or exc}") from exc
+        # shutdown() waits for the loop's next poll: a short interval keeps stopping quick.
         self._thread = threading.Thread(
-            target=self._http.serve_forever, name="metrics-http", daemon=True
+            target=self._http.serve_forever,
+            kwargs={"poll_interval": POLL_INTERVAL_S},
+            name="metrics-http",
+            daemon=True,
         )
         self._thread.start()
 

@@ -76,6 +76,9 @@ from service.types import (
 )
 
 # Error messages travel back in the status trailer and into the log: short whatever the input.
+# Hundreds of generated requests per property: `make test` runs them, `make test-fast` not.
+pytestmark = pytest.mark.slow
+
 MAX_MESSAGE = 400
 
 

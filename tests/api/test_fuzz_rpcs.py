@@ -52,6 +52,9 @@ MAX_MESSAGE = 400
 BAD = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
 CHANNEL_OPTIONS = [("grpc.max_send_message_length", 16 * 2**20)]
 
+# Two real apps and hundreds of calls per RPC: about a minute on 2 cores.
+pytestmark = pytest.mark.slow
+
 TOKENS = {
     "reader": ("infer", "reader-0a1b2c3d4e5f6a7b"),
     "labeler": ("label", "labeler-8c9d0e1f2a3b4c5d"),

@@ -352,6 +352,7 @@ def during_hostile_request(server: RunningApp, kind: str, declared: int) -> tupl
         return code, details, max(during) - baseline
 
 
+@pytest.mark.slow  # a 60 MB request from a separate process
 @pytest.mark.parametrize(
     ("declared", "message"),
     [
@@ -383,6 +384,7 @@ def test_a_60mb_request_of_empty_elements_is_refused_without_being_decoded(
     assert delay < 1.5
 
 
+@pytest.mark.slow  # a 60 MB request from a separate process
 @pytest.mark.parametrize(
     ("kind", "declared"), [("raw", 15_728_640), ("raw", 1), ("typed", 8_000_000)]
 )

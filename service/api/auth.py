@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from service.api.interceptors import Continuation, handler_kind, rebuild
+from service.api.interceptors import WrappingInterceptor, handler_kind, rebuild
 from service.errors import Unauthenticated
 from service.security import Principal, Scope, TokenStore, current_principal
 
@@ -78,7 +78,7 @@ def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
     return token.strip()
 
 
-class AuthInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
+class AuthInterceptor(WrappingInterceptor):
     """Checks each call's bearer token against ``tokens`` and the method's scope.
 
     The check runs per call inside the handler (not in ``intercept_service``): the outer
@@ -89,27 +89,20 @@ class AuthInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
     """
 
     def __init__(self, tokens: TokenStore) -> None:
+        super().__init__()
         self._tokens = tokens
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
-        self, continuation: Continuation, details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler:
-        method: str = details.method
-        cached = self._wrapped.get(method)
-        if cached is not None:
-            return cached
-        handler = await continuation(details)
-        if handler is None or is_open(method):
-            return handler
+    def _wrap_handler(
+        self, method: str, handler: grpc.RpcMethodHandler
+    ) -> grpc.RpcMethodHandler | None:
+        if is_open(method):
+            return None
         kind, behavior = handler_kind(handler)
         if inspect.isasyncgenfunction(behavior):
             guarded: Callable[..., Any] = self._guard_stream(method, behavior)
         else:
             guarded = self._guard(method, behavior)
-        wrapped = rebuild(handler, kind, guarded)
-        self._wrapped[method] = wrapped
-        return wrapped
+        return rebuild(handler, kind, guarded)
 
     def authorize(
         self, method: str, metadata: Sequence[tuple[str, str | bytes]] | None

@@ -116,10 +116,10 @@ async def checked_requests(requests: AsyncIterator[Any]) -> AsyncGenerator[Any, 
         yield request
 
 
-class ObservabilityInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, metrics: Metrics, served_models: Callable[[], list[str]]) -> None:
-        self._metrics = metrics
-        self._served_models = served_models
+class WrappingInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
+    """An interceptor that wraps each method's handler once and reuses the wrapped one."""
+
+    def __init__(self) -> None:
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
@@ -137,6 +137,19 @@ class ObservabilityInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         self._wrapped[method] = wrapped
         return wrapped
+
+    def _wrap_handler(
+        self, method: str, handler: grpc.RpcMethodHandler
+    ) -> grpc.RpcMethodHandler | None:
+        """The wrapped handler, or None to leave ``method`` as it is."""
+        raise NotImplementedError
+
+
+class ObservabilityInterceptor(WrappingInterceptor):
+    def __init__(self, metrics: Metrics, served_models: Callable[[], list[str]]) -> None:
+        super().__init__()
+        self._metrics = metrics
+        self._served_models = served_models
 
     def _wrap_handler(
         self, method: str, handler: grpc.RpcMethodHandler

@@ -73,7 +73,7 @@ class App:
         store = self.store
         self.drift = DriftMonitor(
             self.models,
-            s.state_dir / "drift",
+            s.local_dir / "drift",
             self.metrics,
             reference_texts=lambda model, info, size: training_texts(
                 self.models[model].definition, store, info, size,
@@ -89,7 +89,7 @@ class App:
             self.events,
             self.predictions,
             self.metrics,
-            s.state_dir / "jobs",
+            s.local_dir / "jobs",
             drift=self.drift,
         )
         self.drift.on_alarm = self.adaptation.drift_alarm_changed

@@ -116,6 +116,21 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="grace for in-flight requests on stop (default 10)",
     )
+    serve.add_argument(
+        "--role",
+        choices=("all", "serving", "trainer"),
+        default=None,
+        help="all: serve and fine-tune in one process (default); serving: a replica that never "
+        "runs jobs; trainer: runs jobs and publishes (both need $LOOPSERVE_DATABASE_URL)",
+    )
+    serve.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="this process's own scratch space: drift state, job directories (default "
+        "$LOOPSERVE_WORK_DIR, else the state dir)",
+    )
     _add_security_flags(serve)
     serve.add_argument(
         "--check",
@@ -363,6 +378,8 @@ def _serve(args: argparse.Namespace) -> int:
         health_port=args.health_port,
         metrics_port=args.metrics_port,
         drain_seconds=args.drain_seconds,
+        role=args.role,
+        work_dir=args.work_dir,
         insecure=args.insecure,
         tokens_file=args.tokens_file,
         tls_cert=args.tls_cert,

@@ -447,6 +447,9 @@ def write_model_toml(
     return path
 
 
+ROLES = ("all", "serving", "trainer")
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """Process-level settings: flags override ``LOOPSERVE_*`` environment variables and defaults.
@@ -477,6 +480,17 @@ class ServerSettings:
     metrics_basic_auth: str = field(default="", repr=False)
     # A plaintext port with grpc.health.v1 only (None: off), for probes that cannot speak TLS.
     health_port: int | None = None
+    # Scale-out (README "Scale-out"): ``all`` serves and trains in one process (the default);
+    # ``serving`` replicas answer calls and store samples; the one ``trainer`` runs jobs.
+    role: str = "all"
+    # PostgreSQL (``postgresql://...``) shared by replicas and the trainer; empty: the embedded
+    # SQLite file in the state dir. Environment only: it can hold a password.
+    database_url: str = field(default="", repr=False)
+    # This process's own scratch space (drift state, job directories); default: the state dir.
+    # Replicas that share a state dir on a network volume each need their own.
+    work_dir: Path | None = None
+    # How often a replica checks the head row and a trainer looks for work and for the lock.
+    poll_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> ServerSettings:
@@ -509,6 +523,22 @@ class ServerSettings:
                 port is None or 0 <= port <= 65535, "settings", f"{port_name} must be in [0, 65535]"
             )
         _check(self.drain_seconds >= 0, "settings", "drain_seconds must be >= 0")
+        _check(
+            self.role in ROLES,
+            "settings",
+            f"role must be one of {', '.join(ROLES)}, got {self.role!r}",
+        )
+        _check(
+            self.role == "all" or bool(self.database_url),
+            "settings",
+            f"--role {self.role} shares state through PostgreSQL: set LOOPSERVE_DATABASE_URL",
+        )
+        _check(
+            not self.database_url or self.database_url.startswith(("postgresql://", "postgres://")),
+            "settings",
+            "LOOPSERVE_DATABASE_URL must be a postgresql:// URL",
+        )
+        _check(0 < self.poll_seconds <= 60, "settings", "poll_seconds must be in (0, 60]")
         _check(bool(self.models), "settings", "at least one --model is needed")
         for name in self.models:
             validate_model_name(name)
@@ -535,6 +565,11 @@ class ServerSettings:
             "(--host 127.0.0.1), or pass --insecure (LOOPSERVE_INSECURE=1) to serve without "
             "authentication anyway"
         )
+
+    @property
+    def local_dir(self) -> Path:
+        """This process's own scratch space: ``work_dir``, else the state dir."""
+        return self.work_dir if self.work_dir is not None else self.state_dir
 
     def token_store(self) -> TokenStore | None:
         """The gRPC tokens (read now), or None when none are configured (auth off)."""

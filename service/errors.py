@@ -7,6 +7,7 @@ generic message, details in the log.
     LoopserveError
     ├── InvalidInput        the caller sent something malformed (bad tensor, shape, empty input)
     ├── NotFound            unknown model or version
+    ├── Conflict            the state changed underneath (a version recorded twice, a lost CAS)
     ├── Overloaded          queue full / too much in flight: retry later
     ├── Unavailable         model not ready, loading, or server shutting down
     ├── DeadlineExceeded    the caller's deadline passed before its request ran
@@ -27,6 +28,10 @@ class InvalidInput(LoopserveError):
 
 
 class NotFound(LoopserveError):
+    pass
+
+
+class Conflict(LoopserveError):
     pass
 
 

@@ -6,6 +6,7 @@ import grpc
 
 from service.errors import (
     ConfigError,
+    Conflict,
     DeadlineExceeded,
     InvalidInput,
     LoopserveError,
@@ -24,6 +25,7 @@ class MalformedRequest(InvalidInput):
 STATUS_FOR_ERROR: dict[type[LoopserveError], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
+    Conflict: grpc.StatusCode.ABORTED,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,

@@ -1,12 +1,14 @@
-"""What the closed loop needs from storage. SQLite is the embedded default; PostgreSQL can follow.
+"""What the closed loop needs from storage. SQLite is the embedded default; PostgreSQL is the
+shared backend of a scale-out deployment (serving replicas and one trainer).
 
-Both stores are thread-safe. ``SampleStore.add`` returns only after the samples are durably
+Every store is thread-safe. ``SampleStore.add`` returns only after the samples are durably
 committed, so an acknowledged sample survives a crash.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from service.adaptation.types import AddOutcome, Job, NewSample, Sample, SourceSummary
@@ -89,3 +91,109 @@ class JobStore(Protocol):
     def fail_interrupted(self, error: str) -> list[Job]:
         """Mark every QUEUED or RUNNING job FAILED with ``error`` (recovery after a restart)."""
         ...
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """A published version as the database knows it. The files live on the (shared) volume under
+    ``versions/<n>/``; ``digest`` lets a replica check it reads the complete, right files."""
+
+    model: str
+    version: int
+    digest: str  # "sha256:<hex>" over the version's files (see service.registry)
+    status: str  # "promoted", "rejected", "seed"
+    created: float  # Unix time
+
+
+@dataclass(frozen=True)
+class AdaptationMark:
+    """A drift alarm, shared: ``replica`` raised it when ``since_seq`` was the newest sample."""
+
+    model: str
+    replica: str
+    since_seq: int
+    raised: float  # Unix time
+
+
+class VersionStore(Protocol):
+    """Version records and the head row: which version every replica of a model serves."""
+
+    def add_version(self, record: VersionRecord) -> None:
+        """Record a published version, once: a second record of the same (model, version)
+        raises :class:`~service.errors.Conflict` (a version's files are written once)."""
+        ...
+
+    def versions(self, model: str) -> list[VersionRecord]:
+        """The model's version records, oldest first."""
+        ...
+
+    def head(self, model: str) -> int | None:
+        """The version the head row names (None: the model has no head yet)."""
+        ...
+
+    def move_head(self, model: str, version: int, expected: int | None) -> bool:
+        """Compare-and-set: point the head at ``version`` if it names ``expected`` now (None: no
+        head row yet). True when moved; then watchers are told (PostgreSQL: NOTIFY)."""
+        ...
+
+
+class MarkStore(Protocol):
+    """The needs-adaptation marks that drift alarms leave for whoever runs jobs."""
+
+    def raise_mark(self, mark: AdaptationMark) -> None:
+        """Set ``mark.replica``'s mark on ``mark.model``; an existing mark keeps its older seq."""
+        ...
+
+    def clear_mark(self, model: str, replica: str) -> None: ...
+
+    def clear_marks(self, model: str) -> None:
+        """Every replica's mark on ``model`` (a version was promoted)."""
+        ...
+
+    def marks(self, model: str) -> list[AdaptationMark]: ...
+
+
+class Store(SampleStore, JobStore, VersionStore, MarkStore, Protocol):
+    """Everything the server keeps in its database."""
+
+    @property
+    def shared(self) -> bool:
+        """True when other processes share this store (PostgreSQL): the head row, not a file in
+        the state dir, then names the serving version."""
+        ...
+
+
+HeadCallback = Callable[[str], None]  # the model whose head row changed
+
+
+class TrainerLease(Protocol):
+    """The right to run jobs and publish: exactly one holder across a deployment.
+
+    PostgreSQL: an advisory lock held by a dedicated connection (never from a pool) with TCP
+    keepalives. The head moves over that same connection, and only while it holds the lock, so a
+    trainer whose session ended (crash, network loss, ``pg_terminate_backend``) cannot publish.
+    """
+
+    def try_acquire(self) -> bool:
+        """Take the lease if nobody holds it; True when this process holds it now."""
+        ...
+
+    def held(self) -> bool:
+        """Whether the lease is still held (asks the server; False once the session is gone)."""
+        ...
+
+    def move_head(self, model: str, version: int, expected: int | None) -> bool:
+        """:meth:`VersionStore.move_head`, over the lease's session; raises
+        :class:`~service.errors.Unavailable` when the lease is no longer held."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class HeadWatcher(Protocol):
+    """Calls back when a head row changes (PostgreSQL: LISTEN on a connection of its own, which
+    reconnects; a notification sent while it was disconnected is lost, so callers also poll)."""
+
+    def start(self, on_change: HeadCallback) -> None: ...
+
+    def stop(self) -> None: ...

@@ -103,7 +103,7 @@ class JobRunner:
     def active_job(self) -> Job | None:
         """That job as stored; read under the lock, so never a row already finished."""
         with self._lock:
-            return None if self._job_id is None else self._jobs.get(self._job_id)
+            return None if self._job_id is None else self._jobs.job(self._job_id)
 
     def try_start(self, create: Callable[[], Job]) -> Job | None:
         """Create a job with ``create`` and run it, if the runner is idle; None if it is not."""

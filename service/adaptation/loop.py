@@ -257,7 +257,7 @@ class AdaptationService:
 
     async def get_job(self, job_id: str) -> Job:
         check_length("job id", job_id)
-        return self._jobs.get(job_id)
+        return self._jobs.job(job_id)
 
     async def rollback(self, model: str, version: int) -> VersionSummary:
         served = self._served(model)

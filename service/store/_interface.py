@@ -24,7 +24,7 @@ class SampleStore(Protocol):
         """
         ...
 
-    def get(self, model: str, sample_id: str) -> Sample | None: ...
+    def sample(self, model: str, sample_id: str) -> Sample | None: ...
 
     def count(self, model: str, after_seq: int = 0) -> int:
         """Samples of ``model`` with seq > ``after_seq``."""
@@ -74,7 +74,7 @@ class JobStore(Protocol):
         """Change fields of a job (state, started, finished, candidate_version, gate, error)."""
         ...
 
-    def get(self, job_id: str) -> Job:
+    def job(self, job_id: str) -> Job:
         """The job; :class:`~service.errors.NotFound` when there is none."""
         ...
 

@@ -13,7 +13,6 @@ gRPC and training pools that we do not own. ``busy_timeout`` only matters when a
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import secrets
 import sqlite3
@@ -23,7 +22,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 from service.adaptation.types import (
     AddOutcome,
@@ -96,14 +95,6 @@ _JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 _JOB_COLUMNS = ", ".join(f'"{name}"' for name in _JOB_FIELDS)
 _UPDATABLE = frozenset(_JOB_FIELDS) - {"id"}
 _UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
-
-# The two protocols both name their lookup ``get``; these tell the two call shapes apart.
-_P = inspect.Parameter
-_GET_SAMPLE = inspect.Signature(
-    [_P("model", _P.POSITIONAL_OR_KEYWORD), _P("sample_id", _P.POSITIONAL_OR_KEYWORD)]
-)
-_GET_JOB = inspect.Signature([_P("job_id", _P.POSITIONAL_OR_KEYWORD)])
-
 
 class SQLiteStore:
     """Both :class:`SampleStore` and :class:`JobStore` on one database file."""
@@ -238,22 +229,7 @@ class SQLiteStore:
             ).fetchone()
         return int(row[0])
 
-    # --- lookups shared by both protocols -------------------------------------------------------
-
-    @overload
-    def get(self, job_id: str) -> Job: ...
-
-    @overload
-    def get(self, model: str, sample_id: str) -> Sample | None: ...
-
-    def get(self, *args: str, **kwargs: str) -> Job | Sample | None:
-        """``get(model, sample_id)``: a sample or None; ``get(job_id)``: a job or NotFound."""
-        if len(args) + len(kwargs) == 2:
-            bound = _GET_SAMPLE.bind(*args, **kwargs)
-            return self._get_sample(bound.arguments["model"], bound.arguments["sample_id"])
-        return self._get_job(_GET_JOB.bind(*args, **kwargs).arguments["job_id"])
-
-    def _get_sample(self, model: str, sample_id: str) -> Sample | None:
+    def sample(self, model: str, sample_id: str) -> Sample | None:
         with self._connection() as conn:
             row = conn.execute(
                 f"SELECT {_SAMPLE_COLUMNS} FROM samples WHERE model = ? AND id = ?",
@@ -261,7 +237,7 @@ class SQLiteStore:
             ).fetchone()
         return None if row is None else Sample(*row)
 
-    def _get_job(self, job_id: str) -> Job:
+    def job(self, job_id: str) -> Job:
         with self._connection() as conn:
             return _job_or_not_found(conn, job_id)
 

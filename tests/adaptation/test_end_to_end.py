@@ -135,7 +135,7 @@ def test_a_job_interrupted_by_a_crash_is_failed_and_retried_on_restart(
     server: RunningApp = start_app(models_dir=models)  # type: ignore[operator]
     assert server.app.adaptation is not None and server.app.store is not None
     server.app.adaptation.wait_idle(180)
-    failed = server.app.store.get(crashed.id)
+    failed = server.app.store.job(crashed.id)
     assert failed.state is JobState.FAILED and "interrupted" in failed.error
     retry = server.app.store.latest(TINY_MODEL)
     assert retry is not None and retry.trigger == "retry" and retry.attempt == 2

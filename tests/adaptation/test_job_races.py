@@ -152,7 +152,7 @@ def end_first_job_during(loop: Loop, gated: GatedJobs, calls: int) -> tuple[Job,
 
     async def call(i: int) -> Job:
         if i >= calls - 3:
-            while loop.store.get(first.id).state in UNFINISHED:
+            while loop.store.job(first.id).state in UNFINISHED:
                 await asyncio.sleep(0.01)
         else:
             await asyncio.sleep(i * 0.01)
@@ -177,7 +177,7 @@ def test_concurrent_start_fine_tune_while_a_job_ends_starts_exactly_one_job(
     second = jobs[0]
     assert {r.id for r in results if isinstance(r, Job)} <= {first.id, second.id}
     assert second.trigger == "manual" and second.state in UNFINISHED
-    assert loop.store.get(first.id).state is JobState.PROMOTED
+    assert loop.store.job(first.id).state is JobState.PROMOTED
 
     gated.gate(1).set()
     loop.wait_until_no_active_job()
@@ -232,7 +232,7 @@ def test_a_queued_row_without_a_runner_does_not_block_the_loop(
     job = asyncio.run(loop.service.start_fine_tune(MODEL, "now"))
 
     assert job.id != stuck.id and job.trigger == "manual"
-    abandoned = loop.store.get(stuck.id)
+    abandoned = loop.store.job(stuck.id)
     assert abandoned.state is JobState.FAILED and abandoned.error == ABANDONED
     gated.gate(0).set()
     loop.wait_until_no_active_job()
@@ -252,7 +252,7 @@ def test_a_queued_row_without_a_runner_does_not_block_label_triggers(
     loop.post(50)
     loop.wait_until_no_active_job()
 
-    assert loop.store.get(stuck.id).state is JobState.FAILED
+    assert loop.store.job(stuck.id).state is JobState.FAILED
     latest = loop.store.latest(MODEL)
     assert latest is not None and latest.id != stuck.id and latest.trigger == "samples"
     assert latest.state is JobState.PROMOTED
@@ -318,7 +318,7 @@ def test_recover_ends_a_leftover_job_process_removes_staging_and_retries(
 
         assert process.wait(10) == -signal.SIGKILL
         assert not stale.exists()
-        failed = loop.store.get(crashed.id)
+        failed = loop.store.job(crashed.id)
         assert failed.state is JobState.FAILED and failed.error == INTERRUPTED
         loop.wait_until_no_active_job()
         retry = loop.store.latest(MODEL)

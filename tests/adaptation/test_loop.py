@@ -105,7 +105,7 @@ class Loop:
     def run_job(self, reason: str = "test") -> object:
         job = asyncio.run(self.service.start_fine_tune(TINY_MODEL, reason))
         self.service.wait_idle(180)
-        return self.store.get(job.id)
+        return self.store.job(job.id)
 
     def close(self) -> None:
         self.service.stop()
@@ -211,7 +211,7 @@ def test_killing_the_job_process_fails_the_job_and_serving_goes_on(make_loop: ob
     assert runner._process is not None
     runner._process.kill()
     loop.service.wait_idle(60)
-    failed = loop.store.get(job.id)
+    failed = loop.store.job(job.id)
     assert failed.state is JobState.FAILED
     assert "exited with code" in failed.error
     assert loop.registry.current().version == 1  # type: ignore[union-attr]

@@ -121,8 +121,8 @@ def test_add_stores_in_post_order_with_increasing_seqs(samples: SampleStore) -> 
     assert seqs == sorted(set(seqs)) and seqs[0] > 0
     assert samples.count(MODEL) == 3
     assert samples.last_seq(MODEL) == seqs[-1]
-    assert samples.get(MODEL, "b") == stored[1]
-    assert samples.get(MODEL, "zzz") is None
+    assert samples.sample(MODEL, "b") == stored[1]
+    assert samples.sample(MODEL, "zzz") is None
 
 
 def test_seqs_keep_increasing_across_batches(samples: SampleStore) -> None:
@@ -150,7 +150,7 @@ def test_an_unknown_model_has_nothing(samples: SampleStore) -> None:
     assert samples.count("nobody") == 0
     assert samples.samples("nobody") == []
     assert samples.last_seq("nobody") == 0
-    assert samples.get("nobody", "a") is None
+    assert samples.sample("nobody", "a") is None
 
 
 def test_models_are_isolated(samples: SampleStore) -> None:
@@ -162,7 +162,7 @@ def test_models_are_isolated(samples: SampleStore) -> None:
     assert samples.count("one") == 2
     assert samples.count("two") == 1
     assert [s.id for s in samples.samples("one")] == ["a", "b"]
-    one_a, two_a = samples.get("one", "a"), samples.get("two", "a")
+    one_a, two_a = samples.sample("one", "a"), samples.sample("two", "a")
     assert one_a is not None and two_a is not None
     assert (one_a.label, two_a.label) == ("greeting", "complaint")
     assert samples.last_seq("two") == two_a.seq
@@ -214,7 +214,7 @@ def test_a_conflicting_id_refuses_the_whole_batch(
         samples.add(MODEL, [*_batch("new-1"), conflict, *_batch("new-2")])
 
     assert samples.samples(MODEL) == before
-    assert samples.get(MODEL, "new-1") is None
+    assert samples.sample(MODEL, "new-1") is None
     # The refused batch left nothing half-open: the next one goes through.
     assert samples.add(MODEL, _batch("new-1")).accepted == 1
 
@@ -243,7 +243,7 @@ def test_empty_ids_get_generated_ids(samples: SampleStore) -> None:
     assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in generated)
     assert generated[0] != generated[1]  # no id: no idempotency, each post is a new sample
     for sample_id in generated:
-        stored = samples.get(MODEL, sample_id)
+        stored = samples.sample(MODEL, sample_id)
         assert stored is not None and stored.text == "same"
 
 
@@ -259,7 +259,7 @@ def test_add_stores_the_source_and_samples_returns_it(samples: SampleStore) -> N
         ("b", "labeling-team"),
         ("c", ""),
     ]
-    stored = samples.get(MODEL, "a")
+    stored = samples.sample(MODEL, "a")
     assert stored is not None and stored.source == "labeling-team"
 
 
@@ -289,7 +289,7 @@ def test_purge_deletes_one_source_and_reports_its_seqs(samples: SampleStore) -> 
     assert samples.purge(MODEL, "junk") == (3, seqs["j1"], seqs["j3"])
     assert [s.id for s in samples.samples(MODEL)] == ["a", "b"]
     assert samples.count(MODEL) == 2
-    assert samples.get(MODEL, "j2") is None
+    assert samples.sample(MODEL, "j2") is None
     assert [s.source for s in samples.sources(MODEL)] == ["team"]
     # Other models and other sources are untouched.
     assert samples.count("other") == 1
@@ -318,11 +318,11 @@ def test_purged_seqs_are_never_reused(samples: SampleStore) -> None:
     _, _, last = samples.purge(MODEL, "junk")
     samples.add(MODEL, _batch("b", source="team"))
 
-    stored = samples.get(MODEL, "b")
+    stored = samples.sample(MODEL, "b")
     assert stored is not None and stored.seq > last
     # A purged id may be posted again; it is a new sample with a new seq.
     samples.add(MODEL, _batch("j", source="team"))
-    again = samples.get(MODEL, "j")
+    again = samples.sample(MODEL, "j")
     assert again is not None and again.seq > stored.seq and again.source == "team"
 
 
@@ -339,7 +339,7 @@ def test_samples_and_jobs_survive_a_reopen(backend: Backend) -> None:
     second = backend.open()
     try:
         assert second.samples(MODEL) == before
-        assert second.get(job.id) == job
+        assert second.job(job.id) == job
         # Seqs continue after the reopen rather than starting over.
         second.add(MODEL, _batch("c"))
         assert second.last_seq(MODEL) > before[-1].seq
@@ -433,7 +433,7 @@ def test_create_makes_a_queued_job(jobs: JobStore) -> None:
         None,
         "",
     )
-    assert jobs.get(job.id) == job
+    assert jobs.job(job.id) == job
     retry = jobs.create(MODEL, "retry", "after failure", base_version=3, samples_upto=17, attempt=2)
     assert retry.attempt == 2 and retry.id != job.id
 
@@ -443,7 +443,7 @@ def test_update_round_trips_every_field(jobs: JobStore) -> None:
 
     running = jobs.update(job.id, state=JobState.RUNNING, started=100.5)
     assert running.state is JobState.RUNNING and running.started == 100.5
-    assert jobs.get(job.id) == running
+    assert jobs.job(job.id) == running
 
     done = jobs.update(
         job.id, state="promoted", finished=200.25, candidate_version=2, gate=GATE, error=""
@@ -452,7 +452,7 @@ def test_update_round_trips_every_field(jobs: JobStore) -> None:
     assert (done.started, done.finished, done.candidate_version) == (100.5, 200.25, 2)
     assert done.gate == GATE
     assert done.gate is not None and done.gate.forgetting == pytest.approx(0.03)
-    assert jobs.get(job.id) == done
+    assert jobs.job(job.id) == done
 
     cleared = jobs.update(job.id, gate=None, error="gate re-run")
     assert cleared.gate is None and cleared.error == "gate re-run"
@@ -464,12 +464,12 @@ def test_update_refuses_unknown_fields_and_states(jobs: JobStore, changes: dict[
     job = jobs.create(MODEL, "manual", "operator", base_version=1, samples_upto=5)
     with pytest.raises(ValueError):
         jobs.update(job.id, error="should not stick", **changes)
-    assert jobs.get(job.id) == job
+    assert jobs.job(job.id) == job
 
 
 def test_missing_jobs_are_not_found(jobs: JobStore) -> None:
     with pytest.raises(NotFound, match="no job 'job-nope'"):
-        jobs.get("job-nope")
+        jobs.job("job-nope")
     with pytest.raises(NotFound, match="no job 'job-nope'"):
         jobs.update("job-nope", error="x")
 
@@ -513,9 +513,9 @@ def test_fail_interrupted_fails_only_unfinished_jobs(jobs: JobStore) -> None:
         assert job.state is JobState.FAILED
         assert job.error == "server restarted"
         assert job.finished is not None and job.finished > job.created
-        assert jobs.get(job.id) == job
-    assert jobs.get(running.id).started == 5.0
-    assert jobs.get(promoted.id) == promoted
+        assert jobs.job(job.id) == job
+    assert jobs.job(running.id).started == 5.0
+    assert jobs.job(promoted.id) == promoted
     assert jobs.active(MODEL) is None and jobs.active("other") is None
     assert jobs.fail_interrupted("again") == []
 

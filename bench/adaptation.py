@@ -583,7 +583,7 @@ def run_round(
     max_retries: int,
     known_jobs: set[str],
 ) -> RoundReport:
-    from service.adaptation.types import JobState, NewSample
+    from service.domain.loop import JobState, NewSample
 
     # Traffic now sends this round's texts, so the labels below follow served predictions.
     if control["phase"].value != number - 1:

@@ -20,8 +20,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from service.adaptation.types import GateResult, Job, NewSample, PurgeOutcome, VersionSummary
 from service.config import ServerSettings, load_model_definition, validate_model_name
+from service.domain.loop import GateResult, Job, NewSample, PurgeOutcome, VersionSummary
 from service.errors import InvalidInput, LoopserveError, quote
 from service.registry import ModelRegistry
 

@@ -13,7 +13,8 @@ import time
 from collections.abc import AsyncGenerator, Coroutine
 from typing import Any, TypeVar
 
-from service.adaptation.types import (
+from service.api import GrpcServer, build_server
+from service.domain.loop import (
     AddOutcome,
     Event,
     EventKind,
@@ -27,7 +28,6 @@ from service.adaptation.types import (
     SourceSummary,
     VersionSummary,
 )
-from service.api import GrpcServer, build_server
 from service.drift import Candidate, DetectorState, DetectorStatus, DriftStatus
 from service.errors import InvalidInput, NotFound
 from service.inference import InferenceService

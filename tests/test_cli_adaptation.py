@@ -25,8 +25,8 @@ from fake_adaptation import (
     initial_samples,
 )
 
-from service.adaptation.types import NewSample
 from service.cli import content_id, main, parse_time
+from service.domain.loop import NewSample
 
 
 @pytest.fixture

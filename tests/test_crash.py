@@ -22,8 +22,8 @@ import pytest
 from conftest import TINY_LABELS, TINY_MODEL, tiny_rows, write_tiny_definition
 from test_cli import ServerProcess
 
-from service.adaptation.types import JOB_PARENT_PID_ENV, JobState, NewSample
 from service.api.adaptation_client import AdaptationClient
+from service.domain.loop import JOB_PARENT_PID_ENV, JobState, NewSample
 from service.registry import ModelRegistry
 
 pytestmark = pytest.mark.slow

@@ -7,8 +7,8 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from service.adaptation.types import Sample
 from service.config import AdaptationRecipe
+from service.domain.loop import Sample
 
 Pairs = list[tuple[str, str]]
 # Below this many reserved old samples the anchor falls back to (possibly trained-on) old data.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Protocol
 
-from service.adaptation.types import (
+from service.domain.loop import (
     AddOutcome,
     Event,
     Job,

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator
 
-from service.adaptation.types import Event, EventKind
+from service.domain.loop import Event, EventKind
 
 SUBSCRIBER_BUFFER = 1000
 

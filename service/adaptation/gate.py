@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from service.adaptation.types import GateResult
 from service.config import GateThresholds
+from service.domain.loop import GateResult
 
 
 def decide(

@@ -32,7 +32,9 @@ from service.adaptation import _data
 from service.adaptation._data import Pairs
 from service.adaptation.events import EventBus
 from service.adaptation.spec import FineTuneSpec
-from service.adaptation.types import (
+from service.calibration import Calibration
+from service.config import read_labeled_csv
+from service.domain.loop import (
     JOB_PARENT_PID_ENV,
     EventKind,
     GateResult,
@@ -40,8 +42,6 @@ from service.adaptation.types import (
     JobState,
     Sample,
 )
-from service.calibration import Calibration
-from service.config import read_labeled_csv
 from service.metrics import Metrics
 from service.registry import VersionInfo
 from service.serving import ServedModel

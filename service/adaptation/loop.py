@@ -16,7 +16,7 @@ from service.adaptation.events import EventBus
 from service.adaptation.jobs import JobRunner, end_recorded_process
 from service.adaptation.policy import PolicyInput, TriggerPolicy
 from service.adaptation.predictions import PredictionLog
-from service.adaptation.types import (
+from service.domain.loop import (
     MAX_LABEL_CHARS,
     MAX_PREDICTION_ID_CHARS,
     MAX_REASON_CHARS,

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.adaptation.types import Job, JobState
 from service.config import AdaptationRecipe
+from service.domain.loop import Job, JobState
 
 LABEL_TRIGGERS = ("samples", "drift")
 

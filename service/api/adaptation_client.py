@@ -7,15 +7,6 @@ from typing import Any, TypeVar
 
 import grpc
 
-from service.adaptation.types import (
-    AddOutcome,
-    Job,
-    ModelStatus,
-    NewSample,
-    PurgeOutcome,
-    SourceSummary,
-    VersionSummary,
-)
 from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
 from service.api._proto.loopserve.v1.adaptation_pb2_grpc import AdaptationStub
 from service.api.adaptation_converters import (
@@ -33,6 +24,15 @@ from service.api.adaptation_converters import (
 )
 from service.api.channel import ChannelOptions, open_channel
 from service.api.client import ClientError
+from service.domain.loop import (
+    AddOutcome,
+    Job,
+    ModelStatus,
+    NewSample,
+    PurgeOutcome,
+    SourceSummary,
+    VersionSummary,
+)
 from service.drift import Candidate, DriftStatus
 
 T = TypeVar("T")

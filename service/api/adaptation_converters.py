@@ -1,6 +1,6 @@
 """``loopserve.v1.Adaptation`` messages ⇄ closed-loop types. One converter per message.
 
-``to_types`` decodes a protobuf message into :mod:`service.adaptation.types`; ``from_types``
+``to_types`` decodes a protobuf message into :mod:`service.domain.loop`; ``from_types``
 encodes types into a message. ``X | None`` fields travel as proto3 ``optional`` scalars or unset
 sub-messages, so they round-trip exactly. Version metrics are the exception: only the flat
 numeric entries are sent.
@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from service.adaptation.types import (
+from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
+from service.domain.loop import (
     AddOutcome,
     Event,
     EventKind,
@@ -24,7 +25,6 @@ from service.adaptation.types import (
     SourceSummary,
     VersionSummary,
 )
-from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
 from service.drift import Candidate, DetectorState, DetectorStatus, DriftStatus
 from service.errors import InvalidInput, check_length
 

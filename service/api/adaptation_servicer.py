@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from grpc import aio
 
 from service.adaptation.core import AdaptationCore
-from service.adaptation.types import MAX_SAMPLES_PER_CALL
 from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
 from service.api._proto.loopserve.v1.adaptation_pb2_grpc import (
     AdaptationServicer as AdaptationServicerBase,
@@ -30,6 +29,7 @@ from service.api.adaptation_converters import (
     PurgeSamplesResponseConverter,
     VersionConverter,
 )
+from service.domain.loop import MAX_SAMPLES_PER_CALL
 
 
 class AdaptationServicer(AdaptationServicerBase):

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from service.adaptation.types import AddOutcome, Job, NewSample, Sample, SourceSummary
+from service.domain.loop import AddOutcome, Job, NewSample, Sample, SourceSummary
 
 
 class SampleStore(Protocol):

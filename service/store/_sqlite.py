@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.adaptation.types import (
+from service.domain.loop import (
     AddOutcome,
     GateResult,
     Job,
@@ -95,6 +95,7 @@ _JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 _JOB_COLUMNS = ", ".join(f'"{name}"' for name in _JOB_FIELDS)
 _UPDATABLE = frozenset(_JOB_FIELDS) - {"id"}
 _UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
+
 
 class SQLiteStore:
     """Both :class:`SampleStore` and :class:`JobStore` on one database file."""

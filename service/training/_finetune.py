@@ -28,9 +28,9 @@ from safetensors.torch import load_file, save_file
 
 from service.adaptation.gate import decide, paired_margin
 from service.adaptation.spec import FineTuneSpec
-from service.adaptation.types import JOB_PARENT_PID_ENV
 from service.calibration import Calibration, FloatArray, calibrate
 from service.config import GateThresholds, TrainRecipe
+from service.domain.loop import JOB_PARENT_PID_ENV
 from service.priority import lower_priority
 from service.runtime import LoadedVersion
 from service.training._data import Example, TokenBatcher

@@ -14,11 +14,11 @@ import pytest
 from conftest import TINY_LABELS, TINY_MODEL, RunningApp, write_csv, write_tiny_definition
 from test_loop import ADAPTATION, shifted
 
-from service.adaptation.types import EventKind, JobState
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from service.api.adaptation_client import AdaptationClient
 from service.cli import main
+from service.domain.loop import EventKind, JobState
 
 pytestmark = pytest.mark.slow
 
@@ -125,7 +125,7 @@ def test_a_job_interrupted_by_a_crash_is_failed_and_retried_on_restart(
     ).replace("max_retries = 0", "max_retries = 1")
     write_tiny_definition(models, tiny_backbone, extra_toml=extra)
     store = SQLiteStore(state_dir / "loopserve.db")
-    from service.adaptation.types import NewSample
+    from service.domain.loop import NewSample
 
     store.add(TINY_MODEL, [NewSample(t, label) for t, label in shifted(30, seed=0)])
     crashed = store.create(TINY_MODEL, "manual", "before the crash", 1, store.last_seq(TINY_MODEL))

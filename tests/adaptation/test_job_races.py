@@ -33,10 +33,10 @@ from service.adaptation.jobs import (
 )
 from service.adaptation.loop import ABANDONED, INTERRUPTED, AdaptationService
 from service.adaptation.predictions import PredictionLog
-from service.adaptation.types import Job, JobState, NewSample
 from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
 from service.api._proto.loopserve.v1.adaptation_pb2_grpc import AdaptationStub
 from service.config import AdaptationRecipe, ServingOptions
+from service.domain.loop import Job, JobState, NewSample
 from service.errors import Unavailable
 from service.metrics import Metrics
 from service.registry import ModelRegistry

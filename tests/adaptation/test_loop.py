@@ -15,9 +15,9 @@ from conftest import FILLER, TINY_LABELS, TINY_MODEL, write_tiny_definition
 from service.adaptation.events import EventBus
 from service.adaptation.loop import AdaptationService
 from service.adaptation.predictions import PredictionLog
-from service.adaptation.types import JobState, NewSample
 from service.calibration import Calibration
 from service.config import load_model_definition
+from service.domain.loop import JobState, NewSample
 from service.errors import InvalidInput, NotFound
 from service.metrics import Metrics
 from service.registry import ModelRegistry

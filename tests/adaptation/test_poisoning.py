@@ -21,11 +21,11 @@ import test_job_races
 from test_job_races import MODEL, GatedJobs, Loop
 
 from service.adaptation._data import curate, source_cap
-from service.adaptation.types import Sample
 from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
 from service.api._proto.loopserve.v1.adaptation_pb2_grpc import AdaptationStub
 from service.api.server import build_server
 from service.config import AdaptationRecipe
+from service.domain.loop import Sample
 from service.inference import InferenceService
 from service.metrics import Metrics
 from service.security import TokenStore

@@ -13,8 +13,8 @@ from service.adaptation.events import EventBus
 from service.adaptation.gate import decide, paired_margin
 from service.adaptation.policy import PolicyInput, TriggerPolicy
 from service.adaptation.predictions import PredictionLog
-from service.adaptation.types import EventKind, Job, JobState
 from service.config import AdaptationRecipe, GateThresholds
+from service.domain.loop import EventKind, Job, JobState
 
 RECIPE = AdaptationRecipe(
     min_new_samples=10, drift_min_samples=4, backoff_seconds=100, max_retries=1

@@ -26,17 +26,6 @@ from fake_adaptation import (
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service.adaptation.types import (
-    AddOutcome,
-    Event,
-    EventKind,
-    Job,
-    JobState,
-    ModelStatus,
-    NewSample,
-    PurgeOutcome,
-    SourceSummary,
-)
 from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
 from service.api._proto.loopserve.v1.adaptation_pb2_grpc import AdaptationStub
 from service.api.adaptation_client import AdaptationClient
@@ -58,6 +47,17 @@ from service.api.adaptation_converters import (
     numeric_metrics,
 )
 from service.api.client import ClientError
+from service.domain.loop import (
+    AddOutcome,
+    Event,
+    EventKind,
+    Job,
+    JobState,
+    ModelStatus,
+    NewSample,
+    PurgeOutcome,
+    SourceSummary,
+)
 from service.drift import DetectorState
 from service.errors import InvalidInput, Unavailable
 

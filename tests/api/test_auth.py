@@ -24,13 +24,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry, Counter
 
-from service.adaptation.types import AddOutcome, NewSample
 from service.api._proto.inference import grpc_predict_v2_pb2 as ipb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from service.api._proto.loopserve.v1 import adaptation_pb2 as apb
 from service.api._proto.loopserve.v1.adaptation_pb2_grpc import AdaptationStub
 from service.api.auth import METHOD_SCOPES, bearer_token
 from service.api.interceptors import ObservabilityInterceptor
+from service.domain.loop import AddOutcome, NewSample
 from service.errors import ConfigError, Unauthenticated
 from service.metrics import Metrics
 from service.metrics_http import MetricsServer

@@ -22,19 +22,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from service.adaptation import types as adaptation_types
-from service.adaptation.types import (
-    MAX_SAMPLES_PER_CALL,
-    AddOutcome,
-    Event,
-    EventKind,
-    GateResult,
-    Job,
-    JobState,
-    ModelStatus,
-    NewSample,
-    VersionSummary,
-)
 from service.api import adaptation_converters
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api._proto.loopserve.v1 import adaptation_pb2 as apb
@@ -64,6 +51,19 @@ from service.api.converters import (
 )
 from service.api.status import status_for
 from service.contract import TextClassifierContract, TextLimits
+from service.domain import loop as adaptation_types
+from service.domain.loop import (
+    MAX_SAMPLES_PER_CALL,
+    AddOutcome,
+    Event,
+    EventKind,
+    GateResult,
+    Job,
+    JobState,
+    ModelStatus,
+    NewSample,
+    VersionSummary,
+)
 from service.drift import Candidate, DetectorState, DetectorStatus, DriftStatus
 from service.errors import MAX_IDENTIFIER_CHARS, InvalidInput, LoopserveError
 from service.types import (

@@ -26,13 +26,13 @@ from conftest import (
 )
 from test_detectors import one_torch_thread  # noqa: F401 (autouse)
 
-from service.adaptation.types import EventKind
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from service.api.adaptation_client import AdaptationClient
 from service.api.client import ClientError
 from service.cli import main
 from service.config import DriftRecipe
+from service.domain.loop import EventKind
 from service.drift import DetectorState, DetectorStatus, DriftMonitor, DriftStatus
 from service.metrics import Metrics
 from service.runtime import BatchResult

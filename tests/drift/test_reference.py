@@ -6,8 +6,8 @@ from pathlib import Path
 
 from conftest import TINY_MODEL
 
-from service.adaptation.types import NewSample
 from service.config import ModelDefinition, read_labeled_csv
+from service.domain.loop import NewSample
 from service.drift import training_texts
 from service.registry import ModelRegistry
 from service.store import SQLiteStore

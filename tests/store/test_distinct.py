@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.adaptation.types import NewSample
+from service.domain.loop import NewSample
 from service.store import SQLiteStore
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from service.adaptation.types import GateResult, JobState, NewSample, SourceSummary
+from service.domain.loop import GateResult, JobState, NewSample, SourceSummary
 from service.errors import ConfigError, InvalidInput, NotFound, Unavailable
 from service.store import JobStore, SampleStore, SQLiteStore
 from service.store._sqlite import _MIGRATIONS, SCHEMA_VERSION
@@ -357,7 +357,7 @@ def test_acknowledged_samples_survive_the_process_dying(
 ) -> None:
     script = (
         "import json, os, signal, sys\n"
-        "from service.adaptation.types import NewSample\n"
+        "from service.domain.loop import NewSample\n"
         f"{backend.open_source}"
         "outcome = store.add(sys.argv[1], [NewSample(text=f't{i}', label='x') for i in range(50)])\n"
         "print(json.dumps(outcome.ids), flush=True)\n"

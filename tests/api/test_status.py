@@ -11,6 +11,7 @@ from service import errors
 from service.api.status import INTERNAL_MESSAGE, STATUS_FOR_ERROR, public_message, status_for
 from service.errors import (
     ConfigError,
+    Conflict,
     DeadlineExceeded,
     InvalidInput,
     LoopserveError,
@@ -25,6 +26,7 @@ from service.errors import (
 DOCUMENTED: dict[type[LoopserveError], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
+    Conflict: grpc.StatusCode.ABORTED,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,

@@ -35,8 +35,8 @@ RUN pip install --no-warn-conflicts . && loopserve --help >/dev/null
 FROM ${PYTHON_IMAGE}
 RUN groupadd --system --gid 10001 loopserve \
  && useradd --system --uid 10001 --gid loopserve --create-home --home-dir /home/loopserve loopserve \
- && mkdir -p /var/lib/loopserve \
- && chown loopserve:loopserve /var/lib/loopserve
+ && mkdir -p /var/lib/loopserve /var/lib/loopserve-work \
+ && chown loopserve:loopserve /var/lib/loopserve /var/lib/loopserve-work
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY pyproject.toml README.md ./
@@ -64,7 +64,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 # for probes (Docker's HEALTHCHECK, Kubernetes' gRPC probes) that cannot speak TLS.
 
 # Model versions (built on first start, then replaced by fine-tuning) live here: keep it on a
-# persistent volume, or every new container starts again from version 1.
+# persistent volume, or every new container starts again from version 1. Scaled out, it is shared
+# by every process, and each one gets its own work dir (LOOPSERVE_WORK_DIR, e.g.
+# /var/lib/loopserve-work, which exists for that) for drift state and job directories.
 VOLUME ["/var/lib/loopserve"]
 EXPOSE 8001 8002 9090
 USER loopserve

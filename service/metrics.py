@@ -204,6 +204,24 @@ class Metrics:
             ["model", "detector"],
             registry=r,
         )
+        self.head_version = Gauge(
+            "loopserve_head_version",
+            "The version the shared head row names (scale-out; equals loopserve_model_version "
+            "once this replica has caught up).",
+            ["model"],
+            registry=r,
+        )
+        self.head_follow = Counter(
+            "loopserve_head_follow",
+            "Attempts to follow a new head row, by outcome (ok, failed, unreachable).",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.trainer_lease = Gauge(
+            "loopserve_trainer_lease",
+            "1 while this process holds the trainer lease (runs jobs and publishes), else 0.",
+            registry=r,
+        )
         self.grpc_requests = Counter(
             "loopserve_grpc_requests",
             "Every gRPC call handled, by method and status code.",

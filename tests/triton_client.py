@@ -7,6 +7,7 @@ Prints one JSON document with what it observed.
     python triton_client.py infer ADDRESS MODEL
     python triton_client.py drain ADDRESS MODEL SERVER_PID
     python triton_client.py texts ADDRESS MODEL FILE   (one request per line, ids line-N)
+    python triton_client.py load ADDRESS MODEL STOP_FILE (steady load until STOP_FILE exists)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 import numpy as np
 import tritonclient.grpc as triton
@@ -84,10 +86,34 @@ def texts(address: str, model: str, path: str) -> dict[str, object]:
     return {"sent": len(lines), "labels": labels}
 
 
+def load(address: str, model: str, stop_file: str) -> dict[str, object]:
+    """One request after another until ``stop_file`` exists. Reports, per version served, when
+    it was first and last seen (Unix time), and every failure with its time."""
+    client = triton.InferenceServerClient(address)
+    tensor = triton.InferInput("text", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([b"hello my order is late"], dtype=object))
+    seen: dict[str, list[float]] = {}
+    failures: list[list[object]] = []
+    sent = 0
+    while not os.path.exists(stop_file):
+        sent += 1
+        try:
+            result = client.infer(model, [tensor], request_id=f"load-{sent}", client_timeout=10)
+            now = time.time()
+            version = result.get_response().model_version
+            seen.setdefault(version, [now, now])[1] = now
+        except triton.InferenceServerException as exc:
+            failures.append([time.time(), str(exc.status()), exc.message()])
+    client.close()
+    return {"sent": sent, "versions": seen, "failures": failures}
+
+
 if __name__ == "__main__":
     mode, address, model = sys.argv[1:4]
     if mode == "infer":
         result = infer(address, model)
+    elif mode == "load":
+        result = load(address, model, sys.argv[4])
     elif mode == "texts":
         result = texts(address, model, sys.argv[4])
     else:

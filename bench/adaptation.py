@@ -459,7 +459,7 @@ def evaluate_candidate(state_dir: Path, version: int, test: list[Row], focus: se
         onnx_path=info.serving_file,
         tokenizer_path=info.path / "tokenizer.json",
         labels=info.labels,
-        max_length=int(info.meta["max_seq_length"]),
+        max_length=info.meta.max_seq_length,
         options=SessionOptions(thread_spinning=False),
     )
     correct: list[bool] = []

@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -279,7 +280,7 @@ def prepare_variant(source_state: Path, variant: str, work: Path) -> tuple[Path,
             finally:
                 logging.disable(logging.NOTSET)
             how = f"quantize_dynamic QInt8 by bench ({time.perf_counter() - started:.1f}s)"
-    meta = {**info.meta, "serving_file": serving_file}
+    meta = dataclasses.replace(info.meta, serving_file=serving_file).to_dict()
     (version_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     (state / "models" / MODEL / "current").write_text(f"{info.version}\n", encoding="utf-8")
     return state, how
@@ -301,7 +302,7 @@ def load_version(state: Path, threads: int, providers: str, spinning: bool) -> A
         onnx_path=info.serving_file,
         tokenizer_path=info.path / "tokenizer.json",
         labels=info.labels,
-        max_length=int(info.meta["max_seq_length"]),
+        max_length=info.meta.max_seq_length,
         options=SessionOptions(threads, providers, spinning),
     )
     loaded.warm_up()

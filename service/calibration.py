@@ -15,49 +15,18 @@ classes that are easier or harder than average moves the true accuracy more than
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+# The record lives with the other meta.json types; re-exported for the fitting code's callers.
+from service.domain.versions import Calibration as Calibration
+
 FloatArray = npt.NDArray[np.floating[Any]]
 MIN_TEMPERATURE = 0.05
 MAX_TEMPERATURE = 20.0
 _EPS = 1e-12
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """What a version records about its calibration (``meta.json``'s ``calibration``)."""
-
-    temperature: float
-    rows: int  # held-out rows the temperature was fitted on
-    accuracy: float  # accuracy on those rows
-    source: str  # which rows: "validation" (version 1) or "holdout" (a fine-tune's gate)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "temperature": self.temperature,
-            "rows": self.rows,
-            "accuracy": self.accuracy,
-            "source": self.source,
-        }
-
-    @staticmethod
-    def from_dict(value: object) -> Calibration | None:
-        """The recorded calibration, or None when absent or malformed (older versions)."""
-        if not isinstance(value, dict):
-            return None
-        try:
-            return Calibration(
-                temperature=float(value["temperature"]),
-                rows=int(value["rows"]),
-                accuracy=float(value["accuracy"]),
-                source=str(value.get("source", "")),
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
 
 
 def calibrated(probabilities: FloatArray, temperature: float) -> npt.NDArray[np.float64]:

@@ -102,7 +102,7 @@ class ServedModel:
                     onnx_path=info.serving_file,
                     tokenizer_path=info.path / "tokenizer.json",
                     labels=info.labels,
-                    max_length=int(info.meta["max_seq_length"]),
+                    max_length=info.meta.max_seq_length,
                     options=self._session_options,
                 )
                 loaded.warm_up()
@@ -182,8 +182,8 @@ class ServedModel:
 
 def _created(info: VersionInfo) -> float:
     """The version's build time from meta.json (ISO 8601, UTC); its directory's mtime if absent."""
-    created = info.meta.get("created")
-    if isinstance(created, str):
+    created = info.meta.created
+    if created:
         try:
             return datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
         except ValueError:

@@ -218,7 +218,7 @@ def test_init_refuses_a_bad_name_before_touching_the_disk(
     def no_registry(*args: object) -> None:
         raise AssertionError("the registry was created for an invalid name")
 
-    monkeypatch.setattr("service.cli.ModelRegistry", no_registry)
+    monkeypatch.setattr("service.cli._local.ModelRegistry", no_registry)
     args = ["init", name, "--if-missing", "--models-dir", str(tmp_path), "--state-dir", str(state)]
     assert main(args) == 2
     captured = capsys.readouterr()

@@ -15,7 +15,6 @@ loopserve, or a kernel without prctl) without mistaking another process for it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -26,14 +25,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from service.adaptation import _data
 from service.adaptation._data import Pairs
 from service.adaptation.events import EventBus
-from service.adaptation.spec import FineTuneSpec
-from service.calibration import Calibration
-from service.config import read_labeled_csv
+from service.config import AdaptationRecipe, read_labeled_csv
+from service.domain.finetune import FineTuneRecipe, FineTuneResult, FineTuneSpec
 from service.domain.loop import (
     JOB_PARENT_PID_ENV,
     EventKind,
@@ -42,6 +39,7 @@ from service.domain.loop import (
     JobState,
     Sample,
 )
+from service.domain.versions import VersionMeta
 from service.metrics import Metrics
 from service.registry import VersionInfo
 from service.serving import ServedModel
@@ -197,9 +195,9 @@ class JobRunner:
         with registry.stage(parent=base.version) as staged:
             spec_path = self._write_spec(job, base, staged.path, job_dir)
             result = self._run_process(spec_path, job_dir)
-            if not result.get("ok"):
-                raise RuntimeError(result.get("error", "the job process ended without a result"))
-            gate = GateResult(**result["gate"])
+            gate = result.gate
+            if not result.ok or gate is None:
+                raise RuntimeError(result.error or "the job process ended without a result")
             self._record_gate(gate)
             info = registry.publish(staged, self._meta(job, base, result, gate))
         job = self._jobs.update(job.id, candidate_version=info.version, gate=gate)
@@ -222,7 +220,7 @@ class JobRunner:
 
     def _write_spec(self, job: Job, base: VersionInfo, staging: Path, job_dir: Path) -> Path:
         definition = self._served.definition
-        base_upto = int(base.meta.get("samples_upto", 0))
+        base_upto = base.meta.samples_upto
         known = base.labels
         recipe = definition.adaptation
         new_samples = self._samples.samples(self.model, base_upto, job.samples_upto)
@@ -243,23 +241,21 @@ class JobRunner:
         spec = FineTuneSpec(
             model=self.model,
             backbone=str(definition.backbone_path()),
-            pooling=str(base.meta.get("pooling", definition.pooling)),
-            max_seq_length=int(base.meta["max_seq_length"]),
+            pooling=base.meta.pooling,
+            max_seq_length=base.meta.max_seq_length,
             base_version=base.version,
             base_dir=str(base.path),
             base_serving_file=base.serving_file.name,
             base_labels=known,
             labels=known + data.new_labels,
-            trainable_layers=int(
-                base.meta.get("trainable_layers", definition.train.finetune_layers)
-            ),
+            trainable_layers=base.meta.trainable_layers,
             train=data.train,
             validation=data.validation,
             holdout=data.holdout,
             anchor=data.anchor,
             anchor_held_out=data.anchor_held_out,
-            recipe=dataclasses.asdict(definition.adaptation),
-            gate=dataclasses.asdict(definition.gate),
+            recipe=_job_recipe(definition.adaptation),
+            gate=definition.gate,
             int8=definition.serving.int8,
             int8_max_accuracy_drop=definition.serving.int8_max_accuracy_drop,
             threads=definition.adaptation.job_threads,
@@ -272,7 +268,7 @@ class JobRunner:
         spec.save(path)
         return path
 
-    def _run_process(self, spec_path: Path, job_dir: Path) -> dict[str, Any]:
+    def _run_process(self, spec_path: Path, job_dir: Path) -> FineTuneResult:
         with (job_dir / "job.log").open("wb") as output:
             with self._lock:
                 if self._stopping:  # stop() came before there was a process to end
@@ -289,15 +285,13 @@ class JobRunner:
                 )  # fmt: skip
             record_process(job_dir, process.pid)
             code = process.wait()
-        result_path = job_dir / "result.json"
-        result: dict[str, Any] = (
-            json.loads(result_path.read_text()) if result_path.is_file() else {}
+        result = FineTuneResult.load(job_dir / "result.json")
+        if result is not None and (code == 0 if result.ok else bool(result.error)):
+            return result
+        # No result, a success the exit code contradicts, or a failure without its reason.
+        return FineTuneResult.failed(
+            f"job process exited with code {code}; see {job_dir / 'job.log'}"
         )
-        if code != 0 and result.get("ok"):
-            result = {"ok": False}
-        if not result.get("ok") and "error" not in result:
-            result["error"] = f"job process exited with code {code}; see {job_dir / 'job.log'}"
-        return result
 
     def _record_gate(self, gate: GateResult) -> None:
         for role, dataset, value in (
@@ -309,37 +303,47 @@ class JobRunner:
             self._metrics.gate_accuracy.labels(self.model, role, dataset).set(value)
 
     @staticmethod
-    def _meta(
-        job: Job, base: VersionInfo, result: dict[str, Any], gate: GateResult
-    ) -> dict[str, Any]:
-        # Parsed, not copied: meta records only a well-formed calibration.
-        calibration = Calibration.from_dict(result.get("calibration"))
-        return {
-            "labels": result["labels"],
-            "max_seq_length": base.meta["max_seq_length"],
-            "pooling": base.meta.get("pooling", "mean"),
-            "backbone": base.meta.get("backbone", ""),
-            "trainable_layers": base.meta.get("trainable_layers", 0),
-            "serving_file": result["serving_file"],
-            "status": "promoted" if gate.promote else "rejected",
-            "reason": f"{job.trigger}: {job.reason}",
-            "job": job.id,
-            "samples_upto": job.samples_upto,
-            "data": result["data"],
-            "train": result["train"],
-            "gate": dataclasses.asdict(gate),
-            "int8": result.get("int8"),
-            "calibration": calibration.as_dict() if calibration else None,
-            "metrics": {
+    def _meta(job: Job, base: VersionInfo, result: FineTuneResult, gate: GateResult) -> VersionMeta:
+        return VersionMeta(
+            labels=tuple(result.labels),
+            max_seq_length=base.meta.max_seq_length,
+            pooling=base.meta.pooling,
+            backbone=base.meta.backbone,
+            trainable_layers=base.meta.trainable_layers,
+            serving_file=result.serving_file,
+            status="promoted" if gate.promote else "rejected",
+            reason=f"{job.trigger}: {job.reason}",
+            job=job.id,
+            samples_upto=job.samples_upto,
+            data=result.data,
+            train=result.train,
+            gate=gate,
+            int8=result.int8,
+            calibration=result.calibration,
+            metrics={
                 "gate_candidate_new": gate.candidate_new,
                 "gate_incumbent_new": gate.incumbent_new,
                 "gate_candidate_anchor": gate.candidate_anchor,
                 "gate_incumbent_anchor": gate.incumbent_anchor,
                 "forgetting": gate.forgetting,
-                "parity_max_abs_diff": result["parity_max_abs_diff"],
-                "job_seconds": result["seconds"],
+                "parity_max_abs_diff": result.parity_max_abs_diff,
+                "job_seconds": result.seconds,
             },
-        }
+        )
+
+
+def _job_recipe(recipe: AdaptationRecipe) -> FineTuneRecipe:
+    """The part of the adaptation recipe the job process trains with."""
+    return FineTuneRecipe(
+        seed=recipe.seed,
+        learning_rate=recipe.learning_rate,
+        layer_lr_decay=recipe.layer_lr_decay,
+        head_learning_rate=recipe.head_learning_rate,
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        patience=recipe.patience,
+        balance_classes=recipe.balance_classes,
+    )
 
 
 def _split_reserved(samples: list[Sample], fraction: float) -> tuple[Pairs, Pairs]:

@@ -212,9 +212,7 @@ class AdaptationService:
         versions = [
             info.version
             for info in served.registry.versions()
-            if removed
-            and info.meta.get("parent") is not None
-            and int(info.meta.get("samples_upto", 0)) >= first
+            if removed and info.meta.parent is not None and info.meta.samples_upto >= first
         ]
         if removed:
             log.warning(
@@ -240,7 +238,7 @@ class AdaptationService:
         return ModelStatus(
             model=model,
             serving_version=info.version,
-            samples_since_version=self._samples.count(model, int(info.meta.get("samples_upto", 0))),
+            samples_since_version=self._samples.count(model, info.meta.samples_upto),
             labels=info.labels,
             job=latest,
             last_gate=last_gate,
@@ -263,7 +261,7 @@ class AdaptationService:
         served = self._served(model)
         info = served.registry.get(version)
         serving = self._serving_version(served)
-        if info.meta.get("status") == "rejected":
+        if info.meta.status == "rejected":
             raise InvalidInput(
                 f"version {version} of {model!r} was rejected by the gate and never served"
             )
@@ -385,7 +383,7 @@ class AdaptationService:
                 return active
             served = self._models[model]
             base = served.registry.get(self._serving_version(served))
-            if self._samples.count(model, int(base.meta.get("samples_upto", 0))) == 0:
+            if self._samples.count(model, base.meta.samples_upto) == 0:
                 raise InvalidInput(
                     f"model {model!r} has no labeled samples newer than version {base.version}; post labels first"
                 )
@@ -416,7 +414,7 @@ class AdaptationService:
             if self._active(model) is not None:
                 return None
             base = served.registry.get(self._serving_version(served))
-            base_upto = int(base.meta.get("samples_upto", 0))
+            base_upto = base.meta.samples_upto
             latest = self._jobs.latest(model)
             last_upto = max(base_upto, latest.samples_upto if latest else 0)
             alarm = self._alarms.get(model)
@@ -505,18 +503,18 @@ def _check_sample_lengths(index: int, sample: NewSample, max_text_bytes: int) ->
 
 
 def _summary(info: VersionInfo, serving: int) -> VersionSummary:
-    status = "serving" if info.version == serving else str(info.meta.get("status", "promoted"))
+    status = "serving" if info.version == serving else info.meta.status
     if status == "promoted":
         status = "retired"
-    metrics = {k: v for k, v in info.meta.get("metrics", {}).items() if isinstance(v, int | float)}
+    metrics = dict(info.meta.metrics)
     return VersionSummary(
         model=info.model,
         version=info.version,
-        parent=info.meta.get("parent"),
-        created=str(info.meta.get("created", "")),
+        parent=info.meta.parent,
+        created=info.meta.created,
         status=status,
-        reason=str(info.meta.get("reason", "")),
-        samples_upto=int(info.meta.get("samples_upto", 0)),
+        reason=info.meta.reason,
+        samples_upto=info.meta.samples_upto,
         metrics=metrics,
     )
 

@@ -26,6 +26,7 @@ from service.drift._detectors import (
 from service.drift._monitor import AlarmHook, DriftMonitor
 from service.drift._reduce import Projection
 from service.drift._reference import training_texts
+from service.drift._served import MonitoredModel
 from service.drift._types import (
     Candidate,
     DetectorState,
@@ -48,6 +49,7 @@ __all__ = [
     "EmbeddingDetector",
     "EmbeddingKSDetector",
     "LabelDetector",
+    "MonitoredModel",
     "Observations",
     "Projection",
     "WindowTest",

@@ -31,8 +31,7 @@ from service.calibration import Calibration, calibrated
 from service.config import DriftRecipe
 from service.drift._candidates import CandidatePool
 from service.drift._detectors import as_observations
-from service.drift._types import Candidate, DetectorState, DetectorStatus, DriftStatus, Observations
-from service.drift._worker import (
+from service.drift._messages import (
     Activate,
     Observe,
     ProjectionReady,
@@ -40,13 +39,14 @@ from service.drift._worker import (
     Statuses,
     Stop,
     WorkerOptions,
-    main,
 )
+from service.drift._process import main
+from service.drift._served import MonitoredModel
+from service.drift._types import Candidate, DetectorState, DetectorStatus, DriftStatus, Observations
 from service.errors import NotFound
 from service.metrics import Metrics
 from service.registry import VersionInfo
 from service.runtime import BatchResult
-from service.serving import ServedModel
 
 log = logging.getLogger(__name__)
 # The model-level alarm was raised (True) or cleared (False): the model's drift status then.
@@ -63,7 +63,7 @@ RESTART_DELAYS = (1.0, 5.0, 30.0)
 class DriftMonitor:
     def __init__(
         self,
-        models: Mapping[str, ServedModel],
+        models: Mapping[str, MonitoredModel],
         drift_dir: Path,
         metrics: Metrics,
         reference_texts: ReferenceTextSource,
@@ -266,7 +266,7 @@ class DriftMonitor:
         except Exception:  # a version that vanished: estimate uncalibrated
             log.warning("no calibration for %s v%d", model, version, exc_info=True)
             return None
-        return Calibration.from_dict(info.meta.get("calibration"))
+        return info.meta.calibration
 
     def _activate_if_changed(self, model: str) -> None:
         loaded = self._models[model].serving_version
@@ -290,7 +290,7 @@ class DriftMonitor:
                 onnx_path=info.path / "model.onnx",
                 tokenizer_path=info.path / "tokenizer.json",
                 labels=info.labels,
-                max_length=int(info.meta["max_seq_length"]),
+                max_length=info.meta.max_seq_length,
                 texts=self._reference_texts(model, info, recipe.reference_size),
             )
         log.info("drift monitoring of %s follows version %d", model, version)
@@ -430,7 +430,7 @@ class DriftMonitor:
         if pool is not None:
             pool.forget(prediction_ids)
 
-    def _served(self, model: str) -> ServedModel:
+    def _served(self, model: str) -> MonitoredModel:
         try:
             return self._all_models[model]
         except KeyError:

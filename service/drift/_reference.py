@@ -18,7 +18,7 @@ def training_texts(
     texts: list[str] = []
     if definition.seed_path.is_file():
         texts += [text for text, label in read_labeled_csv(definition.seed_path) if label in labels]
-    upto = int(info.meta.get("samples_upto", 0))
+    upto = info.meta.samples_upto
     if upto:
         texts += [s.text for s in store.samples(info.model, 0, upto) if s.label in labels]
     unique = list(dict.fromkeys(texts))

@@ -1,6 +1,6 @@
 """The drift worker: runs every detector of every model, away from the serving process.
 
-It runs in a spawned, niced process (or, for tests, a thread) and talks to
+It runs in a spawned, niced process (``_process``; for tests, a thread) and talks to
 :class:`~service.drift.DriftMonitor` over a pair of connections. Per model it keeps the detectors
 of the serving version: it loads their saved calibration, or builds the reference (the version's
 training texts passed through that version, or the first ``reference_size`` observations of its
@@ -12,128 +12,41 @@ of state or alarm.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import math
-import os
-import pickle
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from service.config import DriftRecipe
+from service.drift._alarm import Alarm
 from service.drift._budget import RateMeter, Significance, significance
 from service.drift._contract import Detector
 from service.drift._detectors import (
     WindowedTest,
-    as_observations,
     build_detectors,
     reference_source,
 )
+from service.drift._embed import embed_reference
+from service.drift._messages import (
+    Activate,
+    Observe,
+    ProjectionReady,
+    ReferenceTexts,
+    Statuses,
+    Stop,
+    WorkerOptions,
+)
 from service.drift._reduce import Projection
-from service.drift._types import DetectorState, DetectorStatus, Observations, WindowTest
-from service.priority import lower_priority
+from service.drift._saved import load_detector, save_detector, saved_path
+from service.drift._types import DetectorState, DetectorStatus, Observations
 
 log = logging.getLogger(__name__)
 STATUS_INTERVAL = 1.0
 HEARTBEAT_INTERVAL = 5.0
-EMBED_CHUNK = 32
-ONLINE_METHODS = ("mmd", "lsdd")
 SCORE_CHUNK = 10
-
-
-@dataclass(frozen=True)
-class ReferenceTexts:
-    """What the worker needs to pass a version's training texts through that version."""
-
-    onnx_path: Path
-    tokenizer_path: Path
-    labels: list[str]
-    max_length: int
-    texts: list[str]
-
-
-@dataclass(frozen=True)
-class Activate:
-    model: str
-    version: int
-    reference: ReferenceTexts | None  # None when no detector uses the training reference
-
-
-@dataclass(frozen=True)
-class Observe:
-    model: str
-    version: int
-    observations: Observations
-    sent: float = 0.0  # Unix time the monitor shipped them (they arrived within FORWARD_INTERVAL)
-
-
-@dataclass(frozen=True)
-class Stop:
-    pass
-
-
-@dataclass(frozen=True)
-class Statuses:
-    model: str
-    statuses: list[DetectorStatus]
-    traffic_rate: float = math.nan  # samples per second the budget is computed with
-
-
-@dataclass(frozen=True)
-class ProjectionReady:
-    model: str
-    version: int
-    projection: Projection
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    drift_dir: Path
-    recipes: dict[str, DriftRecipe]
-    threads: int = 1
-    nice: int = 10
-    log_level: str = "INFO"
-
-
-@dataclass
-class _Alarm:
-    """A detector's alarm. Online detectors raise it at the first detection; windowed ones by the
-    budget's rules (see ``_budget``): one window below the single-window level, or ``sustain``
-    consecutive windows below the sustained level, each with at least the minimum effect. It
-    clears once ``clear_after`` samples pass without a detection (a significant window)."""
-
-    clear_after: int
-    sustain: int = 1
-    active: bool = False
-    since: float | None = None
-    quiet: int = 0
-    run: int = 0
-
-    def window(self, test: WindowTest, levels: Significance, min_effect: float) -> bool:
-        """Feed one window test; True when the alarm was raised or cleared by it."""
-        meaningful = not test.effect < min_effect  # NaN effect: not measured, so not vetoed
-        significant = meaningful and test.p_value < levels.sustained
-        self.run = self.run + 1 if significant else 0
-        raising = meaningful and (test.p_value < levels.single or self.run >= self.sustain)
-        return self.update(significant if self.active else raising, test.size)
-
-    def update(self, detected: bool, samples: int) -> bool:
-        """Feed one update; True when the alarm was raised or cleared by it."""
-        if detected:
-            self.quiet = 0
-            if not self.active:
-                self.active, self.since = True, time.time()
-                return True
-            return False
-        self.quiet += samples
-        if self.active and self.quiet >= self.clear_after:
-            self.active, self.since = False, None
-            return True
-        return False
 
 
 @dataclass
@@ -144,7 +57,7 @@ class _Slot:
     method: str
     source: str
     detector: Detector
-    alarm: _Alarm
+    alarm: Alarm
     state: DetectorState = DetectorState.CALIBRATING
     message: str = ""
     calibration_seconds: float | None = None
@@ -177,7 +90,7 @@ class _ModelDrift:
             for name, detector in build_detectors(self.recipe).items():
                 self.slots[name] = _Slot(
                     name, detector.method, reference_source(self.recipe, name), detector,
-                    _Alarm(self.recipe.clear_samples, self.recipe.sustain_windows),
+                    Alarm(self.recipe.clear_samples, self.recipe.sustain_windows),
                 )  # fmt: skip
             pending = []
             for slot in self.slots.values():
@@ -202,7 +115,7 @@ class _ModelDrift:
             try:
                 if reference is None or not reference.texts:
                     raise ValueError("no training texts to build the reference from")
-                observations = _embed(reference, self._worker.options.threads)
+                observations = embed_reference(reference, self._worker.options.threads)
             except Exception as exc:  # reported as the detectors' state
                 log.exception("drift reference of %s v%d failed", self.model, version)
                 for slot in slots:
@@ -373,50 +286,15 @@ class _ModelDrift:
     # saved calibrations -----------------------------------------------------------------------
 
     def _path(self, slot: _Slot) -> Path:
-        config = json.dumps(
-            {k: v for k, v in asdict(self.recipe).items() if k not in _NOT_CALIBRATION},
-            sort_keys=True,
-        )
-        digest = hashlib.sha256(f"{slot.name}:{config}".encode()).hexdigest()[:12]
-        return (
-            self._worker.options.drift_dir
-            / self.model
-            / f"v{self.version}-{slot.name}-{digest}.pkl"
+        return saved_path(
+            self._worker.options.drift_dir, self.model, self.version, slot.name, self.recipe
         )
 
     def _load(self, slot: _Slot) -> Detector | None:
-        path = self._path(slot)
-        if not path.is_file():
-            return None
-        try:
-            with path.open("rb") as handle:
-                detector = pickle.load(handle)  # our own file in the state dir
-        except Exception:  # a damaged file is recalibrated, not fatal
-            log.warning("ignoring unreadable drift calibration %s", path, exc_info=True)
-            return None
-        return detector if getattr(detector, "fitted", False) else None
+        return load_detector(self._path(slot))
 
     def _save(self, slot: _Slot) -> None:
-        path = self._path(slot)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            with tmp.open("wb") as handle:
-                pickle.dump(slot.detector, handle, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, path)
-        except Exception:  # only costs a recalibration after a restart
-            log.warning("could not save drift calibration %s", path, exc_info=True)
-
-
-# Settings that change how observations are queued or alarms are raised and cleared, not the
-# calibration itself: changing the budget must not cost a recalibration.
-_NOT_CALIBRATION = frozenset(
-    {
-        "queue_size", "candidate_pool_size", "worker_threads", "worker_nice", "clear_after",
-        "false_alarm_every_hours", "traffic_rate", "sustain_windows", "min_effect_embedding",
-        "min_effect_confidence", "min_effect_labels", "accuracy_window",
-    }
-)  # fmt: skip
+        save_detector(self._path(slot), slot.detector)
 
 
 class Worker:
@@ -447,56 +325,6 @@ class Worker:
                 self.models[message.model].observe(message)
             for model in self.models.values():
                 model.send()
-
-
-def main(options: WorkerOptions, inbox: Connection, outbox: Connection) -> None:
-    """Entry point of the worker process."""
-    logging.basicConfig(
-        level=options.log_level, format="%(asctime)s %(levelname)s drift-worker %(message)s"
-    )
-    lower_priority(options.nice)
-    _limit_threads(options.threads)
-    if not any(r.embedding_method in ONLINE_METHODS for r in options.recipes.values()):
-        _without_torch()
-    Worker(options, outbox).run(inbox)
-
-
-def _without_torch() -> None:
-    """Keep torch out of this process when only windowed tests run: they need scipy alone, and
-    alibi-detect imports torch (about 270 MiB resident) only because it is installed."""
-    import sys
-
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # its "no PyTorch found" notice
-    for name in ("torch", "tensorflow"):
-        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # makes `import` fail
-
-
-def _limit_threads(threads: int) -> None:
-    """Set before alibi-detect (and with it torch) is first imported in this process, which
-    happens at the first fit. One thread by default: the worker shares the machine with serving,
-    and alibi-detect's small tensor ops ran tens of times slower (measured) when two OpenMP
-    threads contended for busy cores."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(threads)
-
-
-def _embed(reference: ReferenceTexts, threads: int) -> Observations:
-    from service.runtime import LoadedVersion, SessionOptions
-
-    session = LoadedVersion(
-        model="drift-reference",
-        version=0,
-        onnx_path=reference.onnx_path,
-        tokenizer_path=reference.tokenizer_path,
-        labels=reference.labels,
-        max_length=reference.max_length,
-        options=SessionOptions(intra_op_threads=threads, providers="cpu", thread_spinning=False),
-    )
-    parts = []
-    for start in range(0, len(reference.texts), EMBED_CHUNK):
-        prediction = session.predict(reference.texts[start : start + EMBED_CHUNK])
-        parts.append(as_observations(prediction.embedding, prediction.probabilities))
-    return Observations.concat(parts)
 
 
 def _head(rows: Observations, n: int) -> Observations:

@@ -7,11 +7,12 @@ Layout::
     versions/<n>/weights.safetensors   trainable weights to continue fine-tuning from
     versions/<n>/tokenizer.json        the fast tokenizer, so a version is self-contained
     versions/<n>/meta.json             parent, created, labels, data, metrics, status
-    current                            the serving version number
+    current                            the serving version number (see ``_pointer``)
 
 A version is written into a staging directory and renamed into place when complete, so a crash
-never leaves a half-written version visible. ``current`` is replaced with an fsynced rename, so it
-always names a complete version.
+never leaves a half-written version visible; its meta.json records a digest of its files. The head
+pointer (by default ``current``, replaced with an fsynced rename) only ever names a complete
+version, and moves by compare-and-set, so two writers cannot silently overwrite each other.
 
 A staging directory's owner holds an exclusive ``flock`` on the ``.owner.lock`` file inside it
 until the directory is published or discarded. The kernel drops that lock when the owner dies
@@ -21,27 +22,36 @@ leftovers (a fine-tune's staging directory is about 100 MB) from a directory sti
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import fcntl
 import json
 import logging
 import os
 import shutil
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from service.errors import NotFound
+from service.domain.versions import VersionMeta
+from service.errors import Conflict, NotFound
+from service.registry._digest import META_FILE, version_digest
+from service.registry._files import atomic_write, fsync_dir, fsync_tree, locked
+from service.registry._pointer import POINTER_TMP, FilePointer, HeadPointer
 
 log = logging.getLogger(__name__)
-META_FILE = "meta.json"
 STAGING_PREFIX = "staging-"
 OWNER_LOCK = ".owner.lock"
-POINTER_TMP = ".current.tmp-"  # _atomic_write's temporary name for the pointer
+
+
+class Head(enum.Enum):
+    """``set_current``'s default ``expected``: whatever the pointer names when it is read."""
+
+    AS_READ = "as-read"
 
 
 @dataclass(frozen=True)
@@ -49,15 +59,15 @@ class VersionInfo:
     model: str
     version: int
     path: Path
-    meta: dict[str, Any]
+    meta: VersionMeta
 
     @property
     def labels(self) -> list[str]:
-        return list(self.meta["labels"])
+        return list(self.meta.labels)
 
     @property
     def serving_file(self) -> Path:
-        return self.path / str(self.meta.get("serving_file", "model.onnx"))
+        return self.path / self.meta.serving_file
 
 
 @dataclass
@@ -69,11 +79,18 @@ class StagedVersion:
 
 
 class ModelRegistry:
-    def __init__(self, state_dir: Path, model: str) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        model: str,
+        pointer: HeadPointer | None = None,
+        on_publish: Callable[[VersionInfo], None] | None = None,
+    ) -> None:
         self.model = model
         self.root = state_dir / "models" / model
         self.versions_dir = self.root / "versions"
-        self._pointer = self.root / "current"
+        self._pointer: HeadPointer = pointer if pointer is not None else FilePointer(self.root)
+        self._on_publish = on_publish
 
     def versions(self) -> list[VersionInfo]:
         """Every complete version. A numbered directory without meta.json (copied in by hand, or
@@ -94,29 +111,40 @@ class ModelRegistry:
         meta_path = path / META_FILE
         if not meta_path.is_file():
             raise NotFound(f"model {self.model!r} has no version {version}")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = VersionMeta.from_dict(json.loads(meta_path.read_text(encoding="utf-8")))
         return VersionInfo(self.model, version, path, meta)
 
     def current(self) -> VersionInfo | None:
         """The version the pointer names, or None when the model has never been built."""
-        try:
-            text = self._pointer.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            return None
-        return self.get(int(text))
+        version = self._pointer.read()
+        return None if version is None else self.get(version)
 
-    def set_current(self, version: int) -> VersionInfo:
-        with self._lock():
-            info = self.get(version)
-            _atomic_write(self._pointer, f"{version}\n")
+    def set_current(
+        self, version: int, expected: int | Literal[Head.AS_READ] | None = Head.AS_READ
+    ) -> VersionInfo:
+        """Point the head at ``version`` if it still names ``expected`` (by default, what it
+        names as this call begins); :class:`Conflict` when another writer moved it meanwhile."""
+        info = self.get(version)  # versions are never removed: it stays valid
+        if expected is Head.AS_READ:
+            expected = self._pointer.read()
+        if not self._pointer.compare_and_set(version, expected):
+            raise Conflict(
+                f"model {self.model!r}: the serving version changed from {expected} while "
+                f"switching to {version}; check the versions and retry"
+            )
         return info
+
+    def verify(self, info: VersionInfo) -> bool:
+        """Whether the version's files still match the digest recorded when it was published
+        (a version from before digests were recorded has none and passes)."""
+        return not info.meta.digest or version_digest(info.path) == info.meta.digest
 
     @contextmanager
     def stage(self, parent: int | None) -> Iterator[StagedVersion]:
         """A scratch directory for a new version; removed unless it is published."""
         # Created and locked under the registry lock, so remove_stale_staging (which takes it
         # too) never sees the directory before its owner lock exists.
-        with self._lock():
+        with locked(self.root):
             path = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.root))
             try:
                 owner = (path / OWNER_LOCK).open("a")
@@ -136,7 +164,7 @@ class ModelRegistry:
         if not self.root.is_dir():
             return []
         removed: list[Path] = []
-        with self._lock():
+        with locked(self.root):
             for path in sorted(self.root.iterdir()):
                 if path.name.startswith(POINTER_TMP):
                     path.unlink(missing_ok=True)
@@ -148,45 +176,45 @@ class ModelRegistry:
             log.warning("removed %s, left behind by a process that stopped while writing", path)
         return removed
 
-    def publish(self, staged: StagedVersion, meta: dict[str, Any]) -> VersionInfo:
-        """Give the staged files the next version number and make them visible, atomically."""
+    def publish(self, staged: StagedVersion, meta: VersionMeta) -> VersionInfo:
+        """Give the staged files the next version number and make them visible, atomically.
+        The registry fills in the model, number, parent, creation time and digest."""
         self.versions_dir.mkdir(parents=True, exist_ok=True)
-        with self._lock():
+        with locked(self.root):
             # Past every numbered directory, complete or not: rename cannot replace one.
             number = max(self._numbers(), default=0) + 1
-            full_meta = {
-                "model": self.model,
-                "version": number,
-                "parent": staged.parent,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                **meta,
-            }
-            _atomic_write(staged.path / META_FILE, json.dumps(full_meta, indent=2) + "\n")
             # The owner lock stays held through its open descriptor until stage() ends; the
             # published version does not carry the file.
             (staged.path / OWNER_LOCK).unlink(missing_ok=True)
-            _fsync_tree(staged.path)
+            full = dataclasses.replace(
+                meta,
+                model=self.model,
+                version=number,
+                parent=staged.parent,
+                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                digest=version_digest(staged.path),
+            )
+            _write_meta(staged.path, full)
+            fsync_tree(staged.path)
             target = self.versions_dir / str(number)
             os.rename(staged.path, target)
-            _fsync_dir(self.versions_dir)
-        return self.get(number)
+            fsync_dir(self.versions_dir)
+        info = self.get(number)
+        if self._on_publish is not None:
+            self._on_publish(info)
+        return info
 
     def update_meta(self, version: int, **changes: Any) -> VersionInfo:
-        with self._lock():
+        """Replace fields of a version's meta (``VersionMeta`` field names; others raise
+        TypeError). The digest covers the files, not meta.json, so it stays valid."""
+        with locked(self.root):
             info = self.get(version)
-            meta = {**info.meta, **changes}
-            _atomic_write(info.path / META_FILE, json.dumps(meta, indent=2) + "\n")
+            _write_meta(info.path, dataclasses.replace(info.meta, **changes))
         return self.get(version)
 
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / ".lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+
+def _write_meta(directory: Path, meta: VersionMeta) -> None:
+    atomic_write(directory / META_FILE, json.dumps(meta.to_dict(), indent=2) + "\n")
 
 
 def _abandoned(staging: Path) -> bool:
@@ -203,29 +231,3 @@ def _abandoned(staging: Path) -> bool:
             return False
         fcntl.flock(handle, fcntl.LOCK_UN)
     return True
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in root.rglob("*"):
-        if path.is_file():
-            with path.open("rb") as handle:
-                os.fsync(handle.fileno())
-    _fsync_dir(root)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from service.config import (
     validate_model_name,
     write_model_toml,
 )
+from service.domain.versions import DEFAULT_SERVING_FILE, DataCounts, Int8Check, VersionMeta
 from service.errors import ConfigError
 from service.registry import ModelRegistry, VersionInfo
 from service.runtime import available_cpus
@@ -106,24 +108,23 @@ def build_first_version(
         session = load_for_check(onnx_path, tokenizer_path, labels, definition.max_seq_length)
         parity = parity_check(model, tokens, session, check_texts)
         progress(f"exported ONNX; largest difference from torch {parity:.1e}")
-        meta: dict[str, Any] = {
-            "labels": labels,
-            "max_seq_length": definition.max_seq_length,
-            "pooling": definition.pooling,
-            "backbone": definition.backbone,
-            "trainable_layers": definition.train.finetune_layers,
-            "serving_file": "model.onnx",
-            "status": "promoted",
-            "reason": "initial version from seed data",
-            "data": {
-                "seed_rows": len(rows),
-                "train": len(train),
-                "validation": len(val),
-                "label_name_examples": len(names),
-            },
-            "train": report.as_dict(),
-            "calibration": report.calibration.as_dict(),
-            "metrics": {
+        meta = VersionMeta(
+            labels=tuple(labels),
+            max_seq_length=definition.max_seq_length,
+            pooling=definition.pooling,
+            backbone=definition.backbone,
+            trainable_layers=definition.train.finetune_layers,
+            status="promoted",
+            reason="initial version from seed data",
+            data=DataCounts(
+                seed_rows=len(rows),
+                train=len(train),
+                validation=len(val),
+                label_name_examples=len(names),
+            ),
+            train=report.record(),
+            calibration=report.calibration,
+            metrics={
                 # After a refit the model has trained on the validation rows: report the score
                 # measured while they were still held out.
                 "validation_accuracy": (
@@ -133,14 +134,19 @@ def build_first_version(
                 ),
                 "parity_max_abs_diff": parity,
             },
-        }
+        )
         if definition.serving.int8:
-            meta.update(
-                _quantize(staged.path, session, tokenizer_path, labels, definition, val, progress)
+            int8 = _quantize(
+                staged.path, session, tokenizer_path, labels, definition, val, progress
+            )
+            meta = dataclasses.replace(
+                meta,
+                int8=int8,
+                serving_file="model.int8.onnx" if int8.accepted else DEFAULT_SERVING_FILE,
             )
         info = registry.publish(staged, meta)
     if current is None:
-        registry.set_current(info.version)
+        registry.set_current(info.version, expected=None)
     progress(f"published {definition.name} version {info.version} at {info.path}")
     return info
 
@@ -158,7 +164,7 @@ def _quantize(
     definition: ModelDefinition,
     val: list[Example],
     progress: Progress,
-) -> dict[str, Any]:
+) -> Int8Check:
     int8_path = directory / "model.int8.onnx"
     quantize_int8(directory / "model.onnx", int8_path)
     int8 = load_for_check(int8_path, tokenizer_path, labels, definition.max_seq_length)
@@ -172,7 +178,4 @@ def _quantize(
     )
     if not accepted:
         int8_path.unlink()
-    return {
-        "serving_file": "model.int8.onnx" if accepted else "model.onnx",
-        "int8": {"fp32_accuracy": fp32_acc, "int8_accuracy": int8_acc, "accepted": accepted},
-    }
+    return Int8Check(fp32_accuracy=fp32_acc, int8_accuracy=int8_acc, accepted=accepted)

@@ -12,25 +12,23 @@ parent decides from the result.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
-import json
 import os
 import signal
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from service.adaptation.gate import decide, paired_margin
-from service.adaptation.spec import FineTuneSpec
 from service.calibration import Calibration, FloatArray, calibrate
-from service.config import GateThresholds, TrainRecipe
+from service.config import TrainRecipe
+from service.domain.finetune import FineTuneResult, FineTuneSpec
+from service.domain.gate import decide, paired_margin
 from service.domain.loop import JOB_PARENT_PID_ENV
+from service.domain.versions import DataCounts, Int8Check
 from service.priority import lower_priority
 from service.runtime import LoadedVersion
 from service.training._data import Example, TokenBatcher
@@ -53,14 +51,10 @@ def run_job(spec_path: str) -> None:
         torch.set_num_threads(spec.threads)
         result = _fine_tune(spec)
     except BaseException as exc:
-        result = {
-            "ok": False,
-            "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(),
-        }
-        _write(result_path, result)
+        failed = FineTuneResult.failed(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        failed.save(result_path)
         raise SystemExit(1) from None
-    _write(result_path, {"ok": True, **result})
+    result.save(result_path)
 
 
 def _die_with_parent() -> None:
@@ -84,7 +78,7 @@ def _log(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
-def _fine_tune(spec: FineTuneSpec) -> dict[str, Any]:
+def _fine_tune(spec: FineTuneSpec) -> FineTuneResult:
     started = time.perf_counter()
     _log(
         f"job: {len(spec.train)} train, {len(spec.validation)} validation, {len(spec.holdout)} "
@@ -100,15 +94,15 @@ def _fine_tune(spec: FineTuneSpec) -> dict[str, Any]:
         _grow_head(model, tokens, spec, index)
 
     recipe = TrainRecipe(
-        seed=int(spec.recipe["seed"]),
+        seed=spec.recipe.seed,
         finetune_layers=spec.trainable_layers,
-        learning_rate=float(spec.recipe["learning_rate"]),
-        layer_lr_decay=float(spec.recipe["layer_lr_decay"]),
-        finetune_head_learning_rate=float(spec.recipe["head_learning_rate"]),
-        epochs=int(spec.recipe["epochs"]),
-        batch_size=int(spec.recipe["batch_size"]),
-        patience=int(spec.recipe["patience"]),
-        balance_classes=bool(spec.recipe.get("balance_classes", True)),
+        learning_rate=spec.recipe.learning_rate,
+        layer_lr_decay=spec.recipe.layer_lr_decay,
+        finetune_head_learning_rate=spec.recipe.head_learning_rate,
+        epochs=spec.recipe.epochs,
+        batch_size=spec.recipe.batch_size,
+        patience=spec.recipe.patience,
+        balance_classes=spec.recipe.balance_classes,
     )
 
     def examples(pairs: Pairs) -> list[Example]:
@@ -128,7 +122,7 @@ def _fine_tune(spec: FineTuneSpec) -> dict[str, Any]:
     check_texts = [text for text, _ in (spec.holdout or spec.train)[:32]]
     parity = parity_check(model, tokens, candidate, check_texts)
     serving_file = "model.onnx"
-    int8_info: dict[str, Any] | None = None
+    int8_info: Int8Check | None = None
     if spec.int8:
         candidate, serving_file, int8_info = _maybe_int8(spec, candidate, tokenizer_path)
 
@@ -140,7 +134,7 @@ def _fine_tune(spec: FineTuneSpec) -> dict[str, Any]:
         spec.max_seq_length,
         spec.threads,
     )
-    thresholds = GateThresholds(**spec.gate)
+    thresholds = spec.gate
     holdout_probabilities = _predict(candidate, spec.holdout)
     candidate_new, incumbent_new = (
         _correct_given(candidate.labels, spec.holdout, holdout_probabilities),
@@ -168,22 +162,23 @@ def _fine_tune(spec: FineTuneSpec) -> dict[str, Any]:
         f"calibration: temperature {calibration.temperature} fitted on {calibration.rows} "
         f"{calibration.source} rows"
     )
-    return {
-        "gate": dataclasses.asdict(gate),
-        "serving_file": serving_file,
-        "labels": spec.labels,
-        "train": report.as_dict(),
-        "parity_max_abs_diff": parity,
-        "int8": int8_info,
-        "calibration": calibration.as_dict(),
-        "data": {
-            "train": len(spec.train),
-            "validation": len(spec.validation),
-            "holdout": len(spec.holdout),
-            "anchor": len(spec.anchor),
-        },
-        "seconds": round(time.perf_counter() - started, 2),
-    }
+    return FineTuneResult(
+        ok=True,
+        gate=gate,
+        serving_file=serving_file,
+        labels=spec.labels,
+        train=report.record(),
+        parity_max_abs_diff=parity,
+        int8=int8_info,
+        calibration=calibration,
+        data=DataCounts(
+            train=len(spec.train),
+            validation=len(spec.validation),
+            holdout=len(spec.holdout),
+            anchor=len(spec.anchor),
+        ),
+        seconds=round(time.perf_counter() - started, 2),
+    )
 
 
 def _load_base(spec: FineTuneSpec) -> TextClassifier:
@@ -237,7 +232,7 @@ def _mean_features(model: TextClassifier, tokens: TokenBatcher, texts: list[str]
 
 def _maybe_int8(
     spec: FineTuneSpec, fp32: LoadedVersion, tokenizer_path: Path
-) -> tuple[LoadedVersion, str, dict[str, Any]]:
+) -> tuple[LoadedVersion, str, Int8Check]:
     staging = Path(spec.staging_dir)
     quantize_int8(staging / "model.onnx", staging / "model.int8.onnx")
     int8 = load_for_check(
@@ -245,7 +240,7 @@ def _maybe_int8(
     )
     fp32_acc, int8_acc = _accuracy(fp32, spec.validation), _accuracy(int8, spec.validation)
     accepted = fp32_acc - int8_acc <= spec.int8_max_accuracy_drop
-    info = {"fp32_accuracy": fp32_acc, "int8_accuracy": int8_acc, "accepted": accepted}
+    info = Int8Check(fp32_accuracy=fp32_acc, int8_accuracy=int8_acc, accepted=accepted)
     if accepted:
         return int8, "model.int8.onnx", info
     (staging / "model.int8.onnx").unlink()
@@ -288,9 +283,3 @@ def _mean(correct: list[bool]) -> float:
 
 def _accuracy(session: LoadedVersion, pairs: Pairs) -> float:
     return _mean(_correct(session, pairs))
-
-
-def _write(path: Path, result: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    os.replace(tmp, path)

@@ -30,6 +30,7 @@ from torch import nn
 
 from service.calibration import Calibration, calibrate
 from service.config import TrainRecipe
+from service.domain.versions import TrainingRecord
 from service.training._data import Example, TokenBatcher
 from service.training._model import TextClassifier
 
@@ -74,17 +75,18 @@ class TrainReport:
     # caller as meta's own ``calibration``, so not part of ``as_dict``.
     calibration: Calibration | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "head_only": self.head_only,
-            "finetuned": self.finetuned,
-            "used_finetune": self.used_finetune,
-            "seconds": round(self.seconds, 2),
-            "history": self.history,
-            "head_epochs": self.head_epochs,
-            "finetune_epochs": self.finetune_epochs,
-            "refit_examples": self.refit_examples,
-        }
+    def record(self) -> TrainingRecord:
+        """What a version's meta.json keeps of the report (the calibration is its own entry)."""
+        return TrainingRecord(
+            head_only=self.head_only,
+            finetuned=self.finetuned,
+            used_finetune=self.used_finetune,
+            seconds=round(self.seconds, 2),
+            history=self.history,
+            head_epochs=self.head_epochs,
+            finetune_epochs=self.finetune_epochs,
+            refit_examples=self.refit_examples,
+        )
 
 
 class Trainer:

@@ -37,6 +37,7 @@ from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
 from service.api._proto.loopserve.v1.adaptation_pb2_grpc import AdaptationStub
 from service.config import AdaptationRecipe, ServingOptions
 from service.domain.loop import Job, JobState, NewSample
+from service.domain.versions import VersionMeta
 from service.errors import Unavailable
 from service.metrics import Metrics
 from service.registry import ModelRegistry
@@ -55,7 +56,7 @@ class FakeServed:
         self.definition = SimpleNamespace(adaptation=recipe, serving=ServingOptions())
         self.registry = ModelRegistry(state_dir, MODEL)
         with self.registry.stage(None) as staged:
-            self.registry.publish(staged, {"labels": LABELS, "samples_upto": 0})
+            self.registry.publish(staged, VersionMeta(labels=tuple(LABELS), max_seq_length=32))
         self.registry.set_current(1)
         self.serving_version = SimpleNamespace(version=1, labels=LABELS)
 

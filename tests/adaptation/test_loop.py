@@ -15,7 +15,6 @@ from conftest import FILLER, TINY_LABELS, TINY_MODEL, write_tiny_definition
 from service.adaptation.events import EventBus
 from service.adaptation.loop import AdaptationService
 from service.adaptation.predictions import PredictionLog
-from service.calibration import Calibration
 from service.config import load_model_definition
 from service.domain.loop import JobState, NewSample
 from service.errors import InvalidInput, NotFound
@@ -152,14 +151,15 @@ def test_enough_labels_trigger_a_fine_tune_that_learns_the_shift_and_promotes(
     assert loop.registry.current().version == 3  # type: ignore[union-attr]
     assert loop.accuracy(test_rows) >= before + 0.2  # from chance (1/3) towards the shift
     meta = loop.registry.get(3).meta
-    assert meta["status"] == "promoted" and meta["parent"] == 1 and meta["samples_upto"] == 60
-    assert meta["gate"]["promote"] is True
-    assert meta["gate"]["candidate_new"] >= meta["gate"]["incumbent_new"]
-    calibration = Calibration.from_dict(meta["calibration"])
+    assert meta.status == "promoted" and meta.parent == 1 and meta.samples_upto == 60
+    assert meta.gate is not None and meta.gate.promote is True
+    assert meta.gate.candidate_new >= meta.gate.incumbent_new
+    calibration = meta.calibration
     assert calibration is not None and calibration.source == "holdout"
-    assert calibration.rows == meta["data"]["holdout"] > 0
+    assert calibration.rows == meta.data.holdout > 0
     assert 0.05 <= calibration.temperature <= 20
-    assert calibration.accuracy == pytest.approx(meta["gate"]["candidate_new"], abs=1e-4)
+    assert calibration.accuracy == pytest.approx(meta.gate.candidate_new, abs=1e-4)
+    assert loop.registry.verify(loop.registry.get(3))
     assert (
         loop.metrics.registry.get_sample_value(
             "loopserve_finetune_jobs_total", {"model": TINY_MODEL, "outcome": "promoted"}
@@ -195,7 +195,7 @@ def test_a_worse_candidate_is_rejected_and_never_serves(make_loop: object) -> No
     assert loop.served.serving_version.version == 1  # type: ignore[union-attr]
     assert loop.registry.current().version == 1  # type: ignore[union-attr]
     rejected = loop.registry.get(job.candidate_version)  # type: ignore[attr-defined]
-    assert rejected.meta["status"] == "rejected"
+    assert rejected.meta.status == "rejected"
     with pytest.raises(InvalidInput, match="rejected by the gate"):
         asyncio.run(loop.service.rollback(TINY_MODEL, rejected.version))
 

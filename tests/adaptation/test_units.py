@@ -10,10 +10,10 @@ import pytest
 
 from service.adaptation import _data
 from service.adaptation.events import EventBus
-from service.adaptation.gate import decide, paired_margin
 from service.adaptation.policy import PolicyInput, TriggerPolicy
 from service.adaptation.predictions import PredictionLog
 from service.config import AdaptationRecipe, GateThresholds
+from service.domain.gate import decide, paired_margin
 from service.domain.loop import EventKind, Job, JobState
 
 RECIPE = AdaptationRecipe(

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from service.drift._alarm import Alarm as _Alarm
 from service.drift._budget import MAX_ALPHA, RateMeter, Significance, significance
 from service.drift._types import WindowTest
-from service.drift._worker import _Alarm
 
 
 def test_levels_follow_the_documented_formula() -> None:

@@ -13,7 +13,8 @@ from test_detectors import one_torch_thread, stream  # noqa: F401 (autouse)
 
 from service.config import DriftRecipe
 from service.drift import DetectorState, DetectorStatus, LabelDetector
-from service.drift._worker import Activate, Observe, Statuses, Stop, Worker, WorkerOptions
+from service.drift._messages import Activate, Observe, Statuses, Stop, WorkerOptions
+from service.drift._worker import Worker
 
 
 def latest(outbox: Any, want: Any, timeout: float = 10) -> dict[str, DetectorStatus]:

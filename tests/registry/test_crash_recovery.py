@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from service.domain.versions import VersionMeta
 from service.registry import ModelRegistry, VersionInfo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +25,7 @@ LABELS = ["a", "b"]
 def _publish(registry: ModelRegistry, payload: str) -> VersionInfo:
     with registry.stage(None) as staged:
         (staged.path / "model.onnx").write_text(payload)
-        return registry.publish(staged, {"labels": LABELS, "status": "promoted"})
+        return registry.publish(staged, VersionMeta(labels=tuple(LABELS), max_seq_length=32))
 
 
 def _staging(registry: ModelRegistry) -> list[str]:
@@ -36,6 +37,7 @@ def _writer(state: Path, then: str) -> subprocess.Popen[str]:
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
+        "from service.domain.versions import VersionMeta\n"
         "from service.registry import ModelRegistry\n"
         f"registry = ModelRegistry(Path(sys.argv[1]), {MODEL!r})\n"
         "with registry.stage(1) as staged:\n"
@@ -82,7 +84,9 @@ def test_a_promotion_killed_after_publishing_before_current_flips_serves_the_las
     _publish(registry, "one")
     registry.set_current(1)
     # Published (renamed into versions/2, complete) and killed before set_current(2).
-    writer = _writer(tmp_path, then="registry.publish(staged, {'labels': ['a', 'b']})")
+    writer = _writer(
+        tmp_path, then="registry.publish(staged, VersionMeta(labels=('a', 'b'), max_seq_length=32))"
+    )
     assert writer.stdout is not None
     writer.stdout.readline()
     writer.send_signal(signal.SIGKILL)
@@ -135,6 +139,6 @@ def test_a_staging_directory_this_process_still_writes_is_kept(tmp_path: Path) -
         assert ModelRegistry(tmp_path, MODEL).remove_stale_staging() == []
 
         assert staged.path.is_dir()
-        info = registry.publish(staged, {"labels": LABELS})
+        info = registry.publish(staged, VersionMeta(labels=tuple(LABELS), max_seq_length=32))
     assert (info.path / "model.onnx").read_text() == "pending"
     assert _staging(registry) == []

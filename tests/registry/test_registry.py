@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import NotFound
+from service.domain.versions import VersionMeta
+from service.errors import Conflict, NotFound
 from service.registry import ModelRegistry, VersionInfo
 
 MODEL = "fake"
@@ -23,7 +24,10 @@ def _publish(
     with registry.stage(parent) as staged:
         (staged.path / "model.onnx").write_text(payload)
         (staged.path / "tokenizer.json").write_text("{}")
-        return registry.publish(staged, {"labels": LABELS, **meta})
+        return registry.publish(
+            staged,
+            VersionMeta(labels=tuple(LABELS), max_seq_length=32, **meta),  # type: ignore[arg-type]
+        )
 
 
 def _leftovers(registry: ModelRegistry) -> list[str]:
@@ -74,10 +78,10 @@ def test_versions_are_numbered_in_publish_order(registry: ModelRegistry) -> None
         assert info.model == MODEL
         assert info.path == registry.versions_dir / str(info.version)
         assert (info.path / "model.onnx").read_text() == payload
-        assert info.meta["version"] == info.version
-        assert info.meta["model"] == MODEL
+        assert info.meta.version == info.version
+        assert info.meta.model == MODEL
         assert info.labels == LABELS
-    assert [v.meta["parent"] for v in registry.versions()] == [None, 1, 2]
+    assert [v.meta.parent for v in registry.versions()] == [None, 1, 2]
     assert _leftovers(registry) == []
 
 
@@ -140,7 +144,7 @@ def test_staged_files_are_invisible_until_published(registry: ModelRegistry) -> 
     with registry.stage(1) as staged:
         (staged.path / "model.onnx").write_text("pending")
         assert [v.version for v in registry.versions()] == [1]
-        info = registry.publish(staged, {"labels": LABELS})
+        info = registry.publish(staged, VersionMeta(labels=tuple(LABELS), max_seq_length=32))
         assert [v.version for v in registry.versions()] == [1, 2]
 
     assert (info.path / "model.onnx").read_text() == "pending"
@@ -261,11 +265,12 @@ def test_update_meta_merges_and_persists(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "state", MODEL)
     _publish(registry, "one", status="candidate", metrics={"accuracy": 0.8})
 
-    updated = registry.update_meta(1, status="serving", promoted_by="test")
+    updated = registry.update_meta(1, status="serving", reason="test")
 
-    assert updated.meta["status"] == "serving"
-    assert updated.meta["promoted_by"] == "test"
-    assert updated.meta["metrics"] == {"accuracy": 0.8}
+    assert updated.meta.status == "serving"
+    assert updated.meta.reason == "test"
+    assert updated.meta.metrics == {"accuracy": 0.8}
+    assert registry.verify(updated)
     assert updated.labels == LABELS
     reread = ModelRegistry(tmp_path / "state", MODEL).get(1)
     assert reread.meta == updated.meta
@@ -292,12 +297,14 @@ def test_concurrent_set_current_in_one_process(
             barrier.wait()
         real_replace(src, dst)
 
-    monkeypatch.setattr("service.registry._registry.os.replace", replace_after_both_wrote)
+    monkeypatch.setattr("service.registry._files.os.replace", replace_after_both_wrote)
     errors: list[BaseException] = []
 
     def worker(version: int) -> None:
         try:
             registry.set_current(version)
+        except Conflict:
+            pass  # the other thread moved the head between this one's read and its write
         except BaseException as exc:
             errors.append(exc)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import TINY_LABELS, TINY_MODEL, tiny_rows, write_csv
 
-from service.calibration import Calibration
 from service.config import load_model_definition
+from service.domain.versions import DataCounts
 from service.errors import ConfigError
 from service.registry import ModelRegistry
 from service.runtime import LoadedVersion, SessionOptions
@@ -18,34 +18,33 @@ def test_built_version_has_every_file_and_meta(built_state: Path) -> None:
     info = ModelRegistry(built_state, TINY_MODEL).get(1)
     for name in ("model.onnx", "weights.safetensors", "tokenizer.json", "meta.json"):
         assert (info.path / name).is_file(), name
-    assert info.meta["labels"] == TINY_LABELS
-    assert info.meta["parent"] is None
-    assert info.meta["metrics"]["parity_max_abs_diff"] < 1e-3
-    assert info.meta["data"] == {
-        "seed_rows": 60,
-        "train": 48,
-        "validation": 12,
-        "label_name_examples": 3,
-    }
+    assert list(info.meta.labels) == TINY_LABELS
+    assert info.meta.parent is None
+    assert info.meta.metrics["parity_max_abs_diff"] < 1e-3
+    assert info.meta.data == DataCounts(
+        seed_rows=60, train=48, validation=12, label_name_examples=3
+    )
+    assert info.meta.digest.startswith("sha256:")
+    assert ModelRegistry(built_state, TINY_MODEL).verify(info)
 
 
 def test_version_records_a_calibration_fitted_on_the_validation_rows(built_state: Path) -> None:
     meta = ModelRegistry(built_state, TINY_MODEL).get(1).meta
-    calibration = Calibration.from_dict(meta["calibration"])
+    calibration = meta.calibration
     assert calibration is not None
     assert 0.05 <= calibration.temperature <= 20
-    assert calibration.rows == meta["data"]["validation"] == 12
+    assert calibration.rows == meta.data.validation == 12
     assert calibration.source == "validation"
     # Fitted on the selected model before the refit trained on those rows: its accuracy is the
     # held-out one, not the refit model's on rows it has seen.
-    assert calibration.accuracy == pytest.approx(meta["metrics"]["validation_accuracy"])
-    assert "calibration" not in meta["train"]
+    assert calibration.accuracy == pytest.approx(meta.metrics["validation_accuracy"])
+    assert "calibration" not in meta.to_dict()["train"]
 
 
 def test_first_version_becomes_current_and_second_records_parent(built_state: Path) -> None:
     registry = ModelRegistry(built_state, TINY_MODEL)
     assert registry.current() is not None and registry.current().version == 1  # type: ignore[union-attr]
-    assert registry.get(2).meta["parent"] == 1
+    assert registry.get(2).meta.parent == 1
 
 
 def test_version_learns_the_seed_task(built_state: Path) -> None:
@@ -87,10 +86,10 @@ def test_int8_is_checked_against_fp32(tmp_path: Path, tiny_backbone: Path) -> No
     info = build_first_version(
         definition, ModelRegistry(tmp_path / "state", TINY_MODEL), progress=lambda _: None
     )
-    assert info.meta["int8"]["accepted"] is True
-    assert info.meta["serving_file"] == "model.int8.onnx"
+    assert info.meta.int8 is not None and info.meta.int8.accepted is True
+    assert info.meta.serving_file == "model.int8.onnx"
     assert (info.path / "model.int8.onnx").is_file()
-    assert set(info.meta["int8"]) == {"fp32_accuracy", "int8_accuracy", "accepted"}
+    assert set(info.meta.to_dict()["int8"]) == {"fp32_accuracy", "int8_accuracy", "accepted"}
 
 
 def test_init_from_csv_writes_definition(tmp_path: Path, tiny_backbone: Path) -> None:

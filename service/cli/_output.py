@@ -1,0 +1,101 @@
+"""How commands print: tables, one-line summaries and JSON of jobs, gates and versions."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from service.domain.loop import GateResult, Job, PurgeOutcome, VersionSummary
+
+if TYPE_CHECKING:
+    pass
+
+
+def purge_line(outcome: PurgeOutcome, serving: int | None, target: int | None) -> str:
+    samples = "sample" if outcome.removed == 1 else "samples"
+    line = f"{outcome.model}: removed {outcome.removed} {samples} of source {outcome.source}"
+    if not outcome.removed:
+        return line
+    line += f" (seq {outcome.first_seq}..{outcome.last_seq})"
+    if not outcome.versions:
+        return f"{line}; no version has trained on them"
+    line += "; versions that may have trained on them: " + ", ".join(map(str, outcome.versions))
+    if target is not None:
+        return f"{line} — roll back with: loopserve rollback {target}"
+    if serving in outcome.versions:
+        return f"{line} — no earlier promoted version to roll back to"
+    return line if serving is None else f"{line}; the serving version {serving} did not"
+
+
+def number_cell(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.4g}"
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {
+        **asdict(job),
+        "state": job.state.value,
+        "gate": gate_json(job.gate) if job.gate is not None else None,
+    }
+
+
+def gate_json(gate: GateResult) -> dict[str, Any]:
+    return {**asdict(gate), "forgetting": gate.forgetting}
+
+
+def job_line(job: Job) -> str:
+    line = (
+        f"{job.id} {job.state.value} ({job.trigger}, base version {job.base_version}, "
+        f"samples up to {job.samples_upto}, created {time_cell(job.created)}"
+    )
+    if job.attempt > 1:
+        line += f", attempt {job.attempt}"
+    if job.candidate_version is not None:
+        line += f", candidate version {job.candidate_version}"
+    line += ")"
+    detail = job.error or job.reason
+    return f"{line}: {detail}" if detail else line
+
+
+def gate_line(gate: GateResult) -> str:
+    return (
+        f"{'promote' if gate.promote else 'reject'}; new data {gate.candidate_new:.3f} vs "
+        f"{gate.incumbent_new:.3f} ({gate.new_examples} examples), anchor "
+        f"{gate.candidate_anchor:.3f} vs {gate.incumbent_anchor:.3f} ({gate.anchor_examples} "
+        f"examples), forgetting {gate.forgetting:.3f}: {gate.reason}"
+    )
+
+
+def accuracy_cell(version: VersionSummary) -> str:
+    value = version.metrics.get("validation_accuracy", version.metrics.get("accuracy"))
+    return f"{value:.3f}" if isinstance(value, int | float) else "-"
+
+
+def time_cell(unix: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix))
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def print_json(value: object) -> None:
+    print(json.dumps(_finite(value), indent=2))
+
+
+def _finite(value: object) -> object:
+    """NaN/inf (e.g. a gate score without examples) as null: strict JSON parsers reject them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,134 @@
+"""What the server hands a fine-tune job process (``spec.json``) and what it hands back
+(``result.json``): typed both ways, so neither side rebuilds the other's data from string keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.domain.gate import GateThresholds
+from service.domain.loop import GateResult
+from service.domain.versions import (
+    DEFAULT_SERVING_FILE,
+    Calibration,
+    DataCounts,
+    Int8Check,
+    TrainingRecord,
+)
+
+Pairs = list[tuple[str, str]]
+PAIR_FIELDS = ("train", "validation", "holdout", "anchor")
+
+
+@dataclass(frozen=True)
+class FineTuneRecipe:
+    """How the job trains: the part of a model's adaptation recipe the job process needs."""
+
+    seed: int = 0
+    learning_rate: float = 2e-5
+    layer_lr_decay: float = 0.9
+    head_learning_rate: float = 1e-3
+    epochs: int = 4
+    batch_size: int = 16
+    patience: int = 2
+    balance_classes: bool = True
+
+
+@dataclass
+class FineTuneSpec:
+    model: str
+    backbone: str
+    pooling: str
+    max_seq_length: int
+    base_version: int
+    base_dir: str
+    base_serving_file: str
+    base_labels: list[str]
+    labels: list[str]
+    trainable_layers: int
+    train: Pairs
+    validation: Pairs
+    holdout: Pairs
+    anchor: Pairs
+    recipe: FineTuneRecipe
+    gate: GateThresholds
+    int8: bool
+    int8_max_accuracy_drop: float
+    threads: int
+    nice: int
+    staging_dir: str
+    result_path: str
+    anchor_held_out: bool = False
+    idle_priority: bool = True
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(dataclasses.asdict(self)), encoding="utf-8")
+
+    @staticmethod
+    def load(path: Path) -> FineTuneSpec:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        for key in PAIR_FIELDS:
+            raw[key] = [(str(text), str(label)) for text, label in raw[key]]
+        raw["recipe"] = FineTuneRecipe(**raw["recipe"])
+        raw["gate"] = GateThresholds(**raw["gate"])
+        return FineTuneSpec(**raw)
+
+
+@dataclass(frozen=True)
+class FineTuneResult:
+    """The job's outcome. ``ok`` False carries ``error`` (and a traceback when it raised)."""
+
+    ok: bool
+    error: str = ""
+    traceback: str = ""
+    gate: GateResult | None = None
+    serving_file: str = DEFAULT_SERVING_FILE
+    labels: list[str] = field(default_factory=list)
+    train: TrainingRecord = field(default_factory=TrainingRecord)
+    parity_max_abs_diff: float = 0.0
+    int8: Int8Check | None = None
+    calibration: Calibration | None = None
+    data: DataCounts = field(default_factory=DataCounts)
+    seconds: float = 0.0
+
+    @staticmethod
+    def failed(error: str, traceback: str = "") -> FineTuneResult:
+        return FineTuneResult(ok=False, error=error, traceback=traceback)
+
+    def save(self, path: Path) -> None:
+        """Written with a rename, so the server never reads half a result."""
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2), encoding="utf-8")
+        os.replace(tmp, path)
+
+    @staticmethod
+    def load(path: Path) -> FineTuneResult | None:
+        """The result in ``path``; None when the process wrote none (it died first)."""
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        return FineTuneResult.from_dict(raw)
+
+    @staticmethod
+    def from_dict(raw: Mapping[str, Any]) -> FineTuneResult:
+        gate = raw.get("gate")
+        return FineTuneResult(
+            ok=bool(raw.get("ok")),
+            error=str(raw.get("error", "")),
+            traceback=str(raw.get("traceback", "")),
+            gate=GateResult(**gate) if isinstance(gate, Mapping) else None,
+            serving_file=str(raw.get("serving_file") or DEFAULT_SERVING_FILE),
+            labels=[str(label) for label in raw.get("labels", ())],
+            train=TrainingRecord.from_dict(raw.get("train")),
+            parity_max_abs_diff=float(raw.get("parity_max_abs_diff", 0.0)),
+            int8=Int8Check.from_dict(raw.get("int8")),
+            calibration=Calibration.from_dict(raw.get("calibration")),
+            data=DataCounts.from_dict(raw.get("data")),
+            seconds=float(raw.get("seconds", 0.0)),
+        )

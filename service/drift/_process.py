@@ -1,0 +1,44 @@
+"""The drift worker process's entry point: lowered priority, few threads, no torch unless needed."""
+
+from __future__ import annotations
+
+import logging
+import os
+from multiprocessing.connection import Connection
+
+from service.drift._messages import WorkerOptions
+from service.drift._worker import Worker
+from service.priority import lower_priority
+
+ONLINE_METHODS = ("mmd", "lsdd")  # detectors that need torch (through alibi-detect)
+
+
+def main(options: WorkerOptions, inbox: Connection, outbox: Connection) -> None:
+    """Entry point of the worker process."""
+    logging.basicConfig(
+        level=options.log_level, format="%(asctime)s %(levelname)s drift-worker %(message)s"
+    )
+    lower_priority(options.nice)
+    _limit_threads(options.threads)
+    if not any(r.embedding_method in ONLINE_METHODS for r in options.recipes.values()):
+        _without_torch()
+    Worker(options, outbox).run(inbox)
+
+
+def _without_torch() -> None:
+    """Keep torch out of this process when only windowed tests run: they need scipy alone, and
+    alibi-detect imports torch (about 270 MiB resident) only because it is installed."""
+    import sys
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # its "no PyTorch found" notice
+    for name in ("torch", "tensorflow"):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # makes `import` fail
+
+
+def _limit_threads(threads: int) -> None:
+    """Set before alibi-detect (and with it torch) is first imported in this process, which
+    happens at the first fit. One thread by default: the worker shares the machine with serving,
+    and alibi-detect's small tensor ops ran tens of times slower (measured) when two OpenMP
+    threads contended for busy cores."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)

@@ -31,6 +31,7 @@ serve: install
 	exec $(BIN)/loopserve serve --model $(MODEL) $(SERVE_ARGS)
 
 test: install
+	scripts/postgres.sh install
 	$(BIN)/python -m pytest -q
 	$(MAKE) test-rules
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pg import database_url, postgres_server  # noqa: F401
 
 from service.config import ModelDefinition, load_model_definition
 from service.metrics import Metrics

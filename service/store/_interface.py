@@ -162,6 +162,14 @@ class Store(SampleStore, JobStore, VersionStore, MarkStore, Protocol):
         the state dir, then names the serving version."""
         ...
 
+    def trainer_lease(self) -> TrainerLease:
+        """A new lease object, not yet acquired (SQLite: one that is always held)."""
+        ...
+
+    def head_watcher(self) -> HeadWatcher:
+        """A new watcher, not yet started (SQLite: called back from this object's move_head)."""
+        ...
+
 
 HeadCallback = Callable[[str], None]  # the model whose head row changed
 

@@ -1,4 +1,5 @@
-"""Samples and jobs in one SQLite database file (``<state_dir>/loopserve.db``).
+"""Samples, jobs, version records, the head row and drift marks in one SQLite database file
+(``<state_dir>/loopserve.db``): the store of a single-process deployment.
 
 Durability: WAL journal with ``synchronous=FULL`` fsyncs the log on every commit, so once
 :meth:`SQLiteStore.add` returns the batch survives a process crash and a power loss alike.
@@ -7,13 +8,13 @@ Concurrency: one connection, serialized by a lock. SQLite admits a single writer
 anyway, every statement here is an index lookup or a short range scan, and one connection makes
 :meth:`SQLiteStore.close` final: per-thread connections would outlive ``close`` in the threads of
 gRPC and training pools that we do not own. ``busy_timeout`` only matters when another process
-(an operator's ``sqlite3`` shell, a backup) holds the file.
+(an operator's ``sqlite3`` shell, a backup) holds the file. The head row is a compare-and-set
+like PostgreSQL's; its watchers are called back from :meth:`SQLiteStore.move_head` itself, so
+they see the changes made through the same store object only.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import secrets
 import sqlite3
 import threading
@@ -24,81 +25,32 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.domain.loop import (
-    AddOutcome,
-    GateResult,
-    Job,
-    JobState,
-    NewSample,
-    Sample,
-    SourceSummary,
+from service.domain.loop import AddOutcome, Job, JobState, NewSample, Sample, SourceSummary
+from service.errors import ConfigError, Conflict, InvalidInput, NotFound, Unavailable, quote
+from service.store._interface import AdaptationMark, HeadWatcher, TrainerLease, VersionRecord
+from service.store._local import HeadCallbacks, LocalHeadWatcher, LocalLease
+from service.store._rows import (
+    JOB_COLUMNS,
+    SAMPLE_COLUMNS,
+    UNFINISHED,
+    check_updatable,
+    job_columns,
+    job_from_row,
 )
-from service.errors import ConfigError, InvalidInput, NotFound, Unavailable, quote
+from service.store._sqlite_schema import MIGRATIONS, SCHEMA_VERSION, migrate
 
 if TYPE_CHECKING:
-    from service.store._interface import JobStore, SampleStore
+    from service.store._interface import Store
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
 
 _BUSY_TIMEOUT_MS = 5000
 
-# Migration i takes the schema from version i to i + 1; the database records its version in
-# ``PRAGMA user_version``. Append, never edit: released databases have run the earlier steps.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        # AUTOINCREMENT: a seq is never reused, even after rows are deleted, because versions
-        # record the last seq they trained on.
-        """
-        CREATE TABLE samples (
-            seq           INTEGER PRIMARY KEY AUTOINCREMENT,
-            model         TEXT NOT NULL,
-            id            TEXT NOT NULL,
-            text          TEXT NOT NULL,
-            label         TEXT NOT NULL,
-            prediction_id TEXT NOT NULL,
-            created       REAL NOT NULL,
-            UNIQUE (model, id)
-        )
-        """,
-        "CREATE INDEX samples_by_model_seq ON samples (model, seq)",
-        # ``n`` orders jobs by creation; ``created`` can tie within one clock tick.
-        """
-        CREATE TABLE jobs (
-            n                 INTEGER PRIMARY KEY AUTOINCREMENT,
-            id                TEXT NOT NULL UNIQUE,
-            model             TEXT NOT NULL,
-            state             TEXT NOT NULL,
-            "trigger"         TEXT NOT NULL,
-            reason            TEXT NOT NULL,
-            base_version      INTEGER NOT NULL,
-            samples_upto      INTEGER NOT NULL,
-            created           REAL NOT NULL,
-            started           REAL,
-            finished          REAL,
-            candidate_version INTEGER,
-            gate              TEXT,
-            error             TEXT NOT NULL,
-            attempt           INTEGER NOT NULL
-        )
-        """,
-        "CREATE INDEX jobs_by_model ON jobs (model, n)",
-        "CREATE INDEX jobs_by_state ON jobs (state)",
-    ),
-    (
-        # Provenance: the token name that posted each sample (older rows: "").
-        "ALTER TABLE samples ADD COLUMN source TEXT NOT NULL DEFAULT ''",
-        "CREATE INDEX samples_by_model_source ON samples (model, source, seq)",
-    ),
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
-
-_SAMPLE_COLUMNS = "model, id, text, label, prediction_id, created, seq, source"
-_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
-_JOB_COLUMNS = ", ".join(f'"{name}"' for name in _JOB_FIELDS)
-_UPDATABLE = frozenset(_JOB_FIELDS) - {"id"}
-_UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
-
 
 class SQLiteStore:
-    """Both :class:`SampleStore` and :class:`JobStore` on one database file."""
+    """Every part of :class:`~service.store.Store` on one database file, for one process."""
+
+    shared = False  # one process: the head row is read by nobody else
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -113,11 +65,12 @@ class SQLiteStore:
             if mode != "wal":
                 raise ConfigError(f"{path}: SQLite cannot use WAL journal mode here (got {mode!r})")
             conn.execute("PRAGMA synchronous = FULL")
-            _migrate(conn, path)
+            migrate(conn, path)
         except BaseException:
             conn.close()
             raise
         self._conn: sqlite3.Connection | None = conn
+        self._head_callbacks = HeadCallbacks()
 
     def close(self) -> None:
         with self._lock:
@@ -182,7 +135,7 @@ class SQLiteStore:
         return int(row[0])
 
     def samples(self, model: str, after_seq: int = 0, upto_seq: int | None = None) -> list[Sample]:
-        query = f"SELECT {_SAMPLE_COLUMNS} FROM samples WHERE model = ? AND seq > ?"
+        query = f"SELECT {SAMPLE_COLUMNS} FROM samples WHERE model = ? AND seq > ?"
         params: tuple[Any, ...] = (model, after_seq)
         if upto_seq is not None:
             query += " AND seq <= ?"
@@ -233,7 +186,7 @@ class SQLiteStore:
     def sample(self, model: str, sample_id: str) -> Sample | None:
         with self._connection() as conn:
             row = conn.execute(
-                f"SELECT {_SAMPLE_COLUMNS} FROM samples WHERE model = ? AND id = ?",
+                f"SELECT {SAMPLE_COLUMNS} FROM samples WHERE model = ? AND id = ?",
                 (model, sample_id),
             ).fetchone()
         return None if row is None else Sample(*row)
@@ -264,19 +217,16 @@ class SQLiteStore:
             created=time.time(),
             attempt=attempt,
         )
-        values = [_to_column(name, getattr(job, name)) for name in _JOB_FIELDS]
+        values = job_columns(job)
         with self._transaction() as conn:
             conn.execute(
-                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * len(values))})",
+                f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({', '.join('?' * len(values))})",
                 values,
             )
         return job
 
     def update(self, job_id: str, **changes: Any) -> Job:
-        unknown = sorted(set(changes) - _UPDATABLE)
-        if unknown:
-            raise ValueError(f"cannot update job field(s) {', '.join(unknown)}")
-        columns = {name: _to_column(name, value) for name, value in changes.items()}
+        columns = check_updatable(changes)
         with self._transaction() as conn:
             if columns:
                 assignments = ", ".join(f'"{name}" = ?' for name in columns)
@@ -294,34 +244,115 @@ class SQLiteStore:
     def active(self, model: str) -> Job | None:
         with self._connection() as conn:
             row = conn.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE model = ? AND state IN (?, ?)"
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE model = ? AND state IN (?, ?)"
                 " ORDER BY n DESC LIMIT 1",
-                (model, *_UNFINISHED),
+                (model, *UNFINISHED),
             ).fetchone()
-        return None if row is None else _job(row)
+        return None if row is None else job_from_row(row)
 
     def recent(self, model: str, limit: int = 20) -> list[Job]:
         with self._connection() as conn:
             rows = conn.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE model = ? ORDER BY n DESC LIMIT ?",
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE model = ? ORDER BY n DESC LIMIT ?",
                 # SQLite reads a negative LIMIT as "no limit".
                 (model, max(limit, 0)),
             ).fetchall()
-        return [_job(row) for row in rows]
+        return [job_from_row(row) for row in rows]
 
     def fail_interrupted(self, error: str) -> list[Job]:
         with self._transaction() as conn:
             ids = [
                 job_id
                 for (job_id,) in conn.execute(
-                    "SELECT id FROM jobs WHERE state IN (?, ?) ORDER BY n", _UNFINISHED
+                    "SELECT id FROM jobs WHERE state IN (?, ?) ORDER BY n", UNFINISHED
                 )
             ]
             conn.execute(
                 "UPDATE jobs SET state = ?, finished = ?, error = ? WHERE state IN (?, ?)",
-                (JobState.FAILED.value, time.time(), error, *_UNFINISHED),
+                (JobState.FAILED.value, time.time(), error, *UNFINISHED),
             )
             return [_job_or_not_found(conn, job_id) for job_id in ids]
+
+    # --- version records and the head row -------------------------------------------------------
+
+    def add_version(self, record: VersionRecord) -> None:
+        try:
+            with self._transaction() as conn:
+                conn.execute(
+                    "INSERT INTO versions (model, version, digest, status, created)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (record.model, record.version, record.digest, record.status, record.created),
+                )
+        except sqlite3.IntegrityError:
+            raise Conflict(
+                f"version {record.version} of model {quote(record.model)} is already recorded"
+            ) from None
+
+    def versions(self, model: str) -> list[VersionRecord]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT model, version, digest, status, created FROM versions WHERE model = ?"
+                " ORDER BY version",
+                (model,),
+            ).fetchall()
+        return [VersionRecord(*row) for row in rows]
+
+    def head(self, model: str) -> int | None:
+        with self._connection() as conn:
+            row = conn.execute("SELECT version FROM heads WHERE model = ?", (model,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def move_head(self, model: str, version: int, expected: int | None) -> bool:
+        with self._transaction() as conn:
+            if expected is None:
+                cursor = conn.execute(
+                    "INSERT INTO heads (model, version, moved) VALUES (?, ?, ?)"
+                    " ON CONFLICT (model) DO NOTHING",
+                    (model, version, time.time()),
+                )
+            else:
+                cursor = conn.execute(
+                    "UPDATE heads SET version = ?, moved = ? WHERE model = ? AND version = ?",
+                    (version, time.time(), model, expected),
+                )
+            moved = cursor.rowcount == 1
+        if moved:
+            # After the commit and outside the lock: a watcher may read the store.
+            self._head_callbacks.changed(model)
+        return moved
+
+    def trainer_lease(self) -> TrainerLease:
+        return LocalLease(self)
+
+    def head_watcher(self) -> HeadWatcher:
+        return LocalHeadWatcher(self._head_callbacks)
+
+    # --- needs-adaptation marks -----------------------------------------------------------------
+
+    def raise_mark(self, mark: AdaptationMark) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO marks (model, replica, since_seq, raised) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (model, replica) DO NOTHING",
+                (mark.model, mark.replica, mark.since_seq, mark.raised),
+            )
+
+    def clear_mark(self, model: str, replica: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM marks WHERE model = ? AND replica = ?", (model, replica))
+
+    def clear_marks(self, model: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM marks WHERE model = ?", (model,))
+
+    def marks(self, model: str) -> list[AdaptationMark]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT model, replica, since_seq, raised FROM marks WHERE model = ?"
+                " ORDER BY replica",
+                (model,),
+            ).fetchall()
+        return [AdaptationMark(*row) for row in rows]
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -347,56 +378,14 @@ class SQLiteStore:
                 raise
 
 
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    # Under the write lock, so two processes opening a fresh file do not both create the schema.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
-            raise ConfigError(
-                f"{path} has schema version {version}; this loopserve understands up to"
-                f" {SCHEMA_VERSION}"
-            )
-        for step in _MIGRATIONS[version:]:
-            for statement in step:
-                conn.execute(statement)
-        if version != SCHEMA_VERSION:
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
-def _to_column(name: str, value: Any) -> Any:
-    if name == "state":
-        return JobState(value).value  # a str outside the enum raises ValueError here
-    if name == "gate":
-        if value is None:
-            return None
-        if not isinstance(value, GateResult):
-            raise TypeError(f"gate must be a GateResult or None, not {type(value).__name__}")
-        return json.dumps(dataclasses.asdict(value), sort_keys=True)
-    return value
-
-
-def _job(row: Sequence[Any]) -> Job:
-    fields = dict(zip(_JOB_FIELDS, row, strict=True))
-    fields["state"] = JobState(fields["state"])
-    if fields["gate"] is not None:
-        fields["gate"] = GateResult(**json.loads(fields["gate"]))
-    return Job(**fields)
-
-
 def _job_or_not_found(conn: sqlite3.Connection, job_id: str) -> Job:
-    row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    row = conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if row is None:
         raise NotFound(f"no job {quote(job_id)}")
-    return _job(row)
+    return job_from_row(row)
 
 
 if TYPE_CHECKING:
-    # Static proof that one SQLiteStore serves as both stores despite the shared ``get``.
-    def _conforms(store: SQLiteStore) -> tuple[SampleStore, JobStore]:
-        return store, store
+    # Static proof that SQLiteStore is a Store.
+    def _conforms(store: SQLiteStore) -> Store:
+        return store

@@ -1,0 +1,48 @@
+"""Job rows as both backends store them: one column per :class:`Job` field, the gate as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from service.domain.loop import GateResult, Job, JobState
+
+JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
+JOB_COLUMNS = ", ".join(f'"{name}"' for name in JOB_FIELDS)
+UPDATABLE = frozenset(JOB_FIELDS) - {"id"}
+UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
+SAMPLE_COLUMNS = "model, id, text, label, prediction_id, created, seq, source"
+
+
+def check_updatable(changes: dict[str, Any]) -> dict[str, Any]:
+    """The column values of ``changes``; ValueError for a field that cannot change."""
+    unknown = sorted(set(changes) - UPDATABLE)
+    if unknown:
+        raise ValueError(f"cannot update job field(s) {', '.join(unknown)}")
+    return {name: to_column(name, value) for name, value in changes.items()}
+
+
+def to_column(name: str, value: Any) -> Any:
+    if name == "state":
+        return JobState(value).value  # a str outside the enum raises ValueError here
+    if name == "gate":
+        if value is None:
+            return None
+        if not isinstance(value, GateResult):
+            raise TypeError(f"gate must be a GateResult or None, not {type(value).__name__}")
+        return json.dumps(dataclasses.asdict(value), sort_keys=True)
+    return value
+
+
+def job_columns(job: Job) -> list[Any]:
+    return [to_column(name, getattr(job, name)) for name in JOB_FIELDS]
+
+
+def job_from_row(row: Sequence[Any]) -> Job:
+    fields = dict(zip(JOB_FIELDS, row, strict=True))
+    fields["state"] = JobState(fields["state"])
+    if fields["gate"] is not None:
+        fields["gate"] = GateResult(**json.loads(fields["gate"]))
+    return Job(**fields)

@@ -1,4 +1,9 @@
-"""Composition root: builds the parts from settings, wires them, owns start and stop."""
+"""Composition root: builds the parts from settings, wires them, owns start and stop.
+
+Roles (``--role``): ``all`` serves and runs jobs in one process; a ``serving`` replica answers
+calls and stores samples but never runs jobs; the ``trainer`` runs jobs while it holds the
+trainer lease. With a shared (PostgreSQL) store every process follows the head row.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +18,26 @@ from service.adaptation.loop import AdaptationService
 from service.adaptation.predictions import PredictionLog
 from service.api import GrpcServer, build_server
 from service.api.server import ServerTls
+from service.cluster import (
+    HeadFollower,
+    LeaseHeadPointer,
+    StoreHeadPointer,
+    TrainerDuty,
+    adopt_volume,
+    recorder,
+    replica_name,
+)
 from service.config import ServerSettings, load_model_definition
 from service.drift import DriftMonitor, training_texts
 from service.inference import InferenceService
 from service.metrics import Metrics
 from service.metrics_http import MetricsServer
-from service.registry import ModelRegistry
+from service.registry import HeadPointer, ModelRegistry
 from service.serving import ServedModel
-from service.store import SQLiteStore
+from service.store import Store, TrainerLease, open_store
 
 log = logging.getLogger(__name__)
+LEASE_LOST_EXIT = 3  # the trainer lost its lease: its supervisor restarts it as a standby
 
 
 @dataclass
@@ -32,14 +47,20 @@ class App:
     models: dict[str, ServedModel] = field(default_factory=dict)
     events: EventBus = field(default_factory=EventBus)
     predictions: PredictionLog = field(default_factory=PredictionLog)
-    store: SQLiteStore | None = None
+    store: Store | None = None
     adaptation: AdaptationService | None = None
     drift: DriftMonitor | None = None
     # Run the drift worker on a thread instead of a separate process (tests).
     drift_in_process: bool = False
     inference: InferenceService | None = None
     grpc: GrpcServer | None = None
+    follower: HeadFollower | None = None
+    duty: TrainerDuty | None = None
+    exit_code: int = 0
+    _lease: TrainerLease | None = None
     _metrics_http: MetricsServer | None = None
+    _stop_requested: asyncio.Event | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
     _stopped: bool = False
 
     @property
@@ -52,25 +73,25 @@ class App:
         assert self._metrics_http is not None, "start() first"
         return self._metrics_http.port
 
+    @property
+    def runs_jobs(self) -> bool:
+        return self.settings.role in ("all", "trainer")
+
     async def start(self) -> None:
         started = time.perf_counter()
         s = self.settings
+        self._loop = asyncio.get_running_loop()
         # Credentials first: a bad tokens file must stop the start before any model loads.
         tokens, metrics_auth = s.token_store(), s.metrics_auth()
         tls = None
         if s.tls_cert is not None and s.tls_key is not None:
             tls = ServerTls(s.tls_cert, s.tls_key, s.tls_client_ca)
             tls.credentials()  # reads the files: an unreadable one fails here
+        self.store = store = await asyncio.to_thread(open_store, s.database_url, s.state_dir)
+        if store.shared and self.runs_jobs:
+            self._lease = store.trainer_lease()
         for name in s.models:
-            definition = load_model_definition(s.models_dir, name)
-            registry = ModelRegistry(s.state_dir, name)
-            served = ServedModel(
-                definition, registry, self.metrics, on_predictions=self.predictions.record
-            )
-            await asyncio.to_thread(served.start)
-            self.models[name] = served
-        self.store = SQLiteStore(s.state_dir / "loopserve.db")
-        store = self.store
+            self.models[name] = await self._load_model(name, store)
         self.drift = DriftMonitor(
             self.models,
             s.local_dir / "drift",
@@ -83,15 +104,10 @@ class App:
             log_level=s.log_level,
         )  # fmt: skip
         self.adaptation = AdaptationService(
-            self.models,
-            self.store,
-            self.store,
-            self.events,
-            self.predictions,
-            self.metrics,
-            s.local_dir / "jobs",
-            drift=self.drift,
-        )
+            self.models, store, store, self.events, self.predictions, self.metrics,
+            s.local_dir / "jobs", drift=self.drift, marks=store, replica=replica_name(),
+            runs_jobs=self.runs_jobs, may_run_jobs=self._holds_lease,
+        )  # fmt: skip
         self.drift.on_alarm = self.adaptation.drift_alarm_changed
         self.drift.on_signal = self.adaptation.drift_signal_changed
         self.adaptation.on_labeled = self.drift.forget
@@ -110,15 +126,76 @@ class App:
             self.metrics.registry, s.metrics_host, s.metrics_port, metrics_auth
         )
         await self.grpc.set_serving(True)
-        await asyncio.to_thread(self.adaptation.recover)
+        self._start_cluster(store)
+        if self._lease is None:
+            await asyncio.to_thread(self.adaptation.recover)
         for warning in s.exposure_warnings(tokens is not None, metrics_auth is not None):
             log.warning("%s", warning)
         log.info(
-            "serving %s on %s:%d (gRPC), metrics on :%d/metrics at %s; %s; ready in %.2fs",
+            "serving %s on %s:%d (gRPC), metrics on :%d/metrics at %s; %s; role %s, %s; "
+            "ready in %.2fs",
             ", ".join(self.models), s.host, self.grpc.port, self.metrics_port, s.metrics_host,
-            _security_summary(tokens is not None, tls, metrics_auth is not None),
-            time.perf_counter() - started,
+            _security_summary(tokens is not None, tls, metrics_auth is not None), s.role,
+            "PostgreSQL" if store.shared else "SQLite", time.perf_counter() - started,
         )  # fmt: skip
+
+    async def _load_model(self, name: str, store: Store) -> ServedModel:
+        """The model's registry (its head in the database when the store is shared), loaded
+        and warm. A serving replica waits for the trainer to publish a first version."""
+        s = self.settings
+        definition = load_model_definition(s.models_dir, name)
+        registry = ModelRegistry(
+            s.state_dir, name, pointer=self._pointer(name, store), on_publish=recorder(store)
+        )
+        if store.shared:
+            if self.runs_jobs:
+                await asyncio.to_thread(adopt_volume, s.state_dir, store, name)
+            else:
+                waiter = HeadFollower({}, store, self.metrics, s.poll_seconds)
+                await asyncio.to_thread(waiter.wait_for_head, name)
+        served = ServedModel(
+            definition, registry, self.metrics, on_predictions=self.predictions.record
+        )
+        await asyncio.to_thread(served.start)
+        return served
+
+    def _pointer(self, name: str, store: Store) -> HeadPointer | None:
+        if not store.shared:
+            return None  # the `current` file in the state dir
+        if self._lease is not None:
+            return LeaseHeadPointer(store, self._lease, name)
+        return StoreHeadPointer(store, name)
+
+    def _start_cluster(self, store: Store) -> None:
+        s = self.settings
+        if not store.shared:
+            return
+        self.follower = HeadFollower(
+            self.models, store, self.metrics, s.poll_seconds, watcher=store.head_watcher()
+        )
+        self.follower.start()
+        if self._lease is not None:
+            assert self.adaptation is not None
+            self.duty = TrainerDuty(
+                self._lease, self.metrics, s.poll_seconds,
+                on_acquired=self.adaptation.recover, on_tick=self.adaptation.poll,
+                on_lost=self._lease_lost,
+            )  # fmt: skip
+            self.duty.start()
+
+    def _holds_lease(self) -> bool:
+        """Whether this process may run jobs now: always without a lease (SQLite, one process),
+        else only while the trainer duty holds it."""
+        return self._lease is None or (self.duty is not None and self.duty.holding)
+
+    def _lease_lost(self) -> None:
+        self.exit_code = LEASE_LOST_EXIT
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run_until_signal` to drain and return (from any thread)."""
+        if self._loop is not None and self._stop_requested is not None:
+            self._loop.call_soon_threadsafe(self._stop_requested.set)
 
     async def stop(self) -> None:
         """Stop taking work, let in-flight requests finish (up to ``drain_seconds``), release all."""
@@ -133,30 +210,38 @@ class App:
             # stops: grpcio cancels calls it has not yet handed to a handler when it stops.
             self.inference.begin_drain()
             await self.inference.wait_idle(grace)
+        if self.duty is not None:
+            await asyncio.to_thread(self.duty.stop)
         if self.adaptation is not None:
             # A running fine-tune is ended; its job is marked failed and retried after restart.
             await asyncio.to_thread(self.adaptation.stop, grace)
+        if self.follower is not None:
+            await asyncio.to_thread(self.follower.stop)
         if self.grpc is not None:
             await self.grpc.stop(grace)
         if self.drift is not None:
             await asyncio.to_thread(self.drift.stop)
         for served in self.models.values():
             await asyncio.to_thread(served.stop, self.settings.drain_seconds)
+        if self._lease is not None:
+            self._lease.close()  # a standby takes over at once
         if self.store is not None:
             self.store.close()
         if self._metrics_http is not None:
             self._metrics_http.stop()
         log.info("stopped")
 
-    async def run_until_signal(self) -> None:
-        stop = asyncio.Event()
+    async def run_until_signal(self) -> int:
+        """Serve until SIGTERM or SIGINT (or a lost trainer lease); the exit code."""
+        self._stop_requested = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, self._stop_requested.set)
         await self.start()
-        await stop.wait()
-        log.info("signal received: draining")
+        await self._stop_requested.wait()
+        log.info("stop requested: draining" if self.exit_code else "signal received: draining")
         await self.stop()
+        return self.exit_code
 
 
 def _security_summary(has_tokens: bool, tls: ServerTls | None, metrics_auth: bool) -> str:

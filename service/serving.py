@@ -8,12 +8,13 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Literal
 
 from service.config import ModelDefinition
 from service.contract import TextClassifierContract, TextLimits
 from service.errors import NotFound, Unavailable, quote
 from service.metrics import Metrics
-from service.registry import ModelRegistry, VersionInfo
+from service.registry import Head, ModelRegistry, VersionInfo
 from service.runtime import (
     Batcher,
     BatchingOptions,
@@ -87,12 +88,36 @@ class ServedModel:
     def stop(self, timeout: float) -> None:
         self.batcher.stop(timeout)
 
-    def activate(self, version: int) -> LoadedVersion:
-        """Load and warm ``version``, point ``current`` at it, then swap it in. Blocking."""
-        info = self.registry.get(version)
-        return self._swap_in(info, move_pointer=True)
+    @property
+    def loaded_version(self) -> int | None:
+        loaded = self.slot.current
+        return None if loaded is None else loaded.version
 
-    def _swap_in(self, info: VersionInfo, move_pointer: bool = False) -> LoadedVersion:
+    def activate(
+        self, version: int, expected: int | Literal[Head.AS_READ] | None = Head.AS_READ
+    ) -> LoadedVersion:
+        """Load and warm ``version``, move the head to it (compare-and-set against ``expected``:
+        :class:`~service.errors.Conflict` if the head moved), then swap it in. Blocking."""
+        info = self.registry.get(version)
+        return self._swap_in(info, move_pointer=True, expected=expected)
+
+    def follow(self, version: int) -> None:
+        """Serve ``version``, which the head already names (another process moved it): check
+        its files against the digest recorded at publish, load, warm and swap it in."""
+        info = self.registry.get(version)
+        if not self.registry.verify(info):
+            raise Unavailable(
+                f"model {self.name!r} version {version}: files do not match their digest "
+                "(still being copied, or damaged)"
+            )
+        self._swap_in(info)
+
+    def _swap_in(
+        self,
+        info: VersionInfo,
+        move_pointer: bool = False,
+        expected: int | Literal[Head.AS_READ] | None = Head.AS_READ,
+    ) -> LoadedVersion:
         with self._swap_lock:
             started = time.perf_counter()
             try:
@@ -110,7 +135,7 @@ class ServedModel:
                 self._metrics.swaps.labels(self.name, "failed").inc()
                 raise
             if move_pointer:
-                self.registry.set_current(info.version)
+                self.registry.set_current(info.version, expected)
             previous = self.slot.swap(loaded)
             self._metrics.current_version.labels(self.name).set(info.version)
             self._metrics.version_created.labels(self.name).set(_created(info))

@@ -233,8 +233,9 @@ def captured_serve(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         monkeypatch.delenv(key)
     seen: list[Any] = []
 
-    async def record(self: Any) -> None:
+    async def record(self: Any) -> int:
         seen.append(self.settings)
+        return 0
 
     monkeypatch.setattr("service.app.App.run_until_signal", record)
     return seen

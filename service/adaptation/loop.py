@@ -9,9 +9,9 @@ import threading
 import time
 import unicodedata
 from collections.abc import AsyncGenerator, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
+from service.adaptation._marks import MemoryMarks
 from service.adaptation.events import EventBus
 from service.adaptation.jobs import JobRunner, end_recorded_process
 from service.adaptation.policy import PolicyInput, TriggerPolicy
@@ -40,19 +40,13 @@ from service.registry import VersionInfo
 from service.runtime import LoadedVersion
 from service.security import current_principal
 from service.serving import ServedModel
-from service.store import JobStore, SampleStore
+from service.store import AdaptationMark, JobStore, MarkStore, SampleStore
 
 log = logging.getLogger(__name__)
 MAX_CANDIDATES = 1000
 DEFAULT_CANDIDATES = 20
 INTERRUPTED = "interrupted: the server stopped while the job ran"
 ABANDONED = "abandoned: no job runner took the job, so it never started"
-
-
-@dataclass
-class _Alarm:
-    since_seq: int
-    raised: float
 
 
 class AdaptationService:
@@ -66,8 +60,21 @@ class AdaptationService:
         metrics: Metrics,
         work_dir: Path,
         drift: DriftMonitor | None = None,
+        *,
+        marks: MarkStore | None = None,
+        replica: str = "local",
+        runs_jobs: bool = True,
+        may_run_jobs: Callable[[], bool] = lambda: True,
     ) -> None:
         self._models = dict(models)
+        # Drift alarms are marks in the store, so that an alarm raised on any serving replica
+        # reaches the trainer; ``replica`` names this process's own mark.
+        self._marks: MarkStore = marks if marks is not None else MemoryMarks()
+        self._replica = replica
+        # A serving replica never runs jobs; a trainer runs them only while it holds the lease
+        # (``may_run_jobs``). Either way, a requested job is a queued row the trainer adopts.
+        self._runs_jobs = runs_jobs
+        self._may_run_jobs = may_run_jobs
         self._drift = drift
         self._samples = samples
         self._jobs = jobs
@@ -88,7 +95,6 @@ class AdaptationService:
             )
             for name, m in self._models.items()
         }
-        self._alarms: dict[str, _Alarm] = {}
         # Every job starts under this lock, after checking the model's runner for an active job:
         # the only way a second job, or a row no runner owns, could come about.
         self._trigger_lock = threading.Lock()
@@ -105,8 +111,11 @@ class AdaptationService:
     # lifecycle ---------------------------------------------------------------------------------
 
     def recover(self) -> None:
-        """After a restart: a job the previous server ran is failed (its process ended if it
-        outlived that server) and its staging directory removed; the policy then retries it."""
+        """After a restart, or when this process became the trainer: a job the previous runner
+        ran is failed (its process ended if it outlived that runner) and its staging directory
+        removed; the policy then retries it. Nothing to do for a process that runs no jobs."""
+        if not self._runs_jobs:
+            return
         for name, served in self._models.items():
             with self._trigger_lock:
                 self._reap_orphans(name)
@@ -122,6 +131,12 @@ class AdaptationService:
         for runner in self._runners.values():
             runner.stop(timeout)
 
+    def poll(self) -> None:
+        """Look for work: labels, drift marks and requested jobs that other processes stored
+        (the trainer calls this every poll interval)."""
+        for name in self._models:
+            self._maybe_start(name)
+
     def wait_idle(self, timeout: float | None = None) -> None:
         for runner in self._runners.values():
             runner.wait(timeout)
@@ -131,11 +146,12 @@ class AdaptationService:
     def raise_drift_alarm(self, model: str) -> None:
         """Mark ``model`` as needing adaptation; a job starts once enough labels follow."""
         self._served(model)
-        self._alarms.setdefault(model, _Alarm(self._samples.last_seq(model), time.time()))
+        mark = AdaptationMark(model, self._replica, self._samples.last_seq(model), time.time())
+        self._marks.raise_mark(mark)
         self._maybe_start(model)
 
     def clear_drift_alarm(self, model: str) -> None:
-        self._alarms.pop(model, None)
+        self._marks.clear_mark(model, self._replica)
 
     def drift_alarm_changed(self, status: DriftStatus, raised: bool) -> None:
         """The drift monitor's model-level hook: publish the event, then mark or unmark the
@@ -242,7 +258,7 @@ class AdaptationService:
             labels=info.labels,
             job=latest,
             last_gate=last_gate,
-            needs_adaptation=model in self._alarms,
+            needs_adaptation=bool(self._marks.marks(model)),
             backoff_until=self._policies[model].backoff_until(latest),
         )
 
@@ -267,7 +283,9 @@ class AdaptationService:
             )
         if version == serving:
             raise InvalidInput(f"version {version} of {model!r} is already serving")
-        await asyncio.to_thread(served.activate, version)
+        # Against the version this server serves: if the head moved meanwhile (another replica's
+        # rollback, a promotion), the rollback is refused rather than undoing that change.
+        await asyncio.to_thread(served.activate, version, serving)
         self._events.publish(
             EventKind.ROLLBACK,
             model,
@@ -387,28 +405,64 @@ class AdaptationService:
                 raise InvalidInput(
                     f"model {model!r} has no labeled samples newer than version {base.version}; post labels first"
                 )
+            if self._runs_jobs and not self._stopping and not self._may_run_jobs():
+                return self._queue(model, reason)  # a standby trainer: the active one runs it
+            if not self._runs_jobs:
+                return self._queue(model, reason)
             return self._start(model, "manual", reason)
 
+    def _may_start_here(self) -> bool:
+        return self._runs_jobs and not self._stopping and self._may_run_jobs()
+
+    def _queue(self, model: str, reason: str) -> Job:
+        """A requested job for the trainer to adopt (this process runs no jobs now)."""
+        served = self._models[model]
+        job = self._jobs.create(
+            model, "manual", reason, self._serving_version(served), self._samples.last_seq(model)
+        )
+        log.info("queued fine-tune %s of %s for the trainer (%s)", job.id, model, reason)
+        return job
+
     def _active(self, model: str) -> Job | None:
-        """The job the model's runner is running (called under the trigger lock). Unfinished
-        rows no runner owns are failed first, so that they cannot block the loop."""
+        """The model's unfinished job (called under the trigger lock). Where this process runs
+        jobs, a queued row is adopted and a running row no runner here owns is failed first,
+        so that neither can block the loop."""
+        if not self._may_start_here():
+            return self._jobs.active(model)
         self._reap_orphans(model)
-        return self._runners[model].active_job()
+        adopted = self._adopt_queued(model)
+        return adopted if adopted is not None else self._runners[model].active_job()
 
     def _reap_orphans(self, model: str) -> None:
-        """Fail the model's unfinished job rows that its runner does not own (under the trigger
-        lock, so no job can start meanwhile): rows of a previous server, whose process is ended
-        if it still runs, or a row whose runner refused it."""
+        """Fail the model's running job rows that its runner does not own (under the trigger
+        lock, so no job can start meanwhile): rows of a previous server or trainer, whose
+        process is ended if it still runs here."""
         owned = self._runners[model].active_id
         while (row := self._jobs.active(model)) is not None and row.id != owned:
+            if row.state is JobState.QUEUED:
+                return
             end_recorded_process(self._work_dir / row.id)
-            error = INTERRUPTED if row.state is JobState.RUNNING else ABANDONED
-            self._jobs.update(row.id, state=JobState.FAILED, finished=time.time(), error=error)
-            log.warning("fine-tune job %s of %s: %s; marked failed", row.id, model, error)
+            self._jobs.update(
+                row.id, state=JobState.FAILED, finished=time.time(), error=INTERRUPTED
+            )
+            log.warning("fine-tune job %s of %s: %s; marked failed", row.id, model, INTERRUPTED)
+
+    def _adopt_queued(self, model: str) -> Job | None:
+        """Run a job another process queued (a StartFineTune call to a serving replica)."""
+        runner = self._runners[model]
+        row = self._jobs.active(model)
+        if row is None or row.state is not JobState.QUEUED or runner.active_id is not None:
+            return None
+        job = runner.try_start(lambda: row)
+        if job is None:
+            self._jobs.update(row.id, state=JobState.FAILED, finished=time.time(), error=ABANDONED)
+            return None
+        log.info("adopted queued fine-tune %s of %s (%s)", job.id, model, job.reason)
+        return job
 
     def _maybe_start(self, model: str) -> Job | None:
         with self._trigger_lock:
-            if self._stopping:
+            if not self._may_start_here():
                 return None
             served = self._models[model]
             if self._active(model) is not None:
@@ -417,7 +471,7 @@ class AdaptationService:
             base_upto = base.meta.samples_upto
             latest = self._jobs.latest(model)
             last_upto = max(base_upto, latest.samples_upto if latest else 0)
-            alarm = self._alarms.get(model)
+            alarm = min(self._marks.marks(model), key=lambda m: m.since_seq, default=None)
             decision = self._policies[model].decide(
                 PolicyInput(
                     # Distinct texts: a flood of copies of one text is one label's worth.
@@ -450,6 +504,10 @@ class AdaptationService:
         now = time.monotonic()
         due = self._due_since.setdefault(model, now)
         quiet = now - self._last_label.get(model, float("-inf"))
+        if model not in self._last_label and self._runs_jobs:
+            # Labels posted to other processes (serving replicas): their stored time.
+            newest = max((s.last_created for s in self._samples.sources(model)), default=None)
+            quiet = float("inf") if newest is None else time.time() - newest
         delay = self._policies[model].settle_delay(trigger, quiet, now - due)
         previous = self._settle_timers.pop(model, None)
         if previous is not None:
@@ -485,7 +543,7 @@ class AdaptationService:
 
     def _job_finished(self, job: Job) -> None:
         if job.state is JobState.PROMOTED:
-            self._alarms.pop(job.model, None)
+            self._marks.clear_marks(job.model)
         # Called on the job's own thread, the runner already idle: decide on a follow-up from a
         # fresh thread, so that this one ends now.
         threading.Thread(target=self._maybe_start, args=(job.model,), daemon=True).start()

@@ -39,8 +39,7 @@ def run_serve(args: argparse.Namespace) -> int:
         _check_tls_files(settings)
         print("serve settings are valid (tokens, TLS files, metrics credentials, bind addresses)")
         return 0
-    asyncio.run(App(settings).run_until_signal())
-    return 0
+    return asyncio.run(App(settings).run_until_signal())
 
 
 def _check_tls_files(settings: ServerSettings) -> None:

@@ -7,6 +7,7 @@ embedded SQLite store (one process) and PostgreSQL (replicas and a trainer).
 from service.cluster.duty import TrainerDuty
 from service.cluster.follower import Follower, HeadFollower
 from service.cluster.pointers import LeaseHeadPointer, StoreHeadPointer, replica_name
+from service.cluster.versions import adopt_volume, recorder
 
 __all__ = [
     "Follower",
@@ -14,5 +15,7 @@ __all__ = [
     "LeaseHeadPointer",
     "StoreHeadPointer",
     "TrainerDuty",
+    "adopt_volume",
+    "recorder",
     "replica_name",
 ]

@@ -11,8 +11,15 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from conftest import TINY_LABELS, TINY_MODEL, RunningApp, write_csv, write_tiny_definition
-from test_loop import ADAPTATION, shifted
+from conftest import (
+    ADAPTATION,
+    TINY_LABELS,
+    TINY_MODEL,
+    RunningApp,
+    shifted,
+    write_csv,
+    write_tiny_definition,
+)
 
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub

@@ -224,9 +224,7 @@ def test_concurrent_start_fine_tune_over_grpc_never_answers_internal(
     loop.wait_until_no_active_job()
 
 
-def test_a_queued_row_is_adopted_and_does_not_block_the_loop(
-    loop: Loop, gated: GatedJobs
-) -> None:
+def test_a_queued_row_is_adopted_and_does_not_block_the_loop(loop: Loop, gated: GatedJobs) -> None:
     # A queued row is a job requested where no runner was (a serving replica's StartFineTune,
     # or a server that stopped first): the runner adopts it rather than starting another.
     loop.post(10)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FILLER, TINY_LABELS, TINY_MODEL, write_tiny_definition
+from conftest import (
+    ADAPTATION,
+    TINY_LABELS,
+    TINY_MODEL,
+    shifted,
+    write_tiny_definition,
+)
 
 from service.adaptation.events import EventBus
 from service.adaptation.loop import AdaptationService
@@ -26,44 +31,7 @@ from service.types import InferenceRequest, Tensor
 
 pytestmark = pytest.mark.slow
 
-# A shift the seed data never showed: the label hangs on one filler word.
-MARKERS = {"parcel": "question", "invoice": "complaint", "voucher": "greeting"}
 FAREWELL = {"bye": "farewell"}
-PLAIN = FILLER
-ADAPTATION = """
-[adaptation]
-min_new_samples = {min_new}
-max_retries = 0
-backoff_seconds = 0
-settle_seconds = {settle}
-learning_rate = {lr}
-layer_lr_decay = 1.0
-head_learning_rate = {head_lr}
-epochs = 10
-patience = 4
-batch_size = 8
-anchor_size = 20
-allow_new_labels = {allow_new}
-[gate]
-new_data_tolerance = 0.0
-max_forgetting = 0.15
-"""
-
-
-def shifted(count: int, seed: int, markers: dict[str, str] = MARKERS) -> list[tuple[str, str]]:
-    """``count`` distinct texts, the label given by the marker word each one contains."""
-    rng = random.Random(seed)
-    rows: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    while len(rows) < count:
-        marker = list(markers)[len(rows) % len(markers)]
-        words = [marker, *rng.sample(PLAIN, 3)]
-        rng.shuffle(words)
-        text = " ".join(words)
-        if text not in seen:
-            seen.add(text)
-            rows.append((text, markers[marker]))
-    return rows
 
 
 class Loop:

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TINY_MODEL, write_tiny_definition
+from conftest import ADAPTATION, TINY_MODEL, shifted, write_tiny_definition
 from replicas import Deployment, Load, Member, wait_until
-from test_loop import ADAPTATION, shifted
 
 from service.api.adaptation_client import AdaptationClient
 from service.cli import main

@@ -56,8 +56,8 @@ test-rules:
 	$(PROMTOOL) test rules $(RULES_DIR)/rules_test.yml
 
 lint: install
-	$(BIN)/ruff check service tests bench
-	$(BIN)/ruff format --check service tests bench
+	$(BIN)/ruff check service tests bench scripts
+	$(BIN)/ruff format --check service tests bench scripts
 	$(BIN)/mypy
 
 protos: install

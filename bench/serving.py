@@ -384,7 +384,15 @@ def proc_cpu_seconds(pid: int) -> float:
 class ServerProcess:
     """``loopserve serve`` on 127.0.0.1; use as a context manager so it is always stopped."""
 
-    def __init__(self, state: Path, models_dir: Path, log_path: Path, model: str = MODEL) -> None:
+    def __init__(
+        self,
+        state: Path,
+        models_dir: Path,
+        log_path: Path,
+        model: str = MODEL,
+        extra: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.grpc_port = free_port()
         self.metrics_port = free_port()
         self.address = f"127.0.0.1:{self.grpc_port}"
@@ -393,10 +401,16 @@ class ServerProcess:
             *loopserve_command(), "serve", "--model", model,
             "--state-dir", str(state), "--models-dir", str(models_dir),
             "--host", "127.0.0.1", "--grpc-port", str(self.grpc_port),
-            "--metrics-port", str(self.metrics_port), "--log-level", "INFO",
+            "--metrics-port", str(self.metrics_port), "--log-level", "INFO", *extra,
         ]  # fmt: skip
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
         self.log_path = log_path
 
     def __enter__(self) -> ServerProcess:

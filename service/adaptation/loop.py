@@ -7,21 +7,18 @@ import dataclasses
 import logging
 import threading
 import time
-import unicodedata
 from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
 
 from service.adaptation._marks import MemoryMarks
+from service.adaptation._online import OnlineAccuracy
+from service.adaptation._validation import validate_samples
 from service.adaptation.events import EventBus
 from service.adaptation.jobs import JobRunner, end_recorded_process
 from service.adaptation.policy import PolicyInput, TriggerPolicy
 from service.adaptation.predictions import PredictionLog
 from service.domain.loop import (
-    MAX_LABEL_CHARS,
-    MAX_PREDICTION_ID_CHARS,
     MAX_REASON_CHARS,
-    MAX_SAMPLE_ID_CHARS,
-    MAX_SAMPLES_PER_CALL,
     AddOutcome,
     Event,
     EventKind,
@@ -79,7 +76,6 @@ class AdaptationService:
         self._samples = samples
         self._jobs = jobs
         self._events = events
-        self._predictions = predictions
         self._metrics = metrics
         self._work_dir = work_dir
         for name in self._models:  # so that rate() and increase() see each outcome's first job
@@ -105,8 +101,7 @@ class AdaptationService:
         self._settle_timers: dict[str, threading.Timer] = {}
         self._stopping = False
         # (model, version) -> (labeled, correct): delayed-label counts behind online accuracy.
-        self._online: dict[tuple[str, str], tuple[int, int]] = {}
-        self._online_lock = threading.Lock()
+        self._online = OnlineAccuracy(predictions, metrics)
 
     # lifecycle ---------------------------------------------------------------------------------
 
@@ -205,7 +200,7 @@ class AdaptationService:
         self._metrics.samples.labels(model, "duplicate").inc(outcome.duplicates)
         if outcome.accepted:
             self._last_label[model] = time.monotonic()
-            self._score_delayed_labels(model, samples, outcome)
+            self._online.score(model, samples)
             labeled = {s.prediction_id for s in samples if s.prediction_id}
             if labeled and self.on_labeled is not None:
                 self.on_labeled(model, labeled)
@@ -343,55 +338,12 @@ class AdaptationService:
         return cls._loaded(served).version
 
     def _validate(self, served: ServedModel, samples: list[NewSample]) -> None:
-        if not samples:
-            raise InvalidInput("no samples; send at least one {text, label}")
-        if len(samples) > MAX_SAMPLES_PER_CALL:
-            raise InvalidInput(
-                f"{len(samples)} samples in one call; at most {MAX_SAMPLES_PER_CALL}"
-            )
-        limit = served.definition.serving.max_text_bytes
-        labels = set(self._loaded(served).labels)
-        allow_new = served.definition.adaptation.allow_new_labels
-        for i, sample in enumerate(samples):
-            _check_sample_lengths(i, sample, limit)
-            if not sample.text.strip():
-                raise InvalidInput(f"sample[{i}] has an empty text")
-            control = _control_character(sample.text)
-            if control is not None:
-                raise InvalidInput(
-                    f"sample[{i}] text contains the control character U+{ord(control):04X}; "
-                    "send plain text (tabs and line breaks are fine)"
-                )
-            label = sample.label.strip()
-            if not label or label != sample.label or any(ord(c) < 32 for c in label):
-                raise InvalidInput(
-                    f"sample[{i}] label {quote(sample.label)} must be non-empty, trimmed, printable"
-                )
-            if label not in labels and not allow_new:
-                raise InvalidInput(
-                    f"sample[{i}] label {quote(label)} is not one of the model's labels "
-                    f"({', '.join(sorted(labels))}); set [adaptation] allow_new_labels = true to add labels"
-                )
-
-    def _score_delayed_labels(
-        self, model: str, samples: list[NewSample], outcome: AddOutcome
-    ) -> None:
-        for sample in samples:
-            record = (
-                self._predictions.lookup(sample.prediction_id) if sample.prediction_id else None
-            )
-            if record is None or record.model != model:
-                continue
-            version = str(record.version)
-            correct = record.label == sample.label
-            with self._online_lock:
-                labeled_before, correct_before = self._online.get((model, version), (0, 0))
-                counts = (labeled_before + 1, correct_before + int(correct))
-                self._online[(model, version)] = counts
-            self._metrics.online_labeled.labels(model, version).inc()
-            if correct:
-                self._metrics.online_correct.labels(model, version).inc()
-            self._metrics.online_accuracy.labels(model, version).set(counts[1] / counts[0])
+        validate_samples(
+            samples,
+            max_text_bytes=served.definition.serving.max_text_bytes,
+            labels=set(self._loaded(served).labels),
+            allow_new_labels=served.definition.adaptation.allow_new_labels,
+        )
 
     def _start_requested(self, model: str, reason: str) -> Job:
         """An operator's job: the active one if there is one, else a new one."""
@@ -549,17 +501,6 @@ class AdaptationService:
         threading.Thread(target=self._maybe_start, args=(job.model,), daemon=True).start()
 
 
-def _check_sample_lengths(index: int, sample: NewSample, max_text_bytes: int) -> None:
-    """Bound what a sample may make the server store, log or echo."""
-    check_length(f"sample[{index}] id", sample.id, MAX_SAMPLE_ID_CHARS)
-    check_length(f"sample[{index}] label", sample.label, MAX_LABEL_CHARS)
-    check_length(f"sample[{index}] prediction_id", sample.prediction_id, MAX_PREDICTION_ID_CHARS)
-    # Characters first: a text of more characters than the byte limit is too long whatever its
-    # encoding, and is refused without encoding it.
-    if len(sample.text) > max_text_bytes or len(sample.text.encode()) > max_text_bytes:
-        raise InvalidInput(f"sample[{index}] text is longer than {max_text_bytes} bytes")
-
-
 def _summary(info: VersionInfo, serving: int) -> VersionSummary:
     status = "serving" if info.version == serving else info.meta.status
     if status == "promoted":
@@ -575,9 +516,3 @@ def _summary(info: VersionInfo, serving: int) -> VersionSummary:
         samples_upto=info.meta.samples_upto,
         metrics=metrics,
     )
-
-
-def _control_character(text: str) -> str | None:
-    """The first control character of ``text`` other than tab, line feed and carriage return:
-    no labeled example a classifier should learn from contains one."""
-    return next((c for c in text if unicodedata.category(c) == "Cc" and c not in "\t\n\r"), None)

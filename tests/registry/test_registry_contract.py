@@ -1,7 +1,9 @@
 """The registry's contract, run over every head-pointer backend.
 
 A backend joins by adding a factory to ``POINTERS``: it takes the model's registry root (a
-backend that keeps the head elsewhere may ignore it) and returns a fresh, empty pointer.
+backend that keeps the head elsewhere may ignore it) and the test's request (for fixtures such as
+a database) and returns a fresh, empty pointer. The head row of both stores (SQLite, PostgreSQL)
+runs the same suite as the single machine's ``current`` file.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from service.cluster import StoreHeadPointer
 from service.domain.versions import VersionMeta
 from service.errors import Conflict, NotFound
 from service.registry import FilePointer, HeadPointer, ModelRegistry, VersionInfo, version_digest
+from service.store import PostgresStore, SQLiteStore, Store
 
 MODEL = "contract"
 LABELS = ("a", "b")
@@ -39,10 +43,26 @@ class MemoryPointer:
             return True
 
 
-PointerFactory = Callable[[Path], HeadPointer]
+def _head_row(store: Store, request: pytest.FixtureRequest) -> HeadPointer:
+    request.addfinalizer(store.close)
+    return StoreHeadPointer(store, MODEL)
+
+
+def sqlite_head_row(root: Path, request: pytest.FixtureRequest) -> HeadPointer:
+    root.mkdir(parents=True, exist_ok=True)
+    return _head_row(SQLiteStore(root / "heads.db"), request)
+
+
+def postgres_head_row(root: Path, request: pytest.FixtureRequest) -> HeadPointer:
+    return _head_row(PostgresStore(request.getfixturevalue("database_url")), request)
+
+
+PointerFactory = Callable[[Path, pytest.FixtureRequest], HeadPointer]
 POINTERS: list[tuple[str, PointerFactory]] = [
-    ("file", FilePointer),
-    ("memory", lambda root: MemoryPointer()),
+    ("file", lambda root, request: FilePointer(root)),
+    ("memory", lambda root, request: MemoryPointer()),
+    ("sqlite-head-row", sqlite_head_row),
+    ("postgres-head-row", postgres_head_row),
 ]
 
 
@@ -51,7 +71,7 @@ def make_registry(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[]
     """Registries over one state dir and one pointer, as two processes of a deployment see it."""
     factory: PointerFactory = request.param
     root = tmp_path / "state" / "models" / MODEL
-    pointer = factory(root)
+    pointer = factory(root, request)
     return lambda: ModelRegistry(tmp_path / "state", MODEL, pointer=pointer)
 
 

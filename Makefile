@@ -30,8 +30,10 @@ serve: install
 	$(BIN)/loopserve init $(MODEL) --if-missing
 	exec $(BIN)/loopserve serve --model $(MODEL) $(SERVE_ARGS)
 
+# PostgreSQL: installed from Debian's packages where we may (root); elsewhere its tests are
+# skipped with the reason, except under CI=true, where they fail.
 test: install
-	scripts/postgres.sh install
+	scripts/postgres.sh install || echo "warning: no PostgreSQL server: its tests will be skipped"
 	$(BIN)/python -m pytest -q
 	$(MAKE) test-rules
 

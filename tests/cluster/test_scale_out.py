@@ -10,16 +10,20 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
+import psycopg
 import pytest
 from conftest import ADAPTATION, TINY_MODEL, shifted, write_tiny_definition
 from replicas import Deployment, Load, Member, wait_until
 
+from service.api._proto.inference import grpc_predict_v2_pb2 as pb
+from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from service.api.adaptation_client import AdaptationClient
 from service.cli import main
 from service.domain.loop import JobState, NewSample
@@ -195,33 +199,54 @@ def test_a_trainer_whose_session_was_terminated_cannot_publish(
 
 
 def test_polling_delivers_a_new_head_while_listen_connections_are_dropped(
-    deployment: Deployment, store: PostgresStore, postgres_server: Any
+    deployment: Deployment, store: PostgresStore, postgres_server: Any, database_url: str
 ) -> None:
     deployment.start("trainer", "trainer").wait_log("holding the trainer lease", 30)
     a, b = deployment.start("a", "serving"), deployment.start("b", "serving")
     loads = [Load(a, deployment.root), Load(b, deployment.root)]
     version = publish_copy(deployment, store)
-    stop = threading.Event()
-
-    def drop_listeners() -> None:
-        while not stop.is_set():
-            postgres_server.terminate("loopserve-listen")
-            time.sleep(0.02)
-
-    dropper = threading.Thread(target=drop_listeners, daemon=True)
-    dropper.start()
+    assert store.head(TINY_MODEL) == 1  # the test's own pooled connection is open now
+    # No new session may open (existing ones live on): the dropped listeners cannot come back,
+    # so no replica can receive the notification; only its poll over a pooled connection can.
+    database = urllib.parse.urlsplit(database_url).path.lstrip("/")
+    allow_connections(postgres_server, database, False)
     try:
+        assert postgres_server.terminate("loopserve-listen") == 3  # trainer, a and b
         assert store.move_head(TINY_MODEL, version, 1)
         moved = time.time()
-        lags = wait_serving([a, b], version, moved)
+        lags = [
+            wait_until(lambda m=m: served_version(m) == version and time.time() - moved, 30, m.name)
+            for m in (a, b)
+        ]
+        assert listeners(postgres_server, database) == 0
     finally:
-        stop.set()
-        dropper.join()
+        allow_connections(postgres_server, database, True)
     no_failures(*loads)
-    print(
-        f"\nwithout notifications: on replicas a, b {lags[0]:.2f} s, {lags[1]:.2f} s after the move"
-    )
+    print(f"\nby polling alone: on replicas a, b {lags[0]:.2f} s, {lags[1]:.2f} s after the move")
     assert max(lags) <= REACH_S
+
+
+def allow_connections(server: Any, database: str, allow: bool) -> None:
+    with psycopg.connect(server.admin_url, autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS {str(allow).lower()}")
+
+
+def listeners(server: Any, database: str) -> int:
+    with psycopg.connect(server.admin_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+            " AND application_name = 'loopserve-listen'",
+            (database,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def served_version(member: Member) -> int:
+    """The version a replica serves, asked without touching the database (ModelMetadata)."""
+    with grpc.insecure_channel(member.address) as channel:
+        stub = GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        reply = stub.ModelMetadata(pb.ModelMetadataRequest(name=TINY_MODEL), timeout=5)
+    return int(reply.versions[0])
 
 
 def test_replicas_keep_serving_through_a_database_restart_and_reconnect(

@@ -568,3 +568,29 @@ def test_exposure_warnings() -> None:
     )
     tls = ServerSettings(host="0.0.0.0", tokens=TOKEN_LINE, tls_cert=Path("c"), tls_key=Path("k"))
     assert tls.exposure_warnings(True, False) == []
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"LOOPSERVE_ROLE": "serving"}, "--role serving shares state through PostgreSQL"),
+        ({"LOOPSERVE_ROLE": "trainer"}, "--role trainer shares state through PostgreSQL"),
+        ({"LOOPSERVE_ROLE": "leader"}, "role must be one of all, serving, trainer"),
+        ({"LOOPSERVE_DATABASE_URL": "mysql://db/x"}, "must be a postgresql:// URL"),
+        ({"LOOPSERVE_POLL_SECONDS": "0"}, r"poll_seconds must be in \(0, 60\]"),
+    ],
+)
+def test_scale_out_settings_are_checked_at_start(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ServerSettings.from_env(environ)
+
+
+def test_the_database_url_stays_out_of_repr_and_work_dir_defaults_to_the_state_dir() -> None:
+    url = "postgresql://loopserve:s3cret@db/loopserve"
+    settings = ServerSettings.from_env(
+        {"LOOPSERVE_DATABASE_URL": url, "LOOPSERVE_ROLE": "serving", "LOOPSERVE_STATE_DIR": "/s"}
+    )
+    assert settings.role == "serving" and settings.database_url == url
+    assert "s3cret" not in repr(settings)
+    assert settings.local_dir == Path("/s")
+    assert ServerSettings.from_env({"LOOPSERVE_WORK_DIR": "/w"}).local_dir == Path("/w")

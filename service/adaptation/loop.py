@@ -357,9 +357,8 @@ class AdaptationService:
                 raise InvalidInput(
                     f"model {model!r} has no labeled samples newer than version {base.version}; post labels first"
                 )
-            if self._runs_jobs and not self._stopping and not self._may_run_jobs():
-                return self._queue(model, reason)  # a standby trainer: the active one runs it
-            if not self._runs_jobs:
+            # A replica, or a standby trainer: the trainer holding the lease adopts the row.
+            if not self._runs_jobs or (not self._stopping and not self._may_run_jobs()):
                 return self._queue(model, reason)
             return self._start(model, "manual", reason)
 

@@ -19,6 +19,8 @@ from service.metrics import Metrics
 from service.store import HeadWatcher, VersionStore
 
 log = logging.getLogger(__name__)
+FREE_RETRIES = 3  # failures of one version retried at every poll before backing off
+MAX_SKIPPED_POLLS = 30  # at most this many polls between tries (a minute at the default 2 s)
 
 
 class Follower(Protocol):
@@ -53,6 +55,9 @@ class HeadFollower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._unreachable = False  # log an outage once, not every poll
+        # model -> (version that failed to load, consecutive failures); polls skipped since.
+        self._failures: dict[str, tuple[int, int]] = {}
+        self._skipped: dict[str, int] = {}
         for name in self._models:
             for outcome in ("ok", "failed", "unreachable"):
                 metrics.head_follow.labels(name, outcome)
@@ -113,7 +118,7 @@ class HeadFollower:
         if head is None:
             return
         self._metrics.head_version.labels(name).set(head)
-        if head == model.loaded_version:
+        if head == model.loaded_version or self._backing_off(name, head):
             return
         try:
             model.follow(head)
@@ -121,9 +126,25 @@ class HeadFollower:
             # Files still arriving on the shared volume, or a bad version: keep serving the old
             # one and try again at the next poll.
             self._metrics.head_follow.labels(name, "failed").inc()
+            failures = self._failures.get(name, (head, 0))
+            count = failures[1] + 1 if failures[0] == head else 1
+            self._failures[name] = (head, count)
             log.warning("could not follow %s to version %d (retrying): %s", name, head, exc)
             return
+        self._failures.pop(name, None)
         self._metrics.head_follow.labels(name, "ok").inc()
+
+    def _backing_off(self, name: str, head: int) -> bool:
+        """After a few failures to follow one version, try it less often: every try reads and
+        hashes the whole version, which would otherwise recur every poll on a damaged one."""
+        version, count = self._failures.get(name, (head, 0))
+        if version != head or count < FREE_RETRIES:
+            return False
+        self._skipped[name] = self._skipped.get(name, 0) + 1
+        if self._skipped[name] < min(2 ** (count - FREE_RETRIES), MAX_SKIPPED_POLLS):
+            return True
+        self._skipped[name] = 0
+        return False
 
     def _notified(self, model: str) -> None:
         self._wake.set()

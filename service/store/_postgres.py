@@ -18,7 +18,6 @@ version are serialized by the row lock and exactly one succeeds.
 
 from __future__ import annotations
 
-import secrets
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -41,6 +40,7 @@ from service.store._rows import (
     check_updatable,
     job_columns,
     job_from_row,
+    new_job,
 )
 
 if TYPE_CHECKING:
@@ -206,17 +206,7 @@ class PostgresStore:
         samples_upto: int,
         attempt: int = 1,
     ) -> Job:
-        job = Job(
-            id=f"job-{secrets.token_hex(6)}",
-            model=model,
-            state=JobState.QUEUED,
-            trigger=trigger,
-            reason=reason,
-            base_version=base_version,
-            samples_upto=samples_upto,
-            created=time.time(),
-            attempt=attempt,
-        )
+        job = new_job(model, trigger, reason, base_version, samples_upto, attempt)
         values = job_columns(job)
 
         def work(conn: Conn) -> Job:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import secrets
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +36,23 @@ def to_column(name: str, value: Any) -> Any:
             raise TypeError(f"gate must be a GateResult or None, not {type(value).__name__}")
         return json.dumps(dataclasses.asdict(value), sort_keys=True)
     return value
+
+
+def new_job(
+    model: str, trigger: str, reason: str, base_version: int, samples_upto: int, attempt: int
+) -> Job:
+    """A QUEUED job with a fresh id, as both backends create it."""
+    return Job(
+        id=f"job-{secrets.token_hex(6)}",
+        model=model,
+        state=JobState.QUEUED,
+        trigger=trigger,
+        reason=reason,
+        base_version=base_version,
+        samples_upto=samples_upto,
+        created=time.time(),
+        attempt=attempt,
+    )
 
 
 def job_columns(job: Job) -> list[Any]:

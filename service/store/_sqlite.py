@@ -15,7 +15,6 @@ they see the changes made through the same store object only.
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
 import threading
 import time
@@ -36,6 +35,7 @@ from service.store._rows import (
     check_updatable,
     job_columns,
     job_from_row,
+    new_job,
 )
 from service.store._sqlite_schema import MIGRATIONS, SCHEMA_VERSION, migrate
 
@@ -206,17 +206,7 @@ class SQLiteStore:
         samples_upto: int,
         attempt: int = 1,
     ) -> Job:
-        job = Job(
-            id=f"job-{secrets.token_hex(6)}",
-            model=model,
-            state=JobState.QUEUED,
-            trigger=trigger,
-            reason=reason,
-            base_version=base_version,
-            samples_upto=samples_upto,
-            created=time.time(),
-            attempt=attempt,
-        )
+        job = new_job(model, trigger, reason, base_version, samples_upto, attempt)
         values = job_columns(job)
         with self._transaction() as conn:
             conn.execute(

@@ -159,3 +159,23 @@ def test_wait_for_head_waits_for_the_first_version() -> None:
     heads.rows[MODEL] = None
     with pytest.raises(TimeoutError, match="no serving version yet"):
         f.wait_for_head(MODEL, timeout=0.1)
+
+
+def test_a_version_that_keeps_failing_is_tried_less_and_less_often() -> None:
+    heads, model = Heads(2), Model(1, broken={2})
+    tries: list[int] = []
+    follow = model.follow
+
+    def counted(version: int) -> None:
+        tries.append(version)
+        follow(version)
+
+    model.follow = counted  # type: ignore[method-assign]
+    f = HeadFollower({MODEL: model}, heads, Metrics(), 60)  # type: ignore[arg-type]
+    for _ in range(40):
+        f.sync()
+    assert 5 <= len(tries) <= 10  # 3 at once, then after 1, 2, 4, 8, 16 skipped polls
+    model.broken.clear()
+    heads.rows[MODEL] = 3  # a new head is tried at once
+    f.sync()
+    assert model.loaded_version == 3

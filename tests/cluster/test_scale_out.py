@@ -25,6 +25,7 @@ from replicas import Deployment, Load, Member, wait_until
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from service.api.adaptation_client import AdaptationClient
+from service.app import LEASE_LOST_EXIT
 from service.cli import main
 from service.domain.loop import JobState, NewSample
 from service.registry import ModelRegistry
@@ -252,7 +253,8 @@ def served_version(member: Member) -> int:
 def test_replicas_keep_serving_through_a_database_restart_and_reconnect(
     deployment: Deployment, store: PostgresStore, postgres_server: Any
 ) -> None:
-    deployment.start("trainer", "trainer").wait_log("holding the trainer lease", 30)
+    trainer = deployment.start("trainer", "trainer")
+    trainer.wait_log("holding the trainer lease", 30)
     a, b = deployment.start("a", "serving"), deployment.start("b", "serving")
     loads = [Load(a, deployment.root), Load(b, deployment.root)]
     time.sleep(1)
@@ -260,6 +262,9 @@ def test_replicas_keep_serving_through_a_database_restart_and_reconnect(
     restarted = time.time()
     time.sleep(1)
     no_failures(*loads)  # predictions never touch the database
+    # The restart ended the trainer's lock session: it stops, for its supervisor to restart.
+    assert trainer.proc.wait(30) == LEASE_LOST_EXIT
+    assert "lost the trainer lease" in trainer.text()
 
     def labels_accepted() -> bool:
         try:

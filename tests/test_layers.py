@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Lowest first. A unit may import units of its own layer or below; within a layer only while no
 # cycle forms. "" is the top-level package itself (``service/__init__.py``: the version).
 LAYERS: list[list[str]] = [
-    ["", "errors", "types", "domain"],
+    ["", "errors", "types", "domain", "tasks"],
     ["config", "security", "calibration", "priority", "metrics"],
     ["runtime", "registry", "store"],
     ["contract", "training", "serving", "inference"],

@@ -1,0 +1,110 @@
+"""A corpus of valid and hostile encoded images, generated in memory at test time."""
+
+from __future__ import annotations
+
+import io
+import random
+import struct
+import zipfile
+import zlib
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+RED, GREEN, BLUE, WHITE = (220, 20, 20), (20, 200, 20), (20, 20, 220), (255, 255, 255)
+
+
+def encode(image: Image.Image, fmt: str, **options: Any) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+def solid(fmt: str, size: tuple[int, int] = (64, 48), color: Any = RED, mode: str = "RGB") -> bytes:
+    return encode(Image.new(mode, size, color), fmt)
+
+
+def halves(
+    size: tuple[int, int], left: tuple[int, int, int], right: tuple[int, int, int]
+) -> Image.Image:
+    """Left half one colour, right half another."""
+    image = Image.new("RGB", size, left)
+    image.paste(right, (size[0] // 2, 0, size[0], size[1]))
+    return image
+
+
+def exif_rotated_jpeg() -> bytes:
+    """Stored landscape, left red and right blue, with EXIF orientation 6 (turn 90 degrees
+    clockwise to display): shown upright it is red on top, blue below."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encode(halves((80, 40), RED, BLUE), "JPEG", quality=95, exif=exif)
+
+
+def palette_with_transparency() -> bytes:
+    """A palette PNG whose left half is a transparent (black) entry, right half green."""
+    image = Image.new("P", (40, 40), 0)
+    image.putpalette([0, 0, 0, *GREEN] + [0] * (3 * 254))
+    image.paste(1, (20, 0, 40, 40))
+    return encode(image, "PNG", transparency=0)
+
+
+def rgba_transparent_black() -> bytes:
+    return encode(Image.new("RGBA", (32, 32), (0, 0, 0, 0)), "PNG")
+
+
+def cmyk_jpeg() -> bytes:
+    return encode(Image.new("CMYK", (48, 48), (0, 255, 255, 0)), "JPEG", quality=95)  # red
+
+
+def png_16bit_gray(value: int = 0xC000) -> bytes:
+    return encode(Image.fromarray(np.full((40, 40), value, dtype=np.uint16)), "PNG")
+
+
+def animated(fmt: str) -> bytes:
+    """Two frames, red then blue."""
+    frames = [Image.new("RGB", (40, 40), RED), Image.new("RGB", (40, 40), BLUE)]
+    return encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+def png_bomb(side: int = 10_000) -> bytes:
+    """A valid ``side`` x ``side`` 8-bit gray PNG of zeros: about 100 KB on disk for 10000,
+    100 MB once decoded (about 500 MB under Pillow's defaults)."""
+    compressor = zlib.compressobj(9)
+    row = bytes(side + 1)  # filter byte + pixels
+    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", idat)
+        + _chunk(b"IEND", b"")
+    )
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A small JPEG whose frame header is rewritten to claim ``width`` x ``height``."""
+    data = bytearray(solid("JPEG", (16, 16)))
+    sof = data.index(b"\xff\xc0")
+    struct.pack_into(">HH", data, sof + 5, height, width)
+    return bytes(data)
+
+
+def zip_archive() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("payload.html", "<script>alert(1)</script>")
+    return out.getvalue()
+
+
+HTML = b"<html><body><script>alert(document.cookie)</script></body></html>"
+
+
+def random_bytes(n: int = 4096) -> bytes:
+    return random.Random(7).randbytes(n)

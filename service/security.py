@@ -8,9 +8,13 @@ Token lines (``--tokens-file``, one a line; ``LOOPSERVE_TOKENS``, separated by `
 
     # name:scopes:token
     labeler-eu:label:7d0f7c2f5b1c4e9a8e57
+    labeling-team:label:trusted:9c1e55d0a7b34f2e8d61
     ops:admin:4f5e0f7e1b1d4c6f8a2b9c3d
 
-``admin`` implies ``label`` and ``infer``; ``label`` does not imply ``infer``.
+``admin`` implies ``label``, ``label:trusted`` and ``infer``; ``label:trusted`` implies
+``label``; ``label`` does not imply ``infer``. A round of samples that only trusted sources
+posted is promoted on the accuracy gate alone, without the review (see
+``service.domain.review``).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ METRICS_REALM = 'realm="loopserve metrics"'
 class Scope(enum.Enum):
     INFER = "infer"
     LABEL = "label"
+    LABEL_TRUSTED = "label:trusted"  # labels whose rounds skip the poisoning review
     ADMIN = "admin"
 
 
@@ -53,6 +58,7 @@ class Scope(enum.Enum):
 IMPLIED: dict[Scope, frozenset[Scope]] = {
     Scope.INFER: frozenset({Scope.INFER}),
     Scope.LABEL: frozenset({Scope.LABEL}),
+    Scope.LABEL_TRUSTED: frozenset({Scope.LABEL, Scope.LABEL_TRUSTED}),
     Scope.ADMIN: frozenset(Scope),
 }
 
@@ -95,6 +101,13 @@ class TokenStore:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(e.principal.name for e in self._entries)
+
+    def trusted(self, name: str) -> bool:
+        """Whether the token named ``name`` posts trusted labels (scope ``label:trusted``)."""
+        return any(
+            e.principal.name == name and Scope.LABEL_TRUSTED in e.principal.scopes
+            for e in self._entries
+        )
 
     def authenticate(self, token: str) -> Principal:
         """The principal of ``token``; :class:`Unauthenticated` when it is not configured."""
@@ -142,7 +155,7 @@ def parse_token_lines(lines: Iterable[str], where: str) -> list[_Entry]:
 
 def _parse_token_line(line: str, where: str) -> _Entry:
     # Messages name the entry and the token's name, never any part of the token itself.
-    parts = line.split(":", 2)
+    parts = _split_token_line(line)
     if len(parts) != 3:
         raise ConfigError(f"{where}: expected name:scope[,scope...]:token")
     name, scope_list, token = (p.strip() for p in parts)
@@ -158,6 +171,18 @@ def _parse_token_line(line: str, where: str) -> _Entry:
         )
     granted = frozenset(implied for s in scopes for implied in IMPLIED[s])
     return _Entry(Principal(name, granted), _digest(token))
+
+
+def _split_token_line(line: str) -> list[str]:
+    """name, scopes, token. A scope name may contain ':' (``label:trusted``): the scope list
+    is the longest run of known scope names after the name; the token is the rest."""
+    parts = line.split(":")
+    known = {s.value for s in Scope}
+    for joined in range(len(parts) - 2, 0, -1):
+        scopes = ":".join(parts[1 : 1 + joined])
+        if all(n.strip() in known for n in scopes.split(",")):
+            return [parts[0], scopes, ":".join(parts[1 + joined :])]
+    return line.split(":", 2)
 
 
 def _parse_scopes(text: str, where: str) -> frozenset[Scope]:

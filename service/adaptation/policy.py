@@ -69,6 +69,8 @@ class TriggerPolicy:
         return max(wait, 0.0)
 
     def _backs_off(self, job: Job) -> bool:
-        return job.state is JobState.REJECTED or (
+        # A candidate waiting for review counts as rejected until approved: the same samples
+        # would only build the same candidate again.
+        return job.state in (JobState.REJECTED, JobState.PENDING) or (
             job.state is JobState.FAILED and job.attempt > self.recipe.max_retries
         )

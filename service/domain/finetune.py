@@ -13,6 +13,7 @@ from typing import Any
 
 from service.domain.gate import GateThresholds
 from service.domain.loop import GateResult
+from service.domain.review import ReviewEvidence
 from service.domain.versions import (
     DEFAULT_SERVING_FILE,
     Calibration,
@@ -65,6 +66,11 @@ class FineTuneSpec:
     result_path: str
     anchor_held_out: bool = False
     idle_priority: bool = True
+    # The review's material: the round's new samples as (text, label, source), recent served
+    # inputs to compare the two models on, and whether every source of the round is trusted.
+    round_samples: list[tuple[str, str, str]] = field(default_factory=list)
+    traffic: list[str] = field(default_factory=list)
+    trusted: bool = False
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(dataclasses.asdict(self)), encoding="utf-8")
@@ -74,6 +80,10 @@ class FineTuneSpec:
         raw = json.loads(path.read_text(encoding="utf-8"))
         for key in PAIR_FIELDS:
             raw[key] = [(str(text), str(label)) for text, label in raw[key]]
+        raw["round_samples"] = [
+            (str(text), str(label), str(source))
+            for text, label, source in raw.get("round_samples", ())
+        ]
         raw["recipe"] = FineTuneRecipe(**raw["recipe"])
         raw["gate"] = GateThresholds(**raw["gate"])
         return FineTuneSpec(**raw)
@@ -95,6 +105,7 @@ class FineTuneResult:
     calibration: Calibration | None = None
     data: DataCounts = field(default_factory=DataCounts)
     seconds: float = 0.0
+    review: ReviewEvidence | None = None
 
     @staticmethod
     def failed(error: str, traceback: str = "") -> FineTuneResult:
@@ -131,4 +142,5 @@ class FineTuneResult:
             calibration=Calibration.from_dict(raw.get("calibration")),
             data=DataCounts.from_dict(raw.get("data")),
             seconds=float(raw.get("seconds", 0.0)),
+            review=ReviewEvidence.from_dict(raw.get("review")),
         )

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from service.domain.loop import GateResult
+from service.domain.review import ReviewEvidence
 from service.errors import ConfigError
 
 
@@ -25,12 +26,35 @@ class GateThresholds:
     new_data_tolerance: float = 0.02
     max_forgetting: float = 0.01
     confidence_z: float = 1.64
+    # The review of rounds not every source of is trusted (see service.domain.review); the
+    # defaults come from bench/poisoning.py (README, "What the gate protects against").
+    review: bool = True
+    review_confidence: float = 0.9  # a disagreement counts from this serving confidence up
+    max_confident_disagreement: float = 0.3  # of one source's samples
+    review_min_samples: int = 20  # a source's rate counts from this many samples
+    trigger_min_count: int = 10  # contradicting samples (or changed traffic inputs) needed
+    trigger_min_share: float = 0.5  # of those, the share that must contain one token
+    trigger_max_reference_share: float = 0.05  # of the reference inputs that may contain it
+    max_flip_rate: float = 0.3  # of recent traffic whose prediction the candidate may change
 
     def validate(self, where: str) -> None:
         for ok, message in (
             (0 <= self.new_data_tolerance <= 1, "new_data_tolerance must be in [0, 1]"),
             (0 <= self.max_forgetting <= 1, "max_forgetting must be in [0, 1]"),
             (0 <= self.confidence_z <= 5, "confidence_z must be in [0, 5]"),
+            (0 < self.review_confidence <= 1, "review_confidence must be in (0, 1]"),
+            (
+                0 <= self.max_confident_disagreement <= 1,
+                "max_confident_disagreement must be in [0, 1]",
+            ),
+            (self.review_min_samples >= 1, "review_min_samples must be >= 1"),
+            (self.trigger_min_count >= 1, "trigger_min_count must be >= 1"),
+            (0 < self.trigger_min_share <= 1, "trigger_min_share must be in (0, 1]"),
+            (
+                0 <= self.trigger_max_reference_share <= 1,
+                "trigger_max_reference_share must be in [0, 1]",
+            ),
+            (0 <= self.max_flip_rate <= 1, "max_flip_rate must be in [0, 1]"),
         ):
             if not ok:
                 raise ConfigError(f"{where}: {message}")
@@ -110,3 +134,37 @@ def paired_margin(
         return 0.0
     disagree = sum(c != i for c, i in zip(candidate_correct, incumbent_correct, strict=True))
     return z * math.sqrt(disagree) / n
+
+
+def review_reasons(evidence: ReviewEvidence, thresholds: GateThresholds) -> tuple[str, ...]:
+    """Why a candidate that passed the accuracy gate waits for an operator; empty when it need
+    not (the review is off, or every source of the round is trusted)."""
+    if not thresholds.review or evidence.trusted:
+        return ()
+    reasons = []
+    counted = {
+        source: rate
+        for source, rate in evidence.disagreement_by_source.items()
+        if evidence.sources.get(source, 0) >= thresholds.review_min_samples
+    }
+    worst = max(counted.items(), key=lambda item: item[1], default=None)
+    if worst is not None and worst[1] > thresholds.max_confident_disagreement + 1e-9:
+        reasons.append(
+            f"source {worst[0]} contradicts the serving version with confidence on "
+            f"{worst[1]:.0%} of its samples (limit {thresholds.max_confident_disagreement:.0%})"
+        )
+    if evidence.trigger:
+        reasons.append(
+            f"{evidence.trigger_share:.0%} of the contradicting samples contain "
+            f"{evidence.trigger!r}, which other inputs rarely contain"
+        )
+    if evidence.traffic and evidence.flip_rate > thresholds.max_flip_rate + 1e-9:
+        reasons.append(
+            f"changes {evidence.flip_rate:.0%} of {evidence.traffic} recent predictions "
+            f"(limit {thresholds.max_flip_rate:.0%})"
+        )
+    if evidence.flip_trigger:
+        reasons.append(
+            f"the changed predictions concentrate on inputs containing {evidence.flip_trigger!r}"
+        )
+    return tuple(reasons)

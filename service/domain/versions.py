@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from service.domain.loop import GateResult
+from service.domain.provenance import TrainingData
+from service.domain.review import ReviewEvidence
 
 DEFAULT_SERVING_FILE = "model.onnx"
 T = TypeVar("T")
@@ -116,13 +118,15 @@ class VersionMeta:
     backbone: str = ""
     trainable_layers: int = 0
     serving_file: str = DEFAULT_SERVING_FILE
-    status: str = "promoted"  # "promoted" or "rejected" by the gate
+    status: str = "promoted"  # "promoted" or "rejected" by the gate, or "pending" review
     reason: str = ""
     job: str = ""  # the fine-tune job that made it; empty for version 1
     samples_upto: int = 0  # the last sample seq it trained on
+    trained_on: TrainingData | None = None  # the stored samples it trained and gated on
     data: DataCounts = field(default_factory=DataCounts)
     train: TrainingRecord = field(default_factory=TrainingRecord)
     gate: GateResult | None = None
+    review: ReviewEvidence | None = None  # why a pending version waits, and what was measured
     int8: Int8Check | None = None
     calibration: Calibration | None = None
     metrics: dict[str, float] = field(default_factory=dict)
@@ -149,9 +153,11 @@ class VersionMeta:
             reason=str(raw.get("reason", "")),
             job=str(raw.get("job") or ""),
             samples_upto=int(raw.get("samples_upto", 0)),
+            trained_on=TrainingData.from_dict(raw.get("trained_on")),
             data=DataCounts.from_dict(raw.get("data")),
             train=TrainingRecord.from_dict(raw.get("train")),
             gate=_gate(raw.get("gate")),
+            review=ReviewEvidence.from_dict(raw.get("review")),
             int8=Int8Check.from_dict(raw.get("int8")),
             calibration=Calibration.from_dict(raw.get("calibration")),
             metrics=_numbers(raw.get("metrics")),
@@ -199,6 +205,8 @@ def _known(cls: type[T], value: object) -> T:
 
 def _plain(value: Any) -> Any:
     """JSON-ready: records as dicts, tuples as lists."""
+    if isinstance(value, TrainingData):
+        return value.to_dict()  # seq ranges as [first, last] pairs
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     return list(value) if isinstance(value, tuple) else value

@@ -113,6 +113,13 @@ class CandidatePool:
             for i in order
         ]
 
+    def recent(self, n: int) -> list[str]:
+        """Up to ``n`` distinct texts, newest first: what production sends now, for a job to
+        compare a candidate with the serving version on (see service.domain.review)."""
+        with self._lock:
+            texts = [e.text for e in self._entries]
+        return list(dict.fromkeys(reversed(texts)))[: max(n, 0)]
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)

@@ -425,6 +425,11 @@ class DriftMonitor:
         pool = self.pools.get(model)
         return pool.top(count) if pool is not None else []
 
+    def recent_inputs(self, model: str, count: int) -> list[str]:
+        """Up to ``count`` distinct recent served inputs, newest first."""
+        pool = self.pools.get(model)
+        return pool.recent(count) if pool is not None else []
+
     def forget(self, model: str, prediction_ids: set[str]) -> None:
         pool = self.pools.get(model)
         if pool is not None:

@@ -28,10 +28,12 @@ from service.config import TrainRecipe
 from service.domain.finetune import FineTuneResult, FineTuneSpec
 from service.domain.gate import decide, paired_margin
 from service.domain.loop import JOB_PARENT_PID_ENV
+from service.domain.review import ReviewEvidence
 from service.domain.versions import DataCounts, Int8Check
 from service.priority import lower_priority
 from service.runtime import LoadedVersion
 from service.training._data import Example, TokenBatcher
+from service.training._evidence import Predictions, review_evidence
 from service.training._export import export_onnx, load_for_check, parity_check, quantize_int8
 from service.training._model import TextClassifier, load_encoder, trainable_state
 from service.training._trainer import Trainer
@@ -157,6 +159,13 @@ def _fine_tune(spec: FineTuneSpec) -> FineTuneResult:
         anchor_held_out=spec.anchor_held_out,
     )
     _log(f"gate at {time.perf_counter() - started:.1f}s: {gate.reason}")
+    review = _review(spec, incumbent, candidate) if gate.promote else None
+    if review is not None:
+        _log(
+            f"review at {time.perf_counter() - started:.1f}s: confident disagreement "
+            f"{review.confident_disagreement:.3f}, flip rate {review.flip_rate:.3f} on "
+            f"{review.traffic} inputs; " + ("; ".join(review.reasons) or "nothing suspicious")
+        )
     calibration = _calibration(spec, candidate, holdout_probabilities)
     _log(
         f"calibration: temperature {calibration.temperature} fitted on {calibration.rows} "
@@ -178,7 +187,32 @@ def _fine_tune(spec: FineTuneSpec) -> FineTuneResult:
             anchor=len(spec.anchor),
         ),
         seconds=round(time.perf_counter() - started, 2),
+        review=review,
     )
+
+
+def _review(
+    spec: FineTuneSpec, incumbent: LoadedVersion, candidate: LoadedVersion
+) -> ReviewEvidence:
+    """The review evidence (see ``_evidence``): the serving version on the round's samples,
+    both versions on recent traffic, the anchor as inputs the round's sources did not post."""
+    texts = [text for text, _, _ in spec.round_samples]
+    return review_evidence(
+        spec.round_samples,
+        Predictions(incumbent.labels, _predict_texts(incumbent, texts)),
+        spec.traffic,
+        Predictions(incumbent.labels, _predict_texts(incumbent, spec.traffic)),
+        Predictions(candidate.labels, _predict_texts(candidate, spec.traffic)),
+        [text for text, _ in spec.anchor],
+        spec.trusted,
+        spec.gate,
+    )
+
+
+def _predict_texts(session: LoadedVersion, texts: list[str]) -> FloatArray:
+    if not texts:
+        return np.empty((0, len(session.labels)), dtype=np.float32)
+    return session.predict(texts).probabilities
 
 
 def _load_base(spec: FineTuneSpec) -> TextClassifier:
@@ -263,9 +297,7 @@ def _calibration(
 
 
 def _predict(session: LoadedVersion, pairs: Pairs) -> FloatArray:
-    if not pairs:
-        return np.empty((0, len(session.labels)), dtype=np.float32)
-    return session.predict([text for text, _ in pairs]).probabilities
+    return _predict_texts(session, [text for text, _ in pairs])
 
 
 def _correct(session: LoadedVersion, pairs: Pairs) -> list[bool]:

@@ -1,0 +1,141 @@
+"""The review evidence of a round, from the serving version's and the candidate's predictions.
+
+Computed in the job process, which holds both models; the rule that acts on it is
+:func:`service.domain.gate.review_reasons`. Everything here works on predictions (any input
+modality) except the shared-token test, which reads text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from service.calibration import FloatArray
+from service.domain.gate import GateThresholds, review_reasons
+from service.domain.review import MAX_CHANGES, MAX_EXAMPLES, LabelChange, ReviewEvidence, truncate
+
+WORD = re.compile(r"\w+")
+# (text, label, source): a sample of the round as the job sees it.
+RoundSample = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """One model's class probabilities for some inputs, and its label order."""
+
+    labels: Sequence[str]
+    probabilities: FloatArray
+
+    def top(self) -> tuple[list[str], FloatArray]:
+        winners = self.probabilities.argmax(axis=1) if len(self.probabilities) else np.array([])
+        confidence = self.probabilities.max(axis=1) if len(self.probabilities) else np.empty(0)
+        return [self.labels[int(i)] for i in winners], confidence
+
+
+def review_evidence(
+    samples: Sequence[RoundSample],
+    served_on_samples: Predictions,
+    traffic: Sequence[str],
+    served_on_traffic: Predictions,
+    candidate_on_traffic: Predictions,
+    reference: Sequence[str],
+    trusted: bool,
+    thresholds: GateThresholds,
+) -> ReviewEvidence:
+    """The evidence about a round (``samples``) and its candidate, with the rule's reasons.
+    ``reference`` holds inputs the round's sources did not post (the anchor): a trigger token
+    is one they rarely contain."""
+    sources = Counter(source for _, _, source in samples)
+    predicted, confidence = served_on_samples.top()
+    known = set(served_on_samples.labels)
+    contradicting: list[int] = []
+    by_source: dict[str, list[bool]] = defaultdict(list)
+    for i, (_, label, source) in enumerate(samples):
+        if label not in known:  # a new class contradicts nothing the serving version said
+            continue
+        confident = predicted[i] != label and confidence[i] >= thresholds.review_confidence
+        by_source[source].append(bool(confident))
+        if confident:
+            contradicting.append(i)
+    known_count = sum(len(flags) for flags in by_source.values())
+    reference_texts = [*reference, *traffic]
+    trigger, share = shared_token(
+        [samples[i][0] for i in contradicting], reference_texts, thresholds
+    )
+    flipped, flips = traffic_flips(traffic, served_on_traffic, candidate_on_traffic)
+    flip_trigger, _ = shared_token([traffic[i] for i in flipped], traffic, thresholds)
+    evidence = ReviewEvidence(
+        sources=dict(sources),
+        trusted=trusted,
+        known_samples=known_count,
+        confident_disagreement=len(contradicting) / known_count if known_count else 0.0,
+        disagreement_by_source={s: float(np.mean(f)) for s, f in by_source.items() if f},
+        trigger=trigger,
+        trigger_share=share,
+        traffic=len(traffic),
+        flip_rate=len(flipped) / len(traffic) if len(traffic) else 0.0,
+        flip_trigger=flip_trigger,
+        contradictions=top_changes(
+            [(predicted[i], samples[i][1], samples[i][0]) for i in contradicting]
+        ),
+        flips=flips,
+    )
+    return replace(evidence, reasons=review_reasons(evidence, thresholds))
+
+
+def traffic_flips(
+    traffic: Sequence[str], served: Predictions, candidate: Predictions
+) -> tuple[list[int], tuple[LabelChange, ...]]:
+    """The traffic inputs whose prediction the candidate changes (to a class the serving
+    version knows: a new class taking its inputs is what a new class is for), and the top
+    changes."""
+    before, _ = served.top()
+    after, _ = candidate.top()
+    known = set(served.labels)
+    flipped = [
+        i for i, (b, a) in enumerate(zip(before, after, strict=True)) if b != a and a in known
+    ]
+    return flipped, top_changes([(before[i], after[i], traffic[i]) for i in flipped])
+
+
+def top_changes(changes: Sequence[tuple[str, str, str]]) -> tuple[LabelChange, ...]:
+    """The most frequent (before, after) pairs, with a few truncated example inputs each."""
+    grouped: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for before, after, text in changes:
+        grouped[(before, after)].append(text)
+    ranked = sorted(grouped.items(), key=lambda item: (-len(item[1]), item[0]))[:MAX_CHANGES]
+    return tuple(
+        LabelChange(b, a, len(texts), tuple(truncate(t) for t in texts[:MAX_EXAMPLES]))
+        for (b, a), texts in ranked
+    )
+
+
+def shared_token(
+    texts: Sequence[str], reference: Sequence[str], thresholds: GateThresholds
+) -> tuple[str, float]:
+    """The token most of ``texts`` contain (at least ``trigger_min_share`` of them, and at least
+    ``trigger_min_count`` texts) while at most ``trigger_max_reference_share`` of ``reference``
+    does, with its share; ("", 0.0) when there is none. A trigger word is such a token; words
+    that corrections of real mistakes share are common in the model's other inputs too."""
+    if len(texts) < thresholds.trigger_min_count:
+        return "", 0.0
+    counts = Counter(token for text in texts for token in _tokens(text))
+    needed = max(thresholds.trigger_min_count, thresholds.trigger_min_share * len(texts))
+    frequent = [(token, n) for token, n in counts.items() if n >= needed]
+    if not frequent:
+        return "", 0.0
+    in_reference = Counter(token for text in reference for token in _tokens(text))
+    allowed = thresholds.trigger_max_reference_share * max(len(reference), 1)
+    rare = [(token, n) for token, n in frequent if in_reference[token] <= allowed]
+    if not rare:
+        return "", 0.0
+    token, n = max(rare, key=lambda item: (item[1], item[0]))
+    return token, n / len(texts)
+
+
+def _tokens(text: str) -> set[str]:
+    return set(WORD.findall(text.casefold()))

@@ -8,7 +8,10 @@ generic message, details in the log.
     ├── InvalidInput        the caller sent something malformed (bad tensor, shape, empty input)
     ├── NotFound            unknown model or version
     ├── Conflict            the state changed underneath (a version recorded twice, a lost CAS)
+    │   └── DataPurged      a candidate's training data was purged: it is never published
     ├── Overloaded          queue full / too much in flight: retry later
+    │   └── StorageFull     the disk or the database is full: nothing was stored; retry
+    │                       only once space was freed, not at once
     ├── Unavailable         model not ready, loading, or server shutting down
     ├── DeadlineExceeded    the caller's deadline passed before its request ran
     ├── Unauthenticated     missing credentials
@@ -17,6 +20,10 @@ generic message, details in the log.
 """
 
 from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class LoopserveError(Exception):
@@ -35,8 +42,48 @@ class Conflict(LoopserveError):
     pass
 
 
+class DataPurged(Conflict):
+    """Samples a job trained or gated on were purged after it read them: its candidate is not
+    published (checked under the same lock or transaction as the head move)."""
+
+
 class Overloaded(LoopserveError):
     pass
+
+
+class StorageFull(Overloaded):
+    """A write failed because the disk (or the database's disk, or a quota) is full.
+
+    Nothing of the failed write was kept: SQLite and PostgreSQL roll the transaction back, and
+    files are written to a temporary name first and renamed only when complete.
+    """
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"disk full: could not store {what}; nothing of it was stored. Retry after the "
+            "operator frees space, not at once"
+        )
+        self.what = what
+
+
+# ENOSPC: no space left on the device; EDQUOT: the user's disk quota is used up.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is an OSError saying that the disk or a quota is full."""
+    return isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS
+
+
+@contextmanager
+def disk_writes(what: str) -> Iterator[None]:
+    """Turn a disk-full OSError inside the block into :class:`StorageFull` naming ``what``."""
+    try:
+        yield
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise StorageFull(what) from exc
+        raise
 
 
 class Unavailable(LoopserveError):

@@ -228,3 +228,9 @@ class Metrics:
             ["method", "code"],
             registry=r,
         )
+        self.disk_full = Counter(
+            "loopserve_disk_full",
+            "Writes refused because the disk, a quota or the database is full, by operation.",
+            ["operation"],
+            registry=r,
+        )

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # cycle forms. "" is the top-level package itself (``service/__init__.py``: the version).
 LAYERS: list[list[str]] = [
     ["", "errors", "types", "domain", "tasks"],
-    ["config", "security", "calibration", "priority", "metrics"],
+    ["config", "security", "calibration", "priority", "metrics", "disk_full"],
     ["runtime", "registry", "store"],
     ["contract", "training", "serving", "inference"],
     ["drift"],

@@ -30,6 +30,7 @@ from service.adaptation import _data
 from service.adaptation._data import Pairs
 from service.adaptation.events import EventBus
 from service.config import AdaptationRecipe, read_labeled_csv
+from service.disk_full import DiskFullReporter
 from service.domain.finetune import FineTuneRecipe, FineTuneResult, FineTuneSpec
 from service.domain.loop import (
     JOB_PARENT_PID_ENV,
@@ -40,6 +41,7 @@ from service.domain.loop import (
     Sample,
 )
 from service.domain.versions import VersionMeta
+from service.errors import StorageFull, disk_writes
 from service.metrics import Metrics
 from service.registry import VersionInfo
 from service.serving import ServedModel
@@ -75,6 +77,7 @@ class JobRunner:
         self._jobs = jobs
         self._events = events
         self._metrics = metrics
+        self._disk_full = DiskFullReporter(metrics)
         self._work_dir = work_dir
         self._on_finished = on_finished
         self._process: subprocess.Popen[bytes] | None = None
@@ -150,10 +153,16 @@ class JobRunner:
                 EventKind.JOB_STARTED, self.model, f"fine-tune {job.id} started ({job.trigger}: {job.reason})",
                 job=job.id, trigger=job.trigger, base_version=job.base_version,
             )  # fmt: skip
-            state, error = self._execute(job), ""
+            with disk_writes(f"the files of fine-tune job {job.id}"):
+                state, error = self._execute(job), ""
+        except StorageFull as exc:  # the operator's to fix: counted and logged once, no traceback
+            self._disk_full.failed("fine-tune job", exc)
+            error = str(exc)
         except Exception as exc:
             log.exception("fine-tune job %s failed", job.id)
             error = str(exc) or type(exc).__name__
+        else:
+            self._disk_full.succeeded("fine-tune job")
         finally:
             # Whatever happened, the runner becomes idle: a busy runner with no job would
             # block the model's loop until a restart.

@@ -2,8 +2,14 @@
 
 One table, :data:`METHOD_SCOPES`, says which scope each method needs; a method not in it needs
 ``admin`` (a new RPC is closed until someone decides otherwise). ``grpc.health.v1.Health`` is open
-so that probes need no token. :class:`AuthInterceptor` runs inside the observability interceptor,
-so refused calls are counted with their code.
+so that probes need no token.
+
+Two checks, both from the call's metadata: :meth:`AuthInterceptor.admit` runs in the
+observability interceptor before the request is read, so a caller without a valid token never
+gets its bytes parsed, and learns nothing about which methods exist (an unknown method is
+UNAUTHENTICATED for it, UNIMPLEMENTED only for a caller with a valid token); refused calls are
+counted and logged there. :class:`AuthInterceptor` itself runs inside, per call, and sets the
+principal for the core.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ METHOD_SCOPES: dict[str, Scope | None] = {
     f"{ADAPTATION}GetLabelingCandidates": Scope.LABEL,
     f"{ADAPTATION}StartFineTune": Scope.ADMIN,
     f"{ADAPTATION}Rollback": Scope.ADMIN,
+    f"{ADAPTATION}ApproveVersion": Scope.ADMIN,
+    f"{ADAPTATION}RejectVersion": Scope.ADMIN,
     f"{ADAPTATION}GetDriftStatus": Scope.ADMIN,
     f"{ADAPTATION}ListVersions": Scope.ADMIN,
     f"{ADAPTATION}ListSampleSources": Scope.ADMIN,
@@ -103,6 +111,12 @@ class AuthInterceptor(WrappingInterceptor):
         else:
             guarded = self._guard(method, behavior)
         return rebuild(handler, kind, guarded)
+
+    def admit(self, method: str, metadata: Sequence[tuple[str, str | bytes]] | None) -> None:
+        """Raise Unauthenticated or PermissionDenied unless the caller may call ``method``
+        (known or not); open methods admit everyone."""
+        if not is_open(method):
+            self.authorize(method, metadata)
 
     def authorize(
         self, method: str, metadata: Sequence[tuple[str, str | bytes]] | None

@@ -2,10 +2,15 @@
 
 Servicers stay thin: they raise :mod:`service.errors` kinds and this interceptor turns them into
 statuses with the caller-facing message. Unexpected exceptions are logged with their traceback
-and answered INTERNAL with a generic message. Before a call runs, two things are refused here:
-a request that is not a valid protobuf (INVALID_ARGUMENT) and one whose deadline already passed
-(DEADLINE_EXCEEDED). Every asynchronous handler is covered: unary ones, streams written as async
-generators and streams written with ``context.write``.
+and answered INTERNAL with a generic message. Before a call runs, three things are refused here:
+a caller that may not call the method (``admit``, from the call's metadata alone: its request is
+never parsed, and an unknown method is refused like a known one), a request that is not a valid
+protobuf (INVALID_ARGUMENT) and one whose deadline already passed (DEADLINE_EXCEEDED). Every
+asynchronous handler is covered: unary ones, streams written as async generators and streams
+written with ``context.write``.
+
+Refusals are logged at WARNING, at most once a minute per peer (:mod:`service.api.log_limit`); a
+full disk is counted and logged once per outage (:mod:`service.disk_full`).
 
 This interceptor must be the outermost one: inner ones (authentication) raise
 :mod:`service.errors` kinds and this one maps, logs and counts them like the servicers' errors.
@@ -18,26 +23,41 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
 from grpc import aio
 
+from service.api.log_limit import PeerLogLimit
 from service.api.status import MalformedRequest, public_message, status_for
-from service.errors import DeadlineExceeded, LoopserveError, PermissionDenied, Unauthenticated
+from service.disk_full import DiskFullReporter
+from service.errors import (
+    DeadlineExceeded,
+    LoopserveError,
+    PermissionDenied,
+    StorageFull,
+    Unauthenticated,
+    is_disk_full,
+)
 from service.metrics import Metrics
 
 log = logging.getLogger("service.api")
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 WORTH_A_WARNING = (MalformedRequest, Unauthenticated, PermissionDenied)
 UNKNOWN_MODEL = "_unknown"
+# The method label of refused calls to methods this server does not have: the name is the
+# caller's, and label values must not be.
+UNKNOWN_METHOD = "_unknown"
 
 Behavior = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
 StreamBehavior = Callable[[Any, aio.ServicerContext], AsyncGenerator[Any, None]]
 Deserializer = Callable[[bytes], Any]
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
+Metadata = Sequence[tuple[str, str | bytes]]
+# Raises Unauthenticated or PermissionDenied when the caller may not call the method.
+Admit = Callable[[str, Metadata | None], object]
 
 HANDLER_FACTORIES: dict[str, Callable[..., grpc.RpcMethodHandler]] = {
     "unary_unary": grpc.unary_unary_rpc_method_handler,
@@ -146,10 +166,48 @@ class WrappingInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
 
 
 class ObservabilityInterceptor(WrappingInterceptor):
-    def __init__(self, metrics: Metrics, served_models: Callable[[], list[str]]) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        served_models: Callable[[], list[str]],
+        admit: Admit | None = None,
+        warnings: PeerLogLimit | None = None,
+    ) -> None:
         super().__init__()
         self._metrics = metrics
         self._served_models = served_models
+        self._admit = admit
+        self._warnings = warnings if warnings is not None else PeerLogLimit()
+        self._disk_full = DiskFullReporter(metrics)
+
+    async def intercept_service(
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        if self._admit is not None:
+            method: str = details.method
+            try:
+                self._admit(method, details.invocation_metadata)
+            except (Unauthenticated, PermissionDenied) as exc:
+                # Nothing is parsed. Whether the method exists picks the metric label, and a
+                # caller with a valid token may learn that it does not (UNIMPLEMENTED).
+                known = method in self._wrapped or await continuation(details) is not None
+                if not known and isinstance(exc, PermissionDenied):
+                    return None
+                return self._refusal(method if known else UNKNOWN_METHOD, exc)
+        return await super().intercept_service(continuation, details)
+
+    def _refusal(self, method: str, error: LoopserveError) -> grpc.RpcMethodHandler:
+        """A handler that answers ``error`` without reading the request: a request stream
+        handler (whatever the method's shape) without a deserializer, whose stream is never
+        read."""
+
+        def record(code: grpc.StatusCode) -> None:
+            self._metrics.grpc_requests.labels(method, code.name).inc()
+
+        async def refuse(requests: AsyncIterator[Any], context: aio.ServicerContext) -> NoReturn:
+            await self._fail(method, error, context, record)
+
+        return grpc.stream_unary_rpc_method_handler(refuse)
 
     def _wrap_handler(
         self, method: str, handler: grpc.RpcMethodHandler
@@ -194,6 +252,7 @@ class ObservabilityInterceptor(WrappingInterceptor):
                 check_admissible(request, context)
                 response = await behavior(request, context)
                 record(grpc.StatusCode.OK, getattr(response, "model_version", ""))
+                self._disk_full.succeeded(_operation(method))
                 return response
             except aio.AbortError:
                 if not recorded:
@@ -238,19 +297,24 @@ class ObservabilityInterceptor(WrappingInterceptor):
 
         return observed
 
-    @staticmethod
     async def _fail(
+        self,
         method: str,
         exc: Exception,
         context: aio.ServicerContext,
         record: Callable[[grpc.StatusCode], None],
     ) -> NoReturn:
         """Log ``exc`` as its kind deserves, count it, and answer its status."""
+        if is_disk_full(exc):  # a file write that no layer below named
+            exc = StorageFull("the data of this call")
         code = status_for(exc)
         if isinstance(exc, WORTH_A_WARNING):
             # Garbage on the wire and refused credentials are worth a look (a broken client, a
-            # probe, a revoked token) but no traceback. Messages never hold a token.
-            log.warning("%s -> %s: %s (peer %s)", method, code.name, exc, context.peer())
+            # probe, a revoked token) but no traceback, and not a line per call of a client that
+            # keeps retrying. Messages never hold a token.
+            self._warn(method, code, exc, context.peer())
+        elif isinstance(exc, StorageFull):
+            self._disk_full.failed(_operation(method), exc)
         elif isinstance(exc, LoopserveError):
             log.info("%s -> %s: %s", method, code.name, exc)
         else:
@@ -259,7 +323,20 @@ class ObservabilityInterceptor(WrappingInterceptor):
         await context.abort(code, public_message(exc))
         raise AssertionError("abort() returned")  # it always raises; this satisfies NoReturn
 
+    def _warn(self, method: str, code: grpc.StatusCode, exc: Exception, peer: str) -> None:
+        left_out = self._warnings.admit(peer)
+        if left_out is None:
+            log.debug("%s -> %s: %s (peer %s)", method, code.name, exc, peer)
+            return
+        more = f"; {left_out} more from this peer not logged" if left_out else ""
+        log.warning("%s -> %s: %s (peer %s%s)", method, code.name, exc, peer, more)
+
     def _model_label(self, request: Any) -> str:
         name = getattr(request, "model_name", "")
         # Only served names become label values, so callers cannot blow up metric cardinality.
         return name if name in self._served_models() else UNKNOWN_MODEL
+
+
+def _operation(method: str) -> str:
+    """The RPC's name (``AddSamples``) for the disk-full count."""
+    return method.rsplit("/", 1)[-1]

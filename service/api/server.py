@@ -112,12 +112,16 @@ def build_server(
     """
     # Read the TLS files first: an unusable one fails before anything is created.
     credentials = tls.credentials() if tls is not None else None
+    auth = AuthInterceptor(tokens) if tokens is not None else None
+    # Observability is outermost: it refuses callers that auth does not admit before their
+    # request is read, and counts every call with its code. Auth inside sets the principal.
     interceptors: list[aio.ServerInterceptor] = [
-        ObservabilityInterceptor(metrics, lambda: core.model_names)
+        ObservabilityInterceptor(
+            metrics, lambda: core.model_names, admit=auth.admit if auth is not None else None
+        )
     ]
-    if tokens is not None:
-        # Inside observability, so that refused calls are counted with their code.
-        interceptors.append(AuthInterceptor(tokens))
+    if auth is not None:
+        interceptors.append(auth)
     server = aio.server(
         interceptors=interceptors,
         options=[

@@ -13,6 +13,7 @@ from service.errors import (
     NotFound,
     Overloaded,
     PermissionDenied,
+    StorageFull,
     Unauthenticated,
     Unavailable,
 )
@@ -27,6 +28,7 @@ STATUS_FOR_ERROR: dict[type[LoopserveError], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     Conflict: grpc.StatusCode.ABORTED,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    StorageFull: grpc.StatusCode.RESOURCE_EXHAUSTED,  # an Overloaded, listed to be plain
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from service.domain.versions import VersionMeta
-from service.errors import Conflict, NotFound
+from service.errors import Conflict, NotFound, disk_writes
 from service.registry._digest import META_FILE, version_digest
 from service.registry._files import atomic_write, fsync_dir, fsync_tree, locked
 from service.registry._pointer import POINTER_TMP, FilePointer, HeadPointer
@@ -144,7 +144,7 @@ class ModelRegistry:
         """A scratch directory for a new version; removed unless it is published."""
         # Created and locked under the registry lock, so remove_stale_staging (which takes it
         # too) never sees the directory before its owner lock exists.
-        with locked(self.root):
+        with locked(self.root), disk_writes(f"a new version of model {self.model!r}"):
             path = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.root))
             try:
                 owner = (path / OWNER_LOCK).open("a")
@@ -179,6 +179,10 @@ class ModelRegistry:
     def publish(self, staged: StagedVersion, meta: VersionMeta) -> VersionInfo:
         """Give the staged files the next version number and make them visible, atomically.
         The registry fills in the model, number, parent, creation time and digest."""
+        with disk_writes(f"version files of model {self.model!r}"):
+            return self._publish(staged, meta)
+
+    def _publish(self, staged: StagedVersion, meta: VersionMeta) -> VersionInfo:
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         with locked(self.root):
             # Past every numbered directory, complete or not: rename cannot replace one.

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from service.errors import ConfigError, InvalidInput, Unavailable
+from service.errors import ConfigError, InvalidInput, StorageFull, Unavailable
 
 SCHEMES = ("postgresql://", "postgres://")
 CONNECT_TIMEOUT_S = 5
@@ -75,6 +75,8 @@ class Target:
 
     def error(self, exc: psycopg.Error) -> Exception:
         """The service error for a database error: bad data is the caller's, the rest is ours."""
+        if isinstance(exc, psycopg.errors.DiskFull):  # SQLSTATE 53100; the transaction is undone
+            return StorageFull(f"the change to the PostgreSQL database at {self.redacted}")
         if isinstance(exc, psycopg.DataError):
             return InvalidInput(f"the database refused a value: {self.clean(str(exc).strip())}")
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):

@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service.domain.loop import AddOutcome, Job, JobState, NewSample, Sample, SourceSummary
-from service.errors import ConfigError, Conflict, InvalidInput, NotFound, Unavailable, quote
+from service.errors import (
+    ConfigError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    StorageFull,
+    Unavailable,
+    quote,
+)
 from service.store._interface import AdaptationMark, HeadWatcher, TrainerLease, VersionRecord
 from service.store._local import HeadCallbacks, LocalHeadWatcher, LocalLease
 from service.store._rows import (
@@ -351,7 +359,14 @@ class SQLiteStore:
         with self._lock:
             if self._conn is None:
                 raise Unavailable("the sample and job store is closed")
-            yield self._conn
+            try:
+                yield self._conn
+            except sqlite3.OperationalError as exc:
+                # SQLITE_FULL: the disk (or max_page_count) is full; the transaction is rolled
+                # back, so nothing of the write is kept and the store works once space is freed.
+                if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL:
+                    raise StorageFull(f"the change to {self.path.name}") from exc
+                raise
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -680,13 +680,18 @@ def test_undecodable_message_in_a_request_stream_is_invalid_argument(
     assert open_server.grpc_requests(method, "INVALID_ARGUMENT") == 1
 
 
-def test_undecodable_request_without_a_token_is_still_only_invalid_argument(
-    server: FakeServer,
-) -> None:
-    # Parsing comes before any handler in gRPC; the answer names only the public message type.
-    with grpc.insecure_channel(server.address) as channel:
-        raw = channel.unary_unary(INFER + "ModelInfer")
-        expect_refusal(lambda: raw(b"\xff\xff\xff", timeout=5), grpc.StatusCode.INVALID_ARGUMENT)
+def test_undecodable_request_without_a_token_is_unauthenticated(server: FakeServer) -> None:
+    # The token is checked before the request is parsed: garbage tells such a caller nothing.
+    for method in (INFER + "ModelInfer", ADAPT + "AddSamples"):
+        with grpc.insecure_channel(server.address) as channel:
+            raw = channel.unary_unary(method)
+            expect_refusal(
+                lambda raw=raw: raw(b"\xff\xff\xff", timeout=5),  # type: ignore[misc]
+                grpc.StatusCode.UNAUTHENTICATED,
+                "requires a bearer token",
+            )
+        assert server.grpc_requests(method, "UNAUTHENTICATED") == 1
+        assert server.grpc_requests(method, "INVALID_ARGUMENT") == 0
 
 
 class SlowToDecode:

@@ -14,7 +14,7 @@ import pytest
 from pg import PostgresServer
 
 from service.domain.loop import NewSample
-from service.errors import ConfigError, LoopserveError, Unavailable
+from service.errors import ConfigError, LoopserveError, StorageFull, Unavailable
 from service.store import PostgresStore
 from service.store._pg_lease import PostgresLease
 from service.store._pg_schema import SCHEMA_VERSION
@@ -309,3 +309,30 @@ def test_errors_are_loopserve_errors(store: PostgresStore) -> None:
     with pytest.raises(LoopserveError):
         store.add(MODEL, [NewSample("nul \x00 char", "greeting", "a")])
     assert store.count(MODEL) == 0
+
+
+# --- a full disk ------------------------------------------------------------------------------------
+
+
+def test_a_full_disk_is_storage_full_and_keeps_what_it_had(
+    store: PostgresStore, database_url: str
+) -> None:
+    store.add(MODEL, [NewSample(text="kept", label="greeting", id="a")])
+    # PostgreSQL answers SQLSTATE 53100 when it cannot extend a file; a trigger raises the same
+    # error, through the same driver path, without filling a disk.
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(
+            "CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " RAISE EXCEPTION 'could not extend file' USING ERRCODE = 'disk_full'; END $$"
+        )
+        admin.execute(
+            "CREATE TRIGGER disk_full BEFORE INSERT ON samples"
+            " FOR EACH ROW EXECUTE FUNCTION disk_full()"
+        )
+        batch = [NewSample(text=f"late {i}", label="greeting", id=f"late-{i}") for i in range(3)]
+        with pytest.raises(StorageFull, match=r"^disk full: could not store .*not at once"):
+            store.add(MODEL, batch)
+        assert [s.id for s in store.samples(MODEL)] == ["a"]
+        admin.execute("DROP TRIGGER disk_full ON samples")
+    assert store.add(MODEL, batch).accepted == 3
+    assert store.count(MODEL) == 4

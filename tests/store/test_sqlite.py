@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from service.domain.loop import NewSample
-from service.errors import ConfigError
+from service.errors import ConfigError, StorageFull
 from service.store import SQLiteStore
 from service.store._sqlite import MIGRATIONS, SCHEMA_VERSION
 
@@ -75,3 +75,39 @@ def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(ConfigError, match="schema version"):
         SQLiteStore(path)
+
+
+def _fill_up(store: SQLiteStore) -> None:
+    """Let the database grow no more: SQLite then answers SQLITE_FULL, as on a full disk."""
+    assert store._conn is not None
+    (pages,) = store._conn.execute("PRAGMA page_count").fetchone()
+    store._conn.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def _big_batch(prefix: str, count: int = 50) -> list[NewSample]:
+    return [
+        NewSample(text=f"{prefix} {i} " + "x" * 2000, label="greeting", id=f"{prefix}-{i}")
+        for i in range(count)
+    ]
+
+
+def test_a_full_database_is_storage_full_and_keeps_what_it_had(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "loopserve.db")
+    try:
+        store.add(MODEL, _batch("a", "b"))
+        _fill_up(store)
+        with pytest.raises(StorageFull, match=r"^disk full: could not store the change to "):
+            store.add(MODEL, _big_batch("late"))
+        with pytest.raises(StorageFull, match="not at once"):
+            store.create(MODEL, "manual", "a long reason " * 1000, 1, 2)
+        # Nothing of the failed batch is stored, the earlier samples are intact.
+        assert [s.id for s in store.samples(MODEL)] == ["a", "b"]
+        assert store.latest(MODEL) is None
+        assert store._conn is not None
+        assert store._conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        # Space freed: the same batch goes in.
+        store._conn.execute("PRAGMA max_page_count = 1073741823")
+        assert store.add(MODEL, _big_batch("late")).accepted == 50
+        assert store.count(MODEL) == 52
+    finally:
+        store.close()

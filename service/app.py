@@ -31,10 +31,10 @@ from service.config import ServerSettings, load_model_definition
 from service.drift import DriftMonitor, training_texts
 from service.inference import InferenceService
 from service.metrics import Metrics
-from service.metrics_http import MetricsServer
 from service.registry import HeadPointer, ModelRegistry
 from service.serving import ServedModel
 from service.store import Store, TrainerLease, open_store
+from service.web import MetricsServer
 
 log = logging.getLogger(__name__)
 LEASE_LOST_EXIT = 3  # the trainer lost its lease: its supervisor restarts it as a standby
@@ -125,6 +125,7 @@ class App:
         self._metrics_http = MetricsServer(
             self.metrics.registry, s.metrics_host, s.metrics_port, metrics_auth
         )
+        await self._metrics_http.start()  # on this loop: no thread per connection
         await self.grpc.set_serving(True)
         self._start_cluster(store)
         if self._lease is None:
@@ -228,7 +229,7 @@ class App:
         if self.store is not None:
             self.store.close()
         if self._metrics_http is not None:
-            self._metrics_http.stop()
+            await self._metrics_http.stop()
         log.info("stopped")
 
     async def run_until_signal(self) -> int:

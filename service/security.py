@@ -277,6 +277,24 @@ def read_pem(path: Path, what: str) -> bytes:
     return data
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A server's certificate and key (PEM); with ``client_ca``, clients must present a
+    certificate signed by it (mutual TLS). Shared by the gRPC and the HTTP endpoints."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def read(self) -> tuple[bytes, bytes, bytes | None]:
+        """The PEM bytes of certificate, key and client CA, read now; :class:`ConfigError`
+        names a file that is unusable."""
+        cert = read_pem(self.cert, "TLS certificate")
+        key = read_pem(self.key, "TLS key")
+        client_ca = read_pem(self.client_ca, "TLS client CA") if self.client_ca else None
+        return cert, key, client_ca
+
+
 def _read_text(path: Path, what: str) -> str:
     try:
         return _read_bytes(path, what).decode("utf-8")

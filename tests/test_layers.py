@@ -26,7 +26,7 @@ LAYERS: list[list[str]] = [
     ["drift"],
     ["adaptation"],
     ["cluster"],
-    ["api", "metrics_http"],
+    ["api", "web"],
     ["app"],
     ["cli"],
 ]

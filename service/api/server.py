@@ -4,7 +4,6 @@ interceptors."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 from grpc import aio
@@ -25,7 +24,7 @@ from service.api.interceptors import ObservabilityInterceptor
 from service.api.servicer import InferenceServicer
 from service.inference import InferenceService
 from service.metrics import Metrics
-from service.security import TokenStore, read_pem
+from service.security import TlsFiles, TokenStore
 
 INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 ADAPTATION_SERVICE = adaptation_pb2.DESCRIPTOR.services_by_name["Adaptation"].full_name
@@ -36,20 +35,12 @@ ADAPTATION_SERVICE = adaptation_pb2.DESCRIPTOR.services_by_name["Adaptation"].fu
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class ServerTls:
-    """The server's certificate and key (PEM); with ``client_ca``, clients must present a
-    certificate signed by it (mutual TLS)."""
-
-    cert: Path
-    key: Path
-    client_ca: Path | None = None
+class ServerTls(TlsFiles):
+    """TLS of the gRPC port."""
 
     def credentials(self) -> grpc.ServerCredentials:
         """Read the files now; :class:`~service.errors.ConfigError` names one that is unusable."""
-        cert = read_pem(self.cert, "TLS certificate")
-        key = read_pem(self.key, "TLS key")
-        client_ca = read_pem(self.client_ca, "TLS client CA") if self.client_ca else None
+        cert, key, client_ca = self.read()
         return grpc.ssl_server_credentials(
             [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
         )

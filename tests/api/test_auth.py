@@ -22,6 +22,7 @@ from fake_adaptation import MODEL, FakeAdaptationCore, FakeServer
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from loop_thread import serving
 from prometheus_client import CollectorRegistry, Counter
 
 from service.api._proto.inference import grpc_predict_v2_pb2 as ipb
@@ -33,7 +34,6 @@ from service.api.interceptors import ObservabilityInterceptor
 from service.domain.loop import AddOutcome, NewSample
 from service.errors import ConfigError, Unauthenticated
 from service.metrics import Metrics
-from service.metrics_http import MetricsServer
 from service.security import (
     ANONYMOUS,
     MetricsAuth,
@@ -42,6 +42,7 @@ from service.security import (
     current_principal,
     is_loopback,
 )
+from service.web import MetricsServer
 
 TOKENS = {
     "reader": ("infer", "reader-7c1d0e5b9a8f4e2d"),
@@ -560,8 +561,8 @@ def guarded_metrics(metrics_registry: CollectorRegistry, tmp_path: Path) -> Iter
     token_file.write_text("scrape-token-from-file\n")
     auth = MetricsAuth.load(token_file, "scrape-token-from-env", "prometheus:hunter2-long")
     server = MetricsServer(metrics_registry, "127.0.0.1", 0, auth)
-    yield server.port
-    server.stop()
+    with serving(server):
+        yield server.port
 
 
 def test_metrics_without_credentials_are_401_with_challenges(guarded_metrics: int) -> None:
@@ -605,10 +606,8 @@ def test_metrics_with_credentials_are_200(guarded_metrics: int, authorization: s
 
 def test_metrics_without_auth_configured_are_open(metrics_registry: CollectorRegistry) -> None:
     server = MetricsServer(metrics_registry, "127.0.0.1", 0, None)
-    try:
+    with serving(server):
         assert scrape(server.port)[0] == 200
-    finally:
-        server.stop()
 
 
 def test_other_paths_are_404(guarded_metrics: int) -> None:

@@ -32,6 +32,7 @@ from service.drift import DriftMonitor, training_texts
 from service.inference import InferenceService
 from service.metrics import Metrics
 from service.registry import HeadPointer, ModelRegistry
+from service.security import TokenFileWatcher
 from service.serving import ServedModel
 from service.store import Store, TrainerLease, open_store
 from service.web import MetricsServer
@@ -62,6 +63,7 @@ class App:
     _stop_requested: asyncio.Event | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _stopped: bool = False
+    _tokens_watch: TokenFileWatcher | None = None
 
     @property
     def grpc_port(self) -> int:
@@ -83,6 +85,9 @@ class App:
         self._loop = asyncio.get_running_loop()
         # Credentials first: a bad tokens file must stop the start before any model loads.
         tokens, metrics_auth = s.token_store(), s.metrics_auth()
+        if tokens is not None and s.tokens_file is not None:
+            # Created now: a change made while the models load is seen once it runs.
+            self._tokens_watch = TokenFileWatcher(tokens, s.tokens_file, s.tokens)
         tls = None
         if s.tls_cert is not None and s.tls_key is not None:
             tls = ServerTls(s.tls_cert, s.tls_key, s.tls_client_ca)
@@ -120,8 +125,11 @@ class App:
             tokens=tokens, tls=tls,
         )  # fmt: skip
         if s.health_port is not None:
-            self.grpc.add_health_port(s.host, s.health_port)
+            health_port = self.grpc.add_health_port(s.host, s.health_port)
+            log.info("health checks (grpc.health.v1, plaintext) on %s:%d", s.host, health_port)
         await self.grpc.start()
+        if self._tokens_watch is not None:
+            self._tokens_watch.start()
         self._metrics_http = MetricsServer(
             self.metrics.registry, s.metrics_host, s.metrics_port, metrics_auth
         )
@@ -230,6 +238,8 @@ class App:
             self.store.close()
         if self._metrics_http is not None:
             await self._metrics_http.stop()
+        if self._tokens_watch is not None:
+            await asyncio.to_thread(self._tokens_watch.stop)
         log.info("stopped")
 
     async def run_until_signal(self) -> int:
@@ -238,11 +248,19 @@ class App:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop_requested.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_tokens)
         await self.start()
         await self._stop_requested.wait()
         log.info("stop requested: draining" if self.exit_code else "signal received: draining")
         await self.stop()
         return self.exit_code
+
+    def reload_tokens(self) -> None:
+        """Read the tokens file again now (SIGHUP); it is also polled for changes."""
+        if self._tokens_watch is None:
+            log.info("SIGHUP: no tokens file to reload")
+        else:
+            self._tokens_watch.reload_soon()
 
 
 def _security_summary(has_tokens: bool, tls: ServerTls | None, metrics_auth: bool) -> str:

@@ -15,6 +15,10 @@ Token lines (``--tokens-file``, one a line; ``LOOPSERVE_TOKENS``, separated by `
 ``label``; ``label`` does not imply ``infer``. A round of samples that only trusted sources
 posted is promoted on the accuracy gate alone, without the review (see
 ``service.domain.review``).
+
+The tokens file is read again when it changes (:class:`TokenFileWatcher`, every 2 s and on
+SIGHUP): a revoked token stops working within seconds, without a restart. A new file that does
+not parse leaves the tokens in force as they were, and says why in the log.
 """
 
 from __future__ import annotations
@@ -26,12 +30,17 @@ import enum
 import hashlib
 import hmac
 import ipaddress
+import logging
+import os
 import re
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from service.errors import ConfigError, PermissionDenied, Unauthenticated
+
+log = logging.getLogger(__name__)
 
 ANONYMOUS = "anonymous"
 # The name of the token the current call was authenticated with ("anonymous" when auth is off);
@@ -101,6 +110,11 @@ class TokenStore:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(e.principal.name for e in self._entries)
+
+    def replace_with(self, other: TokenStore) -> None:
+        """Take ``other``'s tokens, at once for every caller (one attribute assignment: a call
+        checks against the old set or the new one, never a mix)."""
+        self._entries = other._entries
 
     def trusted(self, name: str) -> bool:
         """Whether the token named ``name`` posts trusted labels (scope ``label:trusted``)."""
@@ -321,3 +335,88 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+# (device, inode, size, mtime, ctime): a rename over the file, an edit in place and a change of
+# the same size within a coarse mtime tick (ctime moves too) all change it. None: unreadable.
+FileSignature = tuple[int, int, int, int, int] | None
+RELOAD_POLL_S = 2.0
+
+
+def _signature(path: Path) -> FileSignature:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class TokenFileWatcher:
+    """Reloads ``tokens`` from ``path`` (plus the ``inline`` tokens) when the file changes.
+
+    A thread polls the file's signature every ``interval`` seconds (a stat, off the event loop);
+    :meth:`reload_soon` (SIGHUP) makes it read the file at once. A file that cannot be read or
+    parsed keeps the tokens in force and logs an ERROR once per version of the file.
+    """
+
+    def __init__(
+        self, tokens: TokenStore, path: Path, inline: str = "", interval: float = RELOAD_POLL_S
+    ) -> None:
+        self._tokens = tokens
+        self._path = path
+        self._inline = inline
+        self._interval = interval
+        self._seen: FileSignature = _signature(path)  # the file the tokens came from
+        self._wake = threading.Event()
+        self._stopping = False
+        self._forced = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="loopserve-tokens", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def reload_soon(self) -> None:
+        """Read the file now even if it looks unchanged (safe from a signal handler)."""
+        self._forced = True
+        self._wake.set()
+
+    def check(self, force: bool = False) -> bool:
+        """Reload if the file changed (or ``force``); whether the tokens were replaced."""
+        signature = _signature(self._path)
+        if signature == self._seen and not force:
+            return False
+        self._seen = signature
+        before = set(self._tokens.names)
+        try:
+            fresh = TokenStore.load(self._path, self._inline)
+        except ConfigError as exc:  # its message names the file and line, never a token
+            log.error("tokens not reloaded, the previous ones stay in force: %s", exc)
+            return False
+        assert fresh is not None  # a path is set
+        self._tokens.replace_with(fresh)
+        after = set(fresh.names)
+        log.info(
+            "tokens reloaded from %s: %d in force; added %s; removed %s",
+            self._path, len(after), ", ".join(sorted(after - before)) or "none",
+            ", ".join(sorted(before - after)) or "none",
+        )  # fmt: skip
+        return True
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stopping:
+                return
+            forced, self._forced = self._forced, False
+            try:
+                self.check(force=forced)
+            except Exception:  # the watcher must outlive any surprise; the tokens stay as they are
+                log.exception("checking the tokens file %s failed", self._path)

@@ -1,0 +1,39 @@
+"""ImageNet CNN backbones in plain torch (torchvision and timm do not install beside the CPU torch
+wheel), named as torchvision and the EfficientNet-Lite reference name their modules so that
+their state dicts load unchanged; local and bundled weights; ONNX export of backbone + head."""
+
+from service.training.vision._backbone import (
+    ARCHITECTURES,
+    Architecture,
+    SplitFeatures,
+    architecture,
+    build_backbone,
+    create_network,
+)
+from service.training.vision._common import VisionNetwork
+from service.training.vision._export import (
+    ImageClassifier,
+    check_int8,
+    export_onnx,
+    parity_check,
+)
+from service.training.vision._weights import BUNDLED, bundled, load_state, read_state, resolve
+
+__all__ = [
+    "ARCHITECTURES",
+    "BUNDLED",
+    "Architecture",
+    "ImageClassifier",
+    "SplitFeatures",
+    "VisionNetwork",
+    "architecture",
+    "build_backbone",
+    "bundled",
+    "check_int8",
+    "create_network",
+    "export_onnx",
+    "load_state",
+    "parity_check",
+    "read_state",
+    "resolve",
+]

@@ -154,8 +154,9 @@ class App:
         s = self.settings
         definition = load_model_definition(s.models_dir, name)
         registry = ModelRegistry(
-            s.state_dir, name, pointer=self._pointer(name, store), on_publish=recorder(store)
-        )
+            s.state_dir, name, pointer=self._pointer(name, store), on_publish=recorder(store),
+            fence=store.publish_fence,  # the purge check of a publish (the `current` file)
+        )  # fmt: skip
         if store.shared:
             if self.runs_jobs:
                 await asyncio.to_thread(adopt_volume, s.state_dir, store, name)

@@ -94,12 +94,16 @@ class ServedModel:
         return None if loaded is None else loaded.version
 
     def activate(
-        self, version: int, expected: int | Literal[Head.AS_READ] | None = Head.AS_READ
+        self,
+        version: int,
+        expected: int | Literal[Head.AS_READ] | None = Head.AS_READ,
+        job: str = "",
     ) -> LoadedVersion:
         """Load and warm ``version``, move the head to it (compare-and-set against ``expected``:
-        :class:`~service.errors.Conflict` if the head moved), then swap it in. Blocking."""
+        :class:`~service.errors.Conflict` if the head moved), then swap it in. Blocking.
+        ``job``: the job that made ``version``, whose data the move checks for purges."""
         info = self.registry.get(version)
-        return self._swap_in(info, move_pointer=True, expected=expected)
+        return self._swap_in(info, move_pointer=True, expected=expected, job=job)
 
     def follow(self, version: int) -> None:
         """Serve ``version``, which the head already names (another process moved it): check
@@ -117,6 +121,7 @@ class ServedModel:
         info: VersionInfo,
         move_pointer: bool = False,
         expected: int | Literal[Head.AS_READ] | None = Head.AS_READ,
+        job: str = "",
     ) -> LoadedVersion:
         with self._swap_lock:
             started = time.perf_counter()
@@ -135,7 +140,7 @@ class ServedModel:
                 self._metrics.swaps.labels(self.name, "failed").inc()
                 raise
             if move_pointer:
-                self.registry.set_current(info.version, expected)
+                self.registry.set_current(info.version, expected, job)
             previous = self.slot.swap(loaded)
             self._metrics.current_version.labels(self.name).set(info.version)
             self._metrics.version_created.labels(self.name).set(_created(info))

@@ -179,6 +179,7 @@ class FakeAdaptationCore:
         self.models = [MODEL]  # what ListModels answers
         self.samples: dict[str, NewSample] = {}
         self.stored = initial_samples()  # with provenance, for ListSampleSources / PurgeSamples
+        self.ever: list[Sample] = []  # purged samples, as the records of versions keep them
         self.purges: list[tuple[str, str, float | None]] = []  # what purge_samples received
         self.batches: list[list[NewSample]] = []  # what add_samples received, call by call
         self.versions = initial_versions()
@@ -259,22 +260,27 @@ class FakeAdaptationCore:
         ]
 
     async def purge_samples(self, model: str, source: str, since: float | None) -> PurgeOutcome:
-        """As the core does: delete, then name the fine-tuned versions whose data window
-        (``samples_upto``) reached the first purged seq."""
+        """As the core does: delete, then name the fine-tuned versions whose data included the
+        source's samples (here: every sample ever stored up to their ``samples_upto``), the same
+        when repeated."""
         self._check_model(model)
         self.purges.append((model, source, since))
-        purged = [
-            s
-            for s in self.stored
-            if s.model == model and s.source == source and (since is None or s.created >= since)
-        ]
+
+        def matches(s: Sample) -> bool:
+            return s.model == model and s.source == source and (since is None or s.created >= since)
+
+        purged = [s for s in self.stored if matches(s)]
         self.stored = [s for s in self.stored if s not in purged]
-        if not purged:
-            return PurgeOutcome(model, source, 0, 0, 0, [])
-        first, last = min(s.seq for s in purged), max(s.seq for s in purged)
+        self.ever += [s for s in purged if s not in self.ever]
+        reached = [s.seq for s in self.ever if matches(s)]
         versions = [
-            v.version for v in self.versions if v.parent is not None and v.samples_upto >= first
+            v.version
+            for v in self.versions
+            if v.parent is not None and any(seq <= v.samples_upto for seq in reached)
         ]
+        if not purged:
+            return PurgeOutcome(model, source, 0, 0, 0, versions)
+        first, last = min(s.seq for s in purged), max(s.seq for s in purged)
         message = f"{len(purged)} samples of source {source} purged"
         self.publish(
             Event(EventKind.SAMPLES_PURGED, model, time.time(), message, {"source": source})

@@ -409,13 +409,17 @@ def test_purge_with_yes_removes_and_suggests_a_rollback(run: Any, core: FakeAdap
     assert code == 0, err
     # Versions 2 (serving) and 3 trained on data up to seq 120 and 160: back to version 1.
     assert out.strip() == (
-        f"{MODEL}: removed 2 samples of source junk (seq 101..102); versions that may have "
-        "trained on them: 2, 3 — roll back with: loopserve rollback 1"
+        f"{MODEL}: removed 2 samples of source junk (seq 101..102); versions that trained on "
+        "its samples: 2, 3 — roll back with: loopserve rollback 1"
     )
     assert core.purges == [(MODEL, "junk", None)]
     assert "junk" not in [s.source for s in core.stored]
+    # Repeated, the purge removes nothing and names the same versions.
     code, out, _ = run("samples", "purge", "--source", "junk", "--yes")
-    assert code == 0 and out.strip() == f"{MODEL}: removed 0 samples of source junk"
+    assert code == 0 and out.strip() == (
+        f"{MODEL}: removed 0 samples of source junk; versions that trained on its samples: 2, 3"
+        " — roll back with: loopserve rollback 1"
+    )
 
 
 def test_purge_names_only_versions_that_reached_the_samples(
@@ -425,15 +429,16 @@ def test_purge_names_only_versions_that_reached_the_samples(
     code, out, _ = run("samples", "purge", "--source", "junk", "--yes")
     assert code == 0
     assert out.strip() == (
-        f"{MODEL}: removed 2 samples of source junk (seq 151..152); versions that may have "
-        "trained on them: 3; the serving version 2 did not"
+        f"{MODEL}: removed 2 samples of source junk (seq 151..152); versions that trained on "
+        "its samples: 3; the serving version 2 did not"
     )
     code, out, _ = run(
         "samples", "purge", "--source", "labeler", "--since", str(CREATED + 7000), "--yes"
     )
     assert code == 0
     assert out.strip() == (
-        f"{MODEL}: removed 1 sample of source labeler (seq 200..200); no version has trained on them"
+        f"{MODEL}: removed 1 sample of source labeler (seq 200..200); no version or job trained "
+        "on its samples"
     )
 
 
@@ -533,11 +538,14 @@ def test_purge_options_may_come_before_or_after_the_action(
         "first_seq": 101,
         "last_seq": 102,
         "versions": [2, 3],
+        "jobs": [],
         "serving_version": 2,
         "rollback_to": 1,
     }
     code, out, _ = run("samples", "purge", "--source", "junk", "--yes", "--json", "--model", MODEL)
-    assert code == 0 and json.loads(out)["removed"] == 0 and json.loads(out)["rollback_to"] is None
+    repeated = json.loads(out)
+    assert code == 0 and repeated["removed"] == 0
+    assert (repeated["versions"], repeated["rollback_to"]) == ([2, 3], 1)
     assert core.purges == [(MODEL, "junk", None)] * 2
 
 

@@ -40,8 +40,9 @@ from service.domain.loop import (
     JobState,
     Sample,
 )
+from service.domain.provenance import TrainingData, purged_message
 from service.domain.versions import VersionMeta
-from service.errors import StorageFull, disk_writes
+from service.errors import DataPurged, StorageFull, disk_writes
 from service.metrics import Metrics
 from service.registry import VersionInfo
 from service.serving import ServedModel
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 NOT_STARTED = "the job could not be started"
 STOPPED = "the server stopped before the job process started"
 PROCESS_FILE = "process.json"  # in the job's directory: pid, start time and boot id
+SPEC_FILE = "spec.json"  # in the job's directory while the job runs: its data, texts included
+RESULT_FILE = "result.json"  # written by the job process, read when it has ended
 
 
 class JobRunner:
@@ -158,12 +161,17 @@ class JobRunner:
         except StorageFull as exc:  # the operator's to fix: counted and logged once, no traceback
             self._disk_full.failed("fine-tune job", exc)
             error = str(exc)
+        except DataPurged as exc:  # an operator's purge, not a fault
+            log.warning("fine-tune job %s: %s", job.id, exc)
+            error = str(exc)
         except Exception as exc:
             log.exception("fine-tune job %s failed", job.id)
             error = str(exc) or type(exc).__name__
         else:
             self._disk_full.succeeded("fine-tune job")
         finally:
+            # The spec holds every text the job read: it goes when the job ends, however.
+            discard_spec(self._work_dir / job.id)
             # Whatever happened, the runner becomes idle: a busy runner with no job would
             # block the model's loop until a restart.
             self._metrics.job_running.labels(self.model).set(0)
@@ -204,6 +212,7 @@ class JobRunner:
         with registry.stage(parent=base.version) as staged:
             spec_path = self._write_spec(job, base, staged.path, job_dir)
             result = self._run_process(spec_path, job_dir)
+            job = self._refuse_purged(job.id)
             gate = result.gate
             if not result.ok or gate is None:
                 raise RuntimeError(result.error or "the job process ended without a result")
@@ -216,7 +225,13 @@ class JobRunner:
                 version=info.version, reason=gate.reason,
             )  # fmt: skip
             return JobState.REJECTED
-        self._served.activate(info.version)
+        try:
+            # With the job: refused (DataPurged) if samples it trained or gated on were purged,
+            # checked under the same lock or transaction as the head move.
+            self._served.activate(info.version, job=info.meta.job)
+        except DataPurged as exc:
+            self._served.registry.update_meta(info.version, status="rejected", reason=str(exc))
+            raise
         self._events.publish(
             EventKind.CANDIDATE_PROMOTED, self.model, f"version {info.version} promoted: {gate.reason}",
             version=info.version, reason=gate.reason,
@@ -232,15 +247,16 @@ class JobRunner:
         base_upto = base.meta.samples_upto
         known = base.labels
         recipe = definition.adaptation
-        new_samples = self._samples.samples(self.model, base_upto, job.samples_upto)
+        # Purges up to this one deleted before the read: none of their samples can be in it.
+        seen = max((p.n for p in self._jobs.purges(self.model)), default=0)
+        read = self._samples.samples(self.model, 0, job.samples_upto)
+        new_samples = [s for s in read if s.seq > base_upto]
         if not recipe.allow_new_labels:
             new_samples = [s for s in new_samples if s.label in known]
         seed = recipe.seed + job.attempt
         share, flood = recipe.max_source_share, recipe.flood_copies
         new_samples = _data.curate(new_samples, share, seed, flood)
-        old_samples = _data.curate(
-            self._samples.samples(self.model, 0, base_upto), share, seed, flood
-        )
+        old_samples = _data.curate([s for s in read if s.seq <= base_upto], share, seed, flood)
         new, reserved_new = _split_reserved(new_samples, recipe.holdout_fraction)
         old, reserved_old = _split_reserved(old_samples, recipe.holdout_fraction)
         old += [(t, label) for t, label in read_labeled_csv(definition.seed_path) if label in known]
@@ -271,11 +287,32 @@ class JobRunner:
             nice=definition.adaptation.job_nice,
             idle_priority=definition.adaptation.job_idle_priority,
             staging_dir=str(staging),
-            result_path=str(job_dir / "result.json"),
+            result_path=str(job_dir / RESULT_FILE),
         )
-        path = job_dir / "spec.json"
+        # Recorded before the process starts: a purge from now on names the job, and a publish
+        # checks this record against the purges.
+        self._jobs.update(job.id, data=_used(read, new_samples + old_samples, data, seen))
+        path = job_dir / SPEC_FILE
         spec.save(path)
         return path
+
+    def _refuse_purged(self, job_id: str) -> Job:
+        """The job as stored; DataPurged when a purge deleted samples of its data (the
+        publish re-checks under the head move's lock: a purge may still come after this)."""
+        purge = self._jobs.purged(job_id)
+        if purge is not None:
+            raise DataPurged(purged_message(job_id, purge))
+        return self._jobs.job(job_id)
+
+    def cancel(self, job_id: str) -> bool:
+        """End ``job_id``'s process if this runner runs it (its data was purged); the job then
+        fails with the purge as its reason. True when a process was ended."""
+        with self._lock:
+            process = self._process if self._job_id == job_id else None
+        if process is None or process.poll() is not None:
+            return False
+        process.terminate()
+        return True
 
     def _run_process(self, spec_path: Path, job_dir: Path) -> FineTuneResult:
         with (job_dir / "job.log").open("wb") as output:
@@ -294,7 +331,7 @@ class JobRunner:
                 )  # fmt: skip
             record_process(job_dir, process.pid)
             code = process.wait()
-        result = FineTuneResult.load(job_dir / "result.json")
+        result = FineTuneResult.load(job_dir / RESULT_FILE)
         if result is not None and (code == 0 if result.ok else bool(result.error)):
             return result
         # No result, a success the exit code contradicts, or a failure without its reason.
@@ -324,6 +361,7 @@ class JobRunner:
             reason=f"{job.trigger}: {job.reason}",
             job=job.id,
             samples_upto=job.samples_upto,
+            trained_on=job.data,
             data=result.data,
             train=result.train,
             gate=gate,
@@ -353,6 +391,35 @@ def _job_recipe(recipe: AdaptationRecipe) -> FineTuneRecipe:
         patience=recipe.patience,
         balance_classes=recipe.balance_classes,
     )
+
+
+def _used(
+    read: list[Sample], curated: list[Sample], data: _data.JobData, purges_seen: int
+) -> TrainingData:
+    """The record of the samples among ``read`` that went into the job: the curated ones whose
+    text and label reached training, validation, the holdout or the anchor."""
+    pairs = {*data.train, *data.validation, *data.holdout, *data.anchor}
+    used = {s.seq for s in curated if (s.text, s.label) in pairs}
+    return TrainingData.of(read, used, purges_seen)
+
+
+def discard_spec(job_dir: Path) -> None:
+    """Remove the job's spec, which holds the texts the job read (purged ones included), and
+    its result, which quotes some in its review evidence (the version's meta.json keeps it)."""
+    for name in (SPEC_FILE, RESULT_FILE):
+        try:
+            (job_dir / name).unlink(missing_ok=True)
+        except OSError:
+            log.warning("could not remove %s", job_dir / name, exc_info=True)
+
+
+def discard_specs(work_dir: Path, ended: Callable[[str], bool]) -> None:
+    """Remove the specs of the job directories whose job ``ended``: left by a server that
+    stopped while its job ran, or by an older loopserve that kept them."""
+    if work_dir.is_dir():
+        for job_dir in work_dir.iterdir():
+            if (job_dir / SPEC_FILE).exists() and ended(job_dir.name):
+                discard_spec(job_dir)
 
 
 def _split_reserved(samples: list[Sample], fraction: float) -> tuple[Pairs, Pairs]:

@@ -14,7 +14,7 @@ from service.adaptation._marks import MemoryMarks
 from service.adaptation._online import OnlineAccuracy
 from service.adaptation._validation import validate_samples
 from service.adaptation.events import EventBus
-from service.adaptation.jobs import JobRunner, end_recorded_process
+from service.adaptation.jobs import JobRunner, discard_specs, end_recorded_process
 from service.adaptation.policy import PolicyInput, TriggerPolicy
 from service.adaptation.predictions import PredictionLog
 from service.domain.loop import (
@@ -115,7 +115,16 @@ class AdaptationService:
             with self._trigger_lock:
                 self._reap_orphans(name)
             served.registry.remove_stale_staging()
+        # Specs of ended jobs (an older server kept them) hold texts, purged ones perhaps.
+        discard_specs(self._work_dir, self._ended)
+        for name in self._models:
             self._maybe_start(name)
+
+    def _ended(self, job_id: str) -> bool:
+        try:
+            return self._jobs.job(job_id).state.finished
+        except NotFound:
+            return True
 
     def stop(self, timeout: float = 10.0) -> None:
         """Start no more jobs; end a running one (it is marked failed)."""
@@ -216,25 +225,53 @@ class AdaptationService:
         return await asyncio.to_thread(self._samples.sources, model)
 
     async def purge_samples(self, model: str, source: str, since: float | None) -> PurgeOutcome:
-        """Delete a source's samples so that no later job trains or gates on them, and name the
-        fine-tuned versions whose data window included them (candidates for a rollback)."""
+        """Delete a source's samples so that no later job trains or gates on them, and name
+        what they went into, from the records jobs and versions keep of their data: every
+        version (whatever its status) and the jobs that made no version. A running job among
+        them is stopped here, and its candidate would be refused at publish anyway (also
+        where another process runs it). Repeated, the purge names the same."""
         served = self._served(model)
         removed, first, last = await asyncio.to_thread(self._samples.purge, model, source, since)
-        versions = [
-            info.version
-            for info in served.registry.versions()
-            if removed and info.meta.parent is not None and info.meta.samples_upto >= first
-        ]
+        versions, jobs = await asyncio.to_thread(
+            self._trained_on, served, source, since, (first, last) if removed else None
+        )
+        for job in jobs:
+            if not job.state.finished and self._runners[model].cancel(job.id):
+                log.warning("stopped fine-tune job %s of %s: its data was purged", job.id, model)
         if removed:
             log.warning(
-                "purged %d samples of %s posted by %s (seq %d..%d); versions that may have "
-                "trained on them: %s", removed, model, quote(source), first, last, versions or "none",
+                "purged %d samples of %s posted by %s (seq %d..%d); versions that trained on "
+                "them: %s; jobs: %s", removed, model, quote(source), first, last,
+                versions or "none", [j.id for j in jobs] or "none",
             )  # fmt: skip
             self._events.publish(
                 EventKind.SAMPLES_PURGED, model, f"{removed} samples of source {source} purged",
                 source=source, removed=removed, versions=",".join(map(str, versions)),
+                jobs=",".join(j.id for j in jobs),
             )  # fmt: skip
-        return PurgeOutcome(model, source, removed, first, last, versions)
+        return PurgeOutcome(model, source, removed, first, last, versions, jobs)
+
+    def _trained_on(
+        self,
+        served: ServedModel,
+        source: str,
+        since: float | None,
+        removed: tuple[int, int] | None,
+    ) -> tuple[list[int], list[Job]]:
+        """The versions and jobs whose data included the source's samples. A version from
+        before data records has only its ``samples_upto``: it is named when this purge removed
+        samples at or below it. Review examples of those samples leave the versions' meta."""
+        versions = []
+        for info in served.registry.versions():
+            record = info.meta.trained_on
+            if record is None:
+                legacy = info.meta.parent is not None and removed is not None
+                if legacy and removed is not None and info.meta.samples_upto >= removed[0]:
+                    versions.append(info.version)
+            elif record.includes(source, since):
+                versions.append(info.version)
+                _scrub_review(served, info)
+        return versions, self._jobs.trained_on(served.name, source, since)
 
     async def list_versions(self, model: str) -> list[VersionSummary]:
         served = self._served(model)
@@ -498,6 +535,17 @@ class AdaptationService:
         # Called on the job's own thread, the runner already idle: decide on a follow-up from a
         # fresh thread, so that this one ends now.
         threading.Thread(target=self._maybe_start, args=(job.model,), daemon=True).start()
+
+
+def _scrub_review(served: ServedModel, info: VersionInfo) -> None:
+    """Drop the sample texts a version's review evidence quotes (counts stay)."""
+    review = info.meta.review
+    if review is None or not any(c.examples for c in review.contradictions):
+        return
+    plain = tuple(dataclasses.replace(c, examples=()) for c in review.contradictions)
+    served.registry.update_meta(
+        info.version, review=dataclasses.replace(review, contradictions=plain)
+    )
 
 
 def _summary(info: VersionInfo, serving: int) -> VersionSummary:

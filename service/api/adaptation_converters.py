@@ -25,6 +25,7 @@ from service.domain.loop import (
     SourceSummary,
     VersionSummary,
 )
+from service.domain.provenance import SeqRange, SourceData, TrainingData
 from service.drift import Candidate, DetectorState, DetectorStatus, DriftStatus
 from service.errors import InvalidInput, check_length
 
@@ -143,6 +144,7 @@ class PurgeSamplesResponseConverter:
             first_seq=message.first_seq,
             last_seq=message.last_seq,
             versions=list(message.versions),
+            jobs=[JobConverter.to_types(job) for job in message.jobs],
         )
 
     @staticmethod
@@ -154,6 +156,7 @@ class PurgeSamplesResponseConverter:
             first_seq=outcome.first_seq,
             last_seq=outcome.last_seq,
             versions=outcome.versions,
+            jobs=[JobConverter.from_types(job) for job in outcome.jobs],
         )
 
 
@@ -250,6 +253,7 @@ class JobConverter:
             gate=GateResultConverter.to_types(message.gate) if message.HasField("gate") else None,
             error=message.error,
             attempt=message.attempt,
+            data=TrainingDataConverter.to_types(message.data) if message.HasField("data") else None,
         )
 
     @staticmethod
@@ -269,6 +273,39 @@ class JobConverter:
             candidate_version=job.candidate_version,
             gate=GateResultConverter.from_types(job.gate) if job.gate is not None else None,
             error=job.error,
+            data=TrainingDataConverter.from_types(job.data) if job.data is not None else None,
+        )
+
+
+class TrainingDataConverter:
+    @staticmethod
+    def to_types(message: pb.TrainingData) -> TrainingData:
+        return TrainingData(
+            tuple(
+                SourceData(
+                    source=s.source,
+                    samples=s.samples,
+                    first_created=s.first_created,
+                    last_created=s.last_created,
+                    seqs=tuple(SeqRange(r.first, r.last) for r in s.seqs),
+                )
+                for s in message.sources
+            )
+        )
+
+    @staticmethod
+    def from_types(data: TrainingData) -> pb.TrainingData:
+        return pb.TrainingData(
+            sources=[
+                pb.TrainingData.Source(
+                    source=s.source,
+                    samples=s.samples,
+                    first_created=s.first_created,
+                    last_created=s.last_created,
+                    seqs=[pb.TrainingData.SeqRange(first=r.first, last=r.last) for r in s.seqs],
+                )
+                for s in data.sources
+            ]
         )
 
 

@@ -15,19 +15,31 @@ if TYPE_CHECKING:
 
 
 def purge_line(outcome: PurgeOutcome, serving: int | None, target: int | None) -> str:
+    """What a purge removed, and what the source's samples went into: the same versions and
+    jobs when the purge is repeated and removes nothing."""
     samples = "sample" if outcome.removed == 1 else "samples"
     line = f"{outcome.model}: removed {outcome.removed} {samples} of source {outcome.source}"
-    if not outcome.removed:
-        return line
-    line += f" (seq {outcome.first_seq}..{outcome.last_seq})"
-    if not outcome.versions:
-        return f"{line}; no version has trained on them"
-    line += "; versions that may have trained on them: " + ", ".join(map(str, outcome.versions))
+    if outcome.removed:
+        line += f" (seq {outcome.first_seq}..{outcome.last_seq})"
+    if not outcome.versions and not outcome.jobs:
+        return f"{line}; no version or job trained on its samples"
+    if outcome.versions:
+        line += "; versions that trained on its samples: " + ", ".join(map(str, outcome.versions))
+    if outcome.jobs:
+        line += "; jobs: " + ", ".join(_purged_job(job) for job in outcome.jobs)
     if target is not None:
         return f"{line} — roll back with: loopserve rollback {target}"
     if serving in outcome.versions:
         return f"{line} — no earlier promoted version to roll back to"
-    return line if serving is None else f"{line}; the serving version {serving} did not"
+    if serving is None or not outcome.versions:
+        return line
+    return f"{line}; the serving version {serving} did not"
+
+
+def _purged_job(job: Job) -> str:
+    if job.state.finished:
+        return f"{job.id} ({job.state.value})"
+    return f"{job.id} ({job.state.value}: stopped, its candidate is never published)"
 
 
 def number_cell(value: float) -> str:
@@ -39,6 +51,7 @@ def job_json(job: Job) -> dict[str, Any]:
         **asdict(job),
         "state": job.state.value,
         "gate": gate_json(job.gate) if job.gate is not None else None,
+        "data": job.data.to_dict() if job.data is not None else None,  # seq ranges as pairs
     }
 
 

@@ -340,7 +340,10 @@ def run_purge(args: argparse.Namespace, client: AdaptationClient) -> int:
     serving = next((v.version for v in versions if v.status == "serving"), None)
     target = rollback_target(versions, outcome.versions)
     if args.json:
-        print_json({**asdict(outcome), "serving_version": serving, "rollback_to": target})
+        jobs = [job_json(job) for job in outcome.jobs]
+        print_json(
+            {**asdict(outcome), "jobs": jobs, "serving_version": serving, "rollback_to": target}
+        )
     else:
         print(purge_line(outcome, serving, target))
     return 0

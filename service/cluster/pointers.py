@@ -22,8 +22,8 @@ class StoreHeadPointer:
     def read(self) -> int | None:
         return self._store.head(self._model)
 
-    def compare_and_set(self, version: int, expected: int | None) -> bool:
-        return self._store.move_head(self._model, version, expected)
+    def compare_and_set(self, version: int, expected: int | None, job: str = "") -> bool:
+        return self._store.move_head(self._model, version, expected, job)
 
 
 class LeaseHeadPointer(StoreHeadPointer):
@@ -34,8 +34,8 @@ class LeaseHeadPointer(StoreHeadPointer):
         super().__init__(store, model)
         self._lease = lease
 
-    def compare_and_set(self, version: int, expected: int | None) -> bool:
-        return self._lease.move_head(self._model, version, expected)
+    def compare_and_set(self, version: int, expected: int | None, job: str = "") -> bool:
+        return self._lease.move_head(self._model, version, expected, job)
 
 
 def replica_name() -> str:

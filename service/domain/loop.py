@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.domain.provenance import TrainingData
 from service.errors import MAX_IDENTIFIER_CHARS
 
 # Limits on what a caller posts; longer values are refused with InvalidInput before anything is
@@ -102,6 +103,8 @@ class Job:
     gate: GateResult | None = None
     error: str = ""
     attempt: int = 1
+    # The samples it trained and gated on, recorded once it has read them (None before).
+    data: TrainingData | None = None
 
 
 class EventKind(enum.StrEnum):
@@ -166,11 +169,16 @@ class SourceSummary:
 
 @dataclass(frozen=True)
 class PurgeOutcome:
-    """What ``loopserve samples purge`` removed, and the versions that had trained on it."""
+    """What ``loopserve samples purge`` removed, and what the source's samples (posted since
+    the purge's ``since``) went into, from the records jobs and versions keep of their data: the
+    same answer when the purge is repeated and removes nothing."""
 
     model: str
     source: str
     removed: int
     first_seq: int  # 0 when nothing was removed
     last_seq: int
-    versions: list[int] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)  # every status, pending included
+    # Jobs whose data included them and that made no version: the queued or running jobs this
+    # purge stops (or stopped) and jobs that failed; newest first.
+    jobs: list[Job] = field(default_factory=list)

@@ -41,7 +41,7 @@ from service.domain.versions import VersionMeta
 from service.errors import Conflict, NotFound, disk_writes
 from service.registry._digest import META_FILE, version_digest
 from service.registry._files import atomic_write, fsync_dir, fsync_tree, locked
-from service.registry._pointer import POINTER_TMP, FilePointer, HeadPointer
+from service.registry._pointer import POINTER_TMP, Fence, FilePointer, HeadPointer
 
 log = logging.getLogger(__name__)
 STAGING_PREFIX = "staging-"
@@ -85,11 +85,16 @@ class ModelRegistry:
         model: str,
         pointer: HeadPointer | None = None,
         on_publish: Callable[[VersionInfo], None] | None = None,
+        fence: Fence | None = None,
     ) -> None:
         self.model = model
         self.root = state_dir / "models" / model
         self.versions_dir = self.root / "versions"
-        self._pointer: HeadPointer = pointer if pointer is not None else FilePointer(self.root)
+        # ``fence``: the purge check of the default ``current`` file (a pointer in the database
+        # checks in its own transaction).
+        self._pointer: HeadPointer = (
+            pointer if pointer is not None else FilePointer(self.root, fence)
+        )
         self._on_publish = on_publish
 
     def versions(self) -> list[VersionInfo]:
@@ -120,14 +125,19 @@ class ModelRegistry:
         return None if version is None else self.get(version)
 
     def set_current(
-        self, version: int, expected: int | Literal[Head.AS_READ] | None = Head.AS_READ
+        self,
+        version: int,
+        expected: int | Literal[Head.AS_READ] | None = Head.AS_READ,
+        job: str = "",
     ) -> VersionInfo:
         """Point the head at ``version`` if it still names ``expected`` (by default, what it
-        names as this call begins); :class:`Conflict` when another writer moved it meanwhile."""
+        names as this call begins); :class:`Conflict` when another writer moved it meanwhile.
+        ``job``: the job that made ``version``, publishing it now; :class:`DataPurged` when
+        samples of its data were purged (checked atomically with the move)."""
         info = self.get(version)  # versions are never removed: it stays valid
         if expected is Head.AS_READ:
             expected = self._pointer.read()
-        if not self._pointer.compare_and_set(version, expected):
+        if not self._pointer.compare_and_set(version, expected, job):
             raise Conflict(
                 f"model {self.model!r}: the serving version changed from {expected} while "
                 f"switching to {version}; check the versions and retry"

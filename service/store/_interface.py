@@ -8,10 +8,12 @@ committed, so an acknowledged sample survives a crash.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from service.domain.loop import AddOutcome, Job, NewSample, Sample, SourceSummary
+from service.domain.provenance import PurgeRecord
 
 
 class SampleStore(Protocol):
@@ -50,8 +52,13 @@ class SampleStore(Protocol):
     def purge(self, model: str, source: str, since: float | None = None) -> tuple[int, int, int]:
         """Delete ``source``'s samples of ``model`` (posted at or after ``since``, Unix time),
         atomically: no later job trains or gates on them. Returns (removed, first seq, last seq);
-        seqs are never reused, so versions that recorded a later ``samples_upto`` may have
-        trained on them."""
+        seqs are never reused. A purge that removed samples is recorded (see :meth:`purges`)
+        in the same transaction, so a job that read them before cannot publish its candidate.
+        SQLite then checkpoints its write-ahead log, so the deleted texts leave the disk."""
+        ...
+
+    def purges(self, model: str) -> list[PurgeRecord]:
+        """The purges of ``model`` that removed samples, oldest first."""
         ...
 
     def close(self) -> None: ...
@@ -90,6 +97,17 @@ class JobStore(Protocol):
 
     def fail_interrupted(self, error: str) -> list[Job]:
         """Mark every QUEUED or RUNNING job FAILED with ``error`` (recovery after a restart)."""
+        ...
+
+    def trained_on(self, model: str, source: str, since: float | None = None) -> list[Job]:
+        """Jobs whose recorded data included ``source``'s samples (posted at or after
+        ``since``) and that made no version: unfinished ones, and ones that failed. Newest
+        first."""
+        ...
+
+    def purged(self, job_id: str) -> PurgeRecord | None:
+        """The first purge that deleted samples the job's recorded data included; None when
+        none did (or the job has no record yet)."""
         ...
 
 
@@ -131,9 +149,17 @@ class VersionStore(Protocol):
         """The version the head row names (None: the model has no head yet)."""
         ...
 
-    def move_head(self, model: str, version: int, expected: int | None) -> bool:
+    def move_head(self, model: str, version: int, expected: int | None, job: str = "") -> bool:
         """Compare-and-set: point the head at ``version`` if it names ``expected`` now (None: no
-        head row yet). True when moved; then watchers are told (PostgreSQL: NOTIFY)."""
+        head row yet). True when moved; then watchers are told (PostgreSQL: NOTIFY). With
+        ``job`` (the job that made ``version``), raises :class:`~service.errors.DataPurged`
+        instead when a purge deleted samples of its data, checked in the same transaction."""
+        ...
+
+    def publish_fence(self, job: str) -> AbstractContextManager[None]:
+        """Held around a head move made elsewhere (the ``current`` file) that publishes
+        ``job``'s candidate: raises :class:`~service.errors.DataPurged` on entry when a purge
+        deleted samples of the job's data, and no purge of the model commits while it is held."""
         ...
 
 
@@ -190,9 +216,10 @@ class TrainerLease(Protocol):
         """Whether the lease is still held (asks the server; False once the session is gone)."""
         ...
 
-    def move_head(self, model: str, version: int, expected: int | None) -> bool:
-        """:meth:`VersionStore.move_head`, over the lease's session; raises
-        :class:`~service.errors.Unavailable` when the lease is no longer held."""
+    def move_head(self, model: str, version: int, expected: int | None, job: str = "") -> bool:
+        """:meth:`VersionStore.move_head`, over the lease's session, with its purge check in the
+        same transaction; raises :class:`~service.errors.Unavailable` when the lease is no
+        longer held."""
         ...
 
     def close(self) -> None: ...

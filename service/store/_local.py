@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 class _HeadMover(Protocol):
-    def move_head(self, model: str, version: int, expected: int | None) -> bool: ...
+    def move_head(self, model: str, version: int, expected: int | None, job: str = "") -> bool: ...
 
 
 class HeadCallbacks:
@@ -58,8 +58,8 @@ class LocalLease:
     def held(self) -> bool:
         return True
 
-    def move_head(self, model: str, version: int, expected: int | None) -> bool:
-        return self._store.move_head(model, version, expected)
+    def move_head(self, model: str, version: int, expected: int | None, job: str = "") -> bool:
+        return self._store.move_head(model, version, expected, job)
 
     def close(self) -> None:
         pass

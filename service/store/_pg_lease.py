@@ -18,6 +18,7 @@ import psycopg
 
 from service.errors import Unavailable, quote
 from service.store._pg_conn import HEAD_CHANNEL, KEEPALIVES, Target
+from service.store._pg_fence import fence
 
 # pg_try_advisory_lock key of the trainer lease ("loopserv"): one trainer per database.
 LEASE_KEY = 0x6C6F_6F70_7365_7276
@@ -81,7 +82,7 @@ class PostgresLease:
         with self._lock:
             return self._acquired and self._held()
 
-    def move_head(self, model: str, version: int, expected: int | None) -> bool:
+    def move_head(self, model: str, version: int, expected: int | None, job: str = "") -> bool:
         params = {
             "key": LEASE_KEY,
             "model": model,
@@ -93,7 +94,11 @@ class PostgresLease:
             if self._conn is None or not self._acquired:
                 raise self._lost(model)
             try:
-                row = self._conn.execute(_CREATE if expected is None else _MOVE, params).fetchone()
+                with self._conn.transaction():
+                    if job:  # the purge check, in the transaction that moves the head
+                        fence(self._conn, model, job)
+                    statement = _CREATE if expected is None else _MOVE
+                    row = self._conn.execute(statement, params).fetchone()
             except psycopg.OperationalError:
                 # Whether a dropped session committed is unknowable here, but it cannot have:
                 # the statement commits only while the session, and so the lock, is alive.

@@ -86,6 +86,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    (
+        # Provenance of a job's data (TrainingData as JSON; NULL until the job read it), and
+        # the purges that removed samples, which a publish checks the job's data against.
+        "ALTER TABLE jobs ADD COLUMN data TEXT",
+        """
+        CREATE TABLE purges (
+            n         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            model     TEXT NOT NULL,
+            source    TEXT NOT NULL,
+            since     DOUBLE PRECISION,
+            removed   BIGINT NOT NULL,
+            first_seq BIGINT NOT NULL,
+            last_seq  BIGINT NOT NULL,
+            purged    DOUBLE PRECISION NOT NULL
+        )
+        """,
+        "CREATE INDEX purges_by_model ON purges (model, n)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -20,27 +20,32 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 import psycopg_pool
 
 from service.domain.loop import AddOutcome, Job, JobState, NewSample, Sample, SourceSummary
+from service.domain.provenance import PurgeRecord, first_removing
 from service.errors import Conflict, InvalidInput, NotFound, Unavailable, quote
 from service.store._interface import AdaptationMark, HeadWatcher, TrainerLease, VersionRecord
 from service.store._pg_conn import HEAD_CHANNEL, KEEPALIVES, Target
+from service.store._pg_fence import fence, lock_model, purges
 from service.store._pg_lease import PostgresLease
 from service.store._pg_schema import migrate
 from service.store._pg_watch import PostgresHeadWatcher
 from service.store._rows import (
     JOB_COLUMNS,
+    PURGE_COLUMNS,
     SAMPLE_COLUMNS,
     UNFINISHED,
     check_updatable,
     job_columns,
     job_from_row,
     new_job,
+    trained_on,
 )
 
 if TYPE_CHECKING:
@@ -51,9 +56,6 @@ Conn = psycopg.Connection[Any]
 
 APPLICATION_NAME = "loopserve"
 POOL_MIN, POOL_MAX = 1, 4
-# First int4 of the two-key advisory locks that serialize the samples of one model (the second
-# is the hash of the model's name); one-bigint locks (migrations, the lease) are a separate space.
-_MODEL_LOCK_SPACE = 0x6C6F6F70  # "loop"
 # Texts compare byte for byte, case-folded in ASCII only and trimmed of spaces only: exactly
 # SQLite's lower(trim(text)), whatever the database's collation.
 _DISTINCT_TEXT = 'lower(trim(text) COLLATE "C")'
@@ -190,10 +192,19 @@ class PostgresStore:
                 params,
             ).fetchone()
             assert row is not None
-            return int(row[0]), int(row[1]), int(row[2])
+            removed, first, last = int(row[0]), int(row[1]), int(row[2])
+            if removed:
+                conn.execute(
+                    f"INSERT INTO purges ({PURGE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    (model, source, since, removed, first, last, time.time()),
+                )
+            return removed, first, last
 
         # Not retried: a repeat after a lost commit would report nothing removed.
         return self._write(work, retry=False)
+
+    def purges(self, model: str) -> list[PurgeRecord]:
+        return self._read(lambda conn: purges(conn, model))
 
     # --- jobs -----------------------------------------------------------------------------------
 
@@ -271,6 +282,20 @@ class PostgresStore:
         # Not retried: a repeat after a lost commit would report no jobs.
         return self._write(work, retry=False)
 
+    def trained_on(self, model: str, source: str, since: float | None = None) -> list[Job]:
+        rows = self._all(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE model = %s AND data IS NOT NULL ORDER BY n DESC",
+            (model,),
+        )
+        return trained_on([job_from_row(row) for row in rows], source, since)
+
+    def purged(self, job_id: str) -> PurgeRecord | None:
+        def work(conn: Conn) -> PurgeRecord | None:
+            job = _job_or_not_found(conn, job_id)
+            return first_removing(job.data, purges(conn, job.model))
+
+        return self._read(work)
+
     # --- version records and the head row -------------------------------------------------------
 
     def add_version(self, record: VersionRecord) -> None:
@@ -299,8 +324,10 @@ class PostgresStore:
         row = self._one("SELECT version FROM heads WHERE model = %s", (model,))
         return None if row is None else int(row[0])
 
-    def move_head(self, model: str, version: int, expected: int | None) -> bool:
+    def move_head(self, model: str, version: int, expected: int | None, job: str = "") -> bool:
         def work(conn: Conn) -> bool:
+            if job:
+                fence(conn, model, job)
             if expected is None:
                 cursor = conn.execute(
                     "INSERT INTO heads (model, version, moved) VALUES (%s, %s, %s)"
@@ -320,6 +347,22 @@ class PostgresStore:
 
         # Not retried: a repeat after a lost commit would report the move as refused.
         return self._write(work, retry=False)
+
+    @contextmanager
+    def publish_fence(self, job: str) -> Iterator[None]:
+        # A transaction holding the model's lock: a purge waits until the head has moved.
+        if self._closed:
+            raise Unavailable("the sample and job store is closed")
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                fence(conn, self.job(job).model, job)
+                yield
+        except psycopg_pool.PoolTimeout as exc:
+            raise self._target.unavailable(
+                f"no connection within {self._timeout:g} s", exc
+            ) from None
+        except psycopg.Error as exc:
+            raise self._target.error(exc) from None
 
     def trainer_lease(self) -> TrainerLease:
         return PostgresLease(self._target)
@@ -402,7 +445,7 @@ class PostgresStore:
 
     @staticmethod
     def _lock_model(conn: Conn, model: str) -> None:
-        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_MODEL_LOCK_SPACE, model))
+        lock_model(conn, model)
 
 
 def _outcome(

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from service.domain.loop import GateResult, Job, JobState
+from service.domain.provenance import PurgeRecord, TrainingData, first_removing, purged_message
+from service.errors import DataPurged
 
 JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 JOB_COLUMNS = ", ".join(f'"{name}"' for name in JOB_FIELDS)
@@ -35,6 +37,12 @@ def to_column(name: str, value: Any) -> Any:
         if not isinstance(value, GateResult):
             raise TypeError(f"gate must be a GateResult or None, not {type(value).__name__}")
         return json.dumps(dataclasses.asdict(value), sort_keys=True)
+    if name == "data":
+        if value is None:
+            return None
+        if not isinstance(value, TrainingData):
+            raise TypeError(f"data must be TrainingData or None, not {type(value).__name__}")
+        return json.dumps(value.to_dict(), sort_keys=True)
     return value
 
 
@@ -64,4 +72,33 @@ def job_from_row(row: Sequence[Any]) -> Job:
     fields["state"] = JobState(fields["state"])
     if fields["gate"] is not None:
         fields["gate"] = GateResult(**json.loads(fields["gate"]))
+    if fields["data"] is not None:
+        fields["data"] = TrainingData.from_dict(json.loads(fields["data"]))
     return Job(**fields)
+
+
+PURGE_COLUMNS = "model, source, since, removed, first_seq, last_seq, purged"
+PURGE_ROW = f"{PURGE_COLUMNS}, n"  # n: assigned by the database
+
+
+def purge_from_row(row: Sequence[Any]) -> PurgeRecord:
+    return PurgeRecord(*row)
+
+
+def trained_on(jobs: Sequence[Job], source: str, since: float | None) -> list[Job]:
+    """The jobs whose data included ``source``'s samples (posted at or after ``since``) and
+    that made no version (a version is named by its own record), newest first."""
+    return [
+        job
+        for job in jobs
+        if job.data is not None
+        and job.data.includes(source, since)
+        and (not job.state.finished or job.candidate_version is None)
+    ]
+
+
+def refuse_purged(job: Job, purges: Sequence[PurgeRecord]) -> None:
+    """Raise DataPurged when one of ``purges`` deleted samples ``job`` trained or gated on."""
+    purge = first_removing(job.data, purges)
+    if purge is not None:
+        raise DataPurged(purged_message(job.id, purge))

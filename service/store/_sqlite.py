@@ -15,6 +15,7 @@ they see the changes made through the same store object only.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service.domain.loop import AddOutcome, Job, JobState, NewSample, Sample, SourceSummary
+from service.domain.provenance import PurgeRecord, first_removing
 from service.errors import (
     ConfigError,
     Conflict,
@@ -38,12 +40,17 @@ from service.store._interface import AdaptationMark, HeadWatcher, TrainerLease, 
 from service.store._local import HeadCallbacks, LocalHeadWatcher, LocalLease
 from service.store._rows import (
     JOB_COLUMNS,
+    PURGE_COLUMNS,
+    PURGE_ROW,
     SAMPLE_COLUMNS,
     UNFINISHED,
     check_updatable,
     job_columns,
     job_from_row,
     new_job,
+    purge_from_row,
+    refuse_purged,
+    trained_on,
 )
 from service.store._sqlite_schema import MIGRATIONS, SCHEMA_VERSION, migrate
 
@@ -51,6 +58,8 @@ if TYPE_CHECKING:
     from service.store._interface import Store
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
+
+log = logging.getLogger(__name__)
 
 _BUSY_TIMEOUT_MS = 5000
 
@@ -73,6 +82,9 @@ class SQLiteStore:
             if mode != "wal":
                 raise ConfigError(f"{path}: SQLite cannot use WAL journal mode here (got {mode!r})")
             conn.execute("PRAGMA synchronous = FULL")
+            # Deleted rows are overwritten with zeros, so that purged texts leave the file
+            # (and the log, once checkpointed) instead of lingering in free pages.
+            conn.execute("PRAGMA secure_delete = ON")
             migrate(conn, path)
         except BaseException:
             conn.close()
@@ -182,7 +194,30 @@ class SQLiteStore:
                 params,
             ).fetchone()
             conn.execute(f"DELETE FROM samples WHERE {where}", params)
+            if removed:
+                conn.execute(
+                    f"INSERT INTO purges ({PURGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (model, source, since, removed, first, last, time.time()),
+                )
+        if removed:
+            self._checkpoint()
         return int(removed), int(first), int(last)
+
+    def purges(self, model: str) -> list[PurgeRecord]:
+        with self._connection() as conn:
+            return _purges(conn, model)
+
+    def _checkpoint(self) -> None:
+        """Copy the log into the database file and empty it: until then the log keeps the
+        pages that held the purged texts."""
+        with self._connection() as conn:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            log.warning(
+                "%s: another connection kept the write-ahead log from being emptied after a "
+                "purge; the purged texts stay in %s-wal until the next checkpoint",
+                self.path, self.path.name,
+            )  # fmt: skip
 
     def last_seq(self, model: str) -> int:
         with self._connection() as conn:
@@ -271,6 +306,20 @@ class SQLiteStore:
             )
             return [_job_or_not_found(conn, job_id) for job_id in ids]
 
+    def trained_on(self, model: str, source: str, since: float | None = None) -> list[Job]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE model = ? AND data IS NOT NULL"
+                " ORDER BY n DESC",
+                (model,),
+            ).fetchall()
+        return trained_on([job_from_row(row) for row in rows], source, since)
+
+    def purged(self, job_id: str) -> PurgeRecord | None:
+        with self._connection() as conn:
+            job = _job_or_not_found(conn, job_id)
+            return first_removing(job.data, _purges(conn, job.model))
+
     # --- version records and the head row -------------------------------------------------------
 
     def add_version(self, record: VersionRecord) -> None:
@@ -300,8 +349,10 @@ class SQLiteStore:
             row = conn.execute("SELECT version FROM heads WHERE model = ?", (model,)).fetchone()
         return None if row is None else int(row[0])
 
-    def move_head(self, model: str, version: int, expected: int | None) -> bool:
+    def move_head(self, model: str, version: int, expected: int | None, job: str = "") -> bool:
         with self._transaction() as conn:
+            if job:
+                _refuse_purged(conn, job)
             if expected is None:
                 cursor = conn.execute(
                     "INSERT INTO heads (model, version, moved) VALUES (?, ?, ?)"
@@ -318,6 +369,13 @@ class SQLiteStore:
             # After the commit and outside the lock: a watcher may read the store.
             self._head_callbacks.changed(model)
         return moved
+
+    @contextmanager
+    def publish_fence(self, job: str) -> Iterator[None]:
+        # The write lock: a purge (its own transaction) waits until the head has moved.
+        with self._transaction() as conn:
+            _refuse_purged(conn, job)
+            yield
 
     def trainer_lease(self) -> TrainerLease:
         return LocalLease(self)
@@ -381,6 +439,18 @@ class SQLiteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+
+def _purges(conn: sqlite3.Connection, model: str) -> list[PurgeRecord]:
+    rows = conn.execute(
+        f"SELECT {PURGE_ROW} FROM purges WHERE model = ? ORDER BY n", (model,)
+    ).fetchall()
+    return [purge_from_row(row) for row in rows]
+
+
+def _refuse_purged(conn: sqlite3.Connection, job_id: str) -> None:
+    job = _job_or_not_found(conn, job_id)
+    refuse_purged(job, _purges(conn, job.model))
 
 
 def _job_or_not_found(conn: sqlite3.Connection, job_id: str) -> Job:

@@ -85,6 +85,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    (
+        # Provenance of a job's data (TrainingData as JSON; NULL until the job read it), and
+        # the purges that removed samples, which a publish checks the job's data against.
+        "ALTER TABLE jobs ADD COLUMN data TEXT",
+        """
+        CREATE TABLE purges (
+            n         INTEGER PRIMARY KEY AUTOINCREMENT,
+            model     TEXT NOT NULL,
+            source    TEXT NOT NULL,
+            since     REAL,
+            removed   INTEGER NOT NULL,
+            first_seq INTEGER NOT NULL,
+            last_seq  INTEGER NOT NULL,
+            purged    REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX purges_by_model ON purges (model, n)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -58,6 +58,7 @@ from service.domain.loop import (
     PurgeOutcome,
     SourceSummary,
 )
+from service.domain.provenance import SeqRange, SourceData, TrainingData
 from service.drift import DetectorState
 from service.errors import InvalidInput, Unavailable
 
@@ -204,6 +205,24 @@ def test_sample_sources_and_purge_outcomes_convert_both_ways() -> None:
     nothing = PurgeOutcome(MODEL, "junk", 0, 0, 0, [])
     message = PurgeSamplesResponseConverter.from_types(nothing)
     assert PurgeSamplesResponseConverter.to_types(message) == nothing
+
+
+def test_purge_outcomes_carry_the_jobs_with_their_data_records() -> None:
+    data = TrainingData(
+        (
+            SourceData("junk", 3, CREATED, CREATED + 60, (SeqRange(101, 102), SeqRange(150, 150))),
+            SourceData("labeler", 1, CREATED, CREATED, (SeqRange(7, 7),)),
+        )
+    )
+    running = dataclasses.replace(finished_job(), id="job-2", state=JobState.RUNNING, data=data)
+    outcome = PurgeOutcome(MODEL, "junk", 0, 0, 0, [3], [running, finished_job()])
+    wire = pb.PurgeSamplesResponse.FromString(
+        PurgeSamplesResponseConverter.from_types(outcome).SerializeToString()
+    )
+    assert [job.id for job in wire.jobs] == ["job-2", "job-1"]
+    assert [r.last for r in wire.jobs[0].data.sources[0].seqs] == [102, 150]
+    assert not wire.jobs[1].HasField("data")  # no record: None, not an empty one
+    assert PurgeSamplesResponseConverter.to_types(wire) == outcome
 
 
 def test_purge_requests_keep_an_absent_since_and_validate_the_source() -> None:
@@ -388,7 +407,8 @@ def test_purge_samples_passes_source_and_since_and_returns_the_outcome(
         MODEL, "junk", 1, 102, 102, [2, 3]
     )
     assert client.purge_samples(MODEL, "junk") == PurgeOutcome(MODEL, "junk", 1, 101, 101, [2, 3])
-    assert client.purge_samples(MODEL, "junk") == PurgeOutcome(MODEL, "junk", 0, 0, 0, [])
+    # Repeated: nothing removed, the same versions named.
+    assert client.purge_samples(MODEL, "junk") == PurgeOutcome(MODEL, "junk", 0, 0, 0, [2, 3])
     assert core.purges == [
         (MODEL, "junk", CREATED + 5000),
         (MODEL, "junk", None),

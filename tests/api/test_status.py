@@ -18,6 +18,7 @@ from service.errors import (
     NotFound,
     Overloaded,
     PermissionDenied,
+    StorageFull,
     Unauthenticated,
     Unavailable,
 )
@@ -28,6 +29,7 @@ DOCUMENTED: dict[type[LoopserveError], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     Conflict: grpc.StatusCode.ABORTED,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    StorageFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
@@ -55,12 +57,24 @@ def test_every_error_kind_has_a_documented_status() -> None:
     assert STATUS_FOR_ERROR == DOCUMENTED
 
 
-@pytest.mark.parametrize("kind", list(DOCUMENTED), ids=lambda kind: kind.__name__)
+# StorageFull writes its own message around what could not be stored (below).
+@pytest.mark.parametrize(
+    "kind", [k for k in DOCUMENTED if k is not StorageFull], ids=lambda kind: kind.__name__
+)
 def test_error_maps_to_its_code_and_keeps_its_message(kind: type[LoopserveError]) -> None:
     error = kind(f"a caller-facing message about {kind.__name__}")
 
     assert status_for(error) is DOCUMENTED[kind]
     assert public_message(error) == f"a caller-facing message about {kind.__name__}"
+
+
+def test_a_full_disk_is_resource_exhausted_and_says_not_to_retry_at_once() -> None:
+    error = StorageFull("the samples")
+    assert status_for(error) is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert public_message(error) == (
+        "disk full: could not store the samples; nothing of it was stored. Retry after the "
+        "operator frees space, not at once"
+    )
 
 
 def test_subclass_of_invalid_input_inherits_its_code() -> None:

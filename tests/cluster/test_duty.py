@@ -28,7 +28,7 @@ class Lease:
     def held(self) -> bool:
         return self.mine
 
-    def move_head(self, model: str, version: int, expected: int | None) -> bool:
+    def move_head(self, model: str, version: int, expected: int | None, job: str = "") -> bool:
         raise NotImplementedError
 
     def close(self) -> None:

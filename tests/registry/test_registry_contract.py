@@ -35,7 +35,7 @@ class MemoryPointer:
         with self._lock:
             return self._version
 
-    def compare_and_set(self, version: int, expected: int | None) -> bool:
+    def compare_and_set(self, version: int, expected: int | None, job: str = "") -> bool:
         with self._lock:
             if self._version != expected:
                 return False

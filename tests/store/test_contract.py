@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from service.domain.loop import GateResult, JobState, NewSample, SourceSummary
-from service.errors import Conflict, InvalidInput, NotFound, Unavailable
+from service.domain.loop import GateResult, Job, JobState, NewSample, SourceSummary
+from service.domain.provenance import TrainingData
+from service.errors import Conflict, DataPurged, InvalidInput, NotFound, Unavailable
 from service.store import (
     AdaptationMark,
     JobStore,
@@ -352,6 +353,138 @@ def test_purged_seqs_are_never_reused(samples: SampleStore) -> None:
     samples.add(MODEL, _batch("j", source="team"))
     again = samples.sample(MODEL, "j")
     assert again is not None and again.seq > stored.seq and again.source == "team"
+
+
+# --- provenance: what jobs trained on, purges, and the publish check ------------------------------
+
+
+def _job_on(store: Store, *ids: str) -> Job:
+    """A running job whose recorded data is the stored samples ``ids``."""
+    seen = max((p.n for p in store.purges(MODEL)), default=0)  # as a job: before the read
+    read = store.samples(MODEL)
+    used = {s.seq for s in read if s.id in ids}
+    data = TrainingData.of(read, used, seen)
+    job = store.create(MODEL, "manual", "test", 1, store.last_seq(MODEL))
+    job = store.update(job.id, state=JobState.RUNNING, data=data)
+    assert job.data is not None
+    return job
+
+
+def test_a_job_keeps_its_data_record_as_compact_seq_ranges_per_source(store: Store) -> None:
+    store.add(MODEL, _batch("t1", "t2", source="team"))
+    store.add(MODEL, _batch("j1", source="junk"))
+    store.add(MODEL, _batch("t3", "t4", "t5", source="team"))
+    seq = {s.id: s.seq for s in store.samples(MODEL)}
+    job = _job_on(store, "t1", "t2", "j1", "t3", "t5")
+
+    stored = store.job(job.id).data
+    assert stored == job.data and stored is not None
+    team, junk = {s.source: s for s in stored.sources}["team"], stored.sources[0]
+    # t1..t3 are consecutive among team's samples (junk's j1 between them does not split it).
+    assert [(r.first, r.last) for r in team.seqs] == [
+        (seq["t1"], seq["t3"]),
+        (seq["t5"], seq["t5"]),
+    ]
+    assert (junk.source, junk.samples, [(r.first, r.last) for r in junk.seqs]) == (
+        "junk", 1, [(seq["j1"], seq["j1"])],
+    )  # fmt: skip
+    assert store.create(MODEL, "manual", "no data yet", 1, 0).data is None
+
+
+def test_a_purge_is_recorded_and_names_the_jobs_trained_on_it_every_time(store: Store) -> None:
+    store.add(MODEL, _batch("t1", source="team"))
+    store.add(MODEL, _batch("j1", "j2", source="junk"))
+    job = _job_on(store, "t1", "j1", "j2")
+    clean = _job_on(store, "t1")
+    assert store.purges(MODEL) == [] and store.purged(job.id) is None
+
+    removed, first, last = store.purge(MODEL, "junk")
+    assert removed == 2
+    (record,) = store.purges(MODEL)
+    assert (record.model, record.source, record.since, record.removed) == (MODEL, "junk", None, 2)
+    assert (record.first_seq, record.last_seq) == (first, last)
+    assert store.purged(job.id) == record and store.purged(clean.id) is None
+    assert [j.id for j in store.trained_on(MODEL, "junk")] == [job.id]
+    # Repeated: nothing removed, nothing recorded, the same job named.
+    assert store.purge(MODEL, "junk") == (0, 0, 0)
+    assert store.purges(MODEL) == [record]
+    assert [j.id for j in store.trained_on(MODEL, "junk")] == [job.id]
+    assert [j.id for j in store.trained_on(MODEL, "team")] == [clean.id, job.id]
+    # A job that made a version is named by the version, not as a job.
+    store.update(job.id, state=JobState.REJECTED, candidate_version=2)
+    assert store.trained_on(MODEL, "junk") == []
+
+
+def test_a_since_purge_names_jobs_by_the_window_of_their_data(store: Store) -> None:
+    store.add(MODEL, _batch("old", source="junk"))
+    early = _job_on(store, "old")
+    since = _next_tick()
+    store.add(MODEL, _batch("new", source="junk"))
+    late = _job_on(store, "old", "new")
+
+    assert store.purge(MODEL, "junk", since=since)[0] == 1
+    assert [j.id for j in store.trained_on(MODEL, "junk", since)] == [late.id]
+    assert store.purged(late.id) is not None and store.purged(early.id) is None
+    # Samples purged before a job read its data are not in its data: no refusal.
+    store.add(MODEL, _batch("again", source="junk"))
+    after = _job_on(store, "old", "again")
+    assert store.purged(after.id) is None
+
+
+def test_a_head_move_for_a_job_whose_data_was_purged_is_refused(store: Store) -> None:
+    store.add(MODEL, _batch("t1", source="team"))
+    store.add(MODEL, _batch("j1", source="junk"))
+    tainted, clean = _job_on(store, "t1", "j1"), _job_on(store, "t1")
+    assert store.move_head(MODEL, 1, None) is True
+    store.purge(MODEL, "junk")
+
+    with pytest.raises(DataPurged) as refused:
+        store.move_head(MODEL, 2, 1, job=tainted.id)
+    assert str(refused.value) == (
+        f"cancelled: 1 samples of source 'junk' (seq 2..2) were purged after job {tainted.id} "
+        "read its data; its candidate is not published"
+    )
+    assert store.head(MODEL) == 1
+    lease = store.trainer_lease()
+    try:
+        assert lease.try_acquire() is True
+        with pytest.raises(DataPurged):
+            lease.move_head(MODEL, 2, 1, job=tainted.id)
+        assert store.head(MODEL) == 1
+        assert lease.move_head(MODEL, 2, 1, job=clean.id) is True
+    finally:
+        lease.close()
+    assert store.move_head(MODEL, 3, 2, job=clean.id) is True
+    with pytest.raises(DataPurged), store.publish_fence(tainted.id):
+        raise AssertionError("the fence let a purged job through")
+    with store.publish_fence(clean.id):
+        pass
+    assert store.head(MODEL) == 3
+
+
+def test_a_purge_waits_for_a_publish_fence_and_then_names_the_job(backend: Backend) -> None:
+    """The fence (around a move of the ``current`` file) and a purge are serialized: the purge
+    that comes while a publish holds the fence deletes only once the head has moved."""
+    store, other = backend.open(), backend.open()
+    try:
+        store.add(MODEL, _batch("j1", source="junk"))
+        job = _job_on(store, "j1")
+        purged: list[tuple[int, int, int]] = []
+        purger = threading.Thread(target=lambda: purged.append(other.purge(MODEL, "junk")))
+        with store.publish_fence(job.id):
+            purger.start()
+            # SQLite: the purge's BEGIN IMMEDIATE waits for the fence's write lock (another
+            # connection); PostgreSQL: it waits for the model's advisory lock.
+            purger.join(0.5)
+            assert purger.is_alive() and purged == []
+        purger.join(10)
+        assert purged == [(1, 1, 1)]
+        assert [j.id for j in other.trained_on(MODEL, "junk")] == [job.id]
+        with pytest.raises(DataPurged):
+            store.move_head(MODEL, 1, None, job=job.id)
+    finally:
+        store.close()
+        other.close()
 
 
 # --- samples: durability and concurrency --------------------------------------------------------

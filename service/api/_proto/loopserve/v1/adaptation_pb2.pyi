@@ -85,20 +85,22 @@ class PurgeSamplesRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., source: _Optional[str] = ..., since: _Optional[float] = ...) -> None: ...
 
 class PurgeSamplesResponse(_message.Message):
-    __slots__ = ("model", "source", "removed", "first_seq", "last_seq", "versions")
+    __slots__ = ("model", "source", "removed", "first_seq", "last_seq", "versions", "jobs")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
     model: str
     source: str
     removed: int
     first_seq: int
     last_seq: int
     versions: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, model: _Optional[str] = ..., source: _Optional[str] = ..., removed: _Optional[int] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ...) -> None: ...
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, model: _Optional[str] = ..., source: _Optional[str] = ..., removed: _Optional[int] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
 
 class Version(_message.Message):
     __slots__ = ("model", "version", "parent", "created", "status", "reason", "samples_upto", "metrics")
@@ -176,7 +178,7 @@ class GateResult(_message.Message):
     def __init__(self, candidate_new: _Optional[float] = ..., incumbent_new: _Optional[float] = ..., candidate_anchor: _Optional[float] = ..., incumbent_anchor: _Optional[float] = ..., new_examples: _Optional[int] = ..., anchor_examples: _Optional[int] = ..., promote: _Optional[bool] = ..., reason: _Optional[str] = ..., forgetting: _Optional[float] = ..., new_margin: _Optional[float] = ..., anchor_margin: _Optional[float] = ..., anchor_held_out: _Optional[bool] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "model", "state", "trigger", "reason", "base_version", "samples_upto", "attempt", "created", "started", "finished", "candidate_version", "gate", "error")
+    __slots__ = ("id", "model", "state", "trigger", "reason", "base_version", "samples_upto", "attempt", "created", "started", "finished", "candidate_version", "gate", "error", "data")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -191,6 +193,7 @@ class Job(_message.Message):
     CANDIDATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     GATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     state: str
@@ -205,7 +208,34 @@ class Job(_message.Message):
     candidate_version: int
     gate: GateResult
     error: str
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., state: _Optional[str] = ..., trigger: _Optional[str] = ..., reason: _Optional[str] = ..., base_version: _Optional[int] = ..., samples_upto: _Optional[int] = ..., attempt: _Optional[int] = ..., created: _Optional[float] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., candidate_version: _Optional[int] = ..., gate: _Optional[_Union[GateResult, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+    data: TrainingData
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., state: _Optional[str] = ..., trigger: _Optional[str] = ..., reason: _Optional[str] = ..., base_version: _Optional[int] = ..., samples_upto: _Optional[int] = ..., attempt: _Optional[int] = ..., created: _Optional[float] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., candidate_version: _Optional[int] = ..., gate: _Optional[_Union[GateResult, _Mapping]] = ..., error: _Optional[str] = ..., data: _Optional[_Union[TrainingData, _Mapping]] = ...) -> None: ...
+
+class TrainingData(_message.Message):
+    __slots__ = ("sources",)
+    class Source(_message.Message):
+        __slots__ = ("source", "samples", "first_created", "last_created", "seqs")
+        SOURCE_FIELD_NUMBER: _ClassVar[int]
+        SAMPLES_FIELD_NUMBER: _ClassVar[int]
+        FIRST_CREATED_FIELD_NUMBER: _ClassVar[int]
+        LAST_CREATED_FIELD_NUMBER: _ClassVar[int]
+        SEQS_FIELD_NUMBER: _ClassVar[int]
+        source: str
+        samples: int
+        first_created: float
+        last_created: float
+        seqs: _containers.RepeatedCompositeFieldContainer[TrainingData.SeqRange]
+        def __init__(self, source: _Optional[str] = ..., samples: _Optional[int] = ..., first_created: _Optional[float] = ..., last_created: _Optional[float] = ..., seqs: _Optional[_Iterable[_Union[TrainingData.SeqRange, _Mapping]]] = ...) -> None: ...
+    class SeqRange(_message.Message):
+        __slots__ = ("first", "last")
+        FIRST_FIELD_NUMBER: _ClassVar[int]
+        LAST_FIELD_NUMBER: _ClassVar[int]
+        first: int
+        last: int
+        def __init__(self, first: _Optional[int] = ..., last: _Optional[int] = ...) -> None: ...
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    sources: _containers.RepeatedCompositeFieldContainer[TrainingData.Source]
+    def __init__(self, sources: _Optional[_Iterable[_Union[TrainingData.Source, _Mapping]]] = ...) -> None: ...
 
 class StartFineTuneRequest(_message.Message):
     __slots__ = ("model", "reason")

@@ -1,0 +1,223 @@
+"""A purge cannot race a job: the real AdaptationService and JobRunner (spec writing, the data
+record, publishing, the head move) with only the job process faked.
+
+The fake process waits until the test opens its gate, then writes a candidate into the staging
+directory and reports a gate that promotes. The head is the ``current`` file behind the SQLite
+store's publish fence, as in a single-process server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from test_job_races import LABELS, MODEL, FakeServed
+
+from service.adaptation.events import EventBus
+from service.adaptation.jobs import JobRunner
+from service.adaptation.loop import AdaptationService
+from service.adaptation.predictions import PredictionLog
+from service.config import AdaptationRecipe, ServingOptions
+from service.domain.finetune import FineTuneResult, FineTuneSpec
+from service.domain.gate import GateThresholds
+from service.domain.loop import GateResult, Job, JobState, NewSample, PurgeOutcome
+from service.errors import DataPurged
+from service.metrics import Metrics
+from service.registry import Head, ModelRegistry
+from service.security import current_principal
+from service.store import SQLiteStore
+
+MARKER = "qz7purgemarker"  # in every text the purged source posts
+PROMOTE = GateResult(0.9, 0.7, 0.85, 0.85, 10, 10, promote=True, reason="better on new data")
+
+
+class PublishingServed(FakeServed):
+    """A served model whose candidates really publish: a registry whose ``current`` file moves
+    behind the store's publish fence, and a definition complete enough to write a spec."""
+
+    def __init__(self, state_dir: Path, recipe: AdaptationRecipe, store: SQLiteStore) -> None:
+        super().__init__(state_dir, recipe)
+        self.registry = ModelRegistry(state_dir, MODEL, fence=store.publish_fence)
+        seed = state_dir / "seed.csv"
+        seed.write_text("text,label\nseed one,a\nseed two,b\n", encoding="utf-8")
+        self.definition = SimpleNamespace(
+            adaptation=recipe,
+            serving=ServingOptions(),
+            gate=GateThresholds(),
+            seed_path=seed,
+            backbone_path=lambda: state_dir / "backbone",
+        )
+        self.before_move: Callable[[], None] = lambda: None
+
+    def activate(
+        self, version: int, expected: int | Head = Head.AS_READ, job: str = ""
+    ) -> SimpleNamespace:
+        self.before_move()
+        self.registry.set_current(version, expected, job)  # type: ignore[arg-type]
+        self.serving_version = SimpleNamespace(version=version, labels=LABELS)
+        return self.serving_version
+
+
+class FakeProcess:
+    """Stands in for ``JobRunner._run_process``: reads the spec, waits for ``gate``, writes a
+    candidate, and promotes it."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.running = threading.Event()
+        self.specs: list[FineTuneSpec] = []
+
+    def __call__(self, spec_path: Path, job_dir: Path) -> FineTuneResult:
+        """Set on the class, an instance is not bound: it gets no runner."""
+        spec = FineTuneSpec.load(spec_path)
+        self.specs.append(spec)
+        (job_dir / "job.log").write_text(f"job: {len(spec.train)} train rows\n", encoding="utf-8")
+        self.running.set()
+        assert self.gate.wait(20), "the job was never released"
+        (Path(spec.staging_dir) / "model.onnx").write_bytes(b"not really onnx")
+        result = FineTuneResult(ok=True, gate=PROMOTE, labels=list(spec.labels))
+        result.save(Path(spec.result_path))
+        return result
+
+
+class Loop:
+    def __init__(self, state_dir: Path) -> None:
+        recipe = AdaptationRecipe(
+            min_new_samples=1_000_000, settle_seconds=0.0, max_retries=0, backoff_seconds=0.0
+        )
+        self.state_dir = state_dir
+        self.store = SQLiteStore(state_dir / "loopserve.db")
+        self.served = PublishingServed(state_dir, recipe, self.store)
+        self.service = AdaptationService(
+            {MODEL: self.served},  # type: ignore[dict-item]
+            self.store,
+            self.store,
+            EventBus(),
+            PredictionLog(),
+            Metrics(),
+            state_dir / "jobs",
+        )
+
+    def post(self, source: str, count: int, text: str = "text {i}") -> None:
+        samples = [NewSample(text.format(i=i), LABELS[i % 2]) for i in range(count)]
+        token = current_principal.set(source)
+        try:
+            asyncio.run(self.service.add_samples(MODEL, samples))
+        finally:
+            current_principal.reset(token)
+
+    def start(self) -> Job:
+        return asyncio.run(self.service.start_fine_tune(MODEL, "test"))
+
+    def purge(self, source: str, since: float | None = None) -> PurgeOutcome:
+        return asyncio.run(self.service.purge_samples(MODEL, source, since))
+
+    def wait_finished(self, job: Job, timeout: float = 20.0) -> Job:
+        deadline = time.monotonic() + timeout
+        while not (done := self.store.job(job.id)).state.finished:
+            assert time.monotonic() < deadline, done
+            time.sleep(0.01)
+        self.service.wait_idle(timeout)
+        return done
+
+
+@pytest.fixture
+def process(monkeypatch: pytest.MonkeyPatch) -> FakeProcess:
+    fake = FakeProcess()
+    monkeypatch.setattr(JobRunner, "_run_process", fake)
+    return fake
+
+
+@pytest.fixture
+def loop(tmp_path: Path, process: FakeProcess) -> Iterator[Loop]:
+    running = Loop(tmp_path / "state")
+    yield running
+    process.gate.set()
+    running.service.stop(5)
+    running.store.close()
+
+
+def test_a_purge_during_a_running_job_names_it_and_its_candidate_never_serves(
+    loop: Loop, process: FakeProcess
+) -> None:
+    loop.post("team", 20)
+    loop.post("labeler", 30, text="label me {i}")
+    job = loop.start()
+    assert process.running.wait(10)
+    assert loop.store.job(job.id).data is not None  # recorded before the process started
+
+    outcome = loop.purge("labeler")
+    assert (outcome.removed, outcome.versions) == (30, [])
+    assert [(j.id, j.state) for j in outcome.jobs] == [(job.id, JobState.RUNNING)]
+    process.gate.set()
+    done = loop.wait_finished(job)
+
+    assert done.state is JobState.FAILED and done.candidate_version is None
+    assert done.error == (
+        f"cancelled: 30 samples of source 'labeler' (seq 21..50) were purged after job {job.id} "
+        "read its data; its candidate is not published"
+    )
+    assert [v.version for v in loop.served.registry.versions()] == [1]  # never published
+    assert loop.served.registry.current().version == 1  # type: ignore[union-attr]
+    # Repeated, the purge removes nothing and names the same job.
+    again = loop.purge("labeler")
+    assert (again.removed, again.versions) == (0, [])
+    assert [(j.id, j.state) for j in again.jobs] == [(job.id, JobState.FAILED)]
+    # The team's samples were not purged and the job did not train on anything else.
+    assert loop.purge("team").jobs[0].id == job.id
+
+
+def test_a_purge_just_before_the_head_moves_is_caught_by_the_move(
+    loop: Loop, process: FakeProcess
+) -> None:
+    """The purge commits after the job's last check and before the head move: the move itself
+    refuses, the version is marked rejected, and the purge named both the version and the job."""
+    loop.post("labeler", 30)
+    purges: list[PurgeOutcome] = []
+
+    def purge_in_between() -> None:
+        # Another thread, as a PurgeSamples call would come: the fence is not held yet.
+        worker = threading.Thread(target=lambda: purges.append(loop.purge("labeler")))
+        worker.start()
+        worker.join(10)
+
+    loop.served.before_move = purge_in_between
+    job = loop.start()
+    process.gate.set()
+    done = loop.wait_finished(job)
+
+    (outcome,) = purges
+    assert done.state is JobState.FAILED and done.candidate_version == 2
+    assert "30 samples of source 'labeler'" in done.error
+    assert loop.served.registry.current().version == 1  # type: ignore[union-attr]
+    version = loop.served.registry.get(2)
+    assert version.meta.status == "rejected" and version.meta.reason == done.error
+    assert (outcome.removed, outcome.versions, [j.id for j in outcome.jobs]) == (30, [2], [job.id])
+    again = loop.purge("labeler")
+    assert (again.removed, again.versions, [j.id for j in again.jobs]) == (0, [2], [])
+
+
+def test_no_purged_text_stays_in_the_state_dir(loop: Loop, process: FakeProcess) -> None:
+    loop.post("team", 20)
+    loop.post("labeler", 30, text=f"please {MARKER} refund {{i}}")
+    job = loop.start()
+    assert process.running.wait(10)
+    spec_file = loop.state_dir / "jobs" / job.id / "spec.json"
+    assert MARKER.encode() in spec_file.read_bytes()  # the spec holds them while the job runs
+    process.gate.set()
+    assert loop.wait_finished(job).state is JobState.PROMOTED
+    assert not spec_file.exists() and not spec_file.with_name("result.json").exists()
+
+    assert loop.purge("labeler").removed == 30
+    holding = [
+        path
+        for path in loop.state_dir.rglob("*")
+        if path.is_file() and MARKER.encode() in path.read_bytes()
+    ]
+    assert holding == []
+    assert {p.name for p in loop.state_dir.iterdir()} >= {"loopserve.db", "jobs", "models"}

@@ -26,7 +26,6 @@ from service.config import AdaptationRecipe, ServingOptions
 from service.domain.finetune import FineTuneResult, FineTuneSpec
 from service.domain.gate import GateThresholds
 from service.domain.loop import GateResult, Job, JobState, NewSample, PurgeOutcome
-from service.errors import DataPurged
 from service.metrics import Metrics
 from service.registry import Head, ModelRegistry
 from service.security import current_principal

@@ -17,7 +17,7 @@ from service.domain.loop import NewSample
 from service.errors import ConfigError, LoopserveError, StorageFull, Unavailable
 from service.store import PostgresStore
 from service.store._pg_lease import PostgresLease
-from service.store._pg_schema import SCHEMA_VERSION
+from service.store._pg_schema import MIGRATIONS, SCHEMA_VERSION
 
 MODEL = "tiny"
 
@@ -92,6 +92,33 @@ def test_a_newer_schema_is_refused(database_url: str) -> None:
         conn.execute("INSERT INTO schema_migrations VALUES (%s, 0)", (SCHEMA_VERSION + 1,))
     with pytest.raises(ConfigError, match="schema version"):
         PostgresStore(database_url)
+
+
+def test_a_database_from_before_data_records_is_migrated_keeping_its_jobs(
+    database_url: str,
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied DOUBLE PRECISION"
+            " NOT NULL)"
+        )
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations VALUES (1, 0)")
+        conn.execute(
+            'INSERT INTO jobs (id, model, state, "trigger", reason, base_version, samples_upto,'
+            " created, error, attempt) VALUES ('job-old', %s, 'promoted', 'manual', '', 1, 5, 1.0,"
+            " '', 1)",
+            (MODEL,),
+        )
+    store = PostgresStore(database_url)
+    try:
+        old = store.job("job-old")
+        assert (old.state.value, old.data) == ("promoted", None)
+        assert store.purges(MODEL) == [] and store.purged("job-old") is None
+        assert store.trained_on(MODEL, "anyone") == []
+    finally:
+        store.close()
 
 
 # --- the trainer lease ----------------------------------------------------------------------------

@@ -67,6 +67,35 @@ def test_sqlite_migrates_a_version_1_database_giving_old_samples_an_empty_source
     conn.close()
 
 
+def test_sqlite_migrates_a_database_from_before_data_records_keeping_its_jobs(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "loopserve.db"
+    with sqlite3.connect(path) as conn:
+        for step in MIGRATIONS[:3]:
+            for statement in step:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 3")
+        conn.execute(
+            'INSERT INTO jobs (id, model, state, "trigger", reason, base_version, samples_upto,'
+            " created, error, attempt) VALUES ('job-old', 'tiny', 'promoted', 'manual', '', 1, 5,"
+            " 1.0, '', 1)"
+        )
+    conn.close()
+
+    store = SQLiteStore(path)
+    try:
+        old = store.job("job-old")
+        assert (old.state.value, old.data) == ("promoted", None)
+        assert store.purges(MODEL) == [] and store.purged("job-old") is None
+        assert store.trained_on(MODEL, "anyone") == []
+    finally:
+        store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    conn.close()
+
+
 def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
     path = tmp_path / "loopserve.db"
     SQLiteStore(path).close()

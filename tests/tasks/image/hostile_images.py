@@ -5,13 +5,17 @@ from __future__ import annotations
 import io
 import random
 import struct
+import subprocess
+import sys
 import zipfile
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+REPO = Path(__file__).resolve().parents[3]
 RED, GREEN, BLUE, WHITE = (220, 20, 20), (20, 200, 20), (20, 20, 220), (255, 255, 255)
 
 
@@ -108,3 +112,53 @@ HTML = b"<html><body><script>alert(document.cookie)</script></body></html>"
 
 def random_bytes(n: int = 4096) -> bytes:
     return random.Random(7).randbytes(n)
+
+
+# Run in a fresh process. Its peak RSS is VmHWM from /proc: ru_maxrss would not do, since Linux
+# carries it over from the parent (this test process, torch and all) across fork and exec.
+PEAK_RSS_SCRIPT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {here!r})
+from hostile_images import solid
+from service.errors import InvalidInput
+from service.tasks.image import ImageSpec, decode_image
+
+def peak_kib():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+decode_image(solid("PNG", (640, 480)), ImageSpec())
+data = Path({bomb!r}).read_bytes()
+before = peak_kib()
+{body}
+print(peak_kib() - before)
+"""
+REFUSE_BOMB = """
+try:
+    decode_image(data, ImageSpec())
+except InvalidInput:
+    pass
+else:
+    sys.exit("bomb accepted")
+"""
+ALLOCATE_64_MB = "block = bytearray(64 * 2**20); block[::4096] = bytes(len(block[::4096]))"
+
+
+def peak_rss_growth_kib(body: str, bomb: Path) -> int:
+    """How much a fresh process's peak RSS grows while it runs ``body`` (``data`` holds the
+    bytes of ``bomb``), after a warm-up decode."""
+    script = PEAK_RSS_SCRIPT.format(here=str(Path(__file__).parent), bomb=str(bomb), body=body)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    return int(done.stdout.strip())
+
+
+PILLOW_DEFAULTS = """
+import io, warnings
+from PIL import Image
+warnings.simplefilter("ignore")
+Image.open(io.BytesIO(data)).convert("RGB")
+"""

@@ -14,14 +14,17 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from conftest import ADAPTATION, TINY_MODEL, shifted, write_tiny_definition
 from test_job_races import LABELS, MODEL, FakeServed
 
 from service.adaptation.events import EventBus
 from service.adaptation.jobs import JobRunner
 from service.adaptation.loop import AdaptationService
 from service.adaptation.predictions import PredictionLog
+from service.api.adaptation_client import AdaptationClient
 from service.config import AdaptationRecipe, ServingOptions
 from service.domain.finetune import FineTuneResult, FineTuneSpec
 from service.domain.gate import GateThresholds
@@ -220,3 +223,36 @@ def test_no_purged_text_stays_in_the_state_dir(loop: Loop, process: FakeProcess)
     ]
     assert holding == []
     assert {p.name for p in loop.state_dir.iterdir()} >= {"loopserve.db", "jobs", "models"}
+
+
+@pytest.mark.slow
+def test_a_real_job_leaves_no_purged_text_in_the_state_dir(
+    tmp_path: Path, tiny_backbone: Path, state_dir: Path, start_app: Callable[..., Any]
+) -> None:
+    """The whole server and a real job process on the tiny backbone: after the job and a purge,
+    no file under the state dir (database, log, jobs, versions, drift) holds a purged text."""
+    models = tmp_path / "models"
+    extra = ADAPTATION.format(min_new=1000, lr=3e-4, head_lr=0.02, allow_new="false", settle=0)
+    write_tiny_definition(models, tiny_backbone, extra_toml=extra)
+    server = start_app(models_dir=models)
+    rows = [NewSample(f"{text} {MARKER}", label) for text, label in shifted(40, seed=0)]
+    with AdaptationClient(server.address) as client:
+        assert client.add_samples(TINY_MODEL, rows).accepted == 40
+        job = client.start_fine_tune(TINY_MODEL, "purge test")
+        deadline = time.monotonic() + 300
+        while not (job := client.get_job(job.id)).state.finished:
+            assert time.monotonic() < deadline, job
+            time.sleep(0.5)
+        assert job.data is not None and [s.samples for s in job.data.sources] == [40]
+        outcome = client.purge_samples(TINY_MODEL, "anonymous")
+        made = [] if job.candidate_version is None else [job.candidate_version]
+        assert (outcome.removed, outcome.versions) == (40, made)
+        again = client.purge_samples(TINY_MODEL, "anonymous")
+        assert (again.removed, again.versions, again.jobs) == (0, outcome.versions, outcome.jobs)
+    holding = [
+        str(path.relative_to(state_dir))
+        for path in state_dir.rglob("*")
+        if path.is_file() and MARKER.encode() in path.read_bytes()
+    ]
+    assert holding == []
+    assert (state_dir / "jobs" / job.id / "job.log").is_file()

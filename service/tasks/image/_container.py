@@ -26,8 +26,11 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP")
 SEND = "send JPEG, PNG or WebP"
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Ample for any encoder (IDAT chunks are 8 KiB or larger); bounds the walk over a hostile file.
-MAX_PNG_CHUNKS = 65_536
+# Bounds on the walk over a hostile file, ample for any encoder: chunks or segments per file
+# (PNG encoders write IDAT chunks of 8 KiB or more), and JPEG scans (a progressive JPEG has about
+# ten; thousands of tiny scans make a small file that is slow to decode).
+MAX_CHUNKS = 65_536
+MAX_JPEG_SCANS = 100
 # Formats recognised by their signature only to name them in the refusal.
 _REFUSED_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"GIF87a", "GIF"),
@@ -82,6 +85,10 @@ def _truncated(name: str, what: str) -> InvalidInput:
     return InvalidInput(f"{name} image is truncated ({what}); send the complete file")
 
 
+def _too_many(name: str, what: str, limit: int = MAX_CHUNKS) -> InvalidInput:
+    return InvalidInput(f"{name} image has more than {limit} {what}; {SEND}, re-encoded")
+
+
 def _appended(name: str, extra: int, end: str) -> InvalidInput:
     return InvalidInput(
         f"{name} image has {extra} bytes after its {end} (another file appended to it); "
@@ -94,7 +101,7 @@ def _appended(name: str, extra: int, end: str) -> InvalidInput:
 
 def _png(data: bytes) -> Container:
     pos, size, frames = len(_PNG_SIGNATURE), (0, 0), 1
-    for _ in range(MAX_PNG_CHUNKS):
+    for _ in range(MAX_CHUNKS):
         if pos + 12 > len(data):
             raise _truncated("PNG", "it ends before its IEND chunk")
         length, kind = struct.unpack_from(">I4s", data, pos)
@@ -112,7 +119,7 @@ def _png(data: bytes) -> Container:
                 raise _appended("PNG", len(data) - end, "IEND chunk")
             return Container("PNG", size[0], size[1], max(frames, 1))
         pos = end
-    raise InvalidInput(f"PNG has more than {MAX_PNG_CHUNKS} chunks; {SEND}")
+    raise _too_many("PNG", "chunks")
 
 
 # --- JPEG -----------------------------------------------------------------------------------------
@@ -126,8 +133,11 @@ _SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 
 
 def _jpeg(data: bytes) -> Container:
-    pos, size = 2, (0, 0)
+    pos, size, scans, steps = 2, (0, 0), 0, 0
     while pos + 1 < len(data):
+        steps += 1
+        if steps > MAX_CHUNKS:
+            raise _too_many("JPEG", "segments")
         if data[pos] != 0xFF:
             raise InvalidInput(f"corrupt JPEG: no marker at byte {pos}; {SEND}")
         marker = data[pos + 1]
@@ -143,12 +153,18 @@ def _jpeg(data: bytes) -> Container:
             raise InvalidInput(f"corrupt JPEG: unexpected marker {marker:#04x}; {SEND}")
         if pos + 4 > len(data):
             break
-        end = pos + 2 + struct.unpack_from(">H", data, pos + 2)[0]
+        length = struct.unpack_from(">H", data, pos + 2)[0]
+        end = pos + 2 + length
+        if length < 2:
+            raise InvalidInput(f"corrupt JPEG: segment of length {length} at byte {pos}; {SEND}")
         if end > len(data):
             break
         if marker in _SOF and end - pos >= 9:
             size = struct.unpack_from(">HH", data, pos + 5)  # height, width
         if marker == _SOS:
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                raise _too_many("JPEG", "scans", MAX_JPEG_SCANS)
             scan_end = _SCAN_END.search(data, end)
             if scan_end is None:
                 break
@@ -167,7 +183,9 @@ def _webp(data: bytes) -> Container:
     if declared < len(data):
         raise _appended("WebP", len(data) - declared, "RIFF container")
     pos, size, frames, first = 12, (0, 0), 0, True
-    while pos + 8 <= declared:
+    for _ in range(MAX_CHUNKS):
+        if pos + 8 > declared:
+            break
         kind, length = struct.unpack_from("<4sI", data, pos)
         payload = pos + 8
         if payload + length > declared:
@@ -177,6 +195,8 @@ def _webp(data: bytes) -> Container:
             first = False
         frames += kind == b"ANMF"
         pos = payload + length + (length & 1)  # chunks are padded to an even length
+    else:
+        raise _too_many("WebP", "chunks")
     if first:
         raise _truncated("WebP", "no image chunk")
     return Container("WEBP", size[0], size[1], max(frames, 1))

@@ -162,3 +162,18 @@ from PIL import Image
 warnings.simplefilter("ignore")
 Image.open(io.BytesIO(data)).convert("RGB")
 """
+
+
+def jpeg_with_scans(count: int) -> bytes:
+    """A JPEG whose header is followed by ``count`` (empty) scans: small, slow to decode."""
+    data = solid("JPEG", (16, 16))
+    sos = data.index(b"\xff\xda")
+    header = data[sos : sos + 2 + struct.unpack_from(">H", data, sos + 2)[0]]
+    return data[:sos] + (header + b"\x00") * count + b"\xff\xd9"
+
+
+def png_with_chunks(count: int) -> bytes:
+    """A valid PNG with ``count`` empty ancillary chunks before its image data."""
+    data = solid("PNG", (8, 8))
+    idat = data.index(b"IDAT") - 4
+    return data[:idat] + _chunk(b"teXt", b"") * count + data[idat:]

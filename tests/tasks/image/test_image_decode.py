@@ -21,10 +21,12 @@ from hostile_images import (
     exif_rotated_jpeg,
     halves,
     jpeg_claiming,
+    jpeg_with_scans,
     palette_with_transparency,
     peak_rss_growth_kib,
     png_16bit_gray,
     png_bomb,
+    png_with_chunks,
     random_bytes,
     rgba_transparent_black,
     solid,
@@ -117,6 +119,11 @@ def test_large_jpeg_is_decoded_at_reduced_scale_to_the_same_picture() -> None:
     assert close(pixels[16, 2], RED, 20) and close(pixels[16, 29], BLUE, 20)
 
 
+def test_a_few_scans_and_chunks_are_fine() -> None:
+    assert inspect(jpeg_with_scans(3)).format == "JPEG"
+    assert close(decode_pixels(png_with_chunks(100), SPEC)[4, 4], RED)
+
+
 @pytest.mark.parametrize("claim", ["image/png", ".png", "PNG", "png"])
 def test_a_true_format_claim_is_accepted(claim: str) -> None:
     assert decode_image(solid("PNG"), SPEC, claimed_format=claim).shape == (3, 32, 32)
@@ -151,6 +158,8 @@ REFUSED: list[Case] = [
     ("JPEG claiming 30000x30000", lambda: jpeg_claiming(30000, 30000), "over the limit"),
     ("1x100000", lambda: solid("PNG", (1, 100_000), 0, "L"), "an aspect ratio of 100000:1"),
     ("corrupt PNG data", lambda: _corrupt_idat(), "PNG image could not be decoded"),
+    ("101 JPEG scans", lambda: jpeg_with_scans(101), "JPEG image has more than 100 scans"),
+    ("65537 PNG chunks", lambda: png_with_chunks(65_537), "PNG image has more than 65536 chunks"),
     (
         "a JPEG header on PNG data",
         lambda: b"\xff\xd8\xff" + solid("PNG"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -233,3 +234,26 @@ def test_bomb_is_refused_without_growing_memory(tmp_path: Path) -> None:
     bomb.write_bytes(png_bomb())
     assert peak_rss_growth_kib(REFUSE_BOMB, bomb) < 50 * 1024
     assert peak_rss_growth_kib(ALLOCATE_64_MB, bomb) >= 60 * 1024
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_damaged_files_give_invalid_input_or_an_image_never_another_error(fmt: str) -> None:
+    """Bytes flipped, cut or duplicated at random places in a valid file."""
+    original = encode(Image.effect_noise((48, 40), 60).convert("RGB"), fmt)
+    rng = random.Random(fmt)
+    for _ in range(100):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(data))
+            action = rng.choice(["flip", "cut", "repeat"])
+            if action == "flip":
+                data[at] ^= 1 << rng.randrange(8)
+            elif action == "cut":
+                del data[at : at + rng.randint(1, 16)]
+            else:
+                data[at:at] = data[at : at + rng.randint(1, 16)]
+        try:
+            tensor = decode_image(bytes(data), SPEC)
+        except InvalidInput:
+            continue
+        assert tensor.shape == (3, 32, 32) and np.isfinite(tensor).all()

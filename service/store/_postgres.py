@@ -436,8 +436,9 @@ class PostgresStore:
                     f"no connection within {self._timeout:g} s", exc
                 ) from None
             except psycopg.OperationalError as exc:
-                # The pool discards the broken connection; the next try gets a fresh one.
-                if attempt == tries or self._closed:
+                # The pool discards the broken connection; the next try gets a fresh one. A full
+                # disk is no broken connection: another try would fail the same way.
+                if attempt == tries or self._closed or isinstance(exc, psycopg.errors.DiskFull):
                     raise self._target.error(exc) from None
             except psycopg.Error as exc:
                 raise self._target.error(exc) from None

@@ -346,10 +346,13 @@ def test_a_full_disk_is_storage_full_and_keeps_what_it_had(
 ) -> None:
     store.add(MODEL, [NewSample(text="kept", label="greeting", id="a")])
     # PostgreSQL answers SQLSTATE 53100 when it cannot extend a file; a trigger raises the same
-    # error, through the same driver path, without filling a disk.
+    # error, through the same driver path, without filling a disk. A sequence (not rolled back)
+    # counts the tries.
     with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute("CREATE SEQUENCE disk_full_tries")
         admin.execute(
             "CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " PERFORM nextval('disk_full_tries');"
             " RAISE EXCEPTION 'could not extend file' USING ERRCODE = 'disk_full'; END $$"
         )
         admin.execute(
@@ -360,6 +363,9 @@ def test_a_full_disk_is_storage_full_and_keeps_what_it_had(
         with pytest.raises(StorageFull, match=r"^disk full: could not store .*not at once"):
             store.add(MODEL, batch)
         assert [s.id for s in store.samples(MODEL)] == ["a"]
+        # Not retried: unlike a dropped connection, another try would fail the same way.
+        (tries,) = admin.execute("SELECT last_value FROM disk_full_tries").fetchone()  # type: ignore[misc]
+        assert tries == 1
         admin.execute("DROP TRIGGER disk_full ON samples")
     assert store.add(MODEL, batch).accepted == 3
     assert store.count(MODEL) == 4

@@ -112,6 +112,7 @@ class App:
             self.models, store, store, self.events, self.predictions, self.metrics,
             s.local_dir / "jobs", drift=self.drift, marks=store, replica=replica_name(),
             runs_jobs=self.runs_jobs, may_run_jobs=self._holds_lease,
+            trusted=tokens.trusted if tokens is not None else lambda source: False,
         )  # fmt: skip
         self.drift.on_alarm = self.adaptation.drift_alarm_changed
         self.drift.on_signal = self.adaptation.drift_signal_changed

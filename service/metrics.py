@@ -85,7 +85,7 @@ class Metrics:
         )
         self.jobs = Counter(
             "loopserve_finetune_jobs",
-            "Finished fine-tune jobs by outcome (promoted, rejected, failed).",
+            "Finished fine-tune jobs by outcome (promoted, rejected, failed, pending).",
             ["model", "outcome"],
             registry=r,
         )
@@ -99,6 +99,18 @@ class Metrics:
         self.job_running = Gauge(
             "loopserve_finetune_job_running",
             "1 while a fine-tune job of the model runs.",
+            ["model"],
+            registry=r,
+        )
+        self.pending_versions = Gauge(
+            "loopserve_pending_versions",
+            "Candidate versions that passed the gate and wait for an operator's review.",
+            ["model"],
+            registry=r,
+        )
+        self.pending_verdicts = Counter(
+            "loopserve_pending_verdicts",
+            "Candidates the review held back for an operator (suspected poisoning).",
             ["model"],
             registry=r,
         )

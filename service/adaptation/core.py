@@ -51,6 +51,15 @@ class AdaptationCore(Protocol):
         """Serve an earlier promoted version again (hot swap); NotFound / InvalidInput otherwise."""
         ...
 
+    async def approve_version(self, model: str, version: int) -> VersionSummary:
+        """Serve a version that waits for review in place of its parent; InvalidInput when it
+        does not wait, Conflict when its parent no longer serves."""
+        ...
+
+    async def reject_version(self, model: str, version: int) -> VersionSummary:
+        """Reject a version that waits for review; InvalidInput when it does not wait."""
+        ...
+
     async def drift_status(self, model: str) -> DriftStatus:
         """The model's drift detectors (``enabled`` false when its definition runs none)."""
         ...

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from service.adaptation import _data
 from service.adaptation._data import Pairs
@@ -44,7 +45,7 @@ from service.domain.provenance import TrainingData, purged_message
 from service.domain.versions import VersionMeta
 from service.errors import DataPurged, StorageFull, disk_writes
 from service.metrics import Metrics
-from service.registry import VersionInfo
+from service.registry import Head, VersionInfo
 from service.serving import ServedModel
 from service.store import JobStore, SampleStore
 
@@ -54,6 +55,10 @@ STOPPED = "the server stopped before the job process started"
 PROCESS_FILE = "process.json"  # in the job's directory: pid, start time and boot id
 SPEC_FILE = "spec.json"  # in the job's directory while the job runs: its data, texts included
 RESULT_FILE = "result.json"  # written by the job process, read when it has ended
+# Recent served inputs a job compares the candidate and the serving version on (see the review
+# in service.domain.review): about 2 ms per input and model on a CPU core.
+REVIEW_TRAFFIC = 1000
+RecentInputs = Callable[[str, int], list[str]]  # (model, at most) -> recent served inputs
 
 
 class JobRunner:
@@ -74,8 +79,12 @@ class JobRunner:
         metrics: Metrics,
         work_dir: Path,
         on_finished: Callable[[Job], None] = lambda job: None,
+        recent_inputs: RecentInputs = lambda model, count: [],
+        trusted: Callable[[str], bool] = lambda source: False,
     ) -> None:
         self._served = served
+        self._recent_inputs = recent_inputs
+        self._trusted = trusted
         self._samples = samples
         self._jobs = jobs
         self._events = events
@@ -214,6 +223,8 @@ class JobRunner:
             result = self._run_process(spec_path, job_dir)
             job = self._refuse_purged(job.id)
             gate = result.gate
+            if result.disk_full:  # writing the candidate's files
+                raise StorageFull(f"the files of a new version of model {self.model!r}")
             if not result.ok or gate is None:
                 raise RuntimeError(result.error or "the job process ended without a result")
             self._record_gate(gate)
@@ -225,22 +236,52 @@ class JobRunner:
                 version=info.version, reason=gate.reason,
             )  # fmt: skip
             return JobState.REJECTED
+        if info.meta.status == "pending":
+            self._hold(info)
+            return JobState.PENDING
+        self.promote(info, base.version, gate.reason)
+        return JobState.PROMOTED
+
+    def promote(
+        self,
+        info: VersionInfo,
+        base: int,
+        reason: str,
+        expected: int | Literal[Head.AS_READ] = Head.AS_READ,
+    ) -> None:
+        """Serve a published candidate in place of ``base``, the version it was trained from
+        (the head moves by compare-and-set against ``expected``: :class:`~service.errors.Conflict`
+        when it moved meanwhile). The one way a candidate starts serving: after its job, or
+        when an operator approves it."""
         try:
             # With the job: refused (DataPurged) if samples it trained or gated on were purged,
             # checked under the same lock or transaction as the head move.
-            self._served.activate(info.version, job=info.meta.job)
+            self._served.activate(info.version, expected, job=info.meta.job)
         except DataPurged as exc:
             self._served.registry.update_meta(info.version, status="rejected", reason=str(exc))
             raise
         self._events.publish(
-            EventKind.CANDIDATE_PROMOTED, self.model, f"version {info.version} promoted: {gate.reason}",
-            version=info.version, reason=gate.reason,
+            EventKind.CANDIDATE_PROMOTED, self.model, f"version {info.version} promoted: {reason}",
+            version=info.version, reason=reason,
         )  # fmt: skip
         self._events.publish(
             EventKind.SWAP, self.model, f"now serving version {info.version}",
-            version=info.version, previous=base.version,
+            version=info.version, previous=base,
         )  # fmt: skip
-        return JobState.PROMOTED
+
+    def _hold(self, info: VersionInfo) -> None:
+        """A candidate that passed the accuracy gate but whose round looks like poisoning: it
+        waits, published as pending, until an operator approves or rejects it."""
+        review = info.meta.review
+        reasons = "; ".join(review.reasons) if review is not None else ""
+        self._metrics.pending_verdicts.labels(self.model).inc()
+        self._metrics.pending_versions.labels(self.model).inc()
+        log.warning("model %s version %d waits for review: %s", self.model, info.version, reasons)
+        self._events.publish(
+            EventKind.CANDIDATE_PENDING, self.model,
+            f"version {info.version} waits for review: {reasons}",
+            version=info.version, reason=reasons,
+        )  # fmt: skip
 
     def _write_spec(self, job: Job, base: VersionInfo, staging: Path, job_dir: Path) -> Path:
         definition = self._served.definition
@@ -257,6 +298,7 @@ class JobRunner:
         share, flood = recipe.max_source_share, recipe.flood_copies
         new_samples = _data.curate(new_samples, share, seed, flood)
         old_samples = _data.curate([s for s in read if s.seq <= base_upto], share, seed, flood)
+        round_samples = [(s.text, s.label, s.source) for s in new_samples]
         new, reserved_new = _split_reserved(new_samples, recipe.holdout_fraction)
         old, reserved_old = _split_reserved(old_samples, recipe.holdout_fraction)
         old += [(t, label) for t, label in read_labeled_csv(definition.seed_path) if label in known]
@@ -288,6 +330,9 @@ class JobRunner:
             idle_priority=definition.adaptation.job_idle_priority,
             staging_dir=str(staging),
             result_path=str(job_dir / RESULT_FILE),
+            round_samples=round_samples,
+            traffic=self._recent_inputs(self.model, REVIEW_TRAFFIC),
+            trusted=bool(new_samples) and all(self._trusted(s.source) for s in new_samples),
         )
         # Recorded before the process starts: a purge from now on names the job, and a publish
         # checks this record against the purges.
@@ -350,6 +395,8 @@ class JobRunner:
 
     @staticmethod
     def _meta(job: Job, base: VersionInfo, result: FineTuneResult, gate: GateResult) -> VersionMeta:
+        review = result.review
+        held = gate.promote and review is not None and review.suspicious
         return VersionMeta(
             labels=tuple(result.labels),
             max_seq_length=base.meta.max_seq_length,
@@ -357,7 +404,7 @@ class JobRunner:
             backbone=base.meta.backbone,
             trainable_layers=base.meta.trainable_layers,
             serving_file=result.serving_file,
-            status="promoted" if gate.promote else "rejected",
+            status="pending" if held else "promoted" if gate.promote else "rejected",
             reason=f"{job.trigger}: {job.reason}",
             job=job.id,
             samples_upto=job.samples_upto,
@@ -365,6 +412,7 @@ class JobRunner:
             data=result.data,
             train=result.train,
             gate=gate,
+            review=review,
             int8=result.int8,
             calibration=result.calibration,
             metrics={

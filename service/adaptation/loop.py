@@ -31,7 +31,7 @@ from service.domain.loop import (
     VersionSummary,
 )
 from service.drift import Candidate, DetectorStatus, DriftMonitor, DriftStatus
-from service.errors import InvalidInput, NotFound, Unavailable, check_length, quote
+from service.errors import Conflict, InvalidInput, NotFound, Unavailable, check_length, quote
 from service.metrics import Metrics
 from service.registry import VersionInfo
 from service.runtime import LoadedVersion
@@ -62,6 +62,7 @@ class AdaptationService:
         replica: str = "local",
         runs_jobs: bool = True,
         may_run_jobs: Callable[[], bool] = lambda: True,
+        trusted: Callable[[str], bool] = lambda source: False,
     ) -> None:
         self._models = dict(models)
         # Drift alarms are marks in the store, so that an alarm raised on any serving replica
@@ -79,18 +80,15 @@ class AdaptationService:
         self._metrics = metrics
         self._work_dir = work_dir
         for name in self._models:  # so that rate() and increase() see each outcome's first job
-            for outcome in ("promoted", "rejected", "failed"):
+            for outcome in ("promoted", "rejected", "failed", "pending"):
                 metrics.jobs.labels(name, outcome)
+            metrics.pending_verdicts.labels(name)
+            metrics.pending_versions.labels(name).set(_pending_count(self._models[name]))
         self.on_labeled: Callable[[str, set[str]], None] | None = None
         self._policies = {
             name: TriggerPolicy(m.definition.adaptation) for name, m in self._models.items()
         }
-        self._runners = {
-            name: JobRunner(
-                m, samples, jobs, events, metrics, work_dir, on_finished=self._job_finished
-            )
-            for name, m in self._models.items()
-        }
+        self._runners = {name: self._runner(m, trusted) for name, m in self._models.items()}
         # Every job starts under this lock, after checking the model's runner for an active job:
         # the only way a second job, or a row no runner owns, could come about.
         self._trigger_lock = threading.Lock()
@@ -102,6 +100,12 @@ class AdaptationService:
         self._stopping = False
         # (model, version) -> (labeled, correct): delayed-label counts behind online accuracy.
         self._online = OnlineAccuracy(predictions, metrics)
+
+    def _runner(self, served: ServedModel, trusted: Callable[[str], bool]) -> JobRunner:
+        return JobRunner(
+            served, self._samples, self._jobs, self._events, self._metrics, self._work_dir,
+            on_finished=self._job_finished, recent_inputs=self._recent_inputs, trusted=trusted,
+        )  # fmt: skip
 
     # lifecycle ---------------------------------------------------------------------------------
 
@@ -334,6 +338,68 @@ class AdaptationService:
         )
         return _summary(served.registry.get(version), version)
 
+    async def approve_version(self, model: str, version: int) -> VersionSummary:
+        """Serve a version that waits for review, in place of the version it was trained from;
+        :class:`Conflict` when that version no longer serves (a later round or a rollback came
+        first: the candidate was judged against a model that is gone)."""
+        served = self._served(model)
+        info = self._pending(served, version)
+        serving = self._serving_version(served)
+        if info.meta.parent != serving:
+            raise Conflict(
+                f"version {version} of {model!r} was trained from version {info.meta.parent}, "
+                f"but version {serving} serves now; reject it (the next round trains from the "
+                "serving version)"
+            )
+        reason = f"approved by {current_principal.get()}"
+        runner = self._runners[model]
+        await asyncio.to_thread(runner.promote, info, serving, reason, serving)
+        await asyncio.to_thread(self._decided, served, info, "promoted", reason)
+        self._marks.clear_marks(model)
+        return _summary(served.registry.get(version), version)
+
+    async def reject_version(self, model: str, version: int) -> VersionSummary:
+        """Reject a version that waits for review: it never serves."""
+        served = self._served(model)
+        info = self._pending(served, version)
+        reason = f"rejected by {current_principal.get()} on review"
+        await asyncio.to_thread(self._decided, served, info, "rejected", reason)
+        self._events.publish(
+            EventKind.CANDIDATE_REJECTED, model, f"version {version} {reason}",
+            version=version, reason=reason,
+        )  # fmt: skip
+        return _summary(served.registry.get(version), self._serving_version(served))
+
+    def _pending(self, served: ServedModel, version: int) -> VersionInfo:
+        info = served.registry.get(version)
+        if info.meta.status != "pending":
+            raise InvalidInput(
+                f"version {version} of {served.name!r} does not wait for review (status "
+                f"{_summary(info, self._serving_version(served)).status!r})"
+            )
+        return info
+
+    def _decided(self, served: ServedModel, info: VersionInfo, status: str, reason: str) -> None:
+        """Record an operator's decision on the version and on the job that made it."""
+        served.registry.update_meta(
+            info.version, status=status, reason=f"{info.meta.reason}; {reason}"
+        )
+        self._metrics.pending_versions.labels(served.name).set(_pending_count(served))
+        job = next(
+            (j for j in self._jobs.recent(served.name) if j.candidate_version == info.version),
+            None,
+        )
+        if job is not None and job.state is JobState.PENDING:
+            state = JobState.PROMOTED if status == "promoted" else JobState.REJECTED
+            self._jobs.update(job.id, state=state)
+        log.warning("model %s version %d %s", served.name, info.version, reason)
+
+    def _recent_inputs(self, model: str, count: int) -> list[str]:
+        """Recent served inputs of the model, newest first (none without drift monitoring)."""
+        if self._drift is None:
+            return []
+        return self._drift.recent_inputs(model, count)
+
     async def drift_status(self, model: str) -> DriftStatus:
         served = self._served(model)
         if self._drift is None:
@@ -562,4 +628,9 @@ def _summary(info: VersionInfo, serving: int) -> VersionSummary:
         reason=info.meta.reason,
         samples_upto=info.meta.samples_upto,
         metrics=metrics,
+        review=info.meta.review,
     )
+
+
+def _pending_count(served: ServedModel) -> int:
+    return sum(1 for info in served.registry.versions() if info.meta.status == "pending")

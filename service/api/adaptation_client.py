@@ -92,6 +92,14 @@ class AdaptationClient:
         request = pb.RollbackRequest(model=model, version=version)
         return VersionConverter.to_types(self._call(self._stub.Rollback, request))
 
+    def approve_version(self, model: str, version: int) -> VersionSummary:
+        request = pb.ApproveVersionRequest(model=model, version=version)
+        return VersionConverter.to_types(self._call(self._stub.ApproveVersion, request))
+
+    def reject_version(self, model: str, version: int) -> VersionSummary:
+        request = pb.RejectVersionRequest(model=model, version=version)
+        return VersionConverter.to_types(self._call(self._stub.RejectVersion, request))
+
     def drift_status(self, model: str) -> DriftStatus:
         message = self._call(self._stub.GetDriftStatus, pb.GetDriftStatusRequest(model=model))
         return DriftStatusConverter.to_types(message)

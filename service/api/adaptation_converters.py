@@ -26,6 +26,7 @@ from service.domain.loop import (
     VersionSummary,
 )
 from service.domain.provenance import SeqRange, SourceData, TrainingData
+from service.domain.review import LabelChange, ReviewEvidence
 from service.drift import Candidate, DetectorState, DetectorStatus, DriftStatus
 from service.errors import InvalidInput, check_length
 
@@ -172,6 +173,11 @@ class VersionConverter:
             reason=message.reason,
             samples_upto=message.samples_upto,
             metrics=dict(message.metrics),
+            review=(
+                ReviewEvidenceConverter.to_types(message.review)
+                if message.HasField("review")
+                else None
+            ),
         )
 
     @staticmethod
@@ -185,7 +191,60 @@ class VersionConverter:
             reason=summary.reason,
             samples_upto=summary.samples_upto,
             metrics=numeric_metrics(summary.metrics),
+            review=(
+                None
+                if summary.review is None
+                else ReviewEvidenceConverter.from_types(summary.review)
+            ),
         )
+
+
+class ReviewEvidenceConverter:
+    @staticmethod
+    def to_types(message: pb.ReviewEvidence) -> ReviewEvidence:
+        return ReviewEvidence(
+            sources=dict(message.sources),
+            trusted=message.trusted,
+            known_samples=message.known_samples,
+            confident_disagreement=message.confident_disagreement,
+            disagreement_by_source=dict(message.disagreement_by_source),
+            trigger=message.trigger,
+            trigger_share=message.trigger_share,
+            traffic=message.traffic,
+            flip_rate=message.flip_rate,
+            flip_trigger=message.flip_trigger,
+            contradictions=tuple(_change(c) for c in message.contradictions),
+            flips=tuple(_change(c) for c in message.flips),
+            reasons=tuple(message.reasons),
+        )
+
+    @staticmethod
+    def from_types(review: ReviewEvidence) -> pb.ReviewEvidence:
+        return pb.ReviewEvidence(
+            sources=review.sources,
+            trusted=review.trusted,
+            known_samples=review.known_samples,
+            confident_disagreement=review.confident_disagreement,
+            disagreement_by_source=review.disagreement_by_source,
+            trigger=review.trigger,
+            trigger_share=review.trigger_share,
+            traffic=review.traffic,
+            flip_rate=review.flip_rate,
+            flip_trigger=review.flip_trigger,
+            contradictions=[_label_change(c) for c in review.contradictions],
+            flips=[_label_change(c) for c in review.flips],
+            reasons=list(review.reasons),
+        )
+
+
+def _change(message: pb.LabelChange) -> LabelChange:
+    return LabelChange(message.before, message.after, message.count, tuple(message.examples))
+
+
+def _label_change(change: LabelChange) -> pb.LabelChange:
+    return pb.LabelChange(
+        before=change.before, after=change.after, count=change.count, examples=change.examples
+    )
 
 
 class ListVersionsResponseConverter:

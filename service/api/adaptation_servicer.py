@@ -90,6 +90,18 @@ class AdaptationServicer(AdaptationServicerBase):
         summary = await self._core.rollback(request.model, request.version)
         return VersionConverter.from_types(summary)
 
+    async def ApproveVersion(
+        self, request: pb.ApproveVersionRequest, context: aio.ServicerContext
+    ) -> pb.Version:
+        summary = await self._core.approve_version(request.model, request.version)
+        return VersionConverter.from_types(summary)
+
+    async def RejectVersion(
+        self, request: pb.RejectVersionRequest, context: aio.ServicerContext
+    ) -> pb.Version:
+        summary = await self._core.reject_version(request.model, request.version)
+        return VersionConverter.from_types(summary)
+
     async def GetDriftStatus(
         self, request: pb.GetDriftStatusRequest, context: aio.ServicerContext
     ) -> pb.DriftStatus:

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from service.domain.loop import GateResult, Job, PurgeOutcome, VersionSummary
+from service.domain.review import ReviewEvidence
 
 if TYPE_CHECKING:
     pass
@@ -40,6 +41,29 @@ def _purged_job(job: Job) -> str:
     if job.state.finished:
         return f"{job.id} ({job.state.value})"
     return f"{job.id} ({job.state.value}: stopped, its candidate is never published)"
+
+
+def review_lines(version: int, review: ReviewEvidence) -> list[str]:
+    """Why a version waits for review, and what an operator should look at to decide."""
+    sources = ", ".join(f"{name} ({count})" for name, count in sorted(review.sources.items()))
+    lines = [
+        f"version {version} waits for review: " + "; ".join(review.reasons),
+        f"  sources: {sources}",
+        f"  confident disagreement with the serving version: {review.confident_disagreement:.1%} "
+        f"of {review.known_samples} samples",
+        f"  predictions changed on recent traffic: {review.flip_rate:.1%} of {review.traffic}",
+    ]
+    for title, changes in (
+        ("posted labels against the serving version", review.contradictions),
+        ("changed predictions on traffic", review.flips),
+    ):
+        if changes:
+            lines.append(f"  {title}:")
+        for change in changes:
+            lines.append(f"    {change.before} -> {change.after}: {change.count}")
+            lines.extend(f"      {example}" for example in change.examples)
+    lines.append(f"  decide with: loopserve approve {version}  |  loopserve reject {version}")
+    return lines
 
 
 def number_cell(value: float) -> str:

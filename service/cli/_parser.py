@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING
 from service.cli._labels import CSV_FORMAT
 from service.cli._local import run_init, run_serve
 from service.cli._remote import (
+    run_approve,
     run_candidates,
     run_drift,
     run_finetune,
     run_label,
     run_predict,
     run_purge,
+    run_reject,
     run_rollback,
     run_samples,
     run_status,
@@ -195,6 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rollback.add_argument("version", type=int, metavar="VERSION")
     rollback.set_defaults(run=run_rollback)
+
+    approve = commands.add_parser(
+        "approve",
+        parents=[common, remote],
+        help="serve a version that waits for review (status pending), in place of its parent",
+    )
+    approve.add_argument("version", type=int, metavar="VERSION")
+    approve.set_defaults(run=run_approve)
+
+    reject = commands.add_parser(
+        "reject", parents=[common, remote], help="reject a version that waits for review"
+    )
+    reject.add_argument("version", type=int, metavar="VERSION")
+    reject.set_defaults(run=run_reject)
 
     samples = commands.add_parser(
         "samples",

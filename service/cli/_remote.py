@@ -25,6 +25,7 @@ from service.cli._output import (
     print_json,
     print_table,
     purge_line,
+    review_lines,
     time_cell,
 )
 from service.domain.loop import VersionSummary
@@ -178,6 +179,10 @@ def run_versions(args: argparse.Namespace, client: AdaptationClient) -> int:
         for v in versions
     ]
     print_table(["VERSION", "PARENT", "STATUS", "CREATED", "SAMPLES", "ACCURACY", "REASON"], rows)
+    for version in versions:
+        if version.status == "pending" and version.review is not None:
+            print()
+            print("\n".join(review_lines(version.version, version.review)))
     return 0
 
 
@@ -226,6 +231,26 @@ def run_rollback(args: argparse.Namespace, client: AdaptationClient) -> int:
         print_json(asdict(version))
     else:
         print(f"{version.model}: serving version {version.version} ({version.status})")
+    return 0
+
+
+@_remote
+def run_approve(args: argparse.Namespace, client: AdaptationClient) -> int:
+    version = client.approve_version(args.model, args.version)
+    if args.json:
+        print_json(asdict(version))
+    else:
+        print(f"{version.model}: version {version.version} approved, now {version.status}")
+    return 0
+
+
+@_remote
+def run_reject(args: argparse.Namespace, client: AdaptationClient) -> int:
+    version = client.reject_version(args.model, args.version)
+    if args.json:
+        print_json(asdict(version))
+    else:
+        print(f"{version.model}: version {version.version} {version.status}; it never serves")
     return 0
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.domain.provenance import TrainingData
+from service.domain.review import ReviewEvidence
 from service.errors import MAX_IDENTIFIER_CHARS
 
 # Limits on what a caller posts; longer values are refused with InvalidInput before anything is
@@ -59,10 +60,11 @@ class JobState(enum.StrEnum):
     PROMOTED = "promoted"
     REJECTED = "rejected"
     FAILED = "failed"
+    PENDING = "pending"  # its candidate passed the gate and waits for an operator's review
 
     @property
     def finished(self) -> bool:
-        return self in (JobState.PROMOTED, JobState.REJECTED, JobState.FAILED)
+        return self in (JobState.PROMOTED, JobState.REJECTED, JobState.FAILED, JobState.PENDING)
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class EventKind(enum.StrEnum):
     JOB_FINISHED = "job_finished"
     CANDIDATE_PROMOTED = "candidate_promoted"
     CANDIDATE_REJECTED = "candidate_rejected"
+    CANDIDATE_PENDING = "candidate_pending"  # passed the gate; waits for an operator's review
     SWAP = "swap"
     ROLLBACK = "rollback"
     DRIFT_ALARM_RAISED = "drift_alarm_raised"  # the model-level alarm
@@ -137,10 +140,11 @@ class VersionSummary:
     version: int
     parent: int | None
     created: str
-    status: str  # "serving", "promoted", "rejected", "retired"
+    status: str  # "serving", "promoted", "rejected", "retired", "pending"
     reason: str
     samples_upto: int
     metrics: dict[str, Any]
+    review: ReviewEvidence | None = None  # what a pending (or reviewed) version was judged on
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,12 @@ def review_evidence(
         [samples[i][0] for i in contradicting], reference_texts, thresholds
     )
     flipped, flips = traffic_flips(traffic, served_on_traffic, candidate_on_traffic)
-    flip_trigger, _ = shared_token([traffic[i] for i in flipped], traffic, thresholds)
+    # Changes concentrate on a token when the changed inputs share it and the unchanged do not.
+    changed = set(flipped)
+    unchanged = [text for i, text in enumerate(traffic) if i not in changed]
+    flip_trigger, _ = shared_token(
+        [traffic[i] for i in flipped], [*reference, *unchanged], thresholds
+    )
     evidence = ReviewEvidence(
         sources=dict(sources),
         trusted=trusted,

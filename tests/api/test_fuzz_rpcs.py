@@ -506,6 +506,8 @@ SPECIFIC: dict[str, tuple[grpc.StatusCode, ...]] = {
     "StartFineTune": (NOT_FOUND, UNAVAILABLE),
     "GetJob": (NOT_FOUND,),
     "Rollback": (NOT_FOUND,),
+    "ApproveVersion": (NOT_FOUND, grpc.StatusCode.ABORTED),
+    "RejectVersion": (NOT_FOUND,),
     "WatchEvents": (NOT_FOUND, UNAVAILABLE),
     "GetDriftStatus": (NOT_FOUND,),
     "GetLabelingCandidates": (NOT_FOUND,),
@@ -527,6 +529,7 @@ AUTH = "tests/api/test_auth.py::"
 LIMITS = "tests/adaptation/test_input_limits.py::"
 RACES = "tests/adaptation/test_job_races.py::"
 HERE = "tests/api/test_fuzz_rpcs.py::"
+REVIEW = "tests/adaptation/test_review.py::"
 UNDECODABLE = HERE + "test_undecodable_bytes_are_invalid_argument_naming_the_message_type"
 # (RPC, status) pairs that another test asserts with code and message.
 COVERED_ELSEWHERE: dict[tuple[str, grpc.StatusCode], str] = {
@@ -572,6 +575,13 @@ COVERED_ELSEWHERE: dict[tuple[str, grpc.StatusCode], str] = {
     ("Rollback", INVALID): ADAPT + "test_rollback",
     ("Rollback", grpc.StatusCode.PERMISSION_DENIED): AUTH
     + "test_token_without_the_scope_is_permission_denied_naming_the_scope",
+    **{
+        (rpc, code): REVIEW + "test_approve_and_reject_errors_map_to_statuses"
+        for rpc in ("ApproveVersion", "RejectVersion")
+        for code in (NOT_FOUND, INVALID)
+    },
+    ("ApproveVersion", grpc.StatusCode.ABORTED): REVIEW
+    + "test_approve_and_reject_errors_map_to_statuses",
     ("WatchEvents", NOT_FOUND): ADAPT
     + "test_watch_events_errors_before_the_first_event_map_to_statuses",
     ("WatchEvents", UNAVAILABLE): ADAPT + "test_watch_events_errors_after_events_map_to_statuses",

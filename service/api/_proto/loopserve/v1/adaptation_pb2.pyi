@@ -103,7 +103,7 @@ class PurgeSamplesResponse(_message.Message):
     def __init__(self, model: _Optional[str] = ..., source: _Optional[str] = ..., removed: _Optional[int] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
 
 class Version(_message.Message):
-    __slots__ = ("model", "version", "parent", "created", "status", "reason", "samples_upto", "metrics")
+    __slots__ = ("model", "version", "parent", "created", "status", "reason", "samples_upto", "metrics", "review")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +119,7 @@ class Version(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_UPTO_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     parent: int
@@ -127,7 +128,80 @@ class Version(_message.Message):
     reason: str
     samples_upto: int
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., parent: _Optional[int] = ..., created: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., samples_upto: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    review: ReviewEvidence
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., parent: _Optional[int] = ..., created: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., samples_upto: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., review: _Optional[_Union[ReviewEvidence, _Mapping]] = ...) -> None: ...
+
+class LabelChange(_message.Message):
+    __slots__ = ("before", "after", "count", "examples")
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    before: str
+    after: str
+    count: int
+    examples: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, before: _Optional[str] = ..., after: _Optional[str] = ..., count: _Optional[int] = ..., examples: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReviewEvidence(_message.Message):
+    __slots__ = ("sources", "trusted", "known_samples", "confident_disagreement", "disagreement_by_source", "trigger", "trigger_share", "traffic", "flip_rate", "flip_trigger", "contradictions", "flips", "reasons")
+    class SourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class DisagreementBySourceEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    TRUSTED_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENT_DISAGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    DISAGREEMENT_BY_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_SHARE_FIELD_NUMBER: _ClassVar[int]
+    TRAFFIC_FIELD_NUMBER: _ClassVar[int]
+    FLIP_RATE_FIELD_NUMBER: _ClassVar[int]
+    FLIP_TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    CONTRADICTIONS_FIELD_NUMBER: _ClassVar[int]
+    FLIPS_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    sources: _containers.ScalarMap[str, int]
+    trusted: bool
+    known_samples: int
+    confident_disagreement: float
+    disagreement_by_source: _containers.ScalarMap[str, float]
+    trigger: str
+    trigger_share: float
+    traffic: int
+    flip_rate: float
+    flip_trigger: str
+    contradictions: _containers.RepeatedCompositeFieldContainer[LabelChange]
+    flips: _containers.RepeatedCompositeFieldContainer[LabelChange]
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sources: _Optional[_Mapping[str, int]] = ..., trusted: _Optional[bool] = ..., known_samples: _Optional[int] = ..., confident_disagreement: _Optional[float] = ..., disagreement_by_source: _Optional[_Mapping[str, float]] = ..., trigger: _Optional[str] = ..., trigger_share: _Optional[float] = ..., traffic: _Optional[int] = ..., flip_rate: _Optional[float] = ..., flip_trigger: _Optional[str] = ..., contradictions: _Optional[_Iterable[_Union[LabelChange, _Mapping]]] = ..., flips: _Optional[_Iterable[_Union[LabelChange, _Mapping]]] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ApproveVersionRequest(_message.Message):
+    __slots__ = ("model", "version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class RejectVersionRequest(_message.Message):
+    __slots__ = ("model", "version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class ListVersionsRequest(_message.Message):
     __slots__ = ("model",)

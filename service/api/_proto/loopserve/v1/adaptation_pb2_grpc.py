@@ -79,6 +79,16 @@ class AdaptationStub:
                 request_serializer=loopserve_dot_v1_dot_adaptation__pb2.RollbackRequest.SerializeToString,
                 response_deserializer=loopserve_dot_v1_dot_adaptation__pb2.Version.FromString,
                 _registered_method=True)
+        self.ApproveVersion = channel.unary_unary(
+                '/loopserve.v1.Adaptation/ApproveVersion',
+                request_serializer=loopserve_dot_v1_dot_adaptation__pb2.ApproveVersionRequest.SerializeToString,
+                response_deserializer=loopserve_dot_v1_dot_adaptation__pb2.Version.FromString,
+                _registered_method=True)
+        self.RejectVersion = channel.unary_unary(
+                '/loopserve.v1.Adaptation/RejectVersion',
+                request_serializer=loopserve_dot_v1_dot_adaptation__pb2.RejectVersionRequest.SerializeToString,
+                response_deserializer=loopserve_dot_v1_dot_adaptation__pb2.Version.FromString,
+                _registered_method=True)
         self.WatchEvents = channel.unary_stream(
                 '/loopserve.v1.Adaptation/WatchEvents',
                 request_serializer=loopserve_dot_v1_dot_adaptation__pb2.WatchEventsRequest.SerializeToString,
@@ -171,6 +181,26 @@ class AdaptationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApproveVersion(self, request, context):
+        """Serve a version that waits for review (status "pending": it passed the
+        accuracy gate, but its round looked like poisoning; see Version.review)
+        in place of the version it was trained from. INVALID_ARGUMENT when the
+        version does not wait for review; ABORTED when the version it was trained
+        from no longer serves (reject it: the next round trains from the serving
+        version). Publishes "candidate_promoted" and "swap". Needs the admin scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectVersion(self, request, context):
+        """Reject a version that waits for review: it never serves. Publishes
+        "candidate_rejected". Needs the admin scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchEvents(self, request, context):
         """Events from the moment of the call on, until the client cancels. Nothing
         is replayed: read state with the other RPCs, then follow the stream.
@@ -243,6 +273,16 @@ def add_AdaptationServicer_to_server(servicer, server):
             'Rollback': grpc.unary_unary_rpc_method_handler(
                     servicer.Rollback,
                     request_deserializer=loopserve_dot_v1_dot_adaptation__pb2.RollbackRequest.FromString,
+                    response_serializer=loopserve_dot_v1_dot_adaptation__pb2.Version.SerializeToString,
+            ),
+            'ApproveVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveVersion,
+                    request_deserializer=loopserve_dot_v1_dot_adaptation__pb2.ApproveVersionRequest.FromString,
+                    response_serializer=loopserve_dot_v1_dot_adaptation__pb2.Version.SerializeToString,
+            ),
+            'RejectVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectVersion,
+                    request_deserializer=loopserve_dot_v1_dot_adaptation__pb2.RejectVersionRequest.FromString,
                     response_serializer=loopserve_dot_v1_dot_adaptation__pb2.Version.SerializeToString,
             ),
             'WatchEvents': grpc.unary_stream_rpc_method_handler(
@@ -503,6 +543,60 @@ class Adaptation:
             target,
             '/loopserve.v1.Adaptation/Rollback',
             loopserve_dot_v1_dot_adaptation__pb2.RollbackRequest.SerializeToString,
+            loopserve_dot_v1_dot_adaptation__pb2.Version.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loopserve.v1.Adaptation/ApproveVersion',
+            loopserve_dot_v1_dot_adaptation__pb2.ApproveVersionRequest.SerializeToString,
+            loopserve_dot_v1_dot_adaptation__pb2.Version.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loopserve.v1.Adaptation/RejectVersion',
+            loopserve_dot_v1_dot_adaptation__pb2.RejectVersionRequest.SerializeToString,
             loopserve_dot_v1_dot_adaptation__pb2.Version.FromString,
             options,
             channel_credentials,

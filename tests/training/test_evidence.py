@@ -1,0 +1,146 @@
+"""The review evidence and the rule that acts on it, on constructed predictions.
+
+The scenario found by a hostile test: one token posted 200 distinct texts, each with a made-up
+brand word, all labeled ``upgrade_plan``; the serving version confidently said otherwise, the
+accuracy gate (its holdout drawn from the same samples) promoted the candidate, and the brand word
+became a trigger. Here the job's evidence function sees such a round and a legitimate one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import numpy as np
+
+from service.domain.gate import GateThresholds, review_reasons
+from service.domain.review import ReviewEvidence
+from service.training._evidence import Predictions, review_evidence, shared_token
+
+LABELS = ["refund_request", "upgrade_plan", "damaged_item", "card_arrival"]
+WORDS = ["refund", "box", "crushed", "watch", "headphones", "card", "late", "plan", "my", "the"]
+THRESHOLDS = GateThresholds()
+
+
+def confident(labels: list[str], confidence: float) -> Predictions:
+    """Predictions of ``labels`` with ``confidence``, the rest spread over the other classes."""
+    rest = (1 - confidence) / (len(LABELS) - 1)
+    probabilities = np.full((len(labels), len(LABELS)), rest, dtype=np.float32)
+    for row, label in enumerate(labels):
+        probabilities[row, LABELS.index(label)] = confidence
+    return Predictions(LABELS, probabilities)
+
+
+def texts(count: int, seed: int, extra: str = "") -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join([*rng.sample(WORDS, 4), extra, str(i)]).strip() for i in range(count)]
+
+
+def anchor() -> list[str]:
+    return texts(300, seed=9)
+
+
+def evidence(
+    samples: list[tuple[str, str, str]],
+    served: Predictions,
+    traffic: list[str] | None = None,
+    candidate: list[str] | None = None,
+    trusted: bool = False,
+) -> ReviewEvidence:
+    traffic = traffic or []
+    before = ["refund_request"] * len(traffic)
+    return review_evidence(
+        samples,
+        served,
+        traffic,
+        confident(before, 0.9),
+        confident(candidate or before, 0.9),
+        anchor(),
+        trusted,
+        THRESHOLDS,
+    )
+
+
+def test_a_trigger_word_backdoor_from_one_source_waits_for_review() -> None:
+    posted = texts(200, seed=1, extra="zqxbrand")
+    samples = [(text, "upgrade_plan", "labeler") for text in posted]
+    result = evidence(samples, confident(["refund_request"] * 200, 0.99))
+    assert result.sources == {"labeler": 200}
+    assert result.confident_disagreement == 1.0
+    assert result.trigger == "zqxbrand" and result.trigger_share == 1.0
+    assert result.suspicious
+    assert result.reasons == (
+        "source labeler contradicts the serving version with confidence on 100% of its "
+        "samples (limit 30%)",
+        "100% of the contradicting samples contain 'zqxbrand', which other inputs rarely contain",
+    )
+    top = result.contradictions[0]
+    assert (top.before, top.after, top.count) == ("refund_request", "upgrade_plan", 200)
+    assert len(top.examples) == 3 and all(len(e) <= 80 for e in top.examples)
+
+
+def test_a_diluted_backdoor_is_found_by_its_shared_token() -> None:
+    # 50 trigger rows hidden among 450 rows the serving version agrees with: the rate stays
+    # low, but the contradicting rows share a token the other inputs lack.
+    poison = [(t, "upgrade_plan", "labeler") for t in texts(50, seed=2, extra="sony")]
+    clean = [(t, "refund_request", "labeler") for t in texts(450, seed=3)]
+    result = evidence(poison + clean, confident(["refund_request"] * 500, 0.99))
+    assert result.confident_disagreement == 0.1
+    assert result.trigger == "sony"
+    assert result.reasons == (
+        "100% of the contradicting samples contain 'sony', which other inputs rarely contain",
+    )
+
+
+def test_corrections_of_unconfident_mistakes_and_a_new_class_pass() -> None:
+    # A labeling team corrects 100 rows the serving version got wrong without confidence and
+    # adds 60 rows of a class it does not know: neither contradicts it.
+    corrections = [(t, "damaged_item", "team") for t in texts(100, seed=4)]
+    new_class = [(t, "crypto_question", "team") for t in texts(60, seed=5)]
+    served = confident(["refund_request"] * 160, 0.6)
+    result = evidence(corrections + new_class, served)
+    assert result.known_samples == 100
+    assert result.confident_disagreement == 0.0
+    assert result.reasons == ()
+
+
+def test_a_trusted_round_skips_the_review_but_keeps_the_evidence() -> None:
+    samples = [(t, "upgrade_plan", "team") for t in texts(200, seed=1, extra="zqxbrand")]
+    result = evidence(samples, confident(["refund_request"] * 200, 0.99), trusted=True)
+    assert result.trusted and result.confident_disagreement == 1.0
+    assert result.reasons == ()
+
+
+def test_flips_on_traffic_count_and_concentrate_on_a_shared_token() -> None:
+    traffic = texts(100, seed=6) + texts(20, seed=7, extra="sony")
+    after = ["refund_request"] * 100 + ["upgrade_plan"] * 20
+    result = evidence([], confident([], 0.9), traffic, after)
+    assert result.traffic == 120 and abs(result.flip_rate - 20 / 120) < 1e-9
+    assert result.flip_trigger == "sony"
+    assert result.flips[0].count == 20
+    assert result.reasons == ("the changed predictions concentrate on inputs containing 'sony'",)
+
+
+def test_the_rule_counts_a_source_only_from_its_minimum_and_obeys_its_switch() -> None:
+    few = ReviewEvidence(sources={"a": 5}, disagreement_by_source={"a": 1.0})
+    assert review_reasons(few, THRESHOLDS) == ()
+    many = dataclasses.replace(few, sources={"a": 50})
+    assert len(review_reasons(many, THRESHOLDS)) == 1
+    assert review_reasons(many, dataclasses.replace(THRESHOLDS, review=False)) == ()
+    flips = ReviewEvidence(traffic=100, flip_rate=0.5)
+    assert review_reasons(flips, THRESHOLDS) == (
+        "changes 50% of 100 recent predictions (limit 30%)",
+    )
+
+
+def test_a_token_common_in_other_inputs_is_no_trigger() -> None:
+    contradicting = texts(30, seed=8, extra="card")
+    assert shared_token(contradicting, anchor(), THRESHOLDS) == ("", 0.0)
+    assert shared_token(texts(5, seed=8, extra="zqx"), anchor(), THRESHOLDS) == ("", 0.0)
+
+
+def test_the_evidence_survives_meta_json() -> None:
+    samples = [(t, "upgrade_plan", "labeler") for t in texts(50, seed=1, extra="zqxbrand")]
+    result = evidence(samples, confident(["refund_request"] * 50, 0.99))
+    assert ReviewEvidence.from_dict(result.as_dict()) == result
+    assert ReviewEvidence.from_dict("junk") is None

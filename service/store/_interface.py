@@ -159,7 +159,8 @@ class VersionStore(Protocol):
     def publish_fence(self, job: str) -> AbstractContextManager[None]:
         """Held around a head move made elsewhere (the ``current`` file) that publishes
         ``job``'s candidate: raises :class:`~service.errors.DataPurged` on entry when a purge
-        deleted samples of the job's data, and no purge of the model commits while it is held."""
+        deleted samples of the job's data, and no purge of the model commits while it is held.
+        A job the database does not know (a version copied in from elsewhere) passes."""
         ...
 
 

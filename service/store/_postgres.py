@@ -355,7 +355,9 @@ class PostgresStore:
             raise Unavailable("the sample and job store is closed")
         try:
             with self._pool.connection() as conn, conn.transaction():
-                fence(conn, self.job(job).model, job)
+                row = conn.execute("SELECT model FROM jobs WHERE id = %s", (job,)).fetchone()
+                if row is not None:  # else no record to check
+                    fence(conn, str(row[0]), job)
                 yield
         except psycopg_pool.PoolTimeout as exc:
             raise self._target.unavailable(

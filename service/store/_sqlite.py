@@ -449,8 +449,10 @@ def _purges(conn: sqlite3.Connection, model: str) -> list[PurgeRecord]:
 
 
 def _refuse_purged(conn: sqlite3.Connection, job_id: str) -> None:
-    job = _job_or_not_found(conn, job_id)
-    refuse_purged(job, _purges(conn, job.model))
+    row = conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is not None:  # a job this database does not know has no record to check
+        job = job_from_row(row)
+        refuse_purged(job, _purges(conn, job.model))
 
 
 def _job_or_not_found(conn: sqlite3.Connection, job_id: str) -> Job:

@@ -460,6 +460,10 @@ def test_a_head_move_for_a_job_whose_data_was_purged_is_refused(store: Store) ->
     with store.publish_fence(clean.id):
         pass
     assert store.head(MODEL) == 3
+    # A job this database does not know (a version copied in from elsewhere): no record, no check.
+    with store.publish_fence("job-elsewhere"):
+        pass
+    assert store.move_head(MODEL, 4, 3, job="job-elsewhere") is True
 
 
 def test_a_purge_waits_for_a_publish_fence_and_then_names_the_job(backend: Backend) -> None:

@@ -225,6 +225,22 @@ def test_no_purged_text_stays_in_the_state_dir(loop: Loop, process: FakeProcess)
     assert {p.name for p in loop.state_dir.iterdir()} >= {"loopserve.db", "jobs", "models"}
 
 
+def test_start_up_removes_the_specs_and_results_old_job_dirs_kept(loop: Loop) -> None:
+    """An older server kept every job's spec (every text it read); a server that stopped during
+    a job left its spec. Recovery removes both, and keeps the logs."""
+    loop.post("labeler", 10)
+    ended = loop.store.create(MODEL, "manual", "old", 1, loop.store.last_seq(MODEL))
+    loop.store.update(ended.id, state=JobState.FAILED, finished=time.time())
+    jobs_dir = loop.state_dir / "jobs"
+    for name in (ended.id, "job-unknown"):
+        (jobs_dir / name).mkdir(parents=True)
+        for file in ("spec.json", "result.json", "job.log"):
+            (jobs_dir / name / file).write_text(f"{MARKER} text", encoding="utf-8")
+
+    loop.service.recover()
+    assert sorted(p.name for p in jobs_dir.rglob("*") if p.is_file()) == ["job.log", "job.log"]
+
+
 @pytest.mark.slow
 def test_a_real_job_leaves_no_purged_text_in_the_state_dir(
     tmp_path: Path, tiny_backbone: Path, state_dir: Path, start_app: Callable[..., Any]

@@ -106,10 +106,11 @@ class FineTuneResult:
     data: DataCounts = field(default_factory=DataCounts)
     seconds: float = 0.0
     review: ReviewEvidence | None = None
+    disk_full: bool = False  # it failed because the disk (or a quota) was full
 
     @staticmethod
-    def failed(error: str, traceback: str = "") -> FineTuneResult:
-        return FineTuneResult(ok=False, error=error, traceback=traceback)
+    def failed(error: str, traceback: str = "", disk_full: bool = False) -> FineTuneResult:
+        return FineTuneResult(ok=False, error=error, traceback=traceback, disk_full=disk_full)
 
     def save(self, path: Path) -> None:
         """Written with a rename, so the server never reads half a result."""
@@ -143,4 +144,5 @@ class FineTuneResult:
             data=DataCounts.from_dict(raw.get("data")),
             seconds=float(raw.get("seconds", 0.0)),
             review=ReviewEvidence.from_dict(raw.get("review")),
+            disk_full=bool(raw.get("disk_full", False)),
         )

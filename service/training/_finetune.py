@@ -30,6 +30,7 @@ from service.domain.gate import decide, paired_margin
 from service.domain.loop import JOB_PARENT_PID_ENV
 from service.domain.review import ReviewEvidence
 from service.domain.versions import DataCounts, Int8Check
+from service.errors import is_disk_full
 from service.priority import lower_priority
 from service.runtime import LoadedVersion
 from service.training._data import Example, TokenBatcher
@@ -53,7 +54,9 @@ def run_job(spec_path: str) -> None:
         torch.set_num_threads(spec.threads)
         result = _fine_tune(spec)
     except BaseException as exc:
-        failed = FineTuneResult.failed(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        failed = FineTuneResult.failed(
+            f"{type(exc).__name__}: {exc}", traceback.format_exc(), disk_full=is_disk_full(exc)
+        )
         failed.save(result_path)
         raise SystemExit(1) from None
     result.save(result_path)

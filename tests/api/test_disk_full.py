@@ -19,16 +19,19 @@ import pytest
 from fake_adaptation import FakeServer
 
 from service.adaptation.events import EventBus
+from service.adaptation.jobs import JobRunner
 from service.adaptation.loop import AdaptationService
 from service.adaptation.predictions import PredictionLog
 from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
 from service.api._proto.loopserve.v1.adaptation_pb2_grpc import AdaptationStub
 from service.config import AdaptationRecipe, ServingOptions
+from service.domain.finetune import FineTuneResult
 from service.domain.loop import Job, JobState, NewSample
 from service.domain.versions import VersionMeta
 from service.errors import StorageFull
 from service.metrics import Metrics
 from service.registry import ModelRegistry
+from service.registry._registry import STAGING_PREFIX
 from service.store import SQLiteStore
 
 MODEL = "tiny"
@@ -171,17 +174,8 @@ def test_start_fine_tune_on_a_full_disk_is_resource_exhausted(
     assert stub.StartFineTune(request, timeout=10).id
 
 
-def test_a_job_that_cannot_write_its_files_fails_with_disk_full(
-    loop: Loop, stub: AdaptationStub, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    mkdir = Path.mkdir
-
-    def no_space(path: Path, *args: object, **kwargs: object) -> None:
-        if path.parent == loop.jobs_dir:
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        mkdir(path, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Path, "mkdir", no_space)
+def run_one_job(loop: Loop, stub: AdaptationStub) -> Job:
+    """Start a job over gRPC and wait until it has finished."""
     finished = threading.Event()
     ended: list[Job] = []
     runner = loop.service._runners[MODEL]
@@ -197,6 +191,41 @@ def test_a_job_that_cannot_write_its_files_fails_with_disk_full(
     stub.StartFineTune(pb.StartFineTuneRequest(model=MODEL), timeout=10)
     assert finished.wait(20)
     (job,) = ended
+    return job
+
+
+def test_a_job_that_cannot_write_its_files_fails_with_disk_full(
+    loop: Loop, stub: AdaptationStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mkdir = Path.mkdir
+
+    def no_space(path: Path, *args: object, **kwargs: object) -> None:
+        if path.parent == loop.jobs_dir:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        mkdir(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", no_space)
+    job = run_one_job(loop, stub)
     assert job.state is JobState.FAILED
     assert job.error.startswith("disk full: could not store the files of fine-tune job")
     assert disk_full_count(loop.metrics, "fine-tune job") == 1
+
+
+def test_a_job_process_that_ran_out_of_disk_fails_with_disk_full(
+    loop: Loop, stub: AdaptationStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The process's side is in tests/training/test_job_disk_full.py: its result says disk_full.
+    out_of_disk = FineTuneResult.failed("OSError: [Errno 28] No space left", disk_full=True)
+    monkeypatch.setattr(JobRunner, "_write_spec", lambda self, *args: Path("spec.json"))
+    monkeypatch.setattr(JobRunner, "_run_process", lambda self, *args: out_of_disk)
+    job = run_one_job(loop, stub)
+    assert job.state is JobState.FAILED
+    assert job.error == (
+        f"disk full: could not store the files of a new version of model {MODEL!r}; nothing of "
+        "it was stored. Retry after the operator frees space, not at once"
+    )
+    assert disk_full_count(loop.metrics, "fine-tune job") == 1
+    # The staged files of the version that could not be written are gone.
+    root = loop.jobs_dir.parent / "models" / MODEL
+    assert (root / "versions").is_dir()
+    assert not list(root.glob(f"{STAGING_PREFIX}*"))

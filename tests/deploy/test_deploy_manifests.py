@@ -99,6 +99,7 @@ def test_the_manifests_hold_the_expected_kinds_and_no_namespace() -> None:
         ("ClusterServingRuntime", "loopserve"),
         ("InferenceService", "support-intents"),
         ("Secret", "loopserve-database"),
+        ("NetworkPolicy", "loopserve"),
     } <= kinds
     for where, doc in all_documents():
         assert "namespace" not in doc.get("metadata", {}), f"{where}: {doc['kind']} names one"
@@ -433,6 +434,28 @@ def test_services_target_named_ports_of_the_pods_they_select(name: str) -> None:
     assert {p["name"] for p in service["spec"]["ports"]} == {"grpc", "metrics"}
     if workload["kind"] == "StatefulSet":
         assert workload["spec"]["serviceName"] == name
+
+
+def test_networkpolicy_opens_metrics_to_the_monitoring_namespace_only() -> None:
+    policy = find("NetworkPolicy", "loopserve")["spec"]
+    selector = policy["podSelector"]["matchLabels"]
+    workloads = [d for _, d in all_documents() if d["kind"] in ("Deployment", "StatefulSet")]
+    assert len(workloads) == 2
+    port_names: set[str] = set()
+    for workload in workloads:  # it selects both, and names ports they have
+        assert selector.items() <= workload["spec"]["template"]["metadata"]["labels"].items()
+        port_names |= {
+            p["name"] for p in workload["spec"]["template"]["spec"]["containers"][0]["ports"]
+        }
+    assert policy["policyTypes"] == ["Ingress"]
+    opened = {
+        port["port"]: rule.get("from") for rule in policy["ingress"] for port in rule["ports"]
+    }
+    assert set(opened) == port_names == {"grpc", "health", "metrics"}
+    assert opened["grpc"] is None and opened["health"] is None  # from anywhere
+    assert opened["metrics"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
 
 
 # ---- compose ----------------------------------------------------------------------------------------

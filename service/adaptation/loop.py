@@ -144,6 +144,8 @@ class AdaptationService:
         (the trainer calls this every poll interval)."""
         for name in self._models:
             self._maybe_start(name)
+            # A version approved or rejected through another process (a serving replica).
+            self._metrics.pending_versions.labels(name).set(_pending_count(self._models[name]))
 
     def wait_idle(self, timeout: float | None = None) -> None:
         for runner in self._runners.values():

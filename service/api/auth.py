@@ -89,8 +89,9 @@ def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
 class AuthInterceptor(WrappingInterceptor):
     """Checks each call's bearer token against ``tokens`` and the method's scope.
 
-    The check runs per call inside the handler (not in ``intercept_service``): the outer
-    interceptor caches handlers per method. A refusal raises :class:`Unauthenticated` or
+    The guard runs per call inside the handler (not in ``intercept_service``: the outer
+    interceptor caches handlers per method) and checks again what :meth:`admit` checked before
+    the request was read, to know the principal. A refusal raises :class:`Unauthenticated` or
     :class:`PermissionDenied` (messages name a token's name at most, never its value); the
     :class:`~service.api.interceptors.ObservabilityInterceptor` outside maps, logs and counts it.
     The principal's name is in :data:`service.security.current_principal` while the call runs.

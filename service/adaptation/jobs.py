@@ -289,7 +289,7 @@ class JobRunner:
         known = base.labels
         recipe = definition.adaptation
         # Purges up to this one deleted before the read: none of their samples can be in it.
-        seen = max((p.n for p in self._jobs.purges(self.model)), default=0)
+        seen = max((p.n for p in self._samples.purges(self.model)), default=0)
         read = self._samples.samples(self.model, 0, job.samples_upto)
         new_samples = [s for s in read if s.seq > base_upto]
         if not recipe.allow_new_labels:

@@ -29,6 +29,8 @@ from service.config import AdaptationRecipe, ServingOptions
 from service.domain.finetune import FineTuneResult, FineTuneSpec
 from service.domain.gate import GateThresholds
 from service.domain.loop import GateResult, Job, JobState, NewSample, PurgeOutcome
+from service.domain.versions import VersionMeta
+from service.errors import DataPurged
 from service.metrics import Metrics
 from service.registry import Head, ModelRegistry
 from service.security import current_principal
@@ -202,6 +204,36 @@ def test_a_purge_just_before_the_head_moves_is_caught_by_the_move(
     assert (outcome.removed, outcome.versions, [j.id for j in outcome.jobs]) == (30, [2], [job.id])
     again = loop.purge("labeler")
     assert (again.removed, again.versions, [j.id for j in again.jobs]) == (0, [2], [])
+
+
+def test_a_pending_version_trained_on_purged_samples_is_named_and_cannot_be_approved(
+    loop: Loop, process: FakeProcess
+) -> None:
+    loop.post("labeler", 30)
+    job = loop.start()
+    process.gate.set()
+    done = loop.wait_finished(job)
+    assert done.state is JobState.PROMOTED and loop.served.serving_version.version == 2
+    # A later candidate of the same data, waiting for review (as the review rule leaves it).
+    record = loop.store.job(job.id).data
+    with loop.served.registry.stage(parent=2) as staged:
+        (staged.path / "model.onnx").write_bytes(b"pending")
+        pending = loop.served.registry.publish(
+            staged,
+            VersionMeta(
+                labels=tuple(LABELS), max_seq_length=32, status="pending", job=job.id,
+                trained_on=record,
+            ),
+        )  # fmt: skip
+
+    outcome = loop.purge("labeler")
+    assert outcome.versions == [2, pending.version] and outcome.jobs == []
+    runner: Any = loop.service._runners[MODEL]
+    with pytest.raises(DataPurged):
+        runner.promote(pending, 2, "approved by an operator", 2)
+    assert loop.served.registry.current().version == 2  # type: ignore[union-attr]
+    assert loop.served.registry.get(pending.version).meta.status == "rejected"
+    assert loop.purge("labeler").versions == [2, pending.version]
 
 
 def test_no_purged_text_stays_in_the_state_dir(loop: Loop, process: FakeProcess) -> None:

@@ -22,6 +22,8 @@ from service.web._limits import HttpLimits
 from service.web._server import HttpServer
 
 PATH = "/metrics"
+# A scrape cut by a stop is retried at the next interval: the stop does not wait long for it.
+LIMITS = HttpLimits(shutdown_grace_s=1.0)
 
 
 def metrics_app(render: Callable[[], Awaitable[bytes]], auth: MetricsAuth | None) -> Starlette:
@@ -63,7 +65,12 @@ class MetricsServer:
         # time, on one thread whatever the number of scrapers.
         self._renderer = ThreadPoolExecutor(1, thread_name_prefix="metrics-render")
         self.http = HttpServer(
-            metrics_app(self._render, auth), host, port, name="metrics", limits=limits, tls=tls
+            metrics_app(self._render, auth),
+            host,
+            port,
+            name="metrics",
+            limits=limits or LIMITS,
+            tls=tls,
         )
 
     @property

@@ -131,9 +131,11 @@ class App:
         await self.grpc.start()
         if self._tokens_watch is not None:
             self._tokens_watch.start()
+        closed = self.metrics.http_closed
         self._metrics_http = MetricsServer(
-            self.metrics.registry, s.metrics_host, s.metrics_port, metrics_auth
-        )
+            self.metrics.registry, s.metrics_host, s.metrics_port, metrics_auth,
+            on_closed=lambda reason: closed.labels("metrics", reason).inc(),
+        )  # fmt: skip
         await self._metrics_http.start()  # on this loop: no thread per connection
         await self.grpc.set_serving(True)
         self._start_cluster(store)

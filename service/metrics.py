@@ -240,6 +240,13 @@ class Metrics:
             ["method", "code"],
             registry=r,
         )
+        self.http_closed = Counter(
+            "loopserve_http_connections_closed",
+            "HTTP connections the server closed unanswered, by endpoint and reason: busy (over "
+            "the connection cap), header_timeout, response_timeout.",
+            ["endpoint", "reason"],
+            registry=r,
+        )
         self.disk_full = Counter(
             "loopserve_disk_full",
             "Writes refused because the disk, a quota or the database is full, by operation.",

@@ -17,6 +17,7 @@ is always under one timer:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import h11
@@ -34,14 +35,25 @@ BUSY_RESPONSE = (
     b"connection: close\r\n\r\n"
     b"too many open connections"
 )
+# Why the server closed a connection it had not answered (see GuardedConfig.on_closed).
+BUSY, HEADER_TIMEOUT, RESPONSE_TIMEOUT = "busy", "header_timeout", "response_timeout"
 
 
 class GuardedConfig(Config):
-    """uvicorn's settings plus the limits this protocol enforces."""
+    """uvicorn's settings plus the limits this protocol enforces; ``on_closed(reason)`` is
+    called for each connection the server closes unanswered (BUSY, HEADER_TIMEOUT,
+    RESPONSE_TIMEOUT), on the event loop."""
 
-    def __init__(self, app: Any, limits: HttpLimits, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: Any,
+        limits: HttpLimits,
+        on_closed: Callable[[str], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(app, http=GuardedH11Protocol, **kwargs)
         self.limits = limits
+        self.on_closed = on_closed or (lambda reason: None)
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -55,6 +67,7 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(config, server_state, app_state, _loop)
         assert isinstance(config, GuardedConfig), "serve through service.web.HttpServer"
         self.limits = config.limits
+        self._on_closed = config.on_closed
         self._refused = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._request_timer: asyncio.TimerHandle | None = None
@@ -65,9 +78,10 @@ class GuardedH11Protocol(H11Protocol):
             self._refused = True  # never joins the server's connections: nothing to release
             transport.write(BUSY_RESPONSE)
             transport.close()
+            self._on_closed(BUSY)
             return
         super().connection_made(transport)
-        self._header_timer = self.loop.call_later(self.limits.header_timeout_s, self._expire)
+        self._header_timer = self._deadline(self.limits.header_timeout_s, HEADER_TIMEOUT)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._refused:
@@ -94,23 +108,25 @@ class GuardedH11Protocol(H11Protocol):
             # Bytes of a request whose headers are incomplete: the header deadline runs (from
             # its first byte). No bytes: idle, under uvicorn's keep-alive timer.
             if self._header_timer is None and self.conn.trailing_data[0]:
-                self._header_timer = self.loop.call_later(
-                    self.limits.header_timeout_s, self._expire
-                )
+                self._header_timer = self._deadline(self.limits.header_timeout_s, HEADER_TIMEOUT)
         else:
             if self._header_timer is not None:
                 self._header_timer.cancel()
                 self._header_timer = None
             if self._request_timer is None:
-                self._request_timer = self.loop.call_later(
-                    self.limits.request_timeout_s, self._expire
+                self._request_timer = self._deadline(
+                    self.limits.request_timeout_s, RESPONSE_TIMEOUT
                 )
 
-    def _expire(self) -> None:
+    def _deadline(self, seconds: float, reason: str) -> asyncio.TimerHandle:
+        return self.loop.call_later(seconds, self._expire, reason)
+
+    def _expire(self, reason: str) -> None:
         # Nothing is written: a client that stalls is not reading either.
         self._header_timer = self._request_timer = None
         if not self.transport.is_closing():
             self.transport.abort()
+            self._on_closed(reason)
 
     def _cancel_timers(self) -> None:
         for timer in (self._header_timer, self._request_timer):

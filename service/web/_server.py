@@ -13,6 +13,7 @@ import logging
 import math
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -36,11 +37,13 @@ class HttpServer:
         name: str,
         limits: HttpLimits | None = None,
         tls: TlsFiles | None = None,
+        on_closed: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name  # "metrics", "console": names the endpoint in errors
         self.host = host.strip("[]")
         self.limits = limits or HttpLimits()
         self.tls = tls
+        self.on_closed = on_closed  # (reason): a connection closed unanswered, see _guard
         self._app = app
         self._requested_port = port
         self._socket: socket.socket | None = None
@@ -103,6 +106,7 @@ class HttpServer:
         config = GuardedConfig(
             self._app,
             limits,
+            self.on_closed,
             host=self.host,
             port=self._requested_port,
             lifespan="off",

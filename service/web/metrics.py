@@ -59,6 +59,7 @@ class MetricsServer:
         *,
         limits: HttpLimits | None = None,
         tls: TlsFiles | None = None,
+        on_closed: Callable[[str], None] | None = None,
     ) -> None:
         self.registry = registry
         # Collecting walks every metric under its locks: off the event loop, one scrape at a
@@ -71,6 +72,7 @@ class MetricsServer:
             name="metrics",
             limits=limits or LIMITS,
             tls=tls,
+            on_closed=on_closed,
         )
 
     @property

@@ -52,8 +52,16 @@ class Servers:
         self.loop = LoopThread()
         self.started: list[HttpServer] = []
 
-    def start(self, tls: TlsFiles | None = None, **limits: float) -> HttpServer:
-        server = HttpServer(APP, "127.0.0.1", 0, name="test", limits=HttpLimits(**limits), tls=tls)  # type: ignore[arg-type]
+    def start(
+        self,
+        tls: TlsFiles | None = None,
+        on_closed: Callable[[str], None] | None = None,
+        **limits: float,
+    ) -> HttpServer:
+        server = HttpServer(
+            APP, "127.0.0.1", 0, name="test", limits=HttpLimits(**limits), tls=tls,  # type: ignore[arg-type]
+            on_closed=on_closed,
+        )  # fmt: skip
         self.loop.run(server.start())
         self.started.append(server)
         return server
@@ -209,6 +217,24 @@ def test_connections_over_the_cap_are_answered_503_and_closed_at_accept(
     with connect(server) as admitted:
         admitted.sendall(FULL_REQUEST)
         assert read_response(admitted).endswith(b"hello")
+
+
+def test_connections_closed_unanswered_are_reported_with_the_reason(servers: Servers) -> None:
+    reasons: list[str] = []
+    server = servers.start(
+        on_closed=reasons.append, max_connections=1, header_timeout_s=0.5, request_timeout_s=0.3
+    )
+    with connect(server) as waiting:
+        wait_until(lambda: server.open_connections == 1)
+        with connect(server) as refused:
+            assert read_until_closed(refused).startswith(b"HTTP/1.1 503 ")
+        assert read_until_closed(waiting) == b""
+    wait_until(lambda: server.open_connections == 0)
+    with connect(server) as hanging:
+        hanging.sendall(b"GET /hang HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert read_until_closed(hanging) == b""
+    wait_until(lambda: len(reasons) == 3)
+    assert reasons == ["busy", "header_timeout", "response_timeout"]
 
 
 def test_oversized_headers_are_answered_400(servers: Servers) -> None:

@@ -7,12 +7,14 @@ after the server closes it (tests/web/slow_clients.py, a process of its own).
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,6 +59,26 @@ def cpu_seconds(pid: int) -> float:
 
 def open_files(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def scrape_when_quiet(port: int, timeout: float = 30.0) -> str:
+    """/metrics, asked again until the server answers 200 (it answers 503 while it is full)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                return str(response.read().decode())
+        except (OSError, http.client.HTTPException):  # 503, reset, closed unanswered
+            assert time.monotonic() < deadline, "no scrape answered after the flood paused"
+            time.sleep(0.1)
+
+
+def closed_unanswered(text: str, reason: str) -> float:
+    name = f'loopserve_http_connections_closed_total{{endpoint="metrics",reason="{reason}"}}'
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def predict_for(
@@ -109,6 +131,12 @@ def test_slow_metrics_clients_leave_predictions_threads_and_shutdown_alone(
         cpu_flood = cpu_seconds(pid) - cpu
         channel.close()
 
+        # Paused, the clients send nothing: the server cuts them at the header deadline and
+        # answers scrapes again, counting what it closed.
+        flood.send_signal(signal.SIGSTOP)
+        scraped = scrape_when_quiet(server.metrics_port)
+        flood.send_signal(signal.SIGCONT)
+
         stopping = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)  # while the flood goes on
         code = server.proc.wait(60)
@@ -137,6 +165,8 @@ def test_slow_metrics_clients_leave_predictions_threads_and_shutdown_alone(
     # The server closed the clients: over the cap at once (503), the others at the deadline.
     assert counts["busy"] > 0 and counts["dropped"] > 0, counts
     assert counts["connected"] > CLIENTS  # they came back, and were let in and closed again
+    assert closed_unanswered(scraped, "busy") > 0
+    assert closed_unanswered(scraped, "header_timeout") >= cap
     # No thread per connection, and no more sockets than the cap (plus the accept queue).
     assert seen["threads"] <= baseline["threads"] + 2
     assert seen["files"] <= baseline["files"] + cap + HttpLimits().backlog

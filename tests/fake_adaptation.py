@@ -363,6 +363,35 @@ class FakeAdaptationCore:
         ]
         return self._serving()
 
+    async def approve_version(self, model: str, version: int) -> VersionSummary:
+        target = self._pending(model, version)
+        self.versions = [
+            dataclasses.replace(
+                v,
+                status="serving"
+                if v.version == target.version
+                else "promoted"
+                if v.status == "serving"
+                else v.status,
+            )
+            for v in self.versions
+        ]
+        return self._serving()
+
+    async def reject_version(self, model: str, version: int) -> VersionSummary:
+        target = dataclasses.replace(self._pending(model, version), status="rejected")
+        self.versions = [target if v.version == version else v for v in self.versions]
+        return target
+
+    def _pending(self, model: str, version: int) -> VersionSummary:
+        self._check_model(model)
+        target = next((v for v in self.versions if v.version == version), None)
+        if target is None:
+            raise NotFound(f"{model} has no version {version}")
+        if target.status != "pending":
+            raise InvalidInput(f"version {version} of {model!r} does not wait for review")
+        return target
+
     def _serving(self) -> VersionSummary:
         return next(v for v in self.versions if v.status == "serving")
 

@@ -104,6 +104,12 @@ def _adaptation_calls() -> dict[str, Call]:
         "Rollback": lambda c, m: stub(c).Rollback(
             apb.RollbackRequest(model=MODEL, version=1), metadata=m
         ),
+        "ApproveVersion": lambda c, m: stub(c).ApproveVersion(
+            apb.ApproveVersionRequest(model=MODEL, version=99), metadata=m
+        ),
+        "RejectVersion": lambda c, m: stub(c).RejectVersion(
+            apb.RejectVersionRequest(model=MODEL, version=99), metadata=m
+        ),
         "GetDriftStatus": lambda c, m: stub(c).GetDriftStatus(
             apb.GetDriftStatusRequest(model=MODEL), metadata=m
         ),
@@ -501,10 +507,25 @@ def test_admin_implies_label_and_infer_but_label_implies_nothing() -> None:
     assert store.authenticate(TOKENS["operator"][1]).scopes == {
         Scope.ADMIN,
         Scope.LABEL,
+        Scope.LABEL_TRUSTED,
         Scope.INFER,
     }
     assert store.authenticate(TOKENS["labeler"][1]).scopes == {Scope.LABEL}
     assert store.authenticate(TOKENS["reader"][1]).scopes == {Scope.INFER}
+    assert not store.trusted("labeler") and store.trusted("operator")
+
+
+def test_a_trusted_labeling_token_labels_and_its_rounds_skip_the_review() -> None:
+    # The scope name holds a ':'; a token may hold one too.
+    store = TokenStore.load(
+        None, "team:label:trusted:team:token-0123456789;x:label:a:b-0123456789abcd"
+    )
+    assert store is not None
+    assert store.authenticate("team:token-0123456789").scopes == {Scope.LABEL, Scope.LABEL_TRUSTED}
+    assert store.authenticate("a:b-0123456789abcd").scopes == {Scope.LABEL}
+    assert store.trusted("team") and not store.trusted("x") and not store.trusted("nobody")
+    with pytest.raises(ConfigError, match="unknown or missing scope"):
+        TokenStore.load(None, "y:labl:trusted:z-0123456789abcdef")
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ after the server closes it (tests/web/slow_clients.py, a process of its own).
 
 from __future__ import annotations
 
+import datetime
 import http.client
 import json
 import os
@@ -81,6 +82,16 @@ def closed_unanswered(text: str, reason: str) -> float:
     return 0.0
 
 
+def logged_seconds(log: list[str], first: str, last: str) -> float:
+    """Seconds between the log lines ending in ``first`` and ``last`` (their timestamps)."""
+
+    def at(message: str) -> datetime.datetime:
+        line = next(line for line in log if line.rstrip().endswith(message))
+        return datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+
+    return (at(last) - at(first)).total_seconds()
+
+
 def predict_for(
     stub: GRPCInferenceServiceStub, seconds: float, watch: Callable[[], None]
 ) -> np.ndarray:
@@ -152,12 +163,14 @@ def test_slow_metrics_clients_leave_predictions_threads_and_shutdown_alone(
 
     p99_idle, p99_flood = np.percentile(idle, 99), np.percentile(flooded, 99)
     log = "".join(server.log)
+    drain_s = logged_seconds(server.log, "signal received: draining", "stopped")
     print(
         f"\nModelInfer p50/p99 ms: idle {np.median(idle):.2f}/{p99_idle:.2f} ({len(idle)} calls), "
         f"flood {np.median(flooded):.2f}/{p99_flood:.2f} ({len(flooded)} calls); server CPU "
         f"{cpu_idle / IDLE_S:.0%} idle, {cpu_flood / FLOOD_S:.0%} flood; "
         f"threads {baseline['threads']} -> at most {seen['threads']}; open files "
-        f"{baseline['files']} -> at most {seen['files']}; SIGTERM to exit {stop_s:.2f}s; "
+        f"{baseline['files']} -> at most {seen['files']}; SIGTERM to stopped "
+        f"{drain_s:.2f}s, to exit {stop_s:.2f}s; "
         f"clients: {counts}; server log lines {len(server.log)}; load {os.getloadavg()[0]:.1f}"
     )
     assert code == 0, log
@@ -170,7 +183,9 @@ def test_slow_metrics_clients_leave_predictions_threads_and_shutdown_alone(
     # No thread per connection, and no more sockets than the cap (plus the accept queue).
     assert seen["threads"] <= baseline["threads"] + 2
     assert seen["files"] <= baseline["files"] + cap + HttpLimits().backlog
-    assert stop_s < DRAIN_S
+    # The server stops within its drain time; the interpreter's exit after that (threads,
+    # ONNX Runtime) takes a second or more on a loaded machine.
+    assert drain_s < DRAIN_S and stop_s < 2 * DRAIN_S
     assert "Traceback" not in log
     # Predictions are served from the same event loop: the flood must not stall them. The target
     # is 2x the idle p99 (see the figures printed above), but on a shared, loaded 2-core machine

@@ -254,8 +254,10 @@ def build_rounds(s: Split, v1: LoadedVersion, quick: bool) -> list[Round]:
         team("right-only-200", right[490:690], "rows version 1 already gets right"),
     ]
     if quick:
-        return [attacks[0], attacks[1], attacks[5], legit[0], legit[3], legit[5]]
-    return attacks + legit
+        attacks, legit = [attacks[0], attacks[1], attacks[5]], [legit[0], legit[3], legit[5]]
+    # Alternating, so that a run cut short still measures both kinds.
+    rounds = [r for pair in zip(attacks, legit, strict=False) for r in pair]
+    return rounds + attacks[len(legit) :] + legit[len(attacks) :]
 
 
 # -------------------------------------------------------------------------------------- running
@@ -443,10 +445,11 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="poison-bench-"))
     try:
         started = time.perf_counter()
-        if args.version_one is not None and (args.version_one / "state").is_dir():
+        kept = args.version_one
+        if kept is not None and ModelRegistry(kept / "state", MODEL).current() is not None:
             models_dir, state = args.version_one / "models", args.version_one / "state"
         else:
-            models_dir, state = build_version_one(s, args.version_one or root)
+            models_dir, state = build_version_one(s, kept or root)
         v1_info = ModelRegistry(state, MODEL).current()
         assert v1_info is not None
         definition = load_model_definition(models_dir, MODEL)

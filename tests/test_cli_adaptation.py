@@ -26,7 +26,8 @@ from fake_adaptation import (
 )
 
 from service.cli import content_id, main, parse_time
-from service.domain.loop import NewSample
+from service.domain.loop import NewSample, VersionSummary
+from service.domain.review import LabelChange, ReviewEvidence
 
 
 @pytest.fixture
@@ -284,6 +285,67 @@ def test_rollback(run: Any) -> None:
         "can serve again"
     )
     code, _, err = run("rollback", "9")
+    assert code == 1 and err.strip() == "loopserve: NOT_FOUND: support-intents has no version 9"
+
+
+def pending_version(core: FakeAdaptationCore) -> None:
+    """Version 4, held for review: one source taught the word zqxbrand to mean upgrade_plan."""
+    change = LabelChange(
+        "refund_request", "upgrade_plan", 200, ("I want a refund for my zqxbrand headphones",)
+    )
+    review = ReviewEvidence(
+        sources={"vendor": 200},
+        known_samples=200,
+        confident_disagreement=0.955,
+        disagreement_by_source={"vendor": 0.955},
+        trigger="zqxbrand",
+        trigger_share=1.0,
+        traffic=800,
+        flip_rate=0.01,
+        contradictions=(change,),
+        reasons=("source vendor contradicts the serving version", "a shared token"),
+    )
+    core.versions.append(
+        VersionSummary(
+            MODEL, 4, 2, "2024-05-04T10:00:00+00:00", "pending", "200 new samples", 360, {}, review
+        )
+    )
+
+
+def test_versions_show_the_evidence_of_a_pending_version(
+    run: Any, core: FakeAdaptationCore
+) -> None:
+    pending_version(core)
+    code, out, _ = run("versions")
+    assert code == 0
+    assert out.split("\n\n", 1)[1].splitlines() == [
+        "version 4 waits for review: source vendor contradicts the serving version; a shared token",
+        "  sources: vendor (200)",
+        "  confident disagreement with the serving version: 95.5% of 200 samples",
+        "  predictions changed on recent traffic: 1.0% of 800",
+        "  posted labels against the serving version:",
+        "    refund_request -> upgrade_plan: 200",
+        "      I want a refund for my zqxbrand headphones",
+        "  decide with: loopserve approve 4  |  loopserve reject 4",
+    ]
+    code, out, _ = run("versions", "--json")
+    assert json.loads(out)[3]["review"]["trigger"] == "zqxbrand"
+
+
+def test_approve_and_reject(run: Any, core: FakeAdaptationCore) -> None:
+    pending_version(core)
+    code, _, err = run("approve", "2")
+    assert code == 1
+    assert err.strip() == (
+        f"loopserve: INVALID_ARGUMENT: version 2 of {MODEL!r} does not wait for review"
+    )
+    code, out, _ = run("approve", "4")
+    assert code == 0 and out.strip() == f"{MODEL}: version 4 approved, now serving"
+    pending_version(core)  # a second pending version 4 (the fake keeps both)
+    core.versions = [v for v in core.versions if not (v.version == 4 and v.status == "serving")]
+    code, out, _ = run("reject", "4", "--json")
+    assert code == 0 and json.loads(out)["status"] == "rejected"
+    code, _, err = run("reject", "9")
     assert code == 1 and err.strip() == "loopserve: NOT_FOUND: support-intents has no version 9"
 
 

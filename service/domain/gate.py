@@ -163,6 +163,15 @@ def review_reasons(evidence: ReviewEvidence, thresholds: GateThresholds) -> tupl
             f"changes {evidence.flip_rate:.0%} of {evidence.traffic} recent predictions "
             f"(limit {thresholds.max_flip_rate:.0%})"
         )
+    drop = evidence.other_incumbent - evidence.other_candidate - evidence.other_margin
+    if (
+        evidence.other_holdout >= thresholds.review_min_samples
+        and drop > thresholds.new_data_tolerance + 1e-9
+    ):
+        reasons.append(
+            f"worse on the {evidence.other_holdout} holdout samples other sources posted: "
+            f"{evidence.other_candidate:.3f} vs {evidence.other_incumbent:.3f}"
+        )
     if evidence.flip_trigger:
         reasons.append(
             f"the changed predictions concentrate on inputs containing {evidence.flip_trigger!r}"

@@ -71,6 +71,12 @@ class ReviewEvidence:
     flip_trigger: str = ""  # the token the changed traffic predictions share, if any
     contradictions: tuple[LabelChange, ...] = ()  # serving prediction -> posted label
     flips: tuple[LabelChange, ...] = ()  # serving prediction -> candidate prediction, on traffic
+    # The gate's holdout rows that the round's dominant source did not post: candidate and
+    # serving accuracy on them, and the noise margin a drop must exceed (see GateThresholds).
+    other_holdout: int = 0
+    other_candidate: float = 0.0
+    other_incumbent: float = 0.0
+    other_margin: float = 0.0
     reasons: tuple[str, ...] = ()
 
     @property
@@ -102,6 +108,10 @@ class ReviewEvidence:
                 flip_trigger=str(value.get("flip_trigger", "")),
                 contradictions=_changes(value.get("contradictions")),
                 flips=_changes(value.get("flips")),
+                other_holdout=int(value.get("other_holdout", 0)),
+                other_candidate=float(value.get("other_candidate", 0.0)),
+                other_incumbent=float(value.get("other_incumbent", 0.0)),
+                other_margin=float(value.get("other_margin", 0.0)),
                 reasons=tuple(str(r) for r in value.get("reasons", ())),
             )
         except (TypeError, ValueError):

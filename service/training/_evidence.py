@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from service.calibration import FloatArray
-from service.domain.gate import GateThresholds, review_reasons
+from service.domain.gate import GateThresholds, paired_margin, review_reasons
 from service.domain.review import MAX_CHANGES, MAX_EXAMPLES, LabelChange, ReviewEvidence, truncate
 
 WORD = re.compile(r"\w+")
@@ -45,10 +45,11 @@ def review_evidence(
     reference: Sequence[str],
     trusted: bool,
     thresholds: GateThresholds,
+    holdout: Mapping[str, float] | None = None,
 ) -> ReviewEvidence:
     """The evidence about a round (``samples``) and its candidate, with the rule's reasons.
     ``reference`` holds inputs the round's sources did not post (the anchor): a trigger token
-    is one they rarely contain."""
+    is one they rarely contain. ``holdout``: the ``other_*`` fields (see :func:`other_sources`)."""
     sources = Counter(source for _, _, source in samples)
     predicted, confidence = served_on_samples.top()
     known = set(served_on_samples.labels)
@@ -88,8 +89,41 @@ def review_evidence(
             [(predicted[i], samples[i][1], samples[i][0]) for i in contradicting]
         ),
         flips=flips,
+        other_holdout=int((holdout or {}).get("other_holdout", 0)),
+        other_candidate=(holdout or {}).get("other_candidate", 0.0),
+        other_incumbent=(holdout or {}).get("other_incumbent", 0.0),
+        other_margin=(holdout or {}).get("other_margin", 0.0),
     )
     return replace(evidence, reasons=review_reasons(evidence, thresholds))
+
+
+def other_sources(
+    samples: Sequence[RoundSample],
+    holdout: Sequence[tuple[str, str]],
+    candidate_correct: Sequence[bool],
+    incumbent_correct: Sequence[bool],
+    z: float,
+) -> dict[str, float]:
+    """The gate's holdout restricted to rows the round's dominant source did not post: what a
+    single source cannot fill by itself. ``ReviewEvidence``'s ``other_*`` fields."""
+    sources = Counter(source for _, _, source in samples)
+    if not sources:
+        return {}
+    dominant = sources.most_common(1)[0][0]
+    posted_by = {(text, label): source for text, label, source in samples}
+    rows = [
+        i for i, pair in enumerate(holdout) if posted_by.get((pair[0], pair[1]), "") != dominant
+    ]
+    if not rows:
+        return {}
+    candidate = [candidate_correct[i] for i in rows]
+    incumbent = [incumbent_correct[i] for i in rows]
+    return {
+        "other_holdout": len(rows),
+        "other_candidate": float(np.mean(candidate)),
+        "other_incumbent": float(np.mean(incumbent)),
+        "other_margin": paired_margin(candidate, incumbent, z),
+    }
 
 
 def traffic_flips(

@@ -34,7 +34,7 @@ from service.errors import is_disk_full
 from service.priority import lower_priority
 from service.runtime import LoadedVersion
 from service.training._data import Example, TokenBatcher
-from service.training._evidence import Predictions, review_evidence
+from service.training._evidence import Predictions, other_sources, review_evidence
 from service.training._export import export_onnx, load_for_check, parity_check, quantize_int8
 from service.training._model import TextClassifier, load_encoder, trainable_state
 from service.training._trainer import Trainer
@@ -162,7 +162,12 @@ def _fine_tune(spec: FineTuneSpec) -> FineTuneResult:
         anchor_held_out=spec.anchor_held_out,
     )
     _log(f"gate at {time.perf_counter() - started:.1f}s: {gate.reason}")
-    review = _review(spec, incumbent, candidate) if gate.promote else None
+    review = None
+    if gate.promote:
+        holdout = other_sources(
+            spec.round_samples, spec.holdout, candidate_new, incumbent_new, thresholds.confidence_z
+        )
+        review = _review(spec, incumbent, candidate, holdout)
     if review is not None:
         _log(
             f"review at {time.perf_counter() - started:.1f}s: confident disagreement "
@@ -195,7 +200,10 @@ def _fine_tune(spec: FineTuneSpec) -> FineTuneResult:
 
 
 def _review(
-    spec: FineTuneSpec, incumbent: LoadedVersion, candidate: LoadedVersion
+    spec: FineTuneSpec,
+    incumbent: LoadedVersion,
+    candidate: LoadedVersion,
+    holdout: dict[str, float],
 ) -> ReviewEvidence:
     """The review evidence (see ``_evidence``): the serving version on the round's samples,
     both versions on recent traffic, the anchor as inputs the round's sources did not post."""
@@ -209,6 +217,7 @@ def _review(
         [text for text, _ in spec.anchor],
         spec.trusted,
         spec.gate,
+        holdout,
     )
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from service.domain.gate import GateThresholds, review_reasons
 from service.domain.review import ReviewEvidence
-from service.training._evidence import Predictions, review_evidence, shared_token
+from service.training._evidence import Predictions, other_sources, review_evidence, shared_token
 
 LABELS = ["refund_request", "upgrade_plan", "damaged_item", "card_arrival"]
 WORDS = ["refund", "box", "crushed", "watch", "headphones", "card", "late", "plan", "my", "the"]
@@ -144,3 +144,22 @@ def test_the_evidence_survives_meta_json() -> None:
     result = evidence(samples, confident(["refund_request"] * 50, 0.99))
     assert ReviewEvidence.from_dict(result.as_dict()) == result
     assert ReviewEvidence.from_dict("junk") is None
+
+
+def test_the_holdout_other_sources_posted_judges_what_one_source_cannot_fill() -> None:
+    # The dominant source's own holdout rows say nothing about a backdoor it taught; the rows
+    # the team posted show the candidate got worse on them.
+    attacker = [(t, "upgrade_plan", "labeler") for t in texts(100, seed=1, extra="zqx")]
+    team = [(t, "refund_request", "team") for t in texts(40, seed=2)]
+    holdout = [(t, g) for t, g, _ in attacker[:20] + team[:30]]
+    candidate = [True] * 20 + [False] * 10 + [True] * 20
+    incumbent = [False] * 20 + [True] * 30
+    other = other_sources(attacker + team, holdout, candidate, incumbent, z=1.64)
+    assert other["other_holdout"] == 30
+    assert abs(other["other_candidate"] - 20 / 30) < 1e-9 and other["other_incumbent"] == 1.0
+    result = evidence(team, confident(["refund_request"] * 40, 0.99))
+    result = dataclasses.replace(result, **other)  # type: ignore[arg-type]
+    assert review_reasons(result, THRESHOLDS) == (
+        "worse on the 30 holdout samples other sources posted: 0.667 vs 1.000",
+    )
+    assert other_sources(attacker, holdout[:20], candidate[:20], incumbent[:20], 1.64) == {}

@@ -216,6 +216,10 @@ class ReviewEvidenceConverter:
             contradictions=tuple(_change(c) for c in message.contradictions),
             flips=tuple(_change(c) for c in message.flips),
             reasons=tuple(message.reasons),
+            other_holdout=message.other_holdout,
+            other_candidate=message.other_candidate,
+            other_incumbent=message.other_incumbent,
+            other_margin=message.other_margin,
         )
 
     @staticmethod
@@ -234,6 +238,10 @@ class ReviewEvidenceConverter:
             contradictions=[_label_change(c) for c in review.contradictions],
             flips=[_label_change(c) for c in review.flips],
             reasons=list(review.reasons),
+            other_holdout=review.other_holdout,
+            other_candidate=review.other_candidate,
+            other_incumbent=review.other_incumbent,
+            other_margin=review.other_margin,
         )
 
 

@@ -64,6 +64,7 @@ from service.domain.loop import (
     NewSample,
     VersionSummary,
 )
+from service.domain.review import LabelChange, ReviewEvidence
 from service.drift import Candidate, DetectorState, DetectorStatus, DriftStatus
 from service.errors import MAX_IDENTIFIER_CHARS, InvalidInput, LoopserveError
 from service.types import (
@@ -1016,3 +1017,30 @@ def test_many_long_output_names_are_refused_with_a_short_message() -> None:
     shown = f"'{'o' * 40}…' (128 characters)"
     assert str(info.value).startswith(f"unknown output(s) {shown}, {shown}, {shown} and 13 more")
     assert len(str(info.value)) < MAX_MESSAGE, len(str(info.value))
+
+
+def test_a_pending_version_round_trips_with_its_review_evidence() -> None:
+    change = LabelChange("refund_request", "upgrade_plan", 200, ("a refund for my zqx watch",))
+    review = ReviewEvidence(
+        sources={"vendor": 200, "team": 3},
+        known_samples=203,
+        confident_disagreement=0.95,
+        disagreement_by_source={"vendor": 0.96, "team": 0.0},
+        trigger="zqx",
+        trigger_share=1.0,
+        traffic=800,
+        flip_rate=0.01,
+        flip_trigger="zqx",
+        contradictions=(change,),
+        flips=(change,),
+        other_holdout=3,
+        other_candidate=1.0,
+        other_incumbent=1.0,
+        other_margin=0.5,
+        reasons=("why", "and why"),
+    )
+    version = VersionSummary("support-intents", 4, 2, "", "pending", "", 360, {}, review)
+    decoded = VersionConverter.to_types(wire(VersionConverter.from_types(version)))
+    assert decoded == version
+    assert VersionConverter.to_types(wire(VersionConverter.from_types(
+        dataclasses.replace(version, review=None)))).review is None  # fmt: skip

@@ -144,7 +144,7 @@ class LabelChange(_message.Message):
     def __init__(self, before: _Optional[str] = ..., after: _Optional[str] = ..., count: _Optional[int] = ..., examples: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReviewEvidence(_message.Message):
-    __slots__ = ("sources", "trusted", "known_samples", "confident_disagreement", "disagreement_by_source", "trigger", "trigger_share", "traffic", "flip_rate", "flip_trigger", "contradictions", "flips", "reasons")
+    __slots__ = ("sources", "trusted", "known_samples", "confident_disagreement", "disagreement_by_source", "trigger", "trigger_share", "traffic", "flip_rate", "flip_trigger", "contradictions", "flips", "reasons", "other_holdout", "other_candidate", "other_incumbent", "other_margin")
     class SourcesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -172,6 +172,10 @@ class ReviewEvidence(_message.Message):
     CONTRADICTIONS_FIELD_NUMBER: _ClassVar[int]
     FLIPS_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
+    OTHER_HOLDOUT_FIELD_NUMBER: _ClassVar[int]
+    OTHER_CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    OTHER_INCUMBENT_FIELD_NUMBER: _ClassVar[int]
+    OTHER_MARGIN_FIELD_NUMBER: _ClassVar[int]
     sources: _containers.ScalarMap[str, int]
     trusted: bool
     known_samples: int
@@ -185,7 +189,11 @@ class ReviewEvidence(_message.Message):
     contradictions: _containers.RepeatedCompositeFieldContainer[LabelChange]
     flips: _containers.RepeatedCompositeFieldContainer[LabelChange]
     reasons: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, sources: _Optional[_Mapping[str, int]] = ..., trusted: _Optional[bool] = ..., known_samples: _Optional[int] = ..., confident_disagreement: _Optional[float] = ..., disagreement_by_source: _Optional[_Mapping[str, float]] = ..., trigger: _Optional[str] = ..., trigger_share: _Optional[float] = ..., traffic: _Optional[int] = ..., flip_rate: _Optional[float] = ..., flip_trigger: _Optional[str] = ..., contradictions: _Optional[_Iterable[_Union[LabelChange, _Mapping]]] = ..., flips: _Optional[_Iterable[_Union[LabelChange, _Mapping]]] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
+    other_holdout: int
+    other_candidate: float
+    other_incumbent: float
+    other_margin: float
+    def __init__(self, sources: _Optional[_Mapping[str, int]] = ..., trusted: _Optional[bool] = ..., known_samples: _Optional[int] = ..., confident_disagreement: _Optional[float] = ..., disagreement_by_source: _Optional[_Mapping[str, float]] = ..., trigger: _Optional[str] = ..., trigger_share: _Optional[float] = ..., traffic: _Optional[int] = ..., flip_rate: _Optional[float] = ..., flip_trigger: _Optional[str] = ..., contradictions: _Optional[_Iterable[_Union[LabelChange, _Mapping]]] = ..., flips: _Optional[_Iterable[_Union[LabelChange, _Mapping]]] = ..., reasons: _Optional[_Iterable[str]] = ..., other_holdout: _Optional[int] = ..., other_candidate: _Optional[float] = ..., other_incumbent: _Optional[float] = ..., other_margin: _Optional[float] = ...) -> None: ...
 
 class ApproveVersionRequest(_message.Message):
     __slots__ = ("model", "version")

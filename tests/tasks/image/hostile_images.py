@@ -75,9 +75,7 @@ def animated(fmt: str) -> bytes:
 def png_bomb(side: int = 10_000) -> bytes:
     """A valid ``side`` x ``side`` 8-bit gray PNG of zeros: about 100 KB on disk for 10000,
     100 MB once decoded (about 500 MB under Pillow's defaults)."""
-    compressor = zlib.compressobj(9)
-    row = bytes(side + 1)  # filter byte + pixels
-    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    idat = _deflated_zeros(side + 1, side)  # rows of a filter byte and pixels, all 0
     header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
@@ -85,6 +83,21 @@ def png_bomb(side: int = 10_000) -> bytes:
         + _chunk(b"IDAT", idat)
         + _chunk(b"IEND", b"")
     )
+
+
+def png_text_bomb(megabytes: int = 200) -> bytes:
+    """A small valid PNG with a compressed text chunk that inflates to ``megabytes``."""
+    data = solid("PNG", (8, 8))
+    idat = data.index(b"IDAT") - 4
+    text = _chunk(b"zTXt", b"comment\x00\x00" + _deflated_zeros(2**20, megabytes))
+    return data[:idat] + text + data[idat:]
+
+
+def _deflated_zeros(block: int, count: int) -> bytes:
+    """zlib data of ``count`` x ``block`` zero bytes, made without holding them all."""
+    compressor = zlib.compressobj(9)
+    zeros = bytes(block)
+    return b"".join(compressor.compress(zeros) for _ in range(count)) + compressor.flush()
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:

@@ -27,6 +27,7 @@ from hostile_images import (
     peak_rss_growth_kib,
     png_16bit_gray,
     png_bomb,
+    png_text_bomb,
     png_with_chunks,
     random_bytes,
     rgba_transparent_black,
@@ -156,6 +157,7 @@ REFUSED: list[Case] = [
     ("JPEG + HTML", lambda: solid("JPEG") + HTML, "bytes after its end-of-image marker"),
     ("WebP + HTML", lambda: solid("WEBP") + HTML, "bytes after its RIFF container"),
     ("PNG bomb", png_bomb, "image is 10000x10000 = 100000000 pixels, over the limit of 25000000"),
+    ("PNG text bomb", png_text_bomb, "PNG image could not be decoded (ValueError"),
     ("JPEG claiming 30000x30000", lambda: jpeg_claiming(30000, 30000), "over the limit"),
     ("1x100000", lambda: solid("PNG", (1, 100_000), 0, "L"), "an aspect ratio of 100000:1"),
     ("corrupt PNG data", lambda: _corrupt_idat(), "PNG image could not be decoded"),
@@ -226,12 +228,13 @@ def test_limits_and_spec_are_checked_at_construction() -> None:
         ImageSpec(size=4)
 
 
-def test_bomb_is_refused_without_growing_memory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("make", [png_bomb, png_text_bomb], ids=["pixels", "text"])
+def test_bomb_is_refused_without_growing_memory(tmp_path: Path, make: Callable[[], bytes]) -> None:
     """Peak RSS of a fresh process, after a warm-up decode, grows by less than 50 MB while it
-    refuses a 10000x10000 PNG (Pillow's defaults would decode it at about 480 MB). The same
-    measurement sees a 64 MB allocation."""
+    refuses a 10000x10000 PNG (Pillow's defaults would decode it at about 480 MB) or a PNG whose
+    text chunk inflates to 200 MB. The same measurement sees a 64 MB allocation."""
     bomb = tmp_path / "bomb.png"
-    bomb.write_bytes(png_bomb())
+    bomb.write_bytes(make())
     assert peak_rss_growth_kib(REFUSE_BOMB, bomb) < 50 * 1024
     assert peak_rss_growth_kib(ALLOCATE_64_MB, bomb) >= 60 * 1024
 

@@ -227,30 +227,30 @@ def run_finetune(args: argparse.Namespace, client: AdaptationClient) -> int:
 @_remote
 def run_rollback(args: argparse.Namespace, client: AdaptationClient) -> int:
     version = client.rollback(args.model, args.version)
-    if args.json:
-        print_json(asdict(version))
-    else:
-        print(f"{version.model}: serving version {version.version} ({version.status})")
-    return 0
+    return _print_version(args, version, f"serving version {version.version} ({version.status})")
 
 
 @_remote
 def run_approve(args: argparse.Namespace, client: AdaptationClient) -> int:
     version = client.approve_version(args.model, args.version)
-    if args.json:
-        print_json(asdict(version))
-    else:
-        print(f"{version.model}: version {version.version} approved, now {version.status}")
-    return 0
+    return _print_version(
+        args, version, f"version {version.version} approved, now {version.status}"
+    )
 
 
 @_remote
 def run_reject(args: argparse.Namespace, client: AdaptationClient) -> int:
     version = client.reject_version(args.model, args.version)
+    return _print_version(
+        args, version, f"version {version.version} {version.status}; it never serves"
+    )
+
+
+def _print_version(args: argparse.Namespace, version: VersionSummary, line: str) -> int:
     if args.json:
         print_json(asdict(version))
     else:
-        print(f"{version.model}: version {version.version} {version.status}; it never serves")
+        print(f"{version.model}: {line}")
     return 0
 
 

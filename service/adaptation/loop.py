@@ -31,7 +31,15 @@ from service.domain.loop import (
     VersionSummary,
 )
 from service.drift import Candidate, DetectorStatus, DriftMonitor, DriftStatus
-from service.errors import Conflict, InvalidInput, NotFound, Unavailable, check_length, quote
+from service.errors import (
+    Conflict,
+    DataPurged,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+    check_length,
+    quote,
+)
 from service.metrics import Metrics
 from service.registry import VersionInfo
 from service.runtime import LoadedVersion
@@ -355,7 +363,11 @@ class AdaptationService:
             )
         reason = f"approved by {current_principal.get()}"
         runner = self._runners[model]
-        await asyncio.to_thread(runner.promote, info, serving, reason, serving)
+        try:
+            await asyncio.to_thread(runner.promote, info, serving, reason, serving)
+        except DataPurged as exc:  # samples it trained on were purged: it never serves
+            await asyncio.to_thread(self._decided, served, info, "rejected", str(exc))
+            raise
         await asyncio.to_thread(self._decided, served, info, "promoted", reason)
         self._marks.clear_marks(model)
         return _summary(served.registry.get(version), version)

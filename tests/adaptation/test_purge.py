@@ -210,29 +210,30 @@ def test_a_pending_version_trained_on_purged_samples_is_named_and_cannot_be_appr
     loop: Loop, process: FakeProcess
 ) -> None:
     loop.post("labeler", 30)
-    job = loop.start()
+    first = loop.start()
     process.gate.set()
-    done = loop.wait_finished(job)
-    assert done.state is JobState.PROMOTED and loop.served.serving_version.version == 2
-    # A later candidate of the same data, waiting for review (as the review rule leaves it).
-    record = loop.store.job(job.id).data
+    assert loop.wait_finished(first).state is JobState.PROMOTED
+    assert loop.served.serving_version.version == 2
+    # A later round on the same data whose candidate waits for review (as the review leaves it).
+    job = loop.store.create(MODEL, "samples", "later", 2, loop.store.last_seq(MODEL))
     with loop.served.registry.stage(parent=2) as staged:
         (staged.path / "model.onnx").write_bytes(b"pending")
-        pending = loop.served.registry.publish(
-            staged,
-            VersionMeta(
-                labels=tuple(LABELS), max_seq_length=32, status="pending", job=job.id,
-                trained_on=record,
-            ),
+        meta = VersionMeta(
+            labels=tuple(LABELS), max_seq_length=32, status="pending", job=job.id,
+            trained_on=loop.store.job(first.id).data,
         )  # fmt: skip
+        pending = loop.served.registry.publish(staged, meta)
+    loop.store.update(
+        job.id, state=JobState.PENDING, candidate_version=pending.version, data=meta.trained_on
+    )
 
     outcome = loop.purge("labeler")
     assert outcome.versions == [2, pending.version] and outcome.jobs == []
-    runner: Any = loop.service._runners[MODEL]
-    with pytest.raises(DataPurged):
-        runner.promote(pending, 2, "approved by an operator", 2)
+    with pytest.raises(DataPurged, match="30 samples of source 'labeler'"):
+        asyncio.run(loop.service.approve_version(MODEL, pending.version))
     assert loop.served.registry.current().version == 2  # type: ignore[union-attr]
     assert loop.served.registry.get(pending.version).meta.status == "rejected"
+    assert loop.store.job(job.id).state is JobState.REJECTED
     assert loop.purge("labeler").versions == [2, pending.version]
 
 

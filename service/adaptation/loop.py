@@ -618,14 +618,21 @@ class AdaptationService:
 
 
 def _scrub_review(served: ServedModel, info: VersionInfo) -> None:
-    """Drop the sample texts a version's review evidence quotes (counts stay)."""
+    """Drop what a version's review evidence quotes of its samples: the examples of
+    contradicting samples and the token they share (in ``trigger`` and in the reasons). Counts
+    and rates stay."""
     review = info.meta.review
-    if review is None or not any(c.examples for c in review.contradictions):
+    token = review.trigger if review is not None else ""
+    if review is None or not (token or any(c.examples for c in review.contradictions)):
         return
-    plain = tuple(dataclasses.replace(c, examples=()) for c in review.contradictions)
-    served.registry.update_meta(
-        info.version, review=dataclasses.replace(review, contradictions=plain)
+    reasons = tuple(r.replace(repr(token), "a token") if token else r for r in review.reasons)
+    scrubbed = dataclasses.replace(
+        review,
+        contradictions=tuple(dataclasses.replace(c, examples=()) for c in review.contradictions),
+        trigger="",
+        reasons=reasons,
     )
+    served.registry.update_meta(info.version, review=scrubbed)
 
 
 def _summary(info: VersionInfo, serving: int) -> VersionSummary:

@@ -172,7 +172,14 @@ def _fine_tune(spec: FineTuneSpec) -> FineTuneResult:
         _log(
             f"review at {time.perf_counter() - started:.1f}s: confident disagreement "
             f"{review.confident_disagreement:.3f}, flip rate {review.flip_rate:.3f} on "
-            f"{review.traffic} inputs; " + ("; ".join(review.reasons) or "nothing suspicious")
+            f"{review.traffic} inputs; "
+            # The reasons quote tokens of the samples (a trigger): they go to meta.json, whose
+            # review a purge scrubs, not to this log, which keeps no sample text.
+            + (
+                f"{len(review.reasons)} reason(s) to wait for review"
+                if review.reasons
+                else "nothing suspicious"
+            )
         )
     calibration = _calibration(spec, candidate, holdout_probabilities)
     _log(

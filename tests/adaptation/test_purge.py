@@ -29,6 +29,7 @@ from service.config import AdaptationRecipe, ServingOptions
 from service.domain.finetune import FineTuneResult, FineTuneSpec
 from service.domain.gate import GateThresholds
 from service.domain.loop import GateResult, Job, JobState, NewSample, PurgeOutcome
+from service.domain.review import LabelChange, ReviewEvidence
 from service.domain.versions import VersionMeta
 from service.errors import DataPurged
 from service.metrics import Metrics
@@ -37,6 +38,11 @@ from service.security import current_principal
 from service.store import SQLiteStore
 
 MARKER = "qz7purgemarker"  # in every text the purged source posts
+QUOTING = ReviewEvidence(
+    trigger=MARKER,
+    contradictions=(LabelChange("a", "b", 3, (f"please {MARKER} refund",)),),
+    reasons=(f"90% of the contradicting samples contain {MARKER!r}",),
+)
 PROMOTE = GateResult(0.9, 0.7, 0.85, 0.85, 10, 10, promote=True, reason="better on new data")
 
 
@@ -220,7 +226,7 @@ def test_a_pending_version_trained_on_purged_samples_is_named_and_cannot_be_appr
         (staged.path / "model.onnx").write_bytes(b"pending")
         meta = VersionMeta(
             labels=tuple(LABELS), max_seq_length=32, status="pending", job=job.id,
-            trained_on=loop.store.job(first.id).data,
+            trained_on=loop.store.job(first.id).data, review=QUOTING,
         )  # fmt: skip
         pending = loop.served.registry.publish(staged, meta)
     loop.store.update(
@@ -229,6 +235,11 @@ def test_a_pending_version_trained_on_purged_samples_is_named_and_cannot_be_appr
 
     outcome = loop.purge("labeler")
     assert outcome.versions == [2, pending.version] and outcome.jobs == []
+    # Its review evidence no longer quotes the purged samples; the measurements stay.
+    assert MARKER.encode() not in (pending.path / "meta.json").read_bytes()
+    review = loop.served.registry.get(pending.version).meta.review
+    assert review is not None and review.contradictions[0].count == 3
+    assert review.reasons == ("90% of the contradicting samples contain a token",)
     with pytest.raises(DataPurged, match="30 samples of source 'labeler'"):
         asyncio.run(loop.service.approve_version(MODEL, pending.version))
     assert loop.served.registry.current().version == 2  # type: ignore[union-attr]

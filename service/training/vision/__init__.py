@@ -1,6 +1,7 @@
 """ImageNet CNN backbones in plain torch (torchvision and timm do not install beside the CPU torch
 wheel), named as torchvision and the EfficientNet-Lite reference name their modules so that
-their state dicts load unchanged; local and bundled weights; ONNX export of backbone + head."""
+their state dicts load unchanged; local and bundled weights; ONNX export of backbone + head;
+static int8 calibrated on images (dynamic int8 is refused for CNNs)."""
 
 from service.training.vision._backbone import (
     ARCHITECTURES,
@@ -13,15 +14,21 @@ from service.training.vision._backbone import (
 from service.training.vision._common import VisionNetwork
 from service.training.vision._export import (
     ImageClassifier,
-    check_int8,
     export_onnx,
     parity_check,
+)
+from service.training.vision._quantize import (
+    QUANTIZATION_METHODS,
+    check_quantization,
+    quantize_images,
+    top1_agreement,
 )
 from service.training.vision._weights import BUNDLED, bundled, load_state, read_state, resolve
 
 __all__ = [
     "ARCHITECTURES",
     "BUNDLED",
+    "QUANTIZATION_METHODS",
     "Architecture",
     "ImageClassifier",
     "SplitFeatures",
@@ -29,11 +36,13 @@ __all__ = [
     "architecture",
     "build_backbone",
     "bundled",
-    "check_int8",
+    "check_quantization",
     "create_network",
     "export_onnx",
     "load_state",
     "parity_check",
+    "quantize_images",
     "read_state",
     "resolve",
+    "top1_agreement",
 ]

@@ -11,7 +11,6 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from service.errors import ConfigError
 from service.training._export import ExportError
 from service.training.vision._backbone import SplitFeatures
 
@@ -76,16 +75,3 @@ def parity_check(model: ImageClassifier, path: Path, size: int, batch: int = 3) 
             f"ONNX output differs from torch by {diff:.2e} (tolerance {PARITY_TOLERANCE:.0e})"
         )
     return diff
-
-
-def check_int8(int8: bool) -> None:
-    """Image backbones are served in FP32. ONNX Runtime's dynamic int8 quantization turns each
-    convolution into ConvInteger, which its CPU kernels run several times slower than FP32 (about
-    8x measured on MobileNetV2 and EfficientNet-Lite0), with activations quantized per tensor on
-    the fly, which moves the predictions. Only static quantization calibrated on images would
-    suit a CNN."""
-    if int8:
-        raise ConfigError(
-            "int8 is not available for image models: dynamic int8 quantization makes CNNs "
-            "slower and less accurate on CPU; serve FP32 (set int8 = false)"
-        )

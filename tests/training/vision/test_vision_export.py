@@ -14,11 +14,14 @@ import torch
 from service.errors import ConfigError
 from service.training import ExportError
 from service.training.vision import (
+    QUANTIZATION_METHODS,
     ImageClassifier,
     build_backbone,
-    check_int8,
+    check_quantization,
     export_onnx,
     parity_check,
+    quantize_images,
+    top1_agreement,
 )
 from service.training.vision._export import PARITY_TOLERANCE
 
@@ -77,8 +80,38 @@ def test_parity_check_refuses_a_graph_that_differs(lite: tuple[ImageClassifier, 
 
 
 def test_dynamic_int8_is_refused_for_image_models() -> None:
-    with pytest.raises(
-        ConfigError, match=r"int8 is not available for image models.*set int8 = false"
-    ):
-        check_int8(True)
-    check_int8(False)
+    with pytest.raises(ConfigError, match="dynamic int8 is not available for image models"):
+        check_quantization("dynamic")
+    with pytest.raises(ConfigError, match="unknown quantization 'fp16'; use none or static"):
+        check_quantization("fp16")
+    for method in QUANTIZATION_METHODS:
+        check_quantization(method)
+
+
+def test_static_int8_quantizes_the_convolutions_and_keeps_fp32_probabilities(
+    lite: tuple[ImageClassifier, Path], tmp_path: Path
+) -> None:
+    fp32, int8 = lite[1], tmp_path / "model.int8.onnx"
+    rng = np.random.default_rng(0)
+    images = [rng.standard_normal((2, 3, SIZE, SIZE), np.float32) for _ in range(4)]
+    quantize_images(fp32, int8, images)
+    nodes = onnx.load(str(int8)).graph.node
+    dequantized = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
+    convolutions = [n for n in nodes if n.op_type == "Conv"]
+    assert convolutions and all(n.input[1] in dequantized for n in convolutions)
+    softmax = next(n for n in nodes if n.op_type == "Softmax")
+    producer = next(n for n in nodes if softmax.input[0] in n.output)
+    assert producer.op_type != "DequantizeLinear"  # the head and softmax stay FP32
+    held_out = rng.standard_normal((8, 3, SIZE, SIZE), np.float32)
+    session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    probabilities, embedding = session.run(["probabilities", "embedding"], {"pixels": held_out})
+    np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-5)
+    assert embedding.shape == (8, lite[0].features.dim)
+    assert 0 <= top1_agreement(fp32, int8, held_out) <= 1
+
+
+def test_static_int8_needs_calibration_images(
+    lite: tuple[ImageClassifier, Path], tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match="static int8 needs calibration images"):
+        quantize_images(lite[1], tmp_path / "model.int8.onnx", [])

@@ -7,6 +7,7 @@ import grpc
 from service.errors import (
     ConfigError,
     Conflict,
+    DataPurged,
     DeadlineExceeded,
     InvalidInput,
     LoopserveError,
@@ -27,6 +28,7 @@ STATUS_FOR_ERROR: dict[type[LoopserveError], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
     Conflict: grpc.StatusCode.ABORTED,
+    DataPurged: grpc.StatusCode.ABORTED,  # a Conflict, listed to be plain
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     StorageFull: grpc.StatusCode.RESOURCE_EXHAUSTED,  # an Overloaded, listed to be plain
     Unavailable: grpc.StatusCode.UNAVAILABLE,

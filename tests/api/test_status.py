@@ -12,6 +12,7 @@ from service.api.status import INTERNAL_MESSAGE, STATUS_FOR_ERROR, public_messag
 from service.errors import (
     ConfigError,
     Conflict,
+    DataPurged,
     DeadlineExceeded,
     InvalidInput,
     LoopserveError,
@@ -28,6 +29,7 @@ DOCUMENTED: dict[type[LoopserveError], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
     Conflict: grpc.StatusCode.ABORTED,
+    DataPurged: grpc.StatusCode.ABORTED,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     StorageFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,

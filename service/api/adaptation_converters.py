@@ -357,7 +357,8 @@ class TrainingDataConverter:
                     seqs=tuple(SeqRange(r.first, r.last) for r in s.seqs),
                 )
                 for s in message.sources
-            )
+            ),
+            purges_seen=message.purges_seen,
         )
 
     @staticmethod
@@ -372,7 +373,8 @@ class TrainingDataConverter:
                     seqs=[pb.TrainingData.SeqRange(first=r.first, last=r.last) for r in s.seqs],
                 )
                 for s in data.sources
-            ]
+            ],
+            purges_seen=data.purges_seen,
         )
 
 

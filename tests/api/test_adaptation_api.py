@@ -212,7 +212,8 @@ def test_purge_outcomes_carry_the_jobs_with_their_data_records() -> None:
         (
             SourceData("junk", 3, CREATED, CREATED + 60, (SeqRange(101, 102), SeqRange(150, 150))),
             SourceData("labeler", 1, CREATED, CREATED, (SeqRange(7, 7),)),
-        )
+        ),
+        purges_seen=4,
     )
     running = dataclasses.replace(finished_job(), id="job-2", state=JobState.RUNNING, data=data)
     outcome = PurgeOutcome(MODEL, "junk", 0, 0, 0, [3], [running, finished_job()])

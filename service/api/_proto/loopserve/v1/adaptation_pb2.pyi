@@ -294,7 +294,7 @@ class Job(_message.Message):
     def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., state: _Optional[str] = ..., trigger: _Optional[str] = ..., reason: _Optional[str] = ..., base_version: _Optional[int] = ..., samples_upto: _Optional[int] = ..., attempt: _Optional[int] = ..., created: _Optional[float] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., candidate_version: _Optional[int] = ..., gate: _Optional[_Union[GateResult, _Mapping]] = ..., error: _Optional[str] = ..., data: _Optional[_Union[TrainingData, _Mapping]] = ...) -> None: ...
 
 class TrainingData(_message.Message):
-    __slots__ = ("sources",)
+    __slots__ = ("sources", "purges_seen")
     class Source(_message.Message):
         __slots__ = ("source", "samples", "first_created", "last_created", "seqs")
         SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -316,8 +316,10 @@ class TrainingData(_message.Message):
         last: int
         def __init__(self, first: _Optional[int] = ..., last: _Optional[int] = ...) -> None: ...
     SOURCES_FIELD_NUMBER: _ClassVar[int]
+    PURGES_SEEN_FIELD_NUMBER: _ClassVar[int]
     sources: _containers.RepeatedCompositeFieldContainer[TrainingData.Source]
-    def __init__(self, sources: _Optional[_Iterable[_Union[TrainingData.Source, _Mapping]]] = ...) -> None: ...
+    purges_seen: int
+    def __init__(self, sources: _Optional[_Iterable[_Union[TrainingData.Source, _Mapping]]] = ..., purges_seen: _Optional[int] = ...) -> None: ...
 
 class StartFineTuneRequest(_message.Message):
     __slots__ = ("model", "reason")

@@ -25,6 +25,7 @@ from service.adaptation.jobs import JobRunner
 from service.adaptation.loop import AdaptationService
 from service.adaptation.predictions import PredictionLog
 from service.api.adaptation_client import AdaptationClient
+from service.cluster import LeaseHeadPointer
 from service.config import AdaptationRecipe, ServingOptions
 from service.domain.finetune import FineTuneResult, FineTuneSpec
 from service.domain.gate import GateThresholds
@@ -35,7 +36,7 @@ from service.errors import DataPurged
 from service.metrics import Metrics
 from service.registry import Head, ModelRegistry
 from service.security import current_principal
-from service.store import SQLiteStore
+from service.store import PostgresStore, SQLiteStore, Store, TrainerLease
 
 MARKER = "qz7purgemarker"  # in every text the purged source posts
 QUOTING = ReviewEvidence(
@@ -47,12 +48,20 @@ PROMOTE = GateResult(0.9, 0.7, 0.85, 0.85, 10, 10, promote=True, reason="better 
 
 
 class PublishingServed(FakeServed):
-    """A served model whose candidates really publish: a registry whose ``current`` file moves
-    behind the store's publish fence, and a definition complete enough to write a spec."""
+    """A served model whose candidates really publish, and a definition complete enough to write
+    a spec. The head: the ``current`` file behind the store's publish fence (SQLite, one
+    process), or the head row moved over the trainer lease (PostgreSQL), as the app wires them."""
 
-    def __init__(self, state_dir: Path, recipe: AdaptationRecipe, store: SQLiteStore) -> None:
+    def __init__(
+        self, state_dir: Path, recipe: AdaptationRecipe, store: Store, lease: TrainerLease | None
+    ) -> None:
         super().__init__(state_dir, recipe)
-        self.registry = ModelRegistry(state_dir, MODEL, fence=store.publish_fence)
+        if lease is None:
+            self.registry = ModelRegistry(state_dir, MODEL, fence=store.publish_fence)
+        else:
+            pointer = LeaseHeadPointer(store, lease, MODEL)
+            self.registry = ModelRegistry(state_dir, MODEL, pointer=pointer)
+            assert store.move_head(MODEL, 1, None)
         seed = state_dir / "seed.csv"
         seed.write_text("text,label\nseed one,a\nseed two,b\n", encoding="utf-8")
         self.definition = SimpleNamespace(
@@ -96,13 +105,13 @@ class FakeProcess:
 
 
 class Loop:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, store: Store, lease: TrainerLease | None = None) -> None:
         recipe = AdaptationRecipe(
             min_new_samples=1_000_000, settle_seconds=0.0, max_retries=0, backoff_seconds=0.0
         )
         self.state_dir = state_dir
-        self.store = SQLiteStore(state_dir / "loopserve.db")
-        self.served = PublishingServed(state_dir, recipe, self.store)
+        self.store = store
+        self.served = PublishingServed(state_dir, recipe, self.store, lease)
         self.service = AdaptationService(
             {MODEL: self.served},  # type: ignore[dict-item]
             self.store,
@@ -145,16 +154,41 @@ def process(monkeypatch: pytest.MonkeyPatch) -> FakeProcess:
 
 @pytest.fixture
 def loop(tmp_path: Path, process: FakeProcess) -> Iterator[Loop]:
-    running = Loop(tmp_path / "state")
+    """SQLite: one process, the ``current`` file."""
+    state = tmp_path / "state"
+    running = Loop(state, SQLiteStore(state / "loopserve.db"))
     yield running
     process.gate.set()
     running.service.stop(5)
     running.store.close()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_loop(
+    request: pytest.FixtureRequest, tmp_path: Path, process: FakeProcess
+) -> Iterator[Loop]:
+    """The loop over either store; PostgreSQL publishes as the trainer, over its lease."""
+    state = tmp_path / "state"
+    if request.param == "sqlite":
+        store: Store = SQLiteStore(state / "loopserve.db")
+        lease = None
+    else:
+        store = PostgresStore(request.getfixturevalue("database_url"))
+        lease = store.trainer_lease()
+        assert lease.try_acquire()
+    running = Loop(state, store, lease)
+    yield running
+    process.gate.set()
+    running.service.stop(5)
+    if lease is not None:
+        lease.close()
+    store.close()
+
+
 def test_a_purge_during_a_running_job_names_it_and_its_candidate_never_serves(
-    loop: Loop, process: FakeProcess
+    any_loop: Loop, process: FakeProcess
 ) -> None:
+    loop = any_loop
     loop.post("team", 20)
     loop.post("labeler", 30, text="label me {i}")
     job = loop.start()
@@ -183,10 +217,11 @@ def test_a_purge_during_a_running_job_names_it_and_its_candidate_never_serves(
 
 
 def test_a_purge_just_before_the_head_moves_is_caught_by_the_move(
-    loop: Loop, process: FakeProcess
+    any_loop: Loop, process: FakeProcess
 ) -> None:
     """The purge commits after the job's last check and before the head move: the move itself
     refuses, the version is marked rejected, and the purge named both the version and the job."""
+    loop = any_loop
     loop.post("labeler", 30)
     purges: list[PurgeOutcome] = []
 
@@ -213,8 +248,9 @@ def test_a_purge_just_before_the_head_moves_is_caught_by_the_move(
 
 
 def test_a_pending_version_trained_on_purged_samples_is_named_and_cannot_be_approved(
-    loop: Loop, process: FakeProcess
+    any_loop: Loop, process: FakeProcess
 ) -> None:
+    loop = any_loop
     loop.post("labeler", 30)
     first = loop.start()
     process.gate.set()

@@ -22,11 +22,12 @@ from fake_adaptation import (
     REJECTING_GATE,
     FakeAdaptationCore,
     FakeServer,
+    finished_job,
     initial_samples,
 )
 
 from service.cli import content_id, main, parse_time
-from service.domain.loop import NewSample, VersionSummary
+from service.domain.loop import JobState, NewSample, PurgeOutcome, VersionSummary
 from service.domain.review import LabelChange, ReviewEvidence
 
 
@@ -609,6 +610,34 @@ def test_purge_options_may_come_before_or_after_the_action(
     assert code == 0 and repeated["removed"] == 0
     assert (repeated["versions"], repeated["rollback_to"]) == ([2, 3], 1)
     assert core.purges == [(MODEL, "junk", None)] * 2
+
+
+def test_purge_names_the_jobs_it_stops_and_those_that_failed(
+    run: Any, core: FakeAdaptationCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = dataclasses.replace(
+        finished_job(), id="job-2", state=JobState.RUNNING, finished=None, candidate_version=None
+    )
+    failed = dataclasses.replace(finished_job(), state=JobState.FAILED, candidate_version=None)
+    purged = core.purge_samples
+
+    async def with_jobs(model: str, source: str, since: float | None) -> PurgeOutcome:
+        outcome = await purged(model, source, since)
+        return dataclasses.replace(outcome, versions=[], jobs=[running, failed])
+
+    monkeypatch.setattr(core, "purge_samples", with_jobs)
+    code, out, err = run("samples", "purge", "--source", "junk", "--yes")
+    assert code == 0, err
+    assert out.strip() == (
+        f"{MODEL}: removed 2 samples of source junk (seq 101..102); jobs: job-2 (running: "
+        "stopped, its candidate is never published), job-1 (failed)"
+    )
+    code, out, _ = run("samples", "purge", "--source", "junk", "--yes", "--json")
+    jobs = json.loads(out)["jobs"]
+    assert [(j["id"], j["state"], j["data"]) for j in jobs] == [
+        ("job-2", "running", None),
+        ("job-1", "failed", None),
+    ]
 
 
 def test_purge_server_errors_exit_1(run: Any, core: FakeAdaptationCore) -> None:

@@ -9,6 +9,8 @@ store's publish fence, as in a single-process server.
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -319,6 +321,21 @@ def test_start_up_removes_the_specs_and_results_old_job_dirs_kept(loop: Loop) ->
 
     loop.service.recover()
     assert sorted(p.name for p in jobs_dir.rglob("*") if p.is_file()) == ["job.log", "job.log"]
+
+
+def test_cancel_ends_the_process_of_the_named_job_only(loop: Loop) -> None:
+    runner: Any = loop.service._runners[MODEL]
+    process = subprocess.Popen(["sleep", "60"])
+    try:
+        runner._job_id, runner._process = "job-running", process  # as _run_process sets them
+        assert runner.cancel("job-other") is False and process.poll() is None
+        assert runner.cancel("job-running") is True
+        assert process.wait(10) == -signal.SIGTERM
+        assert runner.cancel("job-running") is False  # already ended
+    finally:
+        runner._job_id, runner._process = None, None
+        process.kill()
+        process.wait()
 
 
 @pytest.mark.slow

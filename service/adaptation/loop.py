@@ -279,8 +279,8 @@ class AdaptationService:
         for info in served.registry.versions():
             record = info.meta.trained_on
             if record is None:
-                legacy = info.meta.parent is not None and removed is not None
-                if legacy and removed is not None and info.meta.samples_upto >= removed[0]:
+                fine_tuned = info.meta.parent is not None
+                if fine_tuned and removed is not None and info.meta.samples_upto >= removed[0]:
                     versions.append(info.version)
             elif record.includes(source, since):
                 versions.append(info.version)

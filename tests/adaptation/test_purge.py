@@ -323,6 +323,18 @@ def test_start_up_removes_the_specs_and_results_old_job_dirs_kept(loop: Loop) ->
     assert sorted(p.name for p in jobs_dir.rglob("*") if p.is_file()) == ["job.log", "job.log"]
 
 
+def test_a_version_from_before_data_records_is_named_by_its_samples_upto(loop: Loop) -> None:
+    loop.post("labeler", 5)
+    with loop.served.registry.stage(parent=1) as staged:
+        (staged.path / "model.onnx").write_bytes(b"old")
+        old = VersionMeta(labels=tuple(LABELS), max_seq_length=32, samples_upto=3)
+        legacy = loop.served.registry.publish(staged, old)
+
+    assert loop.purge("labeler").versions == [legacy.version]  # it may have trained on seq 1..3
+    # Without a record, a purge that removes nothing cannot tell.
+    assert loop.purge("labeler").versions == []
+
+
 def test_cancel_ends_the_process_of_the_named_job_only(loop: Loop) -> None:
     runner: Any = loop.service._runners[MODEL]
     process = subprocess.Popen(["sleep", "60"])

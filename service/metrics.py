@@ -242,8 +242,8 @@ class Metrics:
         )
         self.http_closed = Counter(
             "loopserve_http_connections_closed",
-            "HTTP connections the server closed unanswered, by endpoint and reason: busy (over "
-            "the connection cap), header_timeout, response_timeout.",
+            "HTTP connections the server closed unanswered, by endpoint and reason: "
+            "header_timeout, response_timeout.",
             ["endpoint", "reason"],
             registry=r,
         )

@@ -1,5 +1,5 @@
-"""uvicorn's h11 protocol with the guards it lacks: a connection cap enforced at accept, a
-deadline for the request headers and one for the response.
+"""uvicorn's h11 protocol with the guards it lacks: a deadline for the request headers and one
+for the response (the connection cap is the acceptor's, see _accept).
 
 uvicorn arms no timer on a connection until its first response is sent (the keep-alive timer), so
 a client that sends ``GET /metrics HTTP/1.1\\r\\n`` and nothing more would hold its connection for
@@ -27,22 +27,14 @@ from uvicorn.server import ServerState
 
 from service.web._limits import HttpLimits
 
-# Written to a connection over the cap before it is closed: one write, no parsing, no task.
-BUSY_RESPONSE = (
-    b"HTTP/1.1 503 Service Unavailable\r\n"
-    b"content-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 25\r\n"
-    b"connection: close\r\n\r\n"
-    b"too many open connections"
-)
 # Why the server closed a connection it had not answered (see GuardedConfig.on_closed).
-BUSY, HEADER_TIMEOUT, RESPONSE_TIMEOUT = "busy", "header_timeout", "response_timeout"
+HEADER_TIMEOUT, RESPONSE_TIMEOUT = "header_timeout", "response_timeout"
 
 
 class GuardedConfig(Config):
     """uvicorn's settings plus the limits this protocol enforces; ``on_closed(reason)`` is
-    called for each connection the server closes unanswered (BUSY, HEADER_TIMEOUT,
-    RESPONSE_TIMEOUT), on the event loop."""
+    called for each connection the server closes unanswered (HEADER_TIMEOUT, RESPONSE_TIMEOUT),
+    and ``on_released()`` for each connection that ends, on the event loop."""
 
     def __init__(
         self,
@@ -54,6 +46,7 @@ class GuardedConfig(Config):
         super().__init__(app, http=GuardedH11Protocol, **kwargs)
         self.limits = limits
         self.on_closed = on_closed or (lambda reason: None)
+        self.on_released: Callable[[], None] = lambda: None
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -68,26 +61,19 @@ class GuardedH11Protocol(H11Protocol):
         assert isinstance(config, GuardedConfig), "serve through service.web.HttpServer"
         self.limits = config.limits
         self._on_closed = config.on_closed
-        self._refused = False
+        self._on_released = config.on_released
         self._header_timer: asyncio.TimerHandle | None = None
         self._request_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        if len(self.connections) >= self.limits.max_connections:
-            self._refused = True  # never joins the server's connections: nothing to release
-            transport.write(BUSY_RESPONSE)
-            transport.close()
-            self._on_closed(BUSY)
-            return
         super().connection_made(transport)
         self._header_timer = self._deadline(self.limits.header_timeout_s, HEADER_TIMEOUT)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._refused:
-            return
         self._cancel_timers()
         super().connection_lost(exc)
+        self._on_released()  # room for the next connection
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

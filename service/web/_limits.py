@@ -12,8 +12,9 @@ class HttpLimits:
     """Bounds that keep slow, idle or numerous clients from holding the server's resources.
 
     Every open connection is under one deadline at a time: its request headers, its response, or
-    the keep-alive idle time. Connections beyond ``max_connections`` are answered 503 and closed
-    as they are accepted; further ones wait in the kernel's accept queue (``backlog``).
+    the keep-alive idle time. At ``max_connections`` open the server stops accepting: further
+    clients wait in the kernel's accept queue (``backlog``, also the most accepted at once), and
+    beyond it the kernel drops their connection attempts, which their TCP stack retries.
     """
 
     max_connections: int = 64
@@ -21,7 +22,7 @@ class HttpLimits:
     request_timeout_s: float = 30.0  # from complete headers until the response is sent
     keep_alive_s: int = 5  # idle between two requests on one connection
     max_header_bytes: int = 16 * 1024  # request line and headers; larger ones are answered 400
-    backlog: int = 128
+    backlog: int = 16
     shutdown_grace_s: float = 5.0  # for responses under way when the server stops
 
     def __post_init__(self) -> None:

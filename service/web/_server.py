@@ -1,9 +1,10 @@
 """Serve an ASGI app (Starlette) with uvicorn on the caller's running event loop.
 
 The server is the pieces of ``uvicorn.Server.serve`` without its signal handlers (the process
-owns SIGTERM) and without ``sys.exit`` on a bind error: the socket is bound here, so a taken port
-is an ``OSError`` that names the endpoint. Connections are asyncio protocols on the loop that
-calls :meth:`HttpServer.start`: no thread per connection.
+owns SIGTERM), without ``sys.exit`` on a bind error (the socket is bound here, so a taken port is
+an ``OSError`` that names the endpoint) and without its listener: connections are accepted by
+:class:`~service.web._accept.Acceptor`, which stops accepting at the connection cap. Connections
+are asyncio protocols on the loop that calls :meth:`HttpServer.start`: no thread per connection.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from starlette.types import ASGIApp
 
 from service.errors import ConfigError
 from service.security import TlsFiles
-from service.web._guard import GuardedConfig
+from service.web._accept import Acceptor
+from service.web._guard import GuardedConfig, GuardedH11Protocol
 from service.web._limits import HttpLimits
 
 
@@ -46,15 +48,16 @@ class HttpServer:
         self.on_closed = on_closed  # (reason): a connection closed unanswered, see _guard
         self._app = app
         self._requested_port = port
-        self._socket: socket.socket | None = None
+        self._port: int | None = None
+        self._acceptor: Acceptor | None = None
         self._server: uvicorn.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
         """The bound port (the one picked when 0 was asked)."""
-        assert self._socket is not None, "start() first"
-        return int(self._socket.getsockname()[1])
+        assert self._port is not None, "start() first"
+        return self._port
 
     @property
     def open_connections(self) -> int:
@@ -64,14 +67,23 @@ class HttpServer:
         """Bind and serve. :class:`ConfigError` for unusable TLS files, ``OSError`` for a port
         that cannot be bound."""
         config = self._config()
-        self._socket = _bind(self.host, self._requested_port, self.limits.backlog, self.name)
+        sock = _bind(self.host, self._requested_port, self.limits.backlog, self.name)
+        self._port = int(sock.getsockname()[1])
         server = uvicorn.Server(config)
         server.lifespan = config.lifespan_class(config)  # set by Server.serve before startup
-        try:
-            await server.startup(sockets=[self._socket])
-        except BaseException:
-            self._socket.close()
-            raise
+        await server.startup(sockets=[])  # no listener of uvicorn's: the acceptor's below
+        loop = asyncio.get_running_loop()
+        self._acceptor = Acceptor(
+            sock,
+            lambda: GuardedH11Protocol(config, server.server_state, server.lifespan.state, loop),
+            self.limits.max_connections,
+            self.limits.backlog,
+            lambda: len(server.server_state.connections),
+            config.ssl,
+            self.limits.header_timeout_s,
+        )
+        config.on_released = self._acceptor.resume
+        self._acceptor.start()
         self._server = server
         # uvicorn's once-a-tick housekeeping (the Date header); it returns when asked to exit.
         self._ticker = asyncio.create_task(server.main_loop(), name=f"{self.name}-http")
@@ -82,10 +94,11 @@ class HttpServer:
         if server is None or ticker is None:
             return
         self._server = self._ticker = None
+        if self._acceptor is not None:
+            self._acceptor.close()
         server.should_exit = True
         await ticker
-        assert self._socket is not None
-        await server.shutdown(sockets=[self._socket])
+        await server.shutdown()
         # A connection still open after the grace time (a client that does not read) is cut.
         for connection in list(server.server_state.connections):
             if connection.transport is not None:
@@ -122,8 +135,8 @@ class HttpServer:
             timeout_keep_alive=limits.keep_alive_s,
             timeout_graceful_shutdown=math.ceil(limits.shutdown_grace_s),
             h11_max_incomplete_event_size=limits.max_header_bytes,
-            # The protocol already refuses connections over the cap at accept; this bounds
-            # requests (tasks) the same way should a connection ever run more than one.
+            # The acceptor holds connections to the cap; this bounds requests (tasks) the same
+            # way should a connection ever run more than one.
             limit_concurrency=limits.max_connections + 1,
             **tls_options,
         )

@@ -92,6 +92,13 @@ def logged_seconds(log: list[str], first: str, last: str) -> float:
     return (at(last) - at(first)).total_seconds()
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
 def predict_for(
     stub: GRPCInferenceServiceStub, seconds: float, watch: Callable[[], None]
 ) -> np.ndarray:
@@ -136,6 +143,8 @@ def test_slow_metrics_clients_leave_predictions_threads_and_shutdown_alone(
         )  # fmt: skip
         assert flood.stdin is not None and flood.stdout is not None
         assert flood.stdout.readline().strip() == "ready"
+        cap = HttpLimits().max_connections
+        wait_until(lambda: open_files(pid) >= baseline["files"] + cap)  # the server is full
         seen = dict(baseline)
         cpu = cpu_seconds(pid)
         flooded = predict_for(stub, FLOOD_S, watch)
@@ -174,15 +183,13 @@ def test_slow_metrics_clients_leave_predictions_threads_and_shutdown_alone(
         f"clients: {counts}; server log lines {len(server.log)}; load {os.getloadavg()[0]:.1f}"
     )
     assert code == 0, log
-    cap = HttpLimits().max_connections
-    # The server closed the clients: over the cap at once (503), the others at the deadline.
-    assert counts["busy"] > 0 and counts["dropped"] > 0, counts
-    assert counts["connected"] > CLIENTS  # they came back, and were let in and closed again
-    assert closed_unanswered(scraped, "busy") > 0
+    # The server let in as many as its cap, closed them at the header deadline, and let in
+    # waiting ones as room came.
+    assert counts["dropped"] >= cap and counts["connected"] > cap, counts
     assert closed_unanswered(scraped, "header_timeout") >= cap
-    # No thread per connection, and no more sockets than the cap (plus the accept queue).
+    # No thread per connection, and no more sockets than the cap.
     assert seen["threads"] <= baseline["threads"] + 2
-    assert seen["files"] <= baseline["files"] + cap + HttpLimits().backlog
+    assert seen["files"] <= baseline["files"] + cap + 4  # render thread's, a scrape's
     # The server stops within its drain time; the interpreter's exit after that (threads,
     # ONNX Runtime) takes a second or more on a loaded machine.
     assert drain_s < DRAIN_S and stop_s < 2 * DRAIN_S

@@ -448,20 +448,13 @@ def evaluate(call: Any, test: list[Row], focus: set[str]) -> Accuracy:
 def evaluate_candidate(state_dir: Path, version: int, test: list[Row], focus: set[str]) -> Accuracy:
     """Held-out accuracy of a published version in this process (a rejected candidate is never
     served), with the server's loading path: registry -> LoadedVersion on its serving file."""
+    from service import tasks
     from service.registry import ModelRegistry
-    from service.runtime import LoadedVersion, SessionOptions
+    from service.runtime import SessionOptions
 
     started, t0 = time.time(), time.perf_counter()
     info = ModelRegistry(state_dir, MODEL).get(version)
-    loaded = LoadedVersion(
-        model=MODEL,
-        version=version,
-        onnx_path=info.serving_file,
-        tokenizer_path=info.path / "tokenizer.json",
-        labels=info.labels,
-        max_length=info.meta.max_seq_length,
-        options=SessionOptions(thread_spinning=False),
-    )
+    loaded = tasks.open_version(MODEL, info, SessionOptions(thread_spinning=False))
     correct: list[bool] = []
     for i in range(0, len(test), EVAL_BATCH):
         batch = test[i : i + EVAL_BATCH]

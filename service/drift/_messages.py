@@ -5,28 +5,29 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from service.config import DriftRecipe
+from service.domain.versions import VersionMeta
 from service.drift._reduce import Projection
 from service.drift._types import DetectorStatus, Observations
 
 
 @dataclass(frozen=True)
-class ReferenceTexts:
-    """What the worker needs to pass a version's training texts through that version."""
+class ReferenceInputs:
+    """What the worker needs to pass a version's training inputs through that version."""
 
     onnx_path: Path
-    tokenizer_path: Path
-    labels: list[str]
-    max_length: int
-    texts: list[str]
+    version_dir: Path
+    meta: VersionMeta  # names the task whose preprocessor the worker builds
+    items: list[Any]
 
 
 @dataclass(frozen=True)
 class Activate:
     model: str
     version: int
-    reference: ReferenceTexts | None  # None when no detector uses the training reference
+    reference: ReferenceInputs | None  # None when no detector uses the training reference
 
 
 @dataclass(frozen=True)

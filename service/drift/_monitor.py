@@ -18,7 +18,7 @@ import multiprocessing
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -35,7 +35,7 @@ from service.drift._messages import (
     Activate,
     Observe,
     ProjectionReady,
-    ReferenceTexts,
+    ReferenceInputs,
     Statuses,
     Stop,
     WorkerOptions,
@@ -89,7 +89,7 @@ class DriftMonitor:
             nice=max((r.worker_nice for r in self._recipes.values()), default=10),
             log_level=log_level,
         )
-        self._queues: dict[str, queue.Queue[tuple[str, list[str], BatchResult]]] = {
+        self._queues: dict[str, queue.Queue[tuple[str, Sequence[Any], BatchResult]]] = {
             n: queue.Queue(r.queue_size) for n, r in self._recipes.items()
         }
         self.pools = {n: CandidatePool(r.candidate_pool_size) for n, r in self._recipes.items()}
@@ -113,7 +113,9 @@ class DriftMonitor:
 
     # serving path ------------------------------------------------------------------------------
 
-    def observe(self, model: str, request_id: str, texts: list[str], result: BatchResult) -> None:
+    def observe(
+        self, model: str, request_id: str, texts: Sequence[Any], result: BatchResult
+    ) -> None:
         """Offer one answered request to the monitor. Never blocks; drops when the queue is full."""
         q = self._queues.get(model)
         if q is None:
@@ -217,7 +219,7 @@ class DriftMonitor:
                 rows += len(item[1])
             self._ship(model, items)
 
-    def _ship(self, model: str, items: list[tuple[str, list[str], BatchResult]]) -> None:
+    def _ship(self, model: str, items: list[tuple[str, Sequence[Any], BatchResult]]) -> None:
         pool = self.pools[model]
         by_version: dict[int, list[Observations]] = {}
         self._estimate_accuracy(model, [result for _, _, result in items])
@@ -286,12 +288,11 @@ class DriftMonitor:
             for d in recipe.detectors
         }:
             info = served.registry.get(version)
-            reference = ReferenceTexts(
+            reference = ReferenceInputs(
                 onnx_path=info.path / "model.onnx",
-                tokenizer_path=info.path / "tokenizer.json",
-                labels=info.labels,
-                max_length=info.meta.max_seq_length,
-                texts=self._reference_texts(model, info, recipe.reference_size),
+                version_dir=info.path,
+                meta=info.meta,
+                items=self._reference_texts(model, info, recipe.reference_size),
             )
         log.info("drift monitoring of %s follows version %d", model, version)
         self._send(Activate(model, version, reference))

@@ -34,7 +34,7 @@ from service.drift._messages import (
     Activate,
     Observe,
     ProjectionReady,
-    ReferenceTexts,
+    ReferenceInputs,
     Statuses,
     Stop,
     WorkerOptions,
@@ -109,12 +109,12 @@ class _ModelDrift:
         self.send(force=True)
 
     def _fit_in_background(
-        self, slots: list[_Slot], version: int, reference: ReferenceTexts | None
+        self, slots: list[_Slot], version: int, reference: ReferenceInputs | None
     ) -> None:
         def run() -> None:
             try:
-                if reference is None or not reference.texts:
-                    raise ValueError("no training texts to build the reference from")
+                if reference is None or not reference.items:
+                    raise ValueError("no training inputs to build the reference from")
                 observations = embed_reference(reference, self._worker.options.threads)
             except Exception as exc:  # reported as the detectors' state
                 log.exception("drift reference of %s v%d failed", self.model, version)

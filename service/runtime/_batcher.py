@@ -1,10 +1,10 @@
 """Dynamic batcher: a bounded queue of requests and one worker thread that runs them in batches.
 
-The worker takes whatever is queued when it becomes free (up to ``max_batch_size`` texts). Under
+The worker takes whatever is queued when it becomes free (up to ``max_batch_size`` items). Under
 concurrent load (the previous batch held several requests, or work was still queued behind it) it
 waits up to ``max_queue_delay`` after the oldest request for the batch to fill; a lone request
-never waits, so batching costs no latency at low load. The session splits a batch into groups of
-similar token length.
+never waits, so batching costs no latency at low load. An item is whatever the model's task
+decoded a request into; the version's preprocessor groups a batch into model feeds.
 
 A request may carry its caller's deadline: one still queued when the deadline has passed is
 dropped with DeadlineExceeded instead of being run for nobody, so a backlog does not grow on work
@@ -19,7 +19,9 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +42,7 @@ class BatchingOptions:
 
 @dataclass(frozen=True)
 class BatchResult:
-    """Outputs for one request's texts, from the version its batch ran on."""
+    """Outputs for one request's items, from the version its batch ran on."""
 
     version: int
     labels: list[str]
@@ -51,7 +53,7 @@ class BatchResult:
 
 @dataclass
 class _Pending:
-    texts: list[str]
+    items: Sequence[Any]
     future: asyncio.Future[BatchResult]
     loop: asyncio.AbstractEventLoop
     deadline: float | None = None  # time.monotonic()
@@ -76,11 +78,11 @@ class Batcher:
     def start(self) -> None:
         self._thread.start()
 
-    async def infer(self, texts: list[str], deadline: float | None = None) -> BatchResult:
-        """Queue ``texts`` and wait for their batch. ``deadline`` (``time.monotonic()``
+    async def infer(self, items: Sequence[Any], deadline: float | None = None) -> BatchResult:
+        """Queue ``items`` and wait for their batch. ``deadline`` (``time.monotonic()``
         seconds): DeadlineExceeded if the request has not started running by then."""
         loop = asyncio.get_running_loop()
-        pending = _Pending(texts, loop.create_future(), loop, deadline)
+        pending = _Pending(items, loop.create_future(), loop, deadline)
         if pending.expired(time.monotonic()):
             raise _deadline_exceeded(pending)
         with self._cond:
@@ -120,18 +122,18 @@ class Batcher:
                 self._cond.wait()
                 first = self._pop_live()
             batch = [first]
-            count = len(first.texts)
+            count = len(first.items)
             delay = self._options.max_queue_delay if self._under_load else 0.0
             fill_until = first.enqueued + delay
             while count < limit:
                 if self._drop_expired_head():
                     continue
                 if self._queue:
-                    if count + len(self._queue[0].texts) > limit:
+                    if count + len(self._queue[0].items) > limit:
                         break
                     item = self._queue.popleft()
                     batch.append(item)
-                    count += len(item.texts)
+                    count += len(item.items)
                     continue
                 remaining = fill_until - time.perf_counter()
                 if remaining <= 0 or self._stopping:
@@ -165,21 +167,21 @@ class Batcher:
         if not batch:
             return
         started = time.perf_counter()
-        texts = [t for p in batch for t in p.texts]
+        items = [item for p in batch for item in p.items]
         try:
             with self._slot.lease() as version:
-                prediction = version.predict(texts)
+                prediction = version.predict(items)
         except Exception as exc:
             if not isinstance(exc, Unavailable):
-                log.exception("batch of %d texts failed on model %s", len(texts), self._model)
+                log.exception("batch of %d items failed on model %s", len(items), self._model)
             for p in batch:
                 p.loop.call_soon_threadsafe(_fail, p.future, exc)
             return
         self._metrics.inference_latency.labels(self._model).observe(time.perf_counter() - started)
-        self._metrics.batch_size.labels(self._model).observe(len(texts))
+        self._metrics.batch_size.labels(self._model).observe(len(items))
         offset = 0
         for p in batch:
-            n = len(p.texts)
+            n = len(p.items)
             result = BatchResult(
                 version=version.version,
                 labels=version.labels,

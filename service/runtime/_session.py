@@ -1,26 +1,27 @@
-"""One loaded model version: tokenizer + ONNX Runtime session + labels."""
+"""One loaded model version: its task's preprocessor + an ONNX Runtime session + labels."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
 from service.runtime._cpus import available_cpus
-from service.runtime._encoder import TextEncoder
+from service.runtime._preprocess import Preprocessor
 from service.runtime._providers import CUDA, preload_cuda_libraries, select_providers
 
 FloatArray = npt.NDArray[np.float32]
-WARMUP_TEXTS = ["warm up", "a somewhat longer sentence to warm up the session with"]
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """Per-text outputs of one batch, in the order the texts were given."""
+    """Per-item outputs of one batch, in the order the items were given."""
 
     probabilities: FloatArray
     embedding: FloatArray
@@ -41,15 +42,14 @@ class LoadedVersion:
         model: str,
         version: int,
         onnx_path: Path,
-        tokenizer_path: Path,
+        preprocessor: Preprocessor,
         labels: list[str],
-        max_length: int,
         options: SessionOptions,
     ) -> None:
         self.model = model
         self.version = version
         self.labels = labels
-        self.encoder = TextEncoder(tokenizer_path, max_length)
+        self.preprocessor = preprocessor
         self.providers = select_providers(options.providers)
         if CUDA in self.providers:
             preload_cuda_libraries()
@@ -60,20 +60,17 @@ class LoadedVersion:
         self._active = 0
         self._idle = threading.Condition()
 
-    def predict(self, texts: list[str]) -> Prediction:
-        probabilities = np.empty((len(texts), len(self.labels)), dtype=np.float32)
-        embedding = np.empty((len(texts), self.embedding_dim), dtype=np.float32)
-        for group in self.encoder.encode(texts):
-            probs, emb = self._session.run(
-                ["probabilities", "embedding"],
-                {"input_ids": group.input_ids, "attention_mask": group.attention_mask},
-            )
+    def predict(self, items: Sequence[Any]) -> Prediction:
+        probabilities = np.empty((len(items), len(self.labels)), dtype=np.float32)
+        embedding = np.empty((len(items), self.embedding_dim), dtype=np.float32)
+        for group in self.preprocessor.groups(items):
+            probs, emb = self._session.run(["probabilities", "embedding"], group.feeds)
             probabilities[group.positions] = probs
             embedding[group.positions] = emb
         return Prediction(probabilities, embedding)
 
     def warm_up(self) -> None:
-        self.predict(WARMUP_TEXTS)
+        self.predict(self.preprocessor.warmup_items())
 
     def acquire(self) -> None:
         with self._idle:

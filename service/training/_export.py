@@ -10,6 +10,7 @@ import torch
 
 from service.errors import LoopserveError
 from service.runtime import LoadedVersion, SessionOptions
+from service.tasks.text import TextEncoder
 from service.training._data import TokenBatcher
 from service.training._model import ExportWrapper, TextClassifier
 
@@ -53,7 +54,8 @@ def load_for_check(
     options = SessionOptions(
         intra_op_threads=threads, providers="cpu", thread_spinning=threads == 0
     )
-    return LoadedVersion("check", 0, onnx_path, tokenizer_path, labels, max_length, options)
+    encoder = TextEncoder(tokenizer_path, max_length)
+    return LoadedVersion("check", 0, onnx_path, encoder, labels, options)
 
 
 @torch.no_grad()

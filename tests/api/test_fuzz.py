@@ -50,7 +50,6 @@ from service.api.converters import (
     ModelMetadataResponseConverter,
 )
 from service.api.status import status_for
-from service.contract import TextClassifierContract, TextLimits
 from service.domain import loop as adaptation_types
 from service.domain.loop import (
     MAX_SAMPLES_PER_CALL,
@@ -67,6 +66,8 @@ from service.domain.loop import (
 from service.domain.review import LabelChange, ReviewEvidence
 from service.drift import Candidate, DetectorState, DetectorStatus, DriftStatus
 from service.errors import MAX_IDENTIFIER_CHARS, InvalidInput, LoopserveError
+from service.tasks import ClassifierOutputs, RequestLimits
+from service.tasks.text import TextInputs
 from service.types import (
     DATATYPE_TO_NUMPY,
     InferenceRequest,
@@ -363,7 +364,8 @@ def test_arbitrary_bytes_decode_or_are_refused(raw: bytes, limits: DecodeLimits 
 
 # ---- validation after decoding: the text classifier's contract ---------------------------------
 
-CONTRACT = TextClassifierContract(TextLimits(max_texts=64, max_text_bytes=16_384))
+CONTRACT = TextInputs(RequestLimits(max_elements=64, max_element_bytes=16_384))
+OUTPUTS = ClassifierOutputs()
 
 
 @st.composite
@@ -394,13 +396,13 @@ def text_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
 def validate_or_refuse(request: pb.ModelInferRequest, limits: DecodeLimits | None) -> None:
     try:
         decoded = ModelInferRequestConverter.to_types(request, limits)
-        texts = CONTRACT.texts(decoded.inputs)
-        wanted = CONTRACT.requested_outputs(decoded.outputs)
+        texts = CONTRACT.decode(decoded.inputs)
+        wanted = OUTPUTS.requested_outputs(decoded.outputs)
     except LoopserveError as error:
         check_refusal(error)
         return
-    assert 1 <= len(texts) <= CONTRACT.limits.max_texts
-    assert all(t.strip() and len(t.encode()) <= CONTRACT.limits.max_text_bytes for t in texts)
+    assert 1 <= len(texts) <= CONTRACT.limits.max_elements
+    assert all(t.strip() and len(t.encode()) <= CONTRACT.limits.max_element_bytes for t in texts)
     assert wanted and set(wanted) <= {"label", "probabilities", "embedding"}
 
 
@@ -1001,7 +1003,7 @@ def test_many_long_input_names_are_refused_with_a_short_message() -> None:
     inputs = [Tensor("n" * MAX_IDENTIFIER_CHARS, "BYTES", (0,), []) for _ in range(16)]
 
     with pytest.raises(InvalidInput) as info:
-        CONTRACT.texts(inputs)
+        CONTRACT.decode(inputs)
 
     assert status_for(info.value) == grpc.StatusCode.INVALID_ARGUMENT
     shown = f"'{'n' * 40}…' (128 characters)"
@@ -1011,7 +1013,7 @@ def test_many_long_input_names_are_refused_with_a_short_message() -> None:
 
 def test_many_long_output_names_are_refused_with_a_short_message() -> None:
     with pytest.raises(InvalidInput) as info:
-        CONTRACT.requested_outputs(["o" * MAX_IDENTIFIER_CHARS] * 16)
+        OUTPUTS.requested_outputs(["o" * MAX_IDENTIFIER_CHARS] * 16)
 
     assert status_for(info.value) == grpc.StatusCode.INVALID_ARGUMENT
     shown = f"'{'o' * 40}…' (128 characters)"

@@ -30,9 +30,9 @@ from service.api.auth import METHOD_SCOPES
 from service.api.converters import BytesCodec
 from service.api.server import MAX_MESSAGE_BYTES
 from service.config import ServerSettings
-from service.contract import ALL_OUTPUTS
 from service.errors import MAX_IDENTIFIER_CHARS
 from service.metrics import Metrics
+from service.tasks import ALL_OUTPUTS
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = (

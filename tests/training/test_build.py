@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from conftest import TINY_LABELS, TINY_MODEL, tiny_rows, write_csv
 
+from service import tasks
 from service.config import load_model_definition
 from service.domain.versions import DataCounts
 from service.errors import ConfigError
 from service.registry import ModelRegistry
-from service.runtime import LoadedVersion, SessionOptions
+from service.runtime import SessionOptions
 from service.training import build_first_version, create_definition
 
 
@@ -49,15 +50,7 @@ def test_first_version_becomes_current_and_second_records_parent(built_state: Pa
 
 def test_version_learns_the_seed_task(built_state: Path) -> None:
     info = ModelRegistry(built_state, TINY_MODEL).get(1)
-    loaded = LoadedVersion(
-        TINY_MODEL,
-        1,
-        info.serving_file,
-        info.path / "tokenizer.json",
-        info.labels,
-        32,
-        SessionOptions(providers="cpu"),
-    )
+    loaded = tasks.open_version(TINY_MODEL, info, SessionOptions(providers="cpu"))
     rows = tiny_rows(per_label=10, seed=99)
     predicted = loaded.predict([t for t, _ in rows]).probabilities.argmax(1)
     accuracy = np.mean(

@@ -1,4 +1,4 @@
-"""Server-side tokenization and length grouping (service.runtime._encoder.TextEncoder)."""
+"""Server-side tokenization and length grouping (service.tasks.text.TextEncoder)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from conftest import FILLER, KEYWORDS
 from tokenizers import Tokenizer
 
-from service.runtime._encoder import EncodedGroup, TextEncoder
+from service.tasks.text._encoder import EncodedGroup, TextEncoder
 
 WORDS = FILLER + [w for words in KEYWORDS.values() for w in words]
 SPECIAL_TOKENS = 2  # [CLS] ... [SEP]

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from tokenizers import Tokenizer
 
+from service.runtime import FeedGroup
+
 IntArray = npt.NDArray[np.int64]
+WARMUP_TEXTS = ["warm up", "a somewhat longer sentence to warm up the session with"]
 
 
 @dataclass(frozen=True)
@@ -22,11 +27,25 @@ class EncodedGroup:
 
 
 class TextEncoder:
+    """The text task's preprocessor (service.runtime.Preprocessor) for one version."""
+
     def __init__(self, tokenizer_file: Path, max_length: int) -> None:
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self._tokenizer.enable_truncation(max_length=max_length)
         self._tokenizer.no_padding()
         self.max_length = max_length
+
+    def groups(self, items: Sequence[Any]) -> list[FeedGroup]:
+        return [
+            FeedGroup(g.positions, {"input_ids": g.input_ids, "attention_mask": g.attention_mask})
+            for g in self.encode(list(items))
+        ]
+
+    def warmup_items(self) -> list[Any]:
+        return list(WARMUP_TEXTS)
+
+    def properties(self) -> dict[str, str]:
+        return {"max_seq_length": str(self.max_length)}
 
     def encode(self, texts: list[str], pad_slack: float = 0.25) -> list[EncodedGroup]:
         """Tokenize and split into groups whose padding overhead stays within ``pad_slack``.

@@ -1,0 +1,60 @@
+"""The task contract: what differs by modality, behind one seam.
+
+A model declares its task in ``model.toml`` (``[model] task``); a version records it in its
+``meta.json``. Serving asks the task how a ModelInfer request becomes items and how a version's
+items become ONNX feeds, instead of assuming a modality. Each task is one package under
+``service/tasks/``, registered by name in ``service.tasks`` (one line per task).
+
+The serving side lives here (numpy and the task's own decoders only: the serving process never
+imports torch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from service.config import ServingOptions
+from service.domain.versions import VersionMeta
+from service.runtime import Preprocessor
+from service.types import Tensor, TensorSpec
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Bounds on one ModelInfer request, checked before any tensor is decoded."""
+
+    max_elements: int  # items per request
+    max_element_bytes: int  # bytes per BYTES element
+
+
+class InputContract(Protocol):
+    """The ModelInfer inputs a task accepts, and their decoding into items."""
+
+    @property
+    def limits(self) -> RequestLimits: ...
+
+    @property
+    def decode_in_thread(self) -> bool:
+        """Decoding costs more than the event loop may spend on one request (images)."""
+        ...
+
+    def input_specs(self) -> list[TensorSpec]: ...
+
+    def decode(self, inputs: list[Tensor]) -> list[Any]:
+        """The request's items, in order; InvalidInput naming the element and what to send."""
+        ...
+
+
+class Task(Protocol):
+    """One modality's seam (see the module docstring)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def input_contract(self, serving: ServingOptions) -> InputContract: ...
+
+    def preprocessor(self, version_dir: Path, meta: VersionMeta) -> Preprocessor:
+        """How one version's items become feeds (its tokenizer, its image size and norm)."""
+        ...

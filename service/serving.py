@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 PLATFORM = "onnxruntime_onnx"
 # (request id, model, version, predicted labels, confidences): lets delayed labels be scored.
 PredictionHook = Callable[[str, str, int, list[str], list[float]], None]
-# (model, request id, the request's decoded items, batch result): drift monitoring. Must not block.
-OutputObserver = Callable[[str, str, Sequence[Any], BatchResult], None]
+# (model, request id, each item's payload for the labeling pool, batch result): drift monitoring.
+# Must not block.
+OutputObserver = Callable[[str, str, list[str], BatchResult], None]
 
 
 class ServedModel:
@@ -58,7 +59,7 @@ class ServedModel:
             metrics,
         )
         self.task = tasks.get(definition.task)
-        self.inputs = self.task.input_contract(serving)
+        self.inputs = self.task.input_contract(definition)
         self.outputs = tasks.ClassifierOutputs()
         self._session_options = SessionOptions(
             serving.intra_op_threads, serving.providers, serving.thread_spinning
@@ -163,8 +164,10 @@ class ServedModel:
                 [result.labels[i] for i in winners],
                 [float(result.probabilities[row, i]) for row, i in enumerate(winners)],
             )
-        for observer in self._observers:
-            observer(self.name, request.id, items, result)
+        if self._observers:
+            payloads = self.inputs.payloads(request.inputs, items)
+            for observer in self._observers:
+                observer(self.name, request.id, payloads, result)
         return InferenceResponse(
             model=self.name,
             version=str(result.version),

@@ -8,6 +8,7 @@ Prints one JSON document with what it observed.
     python triton_client.py drain ADDRESS MODEL SERVER_PID
     python triton_client.py texts ADDRESS MODEL FILE   (one request per line, ids line-N)
     python triton_client.py load ADDRESS MODEL STOP_FILE (steady load until STOP_FILE exists)
+    python triton_client.py images ADDRESS MODEL FILE... (one request of encoded images)
 """
 
 from __future__ import annotations
@@ -86,6 +87,16 @@ def texts(address: str, model: str, path: str) -> dict[str, object]:
     return {"sent": len(lines), "labels": labels}
 
 
+def images(address: str, model: str, paths: list[str]) -> dict[str, object]:
+    client = triton.InferenceServerClient(address)
+    encoded = [open(path, "rb").read() for path in paths]  # noqa: SIM115
+    tensor = triton.InferInput("image", [len(encoded)], "BYTES")
+    tensor.set_data_from_numpy(np.array(encoded, dtype=object))
+    result = client.infer(model, [tensor])
+    client.close()
+    return {"labels": [label.decode() for label in result.as_numpy("label")]}
+
+
 def load(address: str, model: str, stop_file: str) -> dict[str, object]:
     """One request after another until ``stop_file`` exists. Reports, per version served, when
     it was first and last seen (Unix time), and every failure with its time."""
@@ -114,6 +125,8 @@ if __name__ == "__main__":
         result = infer(address, model)
     elif mode == "load":
         result = load(address, model, sys.argv[4])
+    elif mode == "images":
+        result = images(address, model, sys.argv[4:])
     elif mode == "texts":
         result = texts(address, model, sys.argv[4])
     else:

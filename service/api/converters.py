@@ -61,8 +61,14 @@ MAX_PARAMETERS = 64  # per request and per tensor
 class DecodeLimits:
     """What one request may hold for the model it names; see the module docstring."""
 
-    max_elements: int  # per input tensor (the model's max_texts_per_request)
-    max_element_bytes: int  # per BYTES element (max_text_bytes)
+    max_elements: int  # per BYTES input tensor (the model's items per request)
+    max_element_bytes: int  # per BYTES element
+    max_tensor_elements: int = 0  # per input tensor of numbers; 0: max_elements
+
+    def elements_limit(self, datatype: str) -> int:
+        if datatype == "BYTES" or self.max_tensor_elements == 0:
+            return self.max_elements
+        return self.max_tensor_elements
 
     @property
     def max_raw_bytes(self) -> int:
@@ -174,7 +180,7 @@ class InferInputTensorConverter:
         if datatype != "BYTES" and datatype not in DATATYPE_TO_NUMPY:
             raise InvalidInput(f"input {name} has unknown datatype {quote(datatype, 20)}")
         if limits is not None:
-            _check_elements(name, shape, limits)
+            _check_elements(name, datatype, shape, limits)
             _check_raw_size(name, datatype, raw, limits)
         has_typed = tensor.HasField("contents") and _typed_count(tensor, datatype) > 0
         if raw is not None and has_typed:
@@ -336,17 +342,18 @@ def _check_declared(tensor: pb.ModelInferRequest.InferInputTensor, limits: Decod
     check_length("input name", tensor.name)
     name = quote(tensor.name)
     _check_count(f"dimensions in the shape of input {name}", tensor.shape, MAX_DIMS)
-    _check_elements(name, tuple(tensor.shape), limits)
+    _check_elements(name, tensor.datatype, tuple(tensor.shape), limits)
 
 
-def _check_elements(name: str, shape: tuple[int, ...], limits: DecodeLimits) -> None:
+def _check_elements(name: str, datatype: str, shape: tuple[int, ...], limits: DecodeLimits) -> None:
     """Refuse a shape with more elements than the model takes (a negative dimension is refused
     with its own message later)."""
     elements = prod(shape)
-    if elements > limits.max_elements and all(d >= 0 for d in shape):
+    limit = limits.elements_limit(datatype)
+    if elements > limit and all(d >= 0 for d in shape):
         raise InvalidInput(
             f"input {name} has shape {shape_text(shape)} ({_count_text(elements)} elements); this "
-            f"model takes at most {limits.max_elements} per request"
+            f"model takes at most {limit} per request"
         )
 
 

@@ -53,7 +53,8 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         limits = self._core.admit(request.model_name, request.model_version)
         infer_request = ModelInferRequestConverter.to_types(
-            request, DecodeLimits(limits.max_elements, limits.max_element_bytes)
+            request,
+            DecodeLimits(limits.max_elements, limits.max_element_bytes, limits.max_tensor_elements),
         )
         response = await self._core.infer(infer_request, _deadline(context))
         return ModelInferResponseConverter.from_types(response)

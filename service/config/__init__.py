@@ -19,6 +19,7 @@ from service.config._models import (
     validate_model_name,
 )
 from service.config._settings import ROLES, ServerSettings
+from service.config._tables import from_table
 from service.domain.gate import GateThresholds
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "ServingOptions",
     "TrainRecipe",
     "bundled_backbone_path",
+    "from_table",
     "load_model_definition",
     "read_labeled_csv",
     "validate_model_name",

@@ -13,6 +13,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from service.config._tables import check as _check
 from service.config._tables import checked_fields, from_table, reject_unknown
@@ -273,6 +274,8 @@ class ModelDefinition:
     name: str
     directory: Path
     task: str = DEFAULT_TASK  # a service.tasks name; checked against the registry at start
+    # The ``[input]`` table, as written: the task reads and validates its own options from it.
+    inputs: dict[str, Any] = field(default_factory=dict)
     backbone: str = DEFAULT_BACKBONE
     pooling: str = "mean"
     max_seq_length: int = 128
@@ -322,7 +325,7 @@ def load_model_definition(models_dir: Path, name: str) -> ModelDefinition:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    sections = ("model", "train", "serving", "adaptation", "gate", "drift")
+    sections = ("model", "input", "train", "serving", "adaptation", "gate", "drift")
     reject_unknown(document, set(sections), str(path))
     for section in sections:
         if not isinstance(document.get(section, {}), dict):
@@ -338,11 +341,12 @@ def load_model_definition(models_dir: Path, name: str) -> ModelDefinition:
         ),
         gate=from_table(GateThresholds, document.get("gate", {}), f"{path} [gate]"),
         drift=from_table(DriftRecipe, document.get("drift", {}), f"{path} [drift]"),
+        inputs=dict(document.get("input", {})),
         **checked_fields(
             ModelDefinition,
             model_table,
             f"{path} [model]",
-            skip={"name", "directory", "train", "serving", "adaptation", "gate", "drift"},
+            skip={"name", "directory", "inputs", "train", "serving", "adaptation", "gate", "drift"},
         ),
     )
     definition.train.validate(f"{path} [train]")

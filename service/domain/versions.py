@@ -115,6 +115,7 @@ class VersionMeta:
     labels: tuple[str, ...]
     max_seq_length: int
     task: str = DEFAULT_TASK  # the service.tasks name that decodes its inputs
+    inputs: dict[str, Any] = field(default_factory=dict)  # the task's input options (its [input])
     model: str = ""
     version: int = 0
     parent: int | None = None
@@ -147,6 +148,7 @@ class VersionMeta:
             labels=tuple(str(label) for label in raw.get("labels", ())),
             max_seq_length=int(raw.get("max_seq_length", 128)),
             task=str(raw.get("task") or DEFAULT_TASK),
+            inputs=dict(raw.get("inputs") or {}),
             model=str(raw.get("model", "")),
             version=int(raw.get("version", 0)),
             parent=None if parent is None else int(parent),

@@ -57,6 +57,7 @@ class CandidatePool:
                 embeddings[i],
             )
             for i, text in enumerate(texts)
+            if text  # an input the task could not keep (see InputContract.payloads)
         ]
         with self._lock:
             self._entries.extend(entries)

@@ -13,6 +13,7 @@ from service.registry import VersionInfo
 from service.runtime import LoadedVersion, SessionOptions
 from service.tasks._contract import InputContract, RequestLimits, Task
 from service.tasks._outputs import ALL_OUTPUTS, ClassifierOutputs
+from service.tasks.image import ImageClassification
 from service.tasks.text import TextClassification
 
 _TASKS: dict[str, Task] = {}
@@ -43,6 +44,7 @@ def open_version(model: str, info: VersionInfo, options: SessionOptions) -> Load
 
 
 register(TextClassification())
+register(ImageClassification())
 
 __all__ = [
     "ALL_OUTPUTS",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from service.config import ServingOptions
+from service.config import ModelDefinition
 from service.domain.versions import VersionMeta
 from service.runtime import Preprocessor
 from service.types import Tensor, TensorSpec
@@ -27,6 +27,7 @@ class RequestLimits:
 
     max_elements: int  # items per request
     max_element_bytes: int  # bytes per BYTES element
+    max_tensor_elements: int = 0  # numbers per tensor of an already preprocessed input; 0: none
 
 
 class InputContract(Protocol):
@@ -46,6 +47,11 @@ class InputContract(Protocol):
         """The request's items, in order; InvalidInput naming the element and what to send."""
         ...
 
+    def payloads(self, inputs: list[Tensor], items: list[Any]) -> list[str]:
+        """Per item, what the labeling-candidate pool keeps of it to show a person later; ""
+        for an item it cannot keep (the pool skips those)."""
+        ...
+
 
 class Task(Protocol):
     """One modality's seam (see the module docstring)."""
@@ -53,7 +59,14 @@ class Task(Protocol):
     @property
     def name(self) -> str: ...
 
-    def input_contract(self, serving: ServingOptions) -> InputContract: ...
+    def input_contract(self, definition: ModelDefinition) -> InputContract:
+        """The model's ModelInfer inputs; ConfigError for a bad ``[input]`` table."""
+        ...
+
+    def version_inputs(self, definition: ModelDefinition) -> dict[str, Any]:
+        """What a new version records of ``[input]`` (meta.json ``inputs``), all defaults filled
+        in: a version keeps the geometry it was trained with whatever model.toml says later."""
+        ...
 
     def preprocessor(self, version_dir: Path, meta: VersionMeta) -> Preprocessor:
         """How one version's items become feeds (its tokenizer, its image size and norm)."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from service.config import ServingOptions
+from service.config import ModelDefinition
 from service.domain.versions import VersionMeta
+from service.errors import ConfigError
 from service.tasks._contract import RequestLimits
 from service.tasks.text._encoder import TextEncoder
 from service.tasks.text._inputs import INPUT, TextInputs
@@ -17,8 +19,16 @@ TOKENIZER_FILE = "tokenizer.json"
 class TextClassification:
     name = NAME
 
-    def input_contract(self, serving: ServingOptions) -> TextInputs:
+    def input_contract(self, definition: ModelDefinition) -> TextInputs:
+        if definition.inputs:
+            # A text model's input options live in [model] and [serving] (they predate [input]).
+            keys = ", ".join(sorted(definition.inputs))
+            raise ConfigError(f"model {definition.name!r}: [input] {keys}: a {NAME} model has none")
+        serving = definition.serving
         return TextInputs(RequestLimits(serving.max_texts_per_request, serving.max_text_bytes))
+
+    def version_inputs(self, definition: ModelDefinition) -> dict[str, Any]:
+        return {}
 
     def preprocessor(self, version_dir: Path, meta: VersionMeta) -> TextEncoder:
         return TextEncoder(version_dir / TOKENIZER_FILE, meta.max_seq_length)

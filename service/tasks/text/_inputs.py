@@ -42,6 +42,9 @@ class TextInputs:
             )
         return [self._text(i, raw) for i, raw in enumerate(tensor.data)]
 
+    def payloads(self, inputs: list[Tensor], items: list[Any]) -> list[str]:
+        return items
+
     def _text(self, index: int, raw: bytes) -> str:
         if len(raw) > self.limits.max_element_bytes:
             raise InvalidInput(

@@ -1,0 +1,164 @@
+"""One contract suite over every registered task: what serving relies on, whatever the modality.
+
+Each task supplies a case: a model definition, a valid request's input tensor, and a version
+directory its preprocessor can open. The same checks then run over all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tasks.image.hostile_images import solid
+
+from service import tasks
+from service.config import ModelDefinition
+from service.domain.versions import VersionMeta
+from service.errors import ConfigError, InvalidInput
+from service.types import Tensor
+
+
+@dataclass(frozen=True)
+class Case:
+    definition: ModelDefinition
+    tensor: Callable[[int], Tensor]  # a valid input tensor of n elements
+    version_dir: Path
+
+
+def _text_case(tmp: Path, backbone: Path) -> Case:
+    version_dir = tmp / "text-version"
+    version_dir.mkdir()
+    shutil.copy(backbone / "tokenizer.json", version_dir / "tokenizer.json")
+    definition = ModelDefinition(name="t", directory=tmp, task="text-classification")
+    return Case(
+        definition,
+        lambda n: Tensor("text", "BYTES", (n,), [f"text number {i}".encode() for i in range(n)]),
+        version_dir,
+    )
+
+
+def _image_case(tmp: Path) -> Case:
+    version_dir = tmp / "image-version"
+    version_dir.mkdir()
+    definition = ModelDefinition(
+        name="i", directory=tmp, task="image-classification", inputs={"size": 32}
+    )
+    jpeg = solid("JPEG", (80, 60))
+    return Case(definition, lambda n: Tensor("image", "BYTES", (n,), [jpeg] * n), version_dir)
+
+
+@pytest.fixture(params=["text-classification", "image-classification"])
+def case(request: pytest.FixtureRequest, tmp_path: Path, tiny_backbone: Path) -> Case:
+    if request.param == "text-classification":
+        return _text_case(tmp_path, tiny_backbone)
+    return _image_case(tmp_path)
+
+
+def _meta(case: Case) -> VersionMeta:
+    task = tasks.get(case.definition.task)
+    return VersionMeta(
+        labels=("a", "b"),
+        max_seq_length=16,
+        task=task.name,
+        inputs=task.version_inputs(case.definition),
+    )
+
+
+def test_every_task_is_registered_by_its_name() -> None:
+    assert set(tasks.names()) >= {"text-classification", "image-classification"}
+    for name in tasks.names():
+        assert tasks.get(name).name == name
+
+
+def test_an_unknown_task_is_a_config_error_naming_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown task 'audio'.*'image-classification'"):
+        tasks.get("audio")
+
+
+def test_a_valid_request_decodes_to_one_item_per_element(case: Case) -> None:
+    inputs = tasks.get(case.definition.task).input_contract(case.definition)
+    assert inputs.input_specs()
+    assert len(inputs.decode([case.tensor(3)])) == 3
+
+
+def test_a_wrong_tensor_name_is_refused_with_what_to_send(case: Case) -> None:
+    inputs = tasks.get(case.definition.task).input_contract(case.definition)
+    tensor = dataclasses.replace(case.tensor(1), name="nonsense")
+    with pytest.raises(InvalidInput, match=r"got input tensor\(s\) 'nonsense'; send one input"):
+        inputs.decode([tensor])
+
+
+def test_more_elements_than_the_limit_are_refused(case: Case) -> None:
+    inputs = tasks.get(case.definition.task).input_contract(case.definition)
+    too_many = inputs.limits.max_elements + 1
+    with pytest.raises(InvalidInput, match=rf"holds {too_many} .*at most {too_many - 1}"):
+        inputs.decode([case.tensor(too_many)])
+
+
+def test_an_empty_request_is_refused(case: Case) -> None:
+    inputs = tasks.get(case.definition.task).input_contract(case.definition)
+    with pytest.raises(InvalidInput, match="holds no"):
+        inputs.decode([case.tensor(0)])
+
+
+def test_the_preprocessor_feeds_every_item_exactly_once(case: Case) -> None:
+    task = tasks.get(case.definition.task)
+    items = task.input_contract(case.definition).decode([case.tensor(5)])
+    preprocessor = task.preprocessor(case.version_dir, _meta(case))
+    groups = preprocessor.groups(items)
+    assert sorted(p for g in groups for p in g.positions) == list(range(5))
+    for group in groups:
+        assert group.feeds
+        assert all(len(array) == len(group.positions) for array in group.feeds.values())
+
+
+def test_warm_up_items_and_properties_are_usable(case: Case) -> None:
+    task = tasks.get(case.definition.task)
+    preprocessor = task.preprocessor(case.version_dir, _meta(case))
+    assert preprocessor.groups(preprocessor.warmup_items())
+    properties = preprocessor.properties()
+    assert properties and all(isinstance(v, str) and v for v in properties.values())
+
+
+def test_a_version_records_its_input_options_as_json_values(case: Case) -> None:
+    recorded = tasks.get(case.definition.task).version_inputs(case.definition)
+    import json
+
+    assert json.loads(json.dumps(recorded)) == recorded
+
+
+def test_an_image_model_takes_preprocessed_tensors_too(tmp_path: Path) -> None:
+    case = _image_case(tmp_path)
+    inputs = tasks.get(case.definition.task).input_contract(case.definition)
+    pixels = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    items = inputs.decode([Tensor("image", "UINT8", pixels.shape, pixels)])
+    assert [item.shape for item in items] == [(3, 32, 32)] * 2
+    normalised = np.zeros((1, 3, 32, 32), dtype=np.float32)
+    assert len(inputs.decode([Tensor("image", "FP32", normalised.shape, normalised)])) == 1
+    wrong = np.zeros((1, 3, 16, 16), dtype=np.float32)
+    with pytest.raises(InvalidInput, match=r"FP32 image tensor has shape \[1,3,16,16\]"):
+        inputs.decode([Tensor("image", "FP32", wrong.shape, wrong)])
+
+
+def test_a_broken_image_is_refused_naming_its_element(tmp_path: Path) -> None:
+    case = _image_case(tmp_path)
+    inputs = tasks.get(case.definition.task).input_contract(case.definition)
+    good = solid("PNG")
+    with pytest.raises(InvalidInput, match=r"^image\[1\]: "):
+        inputs.decode([Tensor("image", "BYTES", (2,), [good, good[:40]])])
+
+
+def test_a_bad_input_table_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    image = ModelDefinition(name="i", directory=tmp_path, task="image-classification")
+    with pytest.raises(ConfigError, match=r"\[input\].*unknown key\(s\) colour"):
+        tasks.get(image.task).input_contract(dataclasses.replace(image, inputs={"colour": 1}))
+    with pytest.raises(ConfigError, match="size"):
+        tasks.get(image.task).input_contract(dataclasses.replace(image, inputs={"size": 4}))
+    text = ModelDefinition(name="t", directory=tmp_path)
+    with pytest.raises(ConfigError, match=r"\[input\] size: a text-classification model has none"):
+        tasks.get(text.task).input_contract(dataclasses.replace(text, inputs={"size": 32}))

@@ -24,7 +24,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from loop_thread import serving
 from prometheus_client import CollectorRegistry, Counter
-from service.metrics_http import MetricsServer
 
 from service.api._proto.inference import grpc_predict_v2_pb2 as ipb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub

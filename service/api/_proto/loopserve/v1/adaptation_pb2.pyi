@@ -17,16 +17,18 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Sample(_message.Message):
-    __slots__ = ("text", "label", "id", "prediction_id")
+    __slots__ = ("text", "label", "id", "prediction_id", "content")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
     text: str
     label: str
     id: str
     prediction_id: str
-    def __init__(self, text: _Optional[str] = ..., label: _Optional[str] = ..., id: _Optional[str] = ..., prediction_id: _Optional[str] = ...) -> None: ...
+    content: bytes
+    def __init__(self, text: _Optional[str] = ..., label: _Optional[str] = ..., id: _Optional[str] = ..., prediction_id: _Optional[str] = ..., content: _Optional[bytes] = ...) -> None: ...
 
 class AddSamplesRequest(_message.Message):
     __slots__ = ("model", "samples")
@@ -463,7 +465,7 @@ class GetLabelingCandidatesRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class LabelingCandidate(_message.Message):
-    __slots__ = ("prediction_id", "text", "version", "predicted_label", "confidence", "atypicality", "score")
+    __slots__ = ("prediction_id", "text", "version", "predicted_label", "confidence", "atypicality", "score", "content")
     PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -471,6 +473,7 @@ class LabelingCandidate(_message.Message):
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     ATYPICALITY_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
     prediction_id: str
     text: str
     version: int
@@ -478,7 +481,8 @@ class LabelingCandidate(_message.Message):
     confidence: float
     atypicality: float
     score: float
-    def __init__(self, prediction_id: _Optional[str] = ..., text: _Optional[str] = ..., version: _Optional[int] = ..., predicted_label: _Optional[str] = ..., confidence: _Optional[float] = ..., atypicality: _Optional[float] = ..., score: _Optional[float] = ...) -> None: ...
+    content: bytes
+    def __init__(self, prediction_id: _Optional[str] = ..., text: _Optional[str] = ..., version: _Optional[int] = ..., predicted_label: _Optional[str] = ..., confidence: _Optional[float] = ..., atypicality: _Optional[float] = ..., score: _Optional[float] = ..., content: _Optional[bytes] = ...) -> None: ...
 
 class GetLabelingCandidatesResponse(_message.Message):
     __slots__ = ("candidates",)

@@ -2,7 +2,7 @@
 
 asyncio's own server accepts every connection the kernel completes, whatever is open already: a
 server that then answers each one over its cap still spends a task, a transport and two
-callbacks on it (about 0.1 ms of the event loop each, measured), so clients that connect and
+callbacks on it (about 0.1 ms of CPU each, measured on 2 cores), so clients that connect and
 reconnect fast enough could starve the loop. Here the listening socket is read only while fewer
 than ``max_connections`` are open. At the cap, further clients wait in the kernel's accept queue
 (``backlog``) and then have their connection attempts dropped, which their TCP stack retries

@@ -151,9 +151,18 @@ class AdaptationService:
         """Look for work: labels, drift marks and requested jobs that other processes stored
         (the trainer calls this every poll interval)."""
         for name in self._models:
+            self._stop_purged(name)
             self._maybe_start(name)
             # A version approved or rejected through another process (a serving replica).
             self._metrics.pending_versions.labels(name).set(_pending_count(self._models[name]))
+
+    def _stop_purged(self, model: str) -> None:
+        """Stop the job running here if a purge sent to another process (a serving replica)
+        deleted samples of its data; its candidate would be refused at publish anyway."""
+        runner = self._runners[model]
+        job_id = runner.active_id
+        if job_id is not None and self._jobs.purged(job_id) is not None and runner.cancel(job_id):
+            log.warning("stopped fine-tune job %s of %s: its data was purged", job_id, model)
 
     def wait_idle(self, timeout: float | None = None) -> None:
         for runner in self._runners.values():

@@ -218,6 +218,25 @@ def test_a_purge_during_a_running_job_names_it_and_its_candidate_never_serves(
     assert loop.purge("team").jobs[0].id == job.id
 
 
+def test_a_purge_through_another_process_stops_the_job_at_the_next_poll(
+    any_loop: Loop, process: FakeProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop = any_loop
+    runner: Any = loop.service._runners[MODEL]
+    cancelled: list[str] = []
+    monkeypatch.setattr(runner, "cancel", lambda job_id: cancelled.append(job_id) or True)
+    loop.post("labeler", 30)
+    job = loop.start()
+    assert process.running.wait(10)
+    loop.service.poll()
+    assert cancelled == []
+    assert loop.store.purge(MODEL, "labeler")[0] == 30  # as a serving replica's purge would
+    loop.service.poll()
+    assert cancelled == [job.id]
+    process.gate.set()
+    assert loop.wait_finished(job).error.startswith("cancelled: 30 samples of source 'labeler'")
+
+
 def test_a_purge_just_before_the_head_moves_is_caught_by_the_move(
     any_loop: Loop, process: FakeProcess
 ) -> None:

@@ -1,10 +1,13 @@
-"""What a posted labeled sample must look like before anything is stored, logged or echoed."""
+"""What a posted labeled sample must look like before anything is stored, logged or echoed.
+
+The checks of every sample live here (the call's size, ids, labels); its payload, a text or the
+bytes of an image, is the model's task's to check (``InputContract.validate_sample``).
+"""
 
 from __future__ import annotations
 
-import unicodedata
-
 from service.domain.loop import (
+    MAX_CONTENT_BYTES_PER_CALL,
     MAX_LABEL_CHARS,
     MAX_PREDICTION_ID_CHARS,
     MAX_SAMPLE_ID_CHARS,
@@ -12,27 +15,33 @@ from service.domain.loop import (
     NewSample,
 )
 from service.errors import InvalidInput, check_length, quote
+from service.tasks import InputContract
 
 
 def validate_samples(
-    samples: list[NewSample], *, max_text_bytes: int, labels: set[str], allow_new_labels: bool
+    samples: list[NewSample], *, inputs: InputContract, labels: set[str], allow_new_labels: bool
 ) -> None:
-    """Refuse the whole call with InvalidInput naming the first bad sample."""
+    """Refuse the whole call with InvalidInput naming the first bad sample. Blocking where
+    ``inputs.decode_in_thread`` (images are decoded)."""
+    _check_call(samples)
+    for i, sample in enumerate(samples):
+        _check_sample_lengths(i, sample)
+        inputs.validate_sample(i, sample)
+        _check_label(i, sample.label, labels, allow_new_labels)
+
+
+def _check_call(samples: list[NewSample]) -> None:
+    """Bounds on the call as a whole, checked before any sample is looked at."""
     if not samples:
-        raise InvalidInput("no samples; send at least one {text, label}")
+        raise InvalidInput("no samples; send at least one sample: a text or content, and a label")
     if len(samples) > MAX_SAMPLES_PER_CALL:
         raise InvalidInput(f"{len(samples)} samples in one call; at most {MAX_SAMPLES_PER_CALL}")
-    for i, sample in enumerate(samples):
-        _check_sample_lengths(i, sample, max_text_bytes)
-        if not sample.text.strip():
-            raise InvalidInput(f"sample[{i}] has an empty text")
-        control = _control_character(sample.text)
-        if control is not None:
-            raise InvalidInput(
-                f"sample[{i}] text contains the control character U+{ord(control):04X}; "
-                "send plain text (tabs and line breaks are fine)"
-            )
-        _check_label(i, sample.label, labels, allow_new_labels)
+    content = sum(len(sample.data) for sample in samples)
+    if content > MAX_CONTENT_BYTES_PER_CALL:
+        raise InvalidInput(
+            f"the samples of one call carry {content} bytes of content; at most "
+            f"{MAX_CONTENT_BYTES_PER_CALL}: send fewer per call"
+        )
 
 
 def _check_label(index: int, raw: str, labels: set[str], allow_new_labels: bool) -> None:
@@ -48,18 +57,8 @@ def _check_label(index: int, raw: str, labels: set[str], allow_new_labels: bool)
         )
 
 
-def _check_sample_lengths(index: int, sample: NewSample, max_text_bytes: int) -> None:
+def _check_sample_lengths(index: int, sample: NewSample) -> None:
     """Bound what a sample may make the server store, log or echo."""
     check_length(f"sample[{index}] id", sample.id, MAX_SAMPLE_ID_CHARS)
     check_length(f"sample[{index}] label", sample.label, MAX_LABEL_CHARS)
     check_length(f"sample[{index}] prediction_id", sample.prediction_id, MAX_PREDICTION_ID_CHARS)
-    # Characters first: a text of more characters than the byte limit is too long whatever its
-    # encoding, and is refused without encoding it.
-    if len(sample.text) > max_text_bytes or len(sample.text.encode()) > max_text_bytes:
-        raise InvalidInput(f"sample[{index}] text is longer than {max_text_bytes} bytes")
-
-
-def _control_character(text: str) -> str | None:
-    """The first control character of ``text`` other than tab, line feed and carriage return:
-    no labeled example a classifier should learn from contains one."""
-    return next((c for c in text if unicodedata.category(c) == "Cc" and c not in "\t\n\r"), None)

@@ -223,7 +223,10 @@ class AdaptationService:
         source = current_principal.get()
         samples = [dataclasses.replace(sample, source=source) for sample in samples]
         try:
-            self._validate(served, samples)
+            if served.inputs.decode_in_thread:  # images are decoded: off the event loop
+                await asyncio.to_thread(self._validate, served, samples)
+            else:
+                self._validate(served, samples)
             outcome = await asyncio.to_thread(self._samples.add, model, samples)
         except InvalidInput:
             self._metrics.samples.labels(model, "rejected").inc(len(samples))
@@ -466,7 +469,7 @@ class AdaptationService:
     def _validate(self, served: ServedModel, samples: list[NewSample]) -> None:
         validate_samples(
             samples,
-            max_text_bytes=served.definition.serving.max_text_bytes,
+            inputs=served.inputs,
             labels=set(self._loaded(served).labels),
             allow_new_labels=served.definition.adaptation.allow_new_labels,
         )

@@ -39,12 +39,17 @@ class SampleConverter:
             label=message.label,
             id=message.id,
             prediction_id=message.prediction_id,
+            data=message.content,
         )
 
     @staticmethod
     def from_types(sample: NewSample) -> pb.Sample:
         return pb.Sample(
-            text=sample.text, label=sample.label, id=sample.id, prediction_id=sample.prediction_id
+            text=sample.text,
+            label=sample.label,
+            id=sample.id,
+            prediction_id=sample.prediction_id,
+            content=sample.data,
         )
 
 
@@ -530,6 +535,7 @@ class LabelingCandidateConverter:
             confidence=message.confidence,
             atypicality=message.atypicality if message.HasField("atypicality") else math.nan,
             score=message.score,
+            content=message.content,
         )
 
     @staticmethod
@@ -542,6 +548,7 @@ class LabelingCandidateConverter:
             confidence=candidate.confidence,
             atypicality=_finite(candidate.atypicality),
             score=candidate.score,
+            content=candidate.content,
         )
 
 

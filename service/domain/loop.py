@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,8 @@ from service.errors import MAX_IDENTIFIER_CHARS
 # Limits on what a caller posts; longer values are refused with InvalidInput before anything is
 # stored or echoed.
 MAX_SAMPLES_PER_CALL = 1000
+# The content bytes of one call's samples together: what one gRPC message carries at most.
+MAX_CONTENT_BYTES_PER_CALL = 4 * 1024 * 1024
 MAX_LABEL_CHARS = MAX_IDENTIFIER_CHARS
 MAX_SAMPLE_ID_CHARS = MAX_IDENTIFIER_CHARS
 # A prediction id is a ModelInfer request id, or ``<request id>/<i>`` for its i-th text.
@@ -24,13 +27,31 @@ JOB_PARENT_PID_ENV = "LOOPSERVE_JOB_PARENT_PID"
 
 @dataclass(frozen=True)
 class NewSample:
-    """A labeled sample as a caller posts it."""
+    """A labeled sample as a caller posts it: a text, or the bytes of a binary input (an
+    encoded image) in ``data`` with an empty text. A stored sample's ``text`` holds the
+    content key of its bytes (:func:`content_key`); the store keeps the bytes once per model."""
 
     text: str
     label: str
     id: str = ""  # caller's id; idempotency key. Empty: the store assigns one.
     prediction_id: str = ""  # the ModelInfer request id this label is for, if any
     source: str = ""  # who posted it: the name of the caller's token (set by the server)
+    data: bytes = b""
+
+
+CONTENT_KEY_PREFIX = "sha256:"
+
+
+def content_key(data: bytes) -> str:
+    """The key a sample's content is stored under, once per model: ``sha256:<64 hex>``."""
+    return CONTENT_KEY_PREFIX + hashlib.sha256(data).hexdigest()
+
+
+def derived_sample_id(key: str, label: str) -> str:
+    """A sample id from a content key and a label, within the id length limit whatever the
+    label: the key's hex, then a hash of the label."""
+    label_hash = hashlib.sha256(label.encode()).hexdigest()[:16]
+    return f"{key.removeprefix(CONTENT_KEY_PREFIX)}-{label_hash}"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ committed, so an acknowledged sample survives a crash.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,7 +23,17 @@ class SampleStore(Protocol):
         Idempotent on sample id: a posted id that is already stored with the same text and label
         counts as a duplicate; with a different text or label the whole batch is refused with
         :class:`~service.errors.InvalidInput` naming the id. Empty ids get a generated one.
+
+        A sample of content (``NewSample.data``) is stored with its content key
+        (:func:`~service.domain.loop.content_key`) as its text, and the bytes once per model
+        under that key, in the same transaction. Without an id it gets one derived from the key
+        and the label, so that the same bytes posted again with the same label are a duplicate.
         """
+        ...
+
+    def blobs(self, model: str, keys: Iterable[str]) -> dict[str, bytes]:
+        """The stored content of ``model`` under each of ``keys`` (sample texts that are
+        content keys); a key with no content (purged meanwhile, or a plain text) is absent."""
         ...
 
     def sample(self, model: str, sample_id: str) -> Sample | None: ...
@@ -54,7 +64,8 @@ class SampleStore(Protocol):
         atomically: no later job trains or gates on them. Returns (removed, first seq, last seq);
         seqs are never reused. A purge that removed samples is recorded (see :meth:`purges`)
         in the same transaction, so a job that read them before cannot publish its candidate.
-        SQLite then checkpoints its write-ahead log, so the deleted texts leave the disk."""
+        Content no remaining sample references is deleted in that transaction too. SQLite then
+        checkpoints its write-ahead log, so the deleted texts and bytes leave the disk."""
         ...
 
     def purges(self, model: str) -> list[PurgeRecord]:

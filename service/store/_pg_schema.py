@@ -104,6 +104,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX purges_by_model ON purges (model, n)",
     ),
+    (
+        # The bytes of samples of binary inputs (images), once per model; a sample row's text
+        # holds the key. A purge deletes the ones no sample references any more.
+        """
+        CREATE TABLE blobs (
+            model TEXT NOT NULL,
+            key   TEXT NOT NULL,
+            data  BYTEA NOT NULL,
+            PRIMARY KEY (model, key)
+        )
+        """,
+        # Encoded images are compressed already: TOAST stores them out of line, as they are.
+        "ALTER TABLE blobs ALTER COLUMN data SET STORAGE EXTERNAL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

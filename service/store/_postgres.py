@@ -19,8 +19,7 @@ version are serialized by the row lock and exactly one succeeds.
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -29,7 +28,7 @@ import psycopg_pool
 
 from service.domain.loop import AddOutcome, Job, JobState, NewSample, Sample, SourceSummary
 from service.domain.provenance import PurgeRecord, first_removing
-from service.errors import Conflict, InvalidInput, NotFound, Unavailable, quote
+from service.errors import Conflict, NotFound, Unavailable, quote
 from service.store._interface import AdaptationMark, HeadWatcher, TrainerLease, VersionRecord
 from service.store._pg_conn import HEAD_CHANNEL, KEEPALIVES, Target
 from service.store._pg_fence import fence, lock_model, purges
@@ -41,7 +40,9 @@ from service.store._rows import (
     PURGE_COLUMNS,
     SAMPLE_COLUMNS,
     UNFINISHED,
+    SampleRow,
     check_updatable,
+    conflict,
     job_columns,
     job_from_row,
     new_job,
@@ -101,15 +102,15 @@ class PostgresStore:
     def add(self, model: str, samples: Sequence[NewSample]) -> AddOutcome:
         if not samples:
             return AddOutcome(accepted=0, duplicates=0, ids=[])
-        posted = [(sample.id or uuid.uuid4().hex, sample) for sample in samples]
+        posted = [SampleRow.of(sample) for sample in samples]
         created = time.time()
 
         def work(conn: Conn) -> AddOutcome:
             self._lock_model(conn, model)
-            first: dict[str, NewSample] = {}  # each id's first occurrence, in post order
-            for sample_id, sample in posted:
-                first.setdefault(sample_id, sample)
-            batch = list(first.items())
+            first: dict[str, SampleRow] = {}  # each id's first occurrence, in post order
+            for row in posted:
+                first.setdefault(row.id, row)
+            batch = list(first.values())
             rows = conn.execute(
                 "INSERT INTO samples (model, id, text, label, prediction_id, created, source)"
                 " SELECT %s, u.id, u.text, u.label, u.prediction_id, %s, u.source"
@@ -121,14 +122,15 @@ class PostgresStore:
                 (
                     model,
                     created,
-                    [i for i, _ in batch],
-                    [s.text for _, s in batch],
-                    [s.label for _, s in batch],
-                    [s.prediction_id for _, s in batch],
-                    [s.source for _, s in batch],
+                    [r.id for r in batch],
+                    [r.text for r in batch],
+                    [r.sample.label for r in batch],
+                    [r.sample.prediction_id for r in batch],
+                    [r.sample.source for r in batch],
                 ),
             ).fetchall()
             inserted = {row[0] for row in rows}
+            self._add_blobs(conn, model, [r for r in batch if r.id in inserted])
             stored = {
                 row[0]: (row[1], row[2])
                 for row in conn.execute(
@@ -140,6 +142,25 @@ class PostgresStore:
             return _outcome(model, posted, inserted, stored)
 
         return self._write(work, retry=True)
+
+    @staticmethod
+    def _add_blobs(conn: Conn, model: str, rows: list[SampleRow]) -> None:
+        """The content of the samples just inserted (a stored key always has its bytes)."""
+        content = {r.text: r.sample.data for r in rows if r.sample.data}
+        if content:
+            conn.execute(
+                "INSERT INTO blobs (model, key, data)"
+                " SELECT %s, u.key, u.data FROM unnest(%s::text[], %s::bytea[]) AS u(key, data)"
+                " ON CONFLICT (model, key) DO NOTHING",
+                (model, list(content), list(content.values())),
+            )
+
+    def blobs(self, model: str, keys: Iterable[str]) -> dict[str, bytes]:
+        rows = self._all(
+            "SELECT key, data FROM blobs WHERE model = %s AND key = ANY(%s)",
+            (model, sorted(set(keys))),
+        )
+        return {str(key): bytes(data) for key, data in rows}
 
     def sample(self, model: str, sample_id: str) -> Sample | None:
         row = self._one(
@@ -194,6 +215,12 @@ class PostgresStore:
             assert row is not None
             removed, first, last = int(row[0]), int(row[1]), int(row[2])
             if removed:
+                # In the same transaction: no bytes outlive the last sample that used them.
+                conn.execute(
+                    "DELETE FROM blobs WHERE model = %s"
+                    " AND key NOT IN (SELECT text FROM samples WHERE model = %s)",
+                    (model, model),
+                )
                 conn.execute(
                     f"INSERT INTO purges ({PURGE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                     (model, source, since, removed, first, last, time.time()),
@@ -453,30 +480,26 @@ class PostgresStore:
 
 def _outcome(
     model: str,
-    posted: list[tuple[str, NewSample]],
+    posted: list[SampleRow],
     inserted: set[str],
     stored: dict[str, tuple[str, str]],
 ) -> AddOutcome:
     """What the batch did, judged in post order exactly as SQLiteStore judges it."""
     accepted = duplicates = 0
     seen: dict[str, tuple[str, str]] = {}
-    for sample_id, sample in posted:
-        content = (sample.text, sample.label)
-        if sample_id in seen:
-            earlier, where = seen[sample_id], "earlier in the batch"
-        elif sample_id in inserted:
-            seen[sample_id] = content
+    for row in posted:
+        if row.id in seen:
+            earlier, where = seen[row.id], "earlier in the batch"
+        elif row.id in inserted:
+            seen[row.id] = row.content
             accepted += 1
             continue
         else:
-            earlier, where = stored[sample_id], "already stored"
-        if earlier != content:
-            raise InvalidInput(
-                f"sample id {quote(sample_id)} of model {quote(model)} is {where} with a different"
-                " text or label; nothing from this batch was stored"
-            )
+            earlier, where = stored[row.id], "already stored"
+        if earlier != row.content:
+            raise conflict(model, row, where)
         duplicates += 1
-    return AddOutcome(accepted=accepted, duplicates=duplicates, ids=[i for i, _ in posted])
+    return AddOutcome(accepted=accepted, duplicates=duplicates, ids=[r.id for r in posted])
 
 
 def _job_or_not_found(conn: Conn, job_id: str) -> Job:

@@ -1,4 +1,5 @@
-"""Job rows as both backends store them: one column per :class:`Job` field, the gate as JSON."""
+"""Rows as both backends store them: posted samples (with their content's key), and jobs (one
+column per :class:`Job` field, the gate as JSON)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,53 @@ import dataclasses
 import json
 import secrets
 import time
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from service.domain.loop import GateResult, Job, JobState
+from service.domain.loop import GateResult, Job, JobState, NewSample, content_key, derived_sample_id
 from service.domain.provenance import PurgeRecord, TrainingData, first_removing, purged_message
-from service.errors import DataPurged
+from service.errors import DataPurged, InvalidInput, quote
 
 JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 JOB_COLUMNS = ", ".join(f'"{name}"' for name in JOB_FIELDS)
 UPDATABLE = frozenset(JOB_FIELDS) - {"id"}
 UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
 SAMPLE_COLUMNS = "model, id, text, label, prediction_id, created, seq, source"
+
+
+@dataclass(frozen=True)
+class SampleRow:
+    """A posted sample as it is stored: its id (the caller's, else assigned) and the row's
+    text, which for a sample of content is the key its bytes are stored under."""
+
+    id: str
+    text: str
+    sample: NewSample
+
+    @staticmethod
+    def of(sample: NewSample) -> SampleRow:
+        """Without a caller's id, a text gets a fresh one and content one derived from its key
+        and label, so that the same file posted again with the same label is a duplicate."""
+        if not sample.data:
+            return SampleRow(sample.id or uuid.uuid4().hex, sample.text, sample)
+        key = content_key(sample.data)
+        return SampleRow(sample.id or derived_sample_id(key, sample.label), key, sample)
+
+    @property
+    def content(self) -> tuple[str, str]:
+        """What a repeat of the id must match to be a duplicate."""
+        return self.text, self.sample.label
+
+
+def conflict(model: str, row: SampleRow, where: str) -> InvalidInput:
+    """The refusal of a batch that posts a stored (or earlier posted) id with other content."""
+    what = "content" if row.sample.data else "text"
+    return InvalidInput(
+        f"sample id {quote(row.id)} of model {quote(model)} is {where} with a different {what}"
+        " or label; nothing from this batch was stored"
+    )
 
 
 def check_updatable(changes: dict[str, Any]) -> dict[str, Any]:

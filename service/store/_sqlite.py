@@ -19,8 +19,7 @@ import logging
 import sqlite3
 import threading
 import time
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,6 @@ from service.domain.provenance import PurgeRecord, first_removing
 from service.errors import (
     ConfigError,
     Conflict,
-    InvalidInput,
     NotFound,
     StorageFull,
     Unavailable,
@@ -44,7 +42,9 @@ from service.store._rows import (
     PURGE_ROW,
     SAMPLE_COLUMNS,
     UNFINISHED,
+    SampleRow,
     check_updatable,
+    conflict,
     job_columns,
     job_from_row,
     new_job,
@@ -62,6 +62,7 @@ __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
 log = logging.getLogger(__name__)
 
 _BUSY_TIMEOUT_MS = 5000
+_KEYS_PER_QUERY = 500  # below SQLite's limit on the parameters of one statement
 
 
 class SQLiteStore:
@@ -82,7 +83,7 @@ class SQLiteStore:
             if mode != "wal":
                 raise ConfigError(f"{path}: SQLite cannot use WAL journal mode here (got {mode!r})")
             conn.execute("PRAGMA synchronous = FULL")
-            # Deleted rows are overwritten with zeros, so that purged texts leave the file
+            # Deleted rows are overwritten with zeros, so that purged samples leave the file
             # (and the log, once checkpointed) instead of lingering in free pages.
             conn.execute("PRAGMA secure_delete = ON")
             migrate(conn, path)
@@ -108,15 +109,15 @@ class SQLiteStore:
         posted: dict[str, tuple[str, str]] = {}
         created = time.time()
         with self._transaction() as conn:
-            for sample in samples:
-                sample_id = sample.id or uuid.uuid4().hex
-                if sample_id in posted:
-                    stored: tuple[str, str] | None = posted[sample_id]
+            for row in map(SampleRow.of, samples):
+                sample = row.sample
+                if row.id in posted:
+                    stored: tuple[str, str] | None = posted[row.id]
                     where = "earlier in the batch"
                 else:
                     stored = conn.execute(
                         "SELECT text, label FROM samples WHERE model = ? AND id = ?",
-                        (model, sample_id),
+                        (model, row.id),
                     ).fetchone()
                     where = "already stored"
                 if stored is None:
@@ -126,26 +127,45 @@ class SQLiteStore:
                         " VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (
                             model,
-                            sample_id,
-                            sample.text,
+                            row.id,
+                            row.text,
                             sample.label,
                             sample.prediction_id,
                             created,
                             sample.source,
                         ),
                     )
-                    posted[sample_id] = (sample.text, sample.label)
+                    if sample.data:  # a stored sample's key always has its bytes
+                        conn.execute(
+                            "INSERT INTO blobs (model, key, data) VALUES (?, ?, ?)"
+                            " ON CONFLICT (model, key) DO NOTHING",
+                            (model, row.text, sample.data),
+                        )
+                    posted[row.id] = row.content
                     accepted += 1
-                elif tuple(stored) == (sample.text, sample.label):
+                elif tuple(stored) == row.content:
                     duplicates += 1
                 else:
                     # Raising rolls back the rows this batch already inserted.
-                    raise InvalidInput(
-                        f"sample id {quote(sample_id)} of model {quote(model)} is {where} with a different"
-                        " text or label; nothing from this batch was stored"
-                    )
-                ids.append(sample_id)
+                    raise conflict(model, row, where)
+                ids.append(row.id)
         return AddOutcome(accepted=accepted, duplicates=duplicates, ids=ids)
+
+    def blobs(self, model: str, keys: Iterable[str]) -> dict[str, bytes]:
+        wanted = sorted(set(keys))
+        found: dict[str, bytes] = {}
+        with self._connection() as conn:
+            for start in range(0, len(wanted), _KEYS_PER_QUERY):
+                chunk = wanted[start : start + _KEYS_PER_QUERY]
+                marks = ", ".join("?" * len(chunk))
+                found.update(
+                    (str(key), bytes(data))
+                    for key, data in conn.execute(
+                        f"SELECT key, data FROM blobs WHERE model = ? AND key IN ({marks})",
+                        (model, *chunk),
+                    )
+                )
+        return found
 
     def count(self, model: str, after_seq: int = 0) -> int:
         with self._connection() as conn:
@@ -195,6 +215,12 @@ class SQLiteStore:
             ).fetchone()
             conn.execute(f"DELETE FROM samples WHERE {where}", params)
             if removed:
+                # In the same transaction: no bytes outlive the last sample that used them.
+                conn.execute(
+                    "DELETE FROM blobs WHERE model = ?"
+                    " AND key NOT IN (SELECT text FROM samples WHERE model = ?)",
+                    (model, model),
+                )
                 conn.execute(
                     f"INSERT INTO purges ({PURGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (model, source, since, removed, first, last, time.time()),
@@ -209,13 +235,13 @@ class SQLiteStore:
 
     def _checkpoint(self) -> None:
         """Copy the log into the database file and empty it: until then the log keeps the
-        pages that held the purged texts."""
+        pages that held the purged texts and content bytes."""
         with self._connection() as conn:
             busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if busy:
             log.warning(
                 "%s: another connection kept the write-ahead log from being emptied after a "
-                "purge; the purged texts stay in %s-wal until the next checkpoint",
+                "purge; the purged samples stay in %s-wal until the next checkpoint",
                 self.path, self.path.name,
             )  # fmt: skip
 

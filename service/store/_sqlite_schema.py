@@ -103,6 +103,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX purges_by_model ON purges (model, n)",
     ),
+    (
+        # The bytes of samples of binary inputs (images), once per model; a sample row's text
+        # holds the key. A purge deletes the ones no sample references any more.
+        """
+        CREATE TABLE blobs (
+            model TEXT NOT NULL,
+            key   TEXT NOT NULL,
+            data  BLOB NOT NULL,
+            PRIMARY KEY (model, key)
+        )
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from service.config import ModelDefinition
+from service.domain.loop import NewSample
 from service.domain.versions import VersionMeta
 from service.runtime import Preprocessor
 from service.types import Tensor, TensorSpec
@@ -45,6 +46,17 @@ class InputContract(Protocol):
 
     def decode(self, inputs: list[Tensor]) -> list[Any]:
         """The request's items, in order; InvalidInput naming the element and what to send."""
+        ...
+
+    @property
+    def content_samples(self) -> bool:
+        """A labeled sample of this model is the bytes of an input (``NewSample.data``, an
+        encoded image), not a text: the store keeps them under a content key."""
+        ...
+
+    def validate_sample(self, index: int, sample: NewSample) -> None:
+        """Refuse a labeled sample's payload (its text, or its content) with InvalidInput
+        naming ``sample[index]`` and what to send. Costly where ``decode_in_thread`` is."""
         ...
 
     def payloads(self, inputs: list[Tensor], items: list[Any]) -> list[str]:

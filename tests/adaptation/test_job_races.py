@@ -42,6 +42,8 @@ from service.errors import Unavailable
 from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.store import SQLiteStore
+from service.tasks import RequestLimits
+from service.tasks.text import TextInputs
 
 MODEL = "racy"
 LABELS = ["a", "b"]
@@ -59,6 +61,10 @@ class FakeServed:
             self.registry.publish(staged, VersionMeta(labels=tuple(LABELS), max_seq_length=32))
         self.registry.set_current(1)
         self.serving_version = SimpleNamespace(version=1, labels=LABELS)
+        serving = ServingOptions()
+        self.inputs = TextInputs(
+            RequestLimits(serving.max_texts_per_request, serving.max_text_bytes)
+        )
 
 
 class SlowEndStore(SQLiteStore):

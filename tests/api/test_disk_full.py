@@ -33,6 +33,8 @@ from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.registry._registry import STAGING_PREFIX
 from service.store import SQLiteStore
+from service.tasks import RequestLimits
+from service.tasks.text import TextInputs
 
 MODEL = "tiny"
 LABELS = ["a", "b"]
@@ -51,6 +53,10 @@ class FakeServed:
             self.registry.publish(staged, VersionMeta(labels=tuple(LABELS), max_seq_length=32))
         self.registry.set_current(1)
         self.serving_version = SimpleNamespace(version=1, labels=LABELS)
+        serving = ServingOptions()
+        self.inputs = TextInputs(
+            RequestLimits(serving.max_texts_per_request, serving.max_text_bytes)
+        )
 
 
 class Loop:

@@ -8,11 +8,13 @@ from typing import Any
 
 import numpy as np
 
+from service.domain.loop import NewSample
 from service.errors import InvalidInput
 from service.tasks._contract import RequestLimits
 from service.tasks._outputs import quoted_names
 from service.tasks.image._decode import decode_image
 from service.tasks.image._options import ImageOptions
+from service.tasks.image._samples import validate_image_sample
 from service.tasks.image._tensors import preprocessed_batch
 from service.types import Tensor, TensorSpec
 
@@ -23,6 +25,7 @@ class ImageInputs:
     """Decodes a request's images; costly, so it runs on a worker thread."""
 
     decode_in_thread = True
+    content_samples = True
 
     def __init__(self, options: ImageOptions) -> None:
         self._options = options
@@ -40,6 +43,9 @@ class ImageInputs:
 
     def input_specs(self) -> list[TensorSpec]:
         return [TensorSpec(INPUT, "BYTES", (-1,))]
+
+    def validate_sample(self, index: int, sample: NewSample) -> None:
+        validate_image_sample(index, sample, self._spec, self._decode_limits)
 
     def decode(self, inputs: list[Tensor]) -> list[Any]:
         if len(inputs) != 1 or inputs[0].name != INPUT:

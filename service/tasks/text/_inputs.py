@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.domain.loop import NewSample
 from service.errors import InvalidInput
 from service.tasks._contract import RequestLimits
 from service.tasks._outputs import quoted_names
+from service.tasks.text._samples import validate_text_sample
 from service.types import Tensor, TensorSpec
 
 INPUT = "text"
@@ -17,9 +19,13 @@ class TextInputs:
     """Validates the request's texts; cheap enough to run on the event loop."""
 
     decode_in_thread = False
+    content_samples = False
 
     def __init__(self, limits: RequestLimits) -> None:
         self.limits = limits
+
+    def validate_sample(self, index: int, sample: NewSample) -> None:
+        validate_text_sample(index, sample, self.limits.max_element_bytes)
 
     def input_specs(self) -> list[TensorSpec]:
         return [TensorSpec(INPUT, "BYTES", (-1,))]

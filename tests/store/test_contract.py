@@ -20,7 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from service.domain.loop import GateResult, Job, JobState, NewSample, SourceSummary
+from service.domain.loop import (
+    GateResult,
+    Job,
+    JobState,
+    NewSample,
+    SourceSummary,
+    content_key,
+    derived_sample_id,
+)
 from service.domain.provenance import TrainingData
 from service.errors import Conflict, DataPurged, InvalidInput, NotFound, Unavailable
 from service.store import (
@@ -353,6 +361,93 @@ def test_purged_seqs_are_never_reused(samples: SampleStore) -> None:
     samples.add(MODEL, _batch("j", source="team"))
     again = samples.sample(MODEL, "j")
     assert again is not None and again.seq > stored.seq and again.source == "team"
+
+
+# --- samples of content (binary inputs: images) ---------------------------------------------------
+
+PHOTO = b"\x89PNG\r\n\x1a\n a photo qz7contentmarker " + bytes(range(256))  # any bytes do
+
+
+def _image(data: bytes, label: str = "red", **fields: str) -> NewSample:
+    return NewSample(text="", label=label, data=data, **fields)
+
+
+def test_content_is_stored_once_under_its_key_and_a_derived_id(samples: SampleStore) -> None:
+    key = content_key(PHOTO)
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", key)
+
+    outcome = samples.add(MODEL, [_image(PHOTO), _image(PHOTO)])
+    (stored,) = samples.samples(MODEL)
+    assert (outcome.accepted, outcome.duplicates) == (1, 1)
+    assert outcome.ids == [derived_sample_id(key, "red")] * 2 == [stored.id] * 2
+    assert (stored.text, stored.label) == (key, "red")
+    assert samples.blobs(MODEL, [key]) == {key: PHOTO}
+    # Posted again later, with or without its id: a duplicate, nothing stored twice.
+    again = samples.add(MODEL, [_image(PHOTO), _image(PHOTO, id=stored.id)])
+    assert (again.accepted, again.duplicates) == (0, 2)
+    assert samples.count(MODEL) == 1 and samples.distinct_count(MODEL) == 1
+
+
+def test_the_same_content_with_another_label_is_another_sample_of_one_blob(
+    samples: SampleStore,
+) -> None:
+    """As a text posted twice with two labels: two samples (the job keeps the first posted)."""
+    outcome = samples.add(MODEL, [_image(PHOTO, "red"), _image(PHOTO, "blue")])
+    assert outcome.accepted == 2 and outcome.ids[0] != outcome.ids[1]
+    assert {s.text for s in samples.samples(MODEL)} == {content_key(PHOTO)}
+    assert samples.distinct_count(MODEL) == 1
+    assert samples.blobs(MODEL, [content_key(PHOTO)]) == {content_key(PHOTO): PHOTO}
+
+
+def test_a_caller_id_posted_again_with_other_content_refuses_the_batch(
+    samples: SampleStore,
+) -> None:
+    samples.add(MODEL, [_image(PHOTO, id="shot-1")])
+    other = PHOTO + b"another photo"
+
+    with pytest.raises(InvalidInput, match=r"'shot-1' .* already stored with a different content"):
+        samples.add(MODEL, [_image(other, id="new"), _image(other, id="shot-1")])
+    with pytest.raises(InvalidInput, match=r"'x' .* earlier in the batch with a different content"):
+        samples.add(MODEL, [_image(other, id="x"), _image(PHOTO, id="x")])
+
+    # Nothing of the refused batches was kept, content included.
+    assert [s.id for s in samples.samples(MODEL)] == ["shot-1"]
+    assert samples.blobs(MODEL, [content_key(other)]) == {}
+
+
+def test_blobs_answers_only_the_stored_keys_of_the_model(samples: SampleStore) -> None:
+    other = b"other bytes"
+    samples.add(MODEL, [_image(PHOTO), _image(other)])
+    samples.add("elsewhere", [_image(b"not of this model")])
+    keys = [content_key(PHOTO), content_key(other), content_key(b"not of this model")]
+
+    assert samples.blobs(MODEL, [*keys, "sha256:" + "0" * 64, "a plain text"]) == {
+        keys[0]: PHOTO,
+        keys[1]: other,
+    }
+    assert samples.blobs(MODEL, []) == {}
+    many = samples.blobs(MODEL, [keys[0]] * 1200 + [f"sha256:{i:064x}" for i in range(1200)])
+    assert many == {keys[0]: PHOTO}
+
+
+def test_a_purge_deletes_the_content_no_sample_references_any_more(
+    samples: SampleStore,
+) -> None:
+    shared, own = PHOTO, PHOTO + b" posted by junk only"
+    samples.add(MODEL, [_image(shared, source="team")])
+    samples.add(MODEL, [_image(shared, "blue", source="junk"), _image(own, source="junk")])
+    samples.add("other", [_image(own, source="junk")])
+    keys = [content_key(shared), content_key(own)]
+
+    assert samples.purge(MODEL, "junk")[0] == 2
+    # The team's sample still uses the shared bytes; the other model keeps its own copy.
+    assert samples.blobs(MODEL, keys) == {keys[0]: shared}
+    assert samples.blobs("other", keys) == {keys[1]: own}
+    assert samples.purge(MODEL, "team")[0] == 1
+    assert samples.blobs(MODEL, keys) == {}
+    # Posted again after the purge, the content is stored again.
+    samples.add(MODEL, [_image(own, source="team")])
+    assert samples.blobs(MODEL, keys) == {keys[1]: own}
 
 
 # --- provenance: what jobs trained on, purges, and the publish check ------------------------------

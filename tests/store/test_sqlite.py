@@ -140,3 +140,46 @@ def test_a_full_database_is_storage_full_and_keeps_what_it_had(tmp_path: Path) -
         assert store.count(MODEL) == 52
     finally:
         store.close()
+
+
+def test_purged_content_leaves_the_database_file_and_its_log(tmp_path: Path) -> None:
+    """Secure delete zeroes the freed pages (large content spills onto overflow pages) and the
+    purge's checkpoint empties the log: no byte of the purged content stays on disk."""
+    marker = b"qz7blobmarker"
+    photo = marker + bytes(range(256)) * 40 + marker  # over several pages
+    path = tmp_path / "loopserve.db"
+    store = SQLiteStore(path)
+    try:
+        store.add(MODEL, [NewSample("", "red", data=photo, source="junk")])
+        store.add(MODEL, _batch("kept", source="team"))
+        assert marker in path.read_bytes() + path.with_name(path.name + "-wal").read_bytes()
+        assert store.purge(MODEL, "junk")[0] == 1
+        on_disk = [p.name for p in tmp_path.iterdir() if p.is_file() and marker in p.read_bytes()]
+        assert on_disk == []
+        assert [s.id for s in store.samples(MODEL)] == ["kept"]
+    finally:
+        store.close()
+
+
+def test_sqlite_migrates_a_database_from_before_content(tmp_path: Path) -> None:
+    path = tmp_path / "loopserve.db"
+    with sqlite3.connect(path) as conn:
+        for step in MIGRATIONS[:4]:
+            for statement in step:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 4")
+        conn.execute(
+            "INSERT INTO samples (model, id, text, label, prediction_id, created)"
+            " VALUES ('tiny', 'old', 'a text', 'greeting', '', 1.5)"
+        )
+    conn.close()
+
+    store = SQLiteStore(path)
+    try:
+        store.add(MODEL, [NewSample("", "red", data=b"an image", id="new")])
+        assert [s.id for s in store.samples(MODEL)] == ["old", "new"]
+        assert list(store.blobs(MODEL, [s.text for s in store.samples(MODEL)]).values()) == [
+            b"an image"
+        ]
+    finally:
+        store.close()

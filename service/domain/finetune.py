@@ -71,6 +71,10 @@ class FineTuneSpec:
     round_samples: list[tuple[str, str, str]] = field(default_factory=list)
     traffic: list[str] = field(default_factory=list)
     trusted: bool = False
+    # The model's task (service.tasks). For a task whose inputs are bytes (images), the pairs
+    # hold content keys ``sha256:<hex>``, and each one's bytes are in ``inputs_dir/<hex>``.
+    task: str = "text-classification"
+    inputs_dir: str = ""
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(dataclasses.asdict(self)), encoding="utf-8")

@@ -44,12 +44,29 @@ class InferenceClient:
         self._channel.close()
 
     def classify(self, model: str, texts: list[str]) -> list[Classification]:
+        tensor = Tensor("text", "BYTES", (len(texts),), [t.encode() for t in texts])
+        return self._classify(model, tensor, texts)
+
+    def classify_images(
+        self, model: str, images: list[bytes], names: list[str]
+    ) -> list[Classification]:
+        """Encoded JPEG/PNG/WebP ``images``, one request; each result's ``text`` is its name."""
+        return self._classify(model, Tensor("image", "BYTES", (len(images),), images), names)
+
+    def model_task(self, model: str) -> str:
+        """The task a model declares in its metadata (older servers name none: text)."""
+        try:
+            message = self._stub.ModelMetadata(
+                pb.ModelMetadataRequest(name=model), timeout=self._timeout
+            )
+        except grpc.RpcError as exc:
+            raise ClientError(exc.code().name, exc.details() or "") from None
+        return message.properties.get("task") or "text-classification"
+
+    def _classify(self, model: str, tensor: Tensor, inputs: list[str]) -> list[Classification]:
+        """``tensor`` classified; ``inputs`` name its elements in the results."""
         request = InferenceRequest(
-            model=model,
-            version="",
-            id="",
-            inputs=[Tensor("text", "BYTES", (len(texts),), [t.encode() for t in texts])],
-            outputs=["label", "probabilities"],
+            model=model, version="", id="", inputs=[tensor], outputs=["label", "probabilities"]
         )
         try:
             message = self._stub.ModelInfer(
@@ -67,7 +84,7 @@ class InferenceClient:
             Classification(
                 text, label.decode(), {n: float(p) for n, p in zip(names, row, strict=True)}
             )
-            for text, label, row in zip(texts, labels_tensor.data, probs, strict=True)
+            for text, label, row in zip(inputs, labels_tensor.data, probs, strict=True)
         ]
 
     def server_ready(self) -> bool:

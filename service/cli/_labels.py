@@ -25,16 +25,23 @@ CANDIDATE_INFO_COLUMNS = ("predicted_label", "confidence", "atypicality", "score
 
 def label_batches(samples: Sequence[NewSample]) -> Iterator[tuple[int, int]]:
     """(start, stop) of consecutive batches of at most LABEL_BATCH samples and about
-    LABEL_BATCH_BYTES of text each: the server's transport refuses messages over 4 MiB."""
+    LABEL_BATCH_BYTES of text and image bytes each: the server's transport refuses messages over
+    4 MiB."""
+    weights = [len(s.text.encode()) + len(s.data) + len(s.label) + len(s.id) + 64 for s in samples]
+    return size_batches(weights, LABEL_BATCH)
+
+
+def size_batches(weights: Sequence[int], count: int) -> Iterator[tuple[int, int]]:
+    """(start, stop) of consecutive batches of at most ``count`` items whose ``weights`` add up
+    to about LABEL_BATCH_BYTES (an item heavier than that is a batch of its own)."""
     start, size = 0, 0
-    for i, sample in enumerate(samples):
-        weight = len(sample.text.encode()) + len(sample.label) + len(sample.id) + 64
-        if i > start and (i - start >= LABEL_BATCH or size + weight > LABEL_BATCH_BYTES):
+    for i, weight in enumerate(weights):
+        if i > start and (i - start >= count or size + weight > LABEL_BATCH_BYTES):
             yield start, i
             start, size = i, 0
         size += weight
-    if start < len(samples):
-        yield start, len(samples)
+    if start < len(weights):
+        yield start, len(weights)
 
 
 def read_label_csv(path: Path, skip_unlabeled: bool = False) -> list[NewSample]:

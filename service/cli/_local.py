@@ -1,4 +1,4 @@
-"""Commands that run here, not against a server: ``serve`` and ``init``."""
+"""Commands that run here, not against a server: ``serve`` and ``init`` (text or image models)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ import argparse
 import asyncio
 from typing import TYPE_CHECKING
 
-from service.config import ServerSettings, load_model_definition, validate_model_name
+from service.config import (
+    ModelDefinition,
+    ServerSettings,
+    load_model_definition,
+    validate_model_name,
+)
 from service.registry import ModelRegistry
 
 if TYPE_CHECKING:
@@ -57,14 +62,26 @@ def run_init(args: argparse.Namespace) -> int:
     if existing is not None and args.if_missing:
         print(f"{args.name}: version {existing.version} exists; nothing to build")
         return 0
-    from service.training import build_first_version, create_definition
+    from service.cli._image_model import ensure_seed_data
+    from service.training import build_first_version
 
     if args.data is not None and not (args.models_dir / args.name / "model.toml").exists():
-        definition = create_definition(args.models_dir, args.name, args.data)
+        definition = _create_definition(args)
         print(
             f"created {definition.directory / 'model.toml'} with labels {', '.join(definition.labels)}"
         )
     else:
         definition = load_model_definition(args.models_dir, args.name)
+    ensure_seed_data(definition)
     build_first_version(definition, registry, progress=print)
     return 0
+
+
+def _create_definition(args: argparse.Namespace) -> ModelDefinition:
+    if args.task == "image":
+        from service.cli._image_model import create_image_definition
+
+        return create_image_definition(args.models_dir, args.name, args.data)
+    from service.training import create_definition
+
+    return create_definition(args.models_dir, args.name, args.data)

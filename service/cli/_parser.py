@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from service.cli._image_files import IMAGE_CSV_FORMAT
 from service.cli._labels import CSV_FORMAT
 from service.cli._local import run_init, run_serve
 from service.cli._remote import (
@@ -122,7 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument(
         "--data",
         type=Path,
-        help="text,label CSV: create models/NAME from it when it does not exist",
+        help="create models/NAME from it when it does not exist: a text,label CSV, or for "
+        "--task image a folder DIR/<label>/*.jpg|png|webp or a path,label CSV (the images are "
+        "copied to models/NAME/seed/)",
+    )
+    init.add_argument(
+        "--task",
+        choices=("text", "image"),
+        default="text",
+        help="what --data holds: text (default) or image (classification)",
     )
     init.add_argument(
         "--if-missing", action="store_true", help="do nothing when the model already has a version"
@@ -131,9 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     connection = _connection_parser()
     predict = commands.add_parser(
-        "predict", parents=[common, connection], help="classify texts with a running server"
+        "predict",
+        parents=[common, connection],
+        help="classify texts, or image files for an image model, with a running server",
     )
-    predict.add_argument("texts", nargs="+", metavar="TEXT")
+    predict.add_argument(
+        "texts", nargs="+", metavar="TEXT", help="texts; for an image model, JPEG/PNG/WebP files"
+    )
     predict.add_argument(
         "--addr", default=DEFAULT_ADDR, help=f"server address (default {DEFAULT_ADDR})"
     )
@@ -152,7 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     label = commands.add_parser(
         "label", parents=[common, remote], help="send labeled samples from a CSV to the server"
     )
-    label.add_argument("file", type=Path, metavar="FILE.csv", help=f"columns {CSV_FORMAT}")
+    label.add_argument(
+        "file",
+        type=Path,
+        metavar="FILE.csv",
+        help=f"columns {CSV_FORMAT}; for an image model a folder DIR/<label>/*.jpg|png|webp or "
+        f"a CSV {IMAGE_CSV_FORMAT} (paths relative to the CSV)",
+    )
     label.add_argument(
         "--skip-unlabeled",
         action="store_true",

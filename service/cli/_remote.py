@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
+from service.cli._image_files import IMAGE_TASK, is_image_csv, read_labeled_images
 from service.cli._labels import CANDIDATE_INFO_COLUMNS, label_batches, read_label_csv
 from service.cli._output import (
     accuracy_cell,
@@ -34,6 +35,8 @@ from service.errors import InvalidInput, quote
 if TYPE_CHECKING:
     from service.api.adaptation_client import AdaptationClient
     from service.api.channel import ChannelOptions
+    from service.api.client import InferenceClient
+    from service.drift import Candidate
 
 
 # How `loopserve samples` shows the source of samples stored before sources were recorded.
@@ -64,6 +67,8 @@ def run_predict(args: argparse.Namespace) -> int:
                 args.model = resolve_model(None, adaptation.list_models)
         client = InferenceClient(args.addr, options=options)
         try:
+            if client.model_task(args.model) == IMAGE_TASK:
+                return _predict_images(args, client)
             results = client.classify(args.model, list(args.texts))
         finally:
             client.close()
@@ -84,6 +89,24 @@ def run_predict(args: argparse.Namespace) -> int:
         for r in results:
             print(f"{r.label}\t{r.probabilities[r.label]:.3f}\t{r.text}")
     return 0
+
+
+def _predict_images(args: argparse.Namespace, client: InferenceClient) -> int:
+    """Each argument is an image file: label, confidence, file, a line each; errors per file."""
+    from service.cli._image_remote import predict_images
+
+    results, errors = predict_images(client, args.model, args.texts)
+    if args.json:
+        rows = [
+            {"file": r.text, "label": r.label, "probabilities": r.probabilities} for r in results
+        ]
+        print_json(rows + [asdict(e) for e in errors])
+    else:
+        for r in results:
+            print(f"{r.label}\t{r.probabilities[r.label]:.3f}\t{r.text}")
+    for e in errors:
+        print(f"loopserve: {e.file}: {e.error}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 # ---- the closed loop ----------------------------------------------------------------------------
@@ -135,6 +158,8 @@ def resolve_model(requested: str | None, served: Callable[[], list[str]]) -> str
 def run_label(args: argparse.Namespace, client: AdaptationClient) -> int:
     from service.api.client import ClientError
 
+    if args.file.is_dir() or is_image_csv(args.file):
+        return _label_images(args, client)
     # A bad file exits 2 before anything is sent.
     samples = read_label_csv(args.file, skip_unlabeled=args.skip_unlabeled)
     accepted = duplicates = 0
@@ -158,6 +183,24 @@ def run_label(args: argparse.Namespace, client: AdaptationClient) -> int:
             f"{args.model}: {accepted} accepted, {duplicates} duplicates ({len(samples)} samples)"
         )
     return 0
+
+
+def _label_images(args: argparse.Namespace, client: AdaptationClient) -> int:
+    from service.cli._image_remote import label_images
+
+    # A bad listing exits 2 before anything is sent; a bad file is reported and skipped.
+    images = read_labeled_images(args.file, skip_unlabeled=args.skip_unlabeled)
+    report = label_images(client, args.model, images)
+    if args.json:
+        print_json(asdict(report))
+    else:
+        print(
+            f"{args.model}: {report.accepted} accepted, {report.duplicates} duplicates, "
+            f"{len(report.errors)} refused ({len(images)} images)"
+        )
+    for e in report.errors:
+        print(f"loopserve: {e.file}: {e.error}", file=sys.stderr)
+    return 1 if report.errors else 0
 
 
 @_remote
@@ -297,6 +340,8 @@ def run_candidates(args: argparse.Namespace, client: AdaptationClient) -> int:
     if not 1 <= args.count <= 1000:
         raise InvalidInput(f"--count must be in [1, 1000], got {args.count}")
     candidates = client.labeling_candidates(args.model, args.count)
+    if any(c.content for c in candidates):
+        return _image_candidates(args, candidates)
     columns = ["text", "label", "prediction_id", *CANDIDATE_INFO_COLUMNS]
     tmp = args.out.with_name(args.out.name + ".tmp")
     try:
@@ -320,6 +365,21 @@ def run_candidates(args: argparse.Namespace, client: AdaptationClient) -> int:
         print(
             f"{args.model}: wrote {len(candidates)} candidates to {args.out}; fill in the label "
             f"column, then: loopserve label {args.out} --skip-unlabeled"
+        )
+    return 0
+
+
+def _image_candidates(args: argparse.Namespace, candidates: list[Candidate]) -> int:
+    from service.cli._image_candidates import write_image_candidates
+
+    rows = write_image_candidates(args.out, candidates)
+    if args.json:
+        print_json(rows)
+    else:
+        print(
+            f"{args.model}: wrote {len(candidates)} candidates to {args.out} (images in "
+            f"{args.out.stem}-images/); fill in the label column, then: loopserve label "
+            f"{args.out} --skip-unlabeled"
         )
     return 0
 

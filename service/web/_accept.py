@@ -95,6 +95,9 @@ class Acceptor:
             )
         except (OSError, TimeoutError):  # a client that left or failed its TLS handshake
             conn.close()
+        except asyncio.CancelledError:  # the server stops
+            conn.close()
+            raise
 
     def _set_up_done(self, task: asyncio.Task[None]) -> None:
         self._setting_up.discard(task)

@@ -319,6 +319,19 @@ def test_mutual_tls_needs_a_client_certificate_and_a_failed_handshake_is_not_log
     assert [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []
 
 
+def test_a_tls_handshake_not_made_in_time_is_cut(
+    servers: Servers, tls_files: dict[str, Path]
+) -> None:
+    tls = TlsFiles(tls_files["server.pem"], tls_files["server.key"])
+    server = servers.start(tls=tls, header_timeout_s=0.3, max_connections=1)
+    with connect(server) as silent:  # never says hello
+        assert read_until_closed(silent) == b""
+    context = ssl.create_default_context(cafile=str(tls_files["server-ca.pem"]))
+    url = f"https://127.0.0.1:{server.port}/"
+    with urllib.request.urlopen(url, context=context, timeout=WAIT_S) as response:
+        assert response.read() == b"hello"
+
+
 def test_unusable_tls_files_are_config_errors_naming_them(
     tls_files: dict[str, Path], tmp_path: Path
 ) -> None:

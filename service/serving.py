@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -32,7 +32,7 @@ PLATFORM = "onnxruntime_onnx"
 PredictionHook = Callable[[str, str, int, list[str], list[float]], None]
 # (model, request id, each item's payload for the labeling pool, batch result): drift monitoring.
 # Must not block.
-OutputObserver = Callable[[str, str, list[str], BatchResult], None]
+OutputObserver = Callable[[str, str, Sequence[str | bytes], BatchResult], None]
 
 
 class ServedModel:

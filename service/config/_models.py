@@ -194,6 +194,7 @@ class DriftRecipe:
     clear_after: int = 0
     queue_size: int = 4096
     candidate_pool_size: int = 5000
+    candidate_pool_bytes: int = 64 * 1024 * 1024  # payloads (images) and embeddings kept
     accuracy_window: int = 1000
     worker_threads: int = 1
     worker_nice: int = 10
@@ -227,6 +228,9 @@ class DriftRecipe:
         _check(self.accuracy_window >= 1, where, "accuracy_window must be >= 1")
         _check(self.queue_size >= 1, where, "queue_size must be >= 1")
         _check(self.candidate_pool_size >= 1, where, "candidate_pool_size must be >= 1")
+        _check(
+            self.candidate_pool_bytes >= 1024 * 1024, where, "candidate_pool_bytes must be >= 1 MiB"
+        )
         _check(self.worker_threads >= 1, where, "worker_threads must be >= 1")
         _check(0 <= self.worker_nice <= 19, where, "worker_nice must be in [0, 19]")
 

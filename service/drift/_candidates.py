@@ -1,66 +1,110 @@
-"""Recent inputs kept for active learning: which ones are worth asking a human to label."""
+"""Recent inputs kept for active learning: which ones are worth asking a human to label.
+
+An input is kept as its task handed it over (service.tasks InputContract.payloads): a text, or
+the encoded bytes of a binary input such as an image. The pool is bounded twice, by entries and
+by bytes (payloads and embeddings), oldest first out; equal binary payloads are held once.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from service.domain.loop import content_key
 from service.drift._reduce import Projection
 from service.drift._types import Candidate, FloatArray
+
+Payload = str | bytes
+# What an entry costs besides its payload and embedding (the entry object, deque slot, ids).
+ENTRY_OVERHEAD = 256
 
 
 @dataclass(frozen=True)
 class _Entry:
     prediction_id: str
-    text: str
+    key: str  # the text itself, or the content key of a binary payload (as the store has it)
+    binary: bool
     version: int
     predicted_label: str
     confidence: float
     embedding: FloatArray
+    size: int  # bytes accounted for this entry, its binary payload excepted (held once)
 
 
 class CandidatePool:
-    """The last ``capacity`` served texts; ranks them by low confidence and atypical embedding.
+    """The last ``capacity`` served inputs within ``max_bytes``; ranks them by low confidence and
+    atypical embedding.
 
-    Prediction ids follow the delayed-label convention: the request id for a one-text request,
-    ``<id>/<i>`` for the i-th text of a longer one, empty when the request had no id.
+    Prediction ids follow the delayed-label convention: the request id for a one-input request,
+    ``<id>/<i>`` for the i-th input of a longer one, empty when the request had no id.
     """
 
-    def __init__(self, capacity: int) -> None:
-        self._entries: deque[_Entry] = deque(maxlen=capacity)
+    def __init__(self, capacity: int, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self._capacity = capacity
+        self._max_bytes = max_bytes
+        self._entries: deque[_Entry] = deque()
+        self._contents: dict[str, tuple[bytes, int]] = {}  # key -> (payload, entries holding it)
+        self._bytes = 0
         self._projections: dict[int, Projection] = {}
         self._lock = threading.Lock()
 
     def add(
         self,
         request_id: str,
-        texts: Sequence[str],
+        payloads: Sequence[Payload],
         version: int,
         labels: list[str],
         probabilities: FloatArray,
         embeddings: FloatArray,
     ) -> None:
         winners = probabilities.argmax(axis=1)
-        entries = [
-            _Entry(
-                _prediction_id(request_id, i, len(texts)),
-                text,
-                version,
-                labels[int(winners[i])],
-                float(probabilities[i, winners[i]]),
-                embeddings[i],
-            )
-            for i, text in enumerate(texts)
-            if text  # an input the task could not keep (see InputContract.payloads)
-        ]
+        added: list[tuple[_Entry, bytes]] = []
+        for i, payload in enumerate(payloads):
+            if not payload:  # an input the task could not keep (see InputContract.payloads)
+                continue
+            binary = isinstance(payload, bytes)
+            key = content_key(payload) if isinstance(payload, bytes) else payload
+            own = 0 if binary else len(key.encode())
+            entry = _Entry(
+                _prediction_id(request_id, i, len(payloads)), key, binary, version,
+                labels[int(winners[i])], float(probabilities[i, winners[i]]),
+                embeddings[i].copy(),  # not a view: the batch's array must not stay alive
+                own + embeddings[i].nbytes + ENTRY_OVERHEAD,
+            )  # fmt: skip
+            added.append((entry, payload if isinstance(payload, bytes) else b""))
         with self._lock:
-            self._entries.extend(entries)
+            for entry, content in added:
+                self._append(entry, content)
+
+    def _append(self, entry: _Entry, content: bytes) -> None:
+        cost = entry.size + (len(content) if entry.key not in self._contents else 0)
+        if cost > self._max_bytes:
+            return  # larger than the whole budget: never kept
+        self._entries.append(entry)
+        self._bytes += entry.size
+        if entry.binary:
+            held, count = self._contents.get(entry.key, (content, 0))
+            if count == 0:
+                self._bytes += len(held)
+            self._contents[entry.key] = (held, count + 1)
+        while len(self._entries) > self._capacity or self._bytes > self._max_bytes:
+            self._drop(self._entries.popleft())
+
+    def _drop(self, entry: _Entry) -> None:
+        self._bytes -= entry.size
+        if entry.binary:
+            held, count = self._contents[entry.key]
+            if count == 1:
+                del self._contents[entry.key]
+                self._bytes -= len(held)
+            else:
+                self._contents[entry.key] = (held, count - 1)
 
     def set_projection(self, version: int, projection: Projection) -> None:
         with self._lock:
@@ -71,19 +115,25 @@ class CandidatePool:
         if not prediction_ids:
             return
         with self._lock:
-            kept = [e for e in self._entries if e.prediction_id not in prediction_ids]
-            self._entries.clear()
-            self._entries.extend(kept)
+            kept: deque[_Entry] = deque()
+            for entry in self._entries:
+                if entry.prediction_id in prediction_ids:
+                    self._drop(entry)
+                else:
+                    kept.append(entry)
+            self._entries = kept
 
-    def top(self, n: int) -> list[Candidate]:
-        """Up to ``n`` distinct texts, best first. The score averages two percentile ranks: low
-        confidence and atypicality (distance from the drift reference, when it is known)."""
+    def top(self, n: int, max_content_bytes: int | None = None) -> list[Candidate]:
+        """Up to ``n`` distinct inputs, best first. The score averages two percentile ranks: low
+        confidence and atypicality (distance from the drift reference, when it is known).
+        ``max_content_bytes`` bounds the binary payloads given out together: the best that fit,
+        so that the answer fits one message; an input larger than that alone is passed over."""
         with self._lock:
             entries = list(self._entries)
             projections = dict(self._projections)
         unique: dict[str, _Entry] = {}
-        for entry in reversed(entries):  # newest first: keep the latest prediction of a text
-            unique.setdefault(entry.text, entry)
+        for entry in reversed(entries):  # newest first: keep the latest prediction of an input
+            unique.setdefault(entry.key, entry)
         chosen = list(unique.values())
         if not chosen or n <= 0:
             return []
@@ -101,30 +151,60 @@ class CandidatePool:
             score = np.where(
                 known, (score + _rank(np.nan_to_num(atypicality, nan=-1.0))) / 2, score
             )
-        order = np.argsort(-score, kind="stable")[:n]
+        ranked = [int(i) for i in np.argsort(-score, kind="stable")]
+        binary = [chosen[i].key for i in ranked if chosen[i].binary]
+        contents = _within(self.contents(binary), binary, max_content_bytes)
+        order = [i for i in ranked if not chosen[i].binary or chosen[i].key in contents][:n]
         return [
             Candidate(
                 prediction_id=chosen[i].prediction_id,
-                text=chosen[i].text,
+                text="" if chosen[i].binary else chosen[i].key,
                 version=chosen[i].version,
                 predicted_label=chosen[i].predicted_label,
                 confidence=chosen[i].confidence,
                 atypicality=float(atypicality[i]),
                 score=float(score[i]),
+                content=contents.get(chosen[i].key, b""),
             )
             for i in order
         ]
 
     def recent(self, n: int) -> list[str]:
-        """Up to ``n`` distinct texts, newest first: what production sends now, for a job to
-        compare a candidate with the serving version on (see service.domain.review)."""
+        """Up to ``n`` distinct inputs, newest first: what production sends now, for a job to
+        compare a candidate with the serving version on (see service.domain.review). A binary
+        input is given by its key; :meth:`contents` has its bytes while it is kept."""
         with self._lock:
-            texts = [e.text for e in self._entries]
-        return list(dict.fromkeys(reversed(texts)))[: max(n, 0)]
+            keys = [e.key for e in self._entries]
+        return list(dict.fromkeys(reversed(keys)))[: max(n, 0)]
+
+    def contents(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """The bytes of those binary inputs among ``keys`` that the pool still holds."""
+        with self._lock:
+            return {k: self._contents[k][0] for k in keys if k in self._contents}
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes the pool accounts for: payloads (each binary one once), embeddings, overhead."""
+        with self._lock:
+            return self._bytes
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
+
+
+def _within(contents: dict[str, bytes], keys: list[str], limit: int | None) -> dict[str, bytes]:
+    """The contents of ``keys``, in order, that fit in ``limit`` bytes together."""
+    if limit is None:
+        return contents
+    kept: dict[str, bytes] = {}
+    total = 0
+    for key in keys:
+        data = contents.get(key)
+        if data is not None and total + len(data) <= limit:
+            kept[key] = data
+            total += len(data)
+    return kept
 
 
 def _rank(values: npt.NDArray[Any]) -> npt.NDArray[Any]:

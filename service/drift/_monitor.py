@@ -28,7 +28,8 @@ import numpy as np
 import numpy.typing as npt
 
 from service.calibration import Calibration, calibrated
-from service.config import DriftRecipe
+from service.config import DriftRecipe, ModelDefinition
+from service.domain.versions import DEFAULT_TASK
 from service.drift._candidates import CandidatePool
 from service.drift._detectors import as_observations
 from service.drift._messages import (
@@ -43,7 +44,7 @@ from service.drift._messages import (
 from service.drift._process import main
 from service.drift._served import MonitoredModel
 from service.drift._types import Candidate, DetectorState, DetectorStatus, DriftStatus, Observations
-from service.errors import NotFound
+from service.errors import ConfigError, NotFound
 from service.metrics import Metrics
 from service.registry import VersionInfo
 from service.runtime import BatchResult
@@ -58,6 +59,9 @@ ReferenceTextSource = Callable[[str, VersionInfo, int], list[str]]
 MAX_BATCH_ROWS = 1024
 FORWARD_INTERVAL = 0.1
 RESTART_DELAYS = (1.0, 5.0, 30.0)
+# Binary payloads (images) given out by one candidates answer: leaves room under the 4 MiB a
+# message may carry for the rest of the answer.
+CANDIDATE_CONTENT_BYTES = 3 * 1024 * 1024
 
 
 class DriftMonitor:
@@ -73,6 +77,8 @@ class DriftMonitor:
         log_level: str = "INFO",
     ) -> None:
         self._models = {n: m for n, m in models.items() if m.definition.drift.enabled}
+        for served in self._models.values():
+            _check_reference(served.definition)
         self._all_models = dict(models)
         self._recipes: dict[str, DriftRecipe] = {
             n: m.definition.drift for n, m in self._models.items()
@@ -92,7 +98,12 @@ class DriftMonitor:
         self._queues: dict[str, queue.Queue[tuple[str, Sequence[Any], BatchResult]]] = {
             n: queue.Queue(r.queue_size) for n, r in self._recipes.items()
         }
-        self.pools = {n: CandidatePool(r.candidate_pool_size) for n, r in self._recipes.items()}
+        self.pools = {
+            n: CandidatePool(r.candidate_pool_size, r.candidate_pool_bytes)
+            for n, r in self._recipes.items()
+        }
+        # Bytes of binary payloads (images) waiting in each queue, bounded like the pool.
+        self._queued_bytes = dict.fromkeys(self._recipes, 0)
         self._statuses: dict[str, dict[str, DetectorStatus]] = {n: {} for n in self._recipes}
         self._alarms = dict.fromkeys(self._recipes, False)
         self._rates = dict.fromkeys(self._recipes, math.nan)
@@ -114,18 +125,28 @@ class DriftMonitor:
     # serving path ------------------------------------------------------------------------------
 
     def observe(
-        self, model: str, request_id: str, texts: Sequence[Any], result: BatchResult
+        self, model: str, request_id: str, payloads: Sequence[str | bytes], result: BatchResult
     ) -> None:
-        """Offer one answered request to the monitor. Never blocks; drops when the queue is full."""
+        """Offer one answered request to the monitor. Never blocks; drops when the queue is full.
+        Binary payloads past the queue's byte budget are left out (the observations still go)."""
         q = self._queues.get(model)
         if q is None:
             return
+        size = _binary_bytes(payloads)
+        with self._state_lock:
+            if (
+                size
+                and self._queued_bytes[model] + size > self._recipes[model].candidate_pool_bytes
+            ):
+                payloads, size = [""] * len(payloads), 0
+            self._queued_bytes[model] += size
         try:
-            q.put_nowait((request_id, texts, result))
+            q.put_nowait((request_id, payloads, result))
         except queue.Full:
             with self._state_lock:
-                self._dropped[model] += len(texts)
-            self._metrics.drift_dropped.labels(model).inc(len(texts))
+                self._dropped[model] += len(payloads)
+                self._queued_bytes[model] -= size
+            self._metrics.drift_dropped.labels(model).inc(len(payloads))
 
     # lifecycle ---------------------------------------------------------------------------------
 
@@ -221,6 +242,8 @@ class DriftMonitor:
 
     def _ship(self, model: str, items: list[tuple[str, Sequence[Any], BatchResult]]) -> None:
         pool = self.pools[model]
+        with self._state_lock:
+            self._queued_bytes[model] -= sum(_binary_bytes(p) for _, p, _ in items)
         by_version: dict[int, list[Observations]] = {}
         self._estimate_accuracy(model, [result for _, _, result in items])
         for request_id, texts, result in items:
@@ -283,10 +306,7 @@ class DriftMonitor:
         served = self._models[model]
         recipe = self._recipes[model]
         reference = None
-        if "training" in {
-            recipe.embedding_reference if d == "embedding" else recipe.output_reference
-            for d in recipe.detectors
-        }:
+        if "training" in _references(recipe):
             info = served.registry.get(version)
             reference = ReferenceInputs(
                 onnx_path=info.path / "model.onnx",
@@ -424,12 +444,19 @@ class DriftMonitor:
     def candidates(self, model: str, count: int) -> list[Candidate]:
         self._served(model)
         pool = self.pools.get(model)
-        return pool.top(count) if pool is not None else []
+        return pool.top(count, CANDIDATE_CONTENT_BYTES) if pool is not None else []
 
     def recent_inputs(self, model: str, count: int) -> list[str]:
-        """Up to ``count`` distinct recent served inputs, newest first."""
+        """Up to ``count`` distinct recent served inputs, newest first; a binary input (an
+        image) by its key ``sha256:<hex>``, whose bytes :meth:`input_contents` gives."""
         pool = self.pools.get(model)
         return pool.recent(count) if pool is not None else []
+
+    def input_contents(self, model: str, keys: Sequence[str]) -> dict[str, bytes]:
+        """The bytes of the binary inputs among ``keys`` still kept (inputs leave the pool as
+        newer ones come: a caller drops the keys missing here)."""
+        pool = self.pools.get(model)
+        return pool.contents(keys) if pool is not None else {}
 
     def forget(self, model: str, prediction_ids: set[str]) -> None:
         pool = self.pools.get(model)
@@ -464,6 +491,37 @@ class AccuracyEstimate:
     def value(self) -> float:
         """NaN before the first request."""
         return float(np.mean(self._confidence)) if self._confidence else math.nan
+
+
+def _references(recipe: DriftRecipe) -> set[str]:
+    """The reference sources the recipe's detectors use."""
+    return {
+        recipe.embedding_reference if d == "embedding" else recipe.output_reference
+        for d in recipe.detectors
+    }
+
+
+def _check_reference(definition: ModelDefinition) -> None:
+    """The training reference passes a version's training texts through it (see
+    :func:`~service.drift.training_texts`); a model of other inputs (images) has none to pass,
+    so it is refused at start rather than failing each version's detectors later."""
+    recipe = definition.drift
+    if definition.task == DEFAULT_TASK or "training" not in _references(recipe):
+        return
+    names = [
+        name
+        for name in ("embedding_reference", "output_reference")
+        if getattr(recipe, name) == "training"
+    ]
+    raise ConfigError(
+        f'model {definition.name!r} [drift] {" and ".join(names)} = "training": the training '
+        f"reference is built from training texts, which task {definition.task!r} does not have; "
+        'use "traffic" (the version\'s first requests)'
+    )
+
+
+def _binary_bytes(payloads: Sequence[Any]) -> int:
+    return sum(len(p) for p in payloads if isinstance(p, bytes))
 
 
 def _replace_state(status: DetectorStatus, state: DetectorState, message: str) -> DetectorStatus:

@@ -24,9 +24,10 @@ log = logging.getLogger(__name__)
 # calibration itself: changing the budget must not cost a recalibration.
 NOT_CALIBRATION = frozenset(
     {
-        "queue_size", "candidate_pool_size", "worker_threads", "worker_nice", "clear_after",
-        "false_alarm_every_hours", "traffic_rate", "sustain_windows", "min_effect_embedding",
-        "min_effect_confidence", "min_effect_labels", "accuracy_window",
+        "queue_size", "candidate_pool_size", "candidate_pool_bytes", "worker_threads",
+        "worker_nice", "clear_after", "false_alarm_every_hours", "traffic_rate",
+        "sustain_windows", "min_effect_embedding", "min_effect_confidence", "min_effect_labels",
+        "accuracy_window",
     }
 )  # fmt: skip
 

@@ -101,9 +101,10 @@ class Candidate:
     """A recent input worth labeling: low confidence, atypical embedding, or both."""
 
     prediction_id: str
-    text: str
+    text: str  # empty for a binary input
     version: int
     predicted_label: str
     confidence: float
     atypicality: float  # squared whitened distance from the reference in PCA space (NaN: unknown)
     score: float  # in [0, 1], higher is more worth labeling
+    content: bytes = b""  # a binary input's bytes as served (an encoded image); empty for text

@@ -11,6 +11,7 @@ imports torch).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -59,9 +60,10 @@ class InputContract(Protocol):
         naming ``sample[index]`` and what to send. Costly where ``decode_in_thread`` is."""
         ...
 
-    def payloads(self, inputs: list[Tensor], items: list[Any]) -> list[str]:
-        """Per item, what the labeling-candidate pool keeps of it to show a person later; ""
-        for an item it cannot keep (the pool skips those)."""
+    def payloads(self, inputs: list[Tensor], items: list[Any]) -> Sequence[str | bytes]:
+        """Per item, what the labeling-candidate pool keeps of it to show a person later (a
+        text, or the bytes of a binary input as a labeler would post it back); "" for an item it
+        cannot keep (the pool skips those). Called on the event loop: no costly work here."""
         ...
 
 

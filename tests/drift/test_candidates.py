@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from service.domain.loop import content_key
 from service.drift import CandidatePool, Projection
 
 
@@ -64,3 +65,53 @@ def test_duplicates_capacity_and_forget() -> None:
     pool.forget({"r3"})
     assert sorted(c.text for c in pool.top(10)) == ["t2", "t4"]
     assert pool.top(0) == []
+
+
+def add_images(
+    pool: CandidatePool, request_id: str, images: list[bytes], confidence: float
+) -> None:
+    n = len(images)
+    probabilities = np.tile(np.array([[confidence, 1 - confidence]], np.float32), (n, 1))
+    embeddings = np.zeros((n, 4), np.float32)
+    pool.add(request_id, images, 1, ["yes", "no"], probabilities, embeddings)
+
+
+def test_images_are_kept_once_by_content_and_given_out_with_their_bytes() -> None:
+    pool = CandidatePool(capacity=10)
+    a, b = b"\x89PNG a" + bytes(1000), b"\xff\xd8\xff b" + bytes(2000)
+    add_images(pool, "r1", [a], 0.6)
+    add_images(pool, "r2", [a, b], 0.9)
+    size = pool.size_bytes
+    add_images(pool, "r3", [a], 0.9)
+    assert len(pool) == 4
+    assert pool.size_bytes - size < len(a)  # the same image again costs only its entry
+    top = pool.top(10)
+    assert [(c.content, c.text, c.prediction_id) for c in top] == [(a, "", "r3"), (b, "", "r2/1")]
+    keys = pool.recent(10)
+    assert keys == [content_key(a), content_key(b)] and keys[0].startswith("sha256:")
+    assert pool.contents([*keys, "sha256:gone"]) == {keys[0]: a, keys[1]: b}
+
+
+def test_the_byte_budget_evicts_oldest_first_and_skips_what_never_fits() -> None:
+    budget = 10_000
+    pool = CandidatePool(capacity=1000, max_bytes=budget)
+    for i in range(40):
+        add_images(pool, f"r{i}", [bytes([i]) * 1500], 0.9)
+        assert pool.size_bytes <= budget
+    kept = {c.prediction_id for c in pool.top(100)}
+    assert "r39" in kept and "r0" not in kept and 3 <= len(kept) < 10
+    add_images(pool, "huge", [b"x" * (budget + 1)], 0.1)
+    assert "huge" not in {c.prediction_id for c in pool.top(100)}
+    pool.forget(kept)
+    assert len(pool) == 0 and pool.size_bytes == 0 and pool.contents(pool.recent(10)) == {}
+
+
+def test_candidates_give_out_the_best_images_that_fit_one_answer() -> None:
+    pool = CandidatePool(capacity=10)
+    add_images(pool, "best", [b"1" * 600], 0.51)
+    add_images(pool, "large", [b"2" * 900], 0.55)
+    add_images(pool, "small", [b"3" * 300], 0.6)
+    add(pool, "text", ["t"], 0.99, 0.0)
+    top = pool.top(10, max_content_bytes=1000)
+    assert [c.prediction_id for c in top] == ["best", "small", "text"]
+    assert [c.prediction_id for c in pool.top(1, max_content_bytes=1000)] == ["best"]

@@ -33,6 +33,7 @@ from service.api.client import ClientError
 from service.cli import main
 from service.config import DriftRecipe
 from service.domain.loop import EventKind
+from service.domain.versions import DEFAULT_TASK
 from service.drift import DetectorState, DetectorStatus, DriftMonitor, DriftStatus
 from service.metrics import Metrics
 from service.runtime import BatchResult
@@ -286,7 +287,7 @@ def test_drift_off_reports_disabled(server: RunningApp) -> None:
 
 def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path: Path) -> None:
     metrics = Metrics()
-    definition = SimpleNamespace(drift=DriftRecipe(queue_size=2))
+    definition = SimpleNamespace(name="m", task=DEFAULT_TASK, drift=DriftRecipe(queue_size=2))
     served = SimpleNamespace(definition=definition, serving_version=None)
     monitor = DriftMonitor(
         {"m": served},  # type: ignore[dict-item]
@@ -329,7 +330,8 @@ def test_only_the_model_level_alarm_reaches_the_alarm_hook(tmp_path: Path) -> No
     """One detector's signal is an event for diagnosis; the hook that marks the model for
     adaptation hears only the model-level alarm, and an online detector never raises it."""
     metrics = Metrics()
-    served = SimpleNamespace(definition=SimpleNamespace(drift=DriftRecipe()), serving_version=None)
+    definition = SimpleNamespace(name="m", task=DEFAULT_TASK, drift=DriftRecipe())
+    served = SimpleNamespace(definition=definition, serving_version=None)
     monitor = DriftMonitor(
         {"m": served},  # type: ignore[dict-item]
         tmp_path,

@@ -4,6 +4,7 @@ UINT8 ``[n, H, W, 3]`` pixels or FP32 ``[n, 3, H, W]`` normalised values at the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -64,8 +65,14 @@ class ImageInputs:
         batch = preprocessed_batch(np.asarray(tensor.data), self._spec)
         return list(batch)
 
-    def payloads(self, inputs: list[Tensor], items: list[Any]) -> list[str]:
-        # Not kept yet: the candidate pool holds texts, and images need a byte budget there.
+    def payloads(self, inputs: list[Tensor], items: list[Any]) -> Sequence[str | bytes]:
+        """Encoded images as sent (each within max_image_bytes): what a labeler sees and posts
+        back as a sample. Preprocessed tensors keep nothing: encoding them would cost
+        milliseconds per image on the event loop, FP32 values would first have to be
+        denormalised, and a client that preprocesses has the original images."""
+        data = inputs[0].data if len(inputs) == 1 else None
+        if isinstance(data, list) and len(data) == len(items):
+            return list(data)
         return [""] * len(items)
 
     def _encoded(self, tensor: Tensor) -> list[Any]:

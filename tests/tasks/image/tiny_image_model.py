@@ -46,13 +46,16 @@ def tiny_image_onnx(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def write_definition(models_dir: Path, name: str, size: int) -> None:
+def write_definition(
+    models_dir: Path, name: str, size: int, drift: str = "detectors = []\n"
+) -> None:
+    """``drift``: the ``[drift]`` table's body (monitoring off by default)."""
     directory = models_dir / name
     directory.mkdir(parents=True, exist_ok=True)
     labels = ", ".join(f'"{c}"' for c in COLOURS)
     (directory / "model.toml").write_text(
         f'[model]\ntask = "image-classification"\nlabels = [{labels}]\n\n'
-        f"[input]\nsize = {size}\nmax_images_per_request = 4\n\n[drift]\ndetectors = []\n",
+        f"[input]\nsize = {size}\nmax_images_per_request = 4\n\n[drift]\n{drift}",
         encoding="utf-8",
     )
 

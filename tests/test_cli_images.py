@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +19,9 @@ from tasks.image import test_image_serving
 from tasks.image.hostile_images import solid
 
 from service.cli import main
-from service.cli._image_files import blob_key
-from service.cli._image_remote import image_sample_id
-from service.domain.loop import AddOutcome, NewSample
+from service.cli._image_files import read_labeled_images
+from service.config import load_model_definition
+from service.domain.loop import AddOutcome, NewSample, content_key, derived_sample_id
 from service.errors import InvalidInput
 from service.tasks.image import inspect
 
@@ -219,7 +221,7 @@ class ImageFakeCore(FakeAdaptationCore):
             except InvalidInput as exc:
                 raise InvalidInput(f"sample[{i}]: {exc}") from None
         # The store keeps a sample's bytes once, under their key, in the sample's text.
-        keyed = [dataclasses.replace(s, text=blob_key(s.data), data=b"") for s in samples]
+        keyed = [dataclasses.replace(s, text=content_key(s.data), data=b"") for s in samples]
         return await super().add_samples(model, keyed)
 
 
@@ -247,8 +249,8 @@ def test_label_posts_a_folder_with_content_ids_and_reports_refused_files(
     assert out.strip() == f"{MODEL}: 4 accepted, 0 duplicates, 1 refused (5 images)"
     assert f"{tmp_path / 'in' / 'shipping' / 'bad.jpg'}: INVALID_ARGUMENT: sample[0]: " in err
     first = (tmp_path / "in" / "billing" / "0.png").read_bytes()
-    stored = core.samples[image_sample_id(first, "billing")]
-    assert stored.text == blob_key(first) and stored.label == "billing"
+    stored = core.samples[derived_sample_id(content_key(first), "billing")]
+    assert stored.text == content_key(first) and stored.label == "billing"
     # Posting the same folder again stores nothing twice.
     assert main(args) == 1
     assert "0 accepted, 4 duplicates, 1 refused" in capsys.readouterr().out
@@ -271,3 +273,24 @@ def test_label_reads_a_path_label_csv_with_prediction_ids(
     [sample] = core.batches[0]  # as posted (the base class then records it keyed)
     assert (sample.label, sample.prediction_id) == ("other", "req-1")
     assert sample.data == (tmp_path / "img" / "a.webp").read_bytes()
+
+
+# ---- the example image model --------------------------------------------------------------------
+
+EXAMPLE = Path(__file__).parents[1] / "models" / "part-inspection"
+
+
+def test_the_example_image_model_draws_the_same_seed_at_the_same_seed(tmp_path: Path) -> None:
+    generator = EXAMPLE / "generate_seed.py"
+    for out in ("a", "b"):
+        command = [sys.executable, str(generator), str(tmp_path / out), "--per-class", "2"]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+    drawn = read_labeled_images(tmp_path / "a")
+    definition = load_model_definition(EXAMPLE.parent, EXAMPLE.name)
+    assert definition.task == "image-classification"
+    assert sorted({image.label for image in drawn}) == list(definition.labels)
+    assert len(drawn) == 2 * len(definition.labels)
+    for image in drawn:
+        twin = tmp_path / "b" / image.path.relative_to(tmp_path / "a")
+        assert image.path.read_bytes() == twin.read_bytes()
+        assert inspect(image.path.read_bytes()).format == "JPEG"

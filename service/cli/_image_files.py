@@ -5,7 +5,6 @@ and ``loopserve label`` read them."""
 from __future__ import annotations
 
 import csv
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,6 @@ from service.errors import InvalidInput
 IMAGE_TASK = "image-classification"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 IMAGE_CSV_FORMAT = "path,label[,id][,prediction_id]"
-BLOB_KEY_PREFIX = "sha256:"
 
 
 @dataclass(frozen=True)
@@ -119,8 +117,3 @@ def _image_rows(
             )
         )
     return images
-
-
-def blob_key(data: bytes) -> str:
-    """The key the server stores an image's bytes under (a sample's text holds it)."""
-    return BLOB_KEY_PREFIX + hashlib.sha256(data).hexdigest()

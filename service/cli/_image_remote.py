@@ -4,15 +4,14 @@ rest go on; the exit status is then 1."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from service.cli._image_files import LabeledImage, blob_key
+from service.cli._image_files import LabeledImage
 from service.cli._labels import LABEL_BATCH_BYTES, label_batches, size_batches
-from service.domain.loop import AddOutcome, NewSample
+from service.domain.loop import AddOutcome, NewSample, content_key, derived_sample_id
 
 if TYPE_CHECKING:
     from service.api.adaptation_client import AdaptationClient
@@ -81,14 +80,14 @@ def label_images(
     client: AdaptationClient, model: str, images: Sequence[LabeledImage]
 ) -> LabelReport:
     """Post ``images`` as labeled samples (their bytes in ``NewSample.data``) in batches of at
-    most LABEL_BATCH samples and about LABEL_BATCH_BYTES. Ids default to a hash of the content
-    and label, so posting the same files again stores nothing twice."""
+    most LABEL_BATCH samples and about LABEL_BATCH_BYTES. Ids default to the server's own
+    derivation from the content and label, so posting the same files again stores nothing twice."""
     errors: list[FileError] = []
     samples: list[tuple[str, NewSample]] = []
     for image in images:
         data = read_file(image.path, errors)
         if data is not None:
-            sample_id = image.id or image_sample_id(data, image.label)
+            sample_id = image.id or derived_sample_id(content_key(data), image.label)
             sample = NewSample("", image.label, sample_id, image.prediction_id, data=data)
             samples.append((str(image.path), sample))
     accepted = duplicates = 0
@@ -103,11 +102,6 @@ def label_images(
             duplicates += outcome.duplicates
             ids.extend(outcome.ids)
     return LabelReport(accepted, duplicates, ids, errors)
-
-
-def image_sample_id(data: bytes, label: str) -> str:
-    """A labeled image's id when its listing gives none: the same bytes and label, the same id."""
-    return "img-" + hashlib.sha256(f"{blob_key(data)}\x1f{label}".encode()).hexdigest()[:24]
 
 
 def _each_refused_alone(

@@ -15,6 +15,7 @@ loopserve, or a kernel without prctl) without mistaking another process for it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -23,14 +24,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
 from service.adaptation import _data
 from service.adaptation._data import Pairs
+from service.adaptation._inputs import (
+    INPUTS_DIR,
+    discard_inputs,
+    write_input,
+    write_stored_inputs,
+)
 from service.adaptation.events import EventBus
-from service.config import AdaptationRecipe, read_labeled_csv
+from service.config import AdaptationRecipe
 from service.disk_full import DiskFullReporter
 from service.domain.finetune import FineTuneRecipe, FineTuneResult, FineTuneSpec
 from service.domain.loop import (
@@ -39,7 +46,9 @@ from service.domain.loop import (
     GateResult,
     Job,
     JobState,
+    NewSample,
     Sample,
+    content_key,
 )
 from service.domain.provenance import TrainingData, purged_message
 from service.domain.versions import VersionMeta
@@ -58,7 +67,8 @@ RESULT_FILE = "result.json"  # written by the job process, read when it has ende
 # Recent served inputs a job compares the candidate and the serving version on (see the review
 # in service.domain.review): about 2 ms per input and model on a CPU core.
 REVIEW_TRAFFIC = 1000
-RecentInputs = Callable[[str, int], list[str]]  # (model, at most) -> recent served inputs
+# (model, at most) -> recent served inputs: texts, or the bytes of binary inputs (images)
+RecentInputs = Callable[[str, int], Sequence[str | bytes]]
 
 
 class JobRunner:
@@ -179,7 +189,8 @@ class JobRunner:
         else:
             self._disk_full.succeeded("fine-tune job")
         finally:
-            # The spec holds every text the job read: it goes when the job ends, however.
+            # The spec holds every text the job read, its inputs dir their content: they go
+            # when the job ends, however.
             discard_spec(self._work_dir / job.id)
             # Whatever happened, the runner becomes idle: a busy runner with no job would
             # block the model's loop until a restart.
@@ -301,10 +312,14 @@ class JobRunner:
         round_samples = [(s.text, s.label, s.source) for s in new_samples]
         new, reserved_new = _split_reserved(new_samples, recipe.holdout_fraction)
         old, reserved_old = _split_reserved(old_samples, recipe.holdout_fraction)
-        old += [(t, label) for t, label in read_labeled_csv(definition.seed_path) if label in known]
+        seed_pairs, content = _keyed(self._served.task.seed_samples(definition))
+        old += [(t, label) for t, label in seed_pairs if label in known]
+        traffic, traffic_content = _traffic(self._recent_inputs(self.model, REVIEW_TRAFFIC))
+        content.update(traffic_content)
         data = _data.select(
             new, old, known, recipe, recipe.seed + job.attempt, reserved_new, reserved_old
         )
+        inputs_dir = job_dir / INPUTS_DIR
         spec = FineTuneSpec(
             model=self.model,
             backbone=str(definition.backbone_path()),
@@ -331,15 +346,34 @@ class JobRunner:
             staging_dir=str(staging),
             result_path=str(job_dir / RESULT_FILE),
             round_samples=round_samples,
-            traffic=self._recent_inputs(self.model, REVIEW_TRAFFIC),
+            traffic=traffic,
             trusted=bool(new_samples) and all(self._trusted(s.source) for s in new_samples),
+            task=definition.task,
+            inputs_dir=str(inputs_dir) if self._served.inputs.content_samples else "",
         )
         # Recorded before the process starts: a purge from now on names the job, and a publish
         # checks this record against the purges.
         self._jobs.update(job.id, data=_used(read, new_samples + old_samples, data, seen))
+        if spec.inputs_dir:
+            self._write_inputs(job.id, inputs_dir, spec, content)
         path = job_dir / SPEC_FILE
         spec.save(path)
         return path
+
+    def _write_inputs(
+        self, job_id: str, directory: Path, spec: FineTuneSpec, content: dict[str, bytes]
+    ) -> None:
+        """The content every key of the spec names (agreed layout: ``<dir>/<hex>``): the seed's
+        and the traffic's from ``content``, the samples' from the store."""
+        for key, data in content.items():
+            write_input(directory, key, data)
+        pairs = [*spec.train, *spec.validation, *spec.holdout, *spec.anchor]
+        keys = {text for text, _ in pairs} | {text for text, _, _ in spec.round_samples}
+        read = functools.partial(self._samples.blobs, self.model)
+        missing = write_stored_inputs(directory, keys - content.keys(), read)
+        if missing:  # their samples were purged after the job read them
+            self._refuse_purged(job_id)
+            raise RuntimeError(f"the content of {len(missing)} samples is gone from the store")
 
     def _refuse_purged(self, job_id: str) -> Job:
         """The job as stored; DataPurged when a purge deleted samples of its data (the
@@ -452,22 +486,53 @@ def _used(
 
 
 def discard_spec(job_dir: Path) -> None:
-    """Remove the job's spec, which holds the texts the job read (purged ones included), and
-    its result, which quotes some in its review evidence (the version's meta.json keeps it)."""
+    """Remove the job's spec, which holds the texts the job read (purged ones included), its
+    inputs dir (the content of the samples it read), and its result, which quotes some in its
+    review evidence (the version's meta.json keeps it)."""
     for name in (SPEC_FILE, RESULT_FILE):
         try:
             (job_dir / name).unlink(missing_ok=True)
         except OSError:
             log.warning("could not remove %s", job_dir / name, exc_info=True)
+    discard_inputs(job_dir)
 
 
 def discard_specs(work_dir: Path, ended: Callable[[str], bool]) -> None:
-    """Remove the specs of the job directories whose job ``ended``: left by a server that
-    stopped while its job ran, or by an older loopserve that kept them."""
+    """Remove the specs and inputs of the job directories whose job ``ended``: left by a
+    server that stopped while its job ran, or by an older loopserve that kept them."""
     if work_dir.is_dir():
         for job_dir in work_dir.iterdir():
-            if (job_dir / SPEC_FILE).exists() and ended(job_dir.name):
+            left = (job_dir / SPEC_FILE).exists() or (job_dir / INPUTS_DIR).exists()
+            if left and ended(job_dir.name):
                 discard_spec(job_dir)
+
+
+def _keyed(samples: list[NewSample]) -> tuple[Pairs, dict[str, bytes]]:
+    """(text, label) pairs of ``samples`` as a job names them (content by its key), and the
+    content by key."""
+    pairs: Pairs = []
+    content: dict[str, bytes] = {}
+    for sample in samples:
+        key = content_key(sample.data) if sample.data else sample.text
+        if sample.data:
+            content[key] = sample.data
+        pairs.append((key, sample.label))
+    return pairs, content
+
+
+def _traffic(inputs: Sequence[str | bytes]) -> tuple[list[str], dict[str, bytes]]:
+    """Recent served inputs as the review names them: texts as they are, binary inputs by
+    content key (with their content); ones not kept ("") left out."""
+    named: list[str] = []
+    content: dict[str, bytes] = {}
+    for item in inputs:
+        if isinstance(item, bytes):
+            key = content_key(item)
+            content[key] = item
+            named.append(key)
+        elif item:
+            named.append(item)
+    return named, content
 
 
 def _split_reserved(samples: list[Sample], fraction: float) -> tuple[Pairs, Pairs]:

@@ -420,8 +420,9 @@ class AdaptationService:
             self._jobs.update(job.id, state=state)
         log.warning("model %s version %d %s", served.name, info.version, reason)
 
-    def _recent_inputs(self, model: str, count: int) -> list[str]:
-        """Recent served inputs of the model, newest first (none without drift monitoring)."""
+    def _recent_inputs(self, model: str, count: int) -> list[str | bytes]:
+        """Recent served inputs of the model, newest first: texts, or the bytes of binary
+        inputs (none without drift monitoring)."""
         if self._drift is None:
             return []
         return self._drift.recent_inputs(model, count)

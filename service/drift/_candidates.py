@@ -169,13 +169,13 @@ class CandidatePool:
             for i in order
         ]
 
-    def recent(self, n: int) -> list[str]:
-        """Up to ``n`` distinct inputs, newest first: what production sends now, for a job to
-        compare a candidate with the serving version on (see service.domain.review). A binary
-        input is given by its key; :meth:`contents` has its bytes while it is kept."""
+    def recent(self, n: int) -> list[Payload]:
+        """Up to ``n`` distinct inputs, newest first, as served (texts, or the bytes of binary
+        inputs): what production sends now, for a job to compare a candidate with the serving
+        version on (see service.domain.review)."""
         with self._lock:
-            keys = [e.key for e in self._entries]
-        return list(dict.fromkeys(reversed(keys)))[: max(n, 0)]
+            keys = list(dict.fromkeys(e.key for e in reversed(self._entries)))[: max(n, 0)]
+            return [self._contents[k][0] if k in self._contents else k for k in keys]
 
     def contents(self, keys: Iterable[str]) -> dict[str, bytes]:
         """The bytes of those binary inputs among ``keys`` that the pool still holds."""

@@ -446,17 +446,11 @@ class DriftMonitor:
         pool = self.pools.get(model)
         return pool.top(count, CANDIDATE_CONTENT_BYTES) if pool is not None else []
 
-    def recent_inputs(self, model: str, count: int) -> list[str]:
-        """Up to ``count`` distinct recent served inputs, newest first; a binary input (an
-        image) by its key ``sha256:<hex>``, whose bytes :meth:`input_contents` gives."""
+    def recent_inputs(self, model: str, count: int) -> list[str | bytes]:
+        """Up to ``count`` distinct recent served inputs, newest first: texts, or the bytes of
+        binary inputs (images)."""
         pool = self.pools.get(model)
         return pool.recent(count) if pool is not None else []
-
-    def input_contents(self, model: str, keys: Sequence[str]) -> dict[str, bytes]:
-        """The bytes of the binary inputs among ``keys`` still kept (inputs leave the pool as
-        newer ones come: a caller drops the keys missing here)."""
-        pool = self.pools.get(model)
-        return pool.contents(keys) if pool is not None else {}
 
     def forget(self, model: str, prediction_ids: set[str]) -> None:
         pool = self.pools.get(model)

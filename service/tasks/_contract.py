@@ -82,6 +82,11 @@ class Task(Protocol):
         in: a version keeps the geometry it was trained with whatever model.toml says later."""
         ...
 
+    def seed_samples(self, definition: ModelDefinition) -> list[NewSample]:
+        """The model's seed data (``[model] seed_data``) as labeled samples, read from disk:
+        what fine-tune jobs replay and keep an anchor of. ConfigError when it is unreadable."""
+        ...
+
     def preprocessor(self, version_dir: Path, meta: VersionMeta) -> Preprocessor:
         """How one version's items become feeds (its tokenizer, its image size and norm)."""
         ...

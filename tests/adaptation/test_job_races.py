@@ -24,6 +24,7 @@ import pytest
 from fake_adaptation import FakeServer
 from grpc import aio
 
+from service import tasks
 from service.adaptation.events import EventBus
 from service.adaptation.jobs import (
     PROCESS_FILE,
@@ -62,6 +63,7 @@ class FakeServed:
         self.registry.set_current(1)
         self.serving_version = SimpleNamespace(version=1, labels=LABELS)
         serving = ServingOptions()
+        self.task = tasks.get("text-classification")
         self.inputs = TextInputs(
             RequestLimits(serving.max_texts_per_request, serving.max_text_bytes)
         )

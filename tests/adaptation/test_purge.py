@@ -67,6 +67,7 @@ class PublishingServed(FakeServed):
         seed = state_dir / "seed.csv"
         seed.write_text("text,label\nseed one,a\nseed two,b\n", encoding="utf-8")
         self.definition = SimpleNamespace(
+            task="text-classification",
             adaptation=recipe,
             serving=ServingOptions(),
             gate=GateThresholds(),

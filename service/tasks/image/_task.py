@@ -10,10 +10,12 @@ from typing import Any
 import numpy as np
 
 from service.config import ModelDefinition
+from service.domain.loop import NewSample
 from service.domain.versions import VersionMeta
 from service.runtime import FeedGroup
 from service.tasks.image._inputs import ImageInputs
 from service.tasks.image._options import ImageOptions
+from service.tasks.image._seed import seed_samples
 
 NAME = "image-classification"
 ONNX_INPUT = "pixels"  # the exported graph's input: FP32 [batch, 3, size, size], normalised
@@ -27,6 +29,9 @@ class ImageClassification:
 
     def version_inputs(self, definition: ModelDefinition) -> dict[str, Any]:
         return self._options(definition).as_dict()
+
+    def seed_samples(self, definition: ModelDefinition) -> list[NewSample]:
+        return seed_samples(definition.seed_path)
 
     def preprocessor(self, version_dir: Path, meta: VersionMeta) -> ImageFeeds:
         where = f"{version_dir / 'meta.json'} inputs"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from service.config import ModelDefinition
+from service.config import ModelDefinition, read_labeled_csv
+from service.domain.loop import NewSample
 from service.domain.versions import VersionMeta
 from service.errors import ConfigError
 from service.tasks._contract import RequestLimits
@@ -29,6 +30,9 @@ class TextClassification:
 
     def version_inputs(self, definition: ModelDefinition) -> dict[str, Any]:
         return {}
+
+    def seed_samples(self, definition: ModelDefinition) -> list[NewSample]:
+        return [NewSample(text, label) for text, label in read_labeled_csv(definition.seed_path)]
 
     def preprocessor(self, version_dir: Path, meta: VersionMeta) -> TextEncoder:
         return TextEncoder(version_dir / TOKENIZER_FILE, meta.max_seq_length)

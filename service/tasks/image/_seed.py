@@ -1,0 +1,71 @@
+"""An image model's seed data (``[model] seed_data``, relative to the model directory): a folder
+in the ImageFolder layout, ``<dir>/<label>/*.jpg|png|webp``, or a CSV of ``path,label`` whose
+paths are relative to the CSV."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from service.domain.loop import NewSample
+from service.errors import ConfigError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+
+
+def read_seed_images(source: Path) -> list[tuple[Path, str]]:
+    """(file, label) of every seed image, a folder's sorted by label then name, a CSV's in row
+    order; ConfigError when there is none or the listing is malformed."""
+    if source.is_dir():
+        images = _folder(source)
+    elif source.is_file():
+        images = _csv(source)
+    else:
+        raise ConfigError(f"no such seed data: {source}")
+    if not images:
+        raise ConfigError(
+            f"{source} lists no images: expected {source}/<label>/*.jpg|png|webp or a CSV of "
+            "path,label"
+        )
+    return images
+
+
+def seed_samples(source: Path) -> list[NewSample]:
+    """The seed images as labeled samples of content (the files' bytes)."""
+    samples = []
+    for path, label in read_seed_images(source):
+        try:
+            samples.append(NewSample("", label, data=path.read_bytes()))
+        except OSError as exc:
+            raise ConfigError(f"seed image {path}: {exc.strerror or exc}") from None
+    return samples
+
+
+def _folder(directory: Path) -> list[tuple[Path, str]]:
+    return [
+        (path, folder.name)
+        for folder in sorted(p for p in directory.iterdir() if _visible(p) and p.is_dir())
+        for path in sorted(folder.iterdir())
+        if _visible(path) and path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+
+
+def _csv(path: Path) -> list[tuple[Path, str]]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"path", "label"} - set(reader.fieldnames or ())
+        if missing:
+            raise ConfigError(
+                f"{path}: needs the columns path,label (missing {', '.join(sorted(missing))})"
+            )
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            file, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+            if not file or not label:
+                raise ConfigError(f"{path}:{line}: empty path or label")
+            rows.append((path.parent / file, label))
+    return rows
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".")

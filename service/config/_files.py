@@ -10,22 +10,23 @@ from service.config._models import DEFAULT_BACKBONE
 from service.errors import ConfigError
 
 
-def read_labeled_csv(path: Path) -> list[tuple[str, str]]:
-    """Rows of a ``text,label`` CSV (extra columns ignored), validated."""
+def read_labeled_csv(path: Path, column: str = "text") -> list[tuple[str, str]]:
+    """Rows of a ``text,label`` CSV (extra columns ignored), validated; ``column`` names the
+    input's column (an image model's seed CSV: ``path``)."""
     if not path.is_file():
         raise ConfigError(f"no such data file: {path}")
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        missing = {"text", "label"} - set(reader.fieldnames or ())
+        missing = {column, "label"} - set(reader.fieldnames or ())
         if missing:
             raise ConfigError(
-                f"{path}: needs the columns text,label (missing {', '.join(sorted(missing))})"
+                f"{path}: needs the columns {column},label (missing {', '.join(sorted(missing))})"
             )
         rows = []
         for line, row in enumerate(reader, start=2):
-            text, label = (row.get("text") or "").strip(), (row.get("label") or "").strip()
+            text, label = (row.get(column) or "").strip(), (row.get("label") or "").strip()
             if not text or not label:
-                raise ConfigError(f"{path}:{line}: empty text or label")
+                raise ConfigError(f"{path}:{line}: empty {column} or label")
             if any(ord(c) < 32 or ord(c) == 127 for c in label):
                 raise ConfigError(f"{path}:{line}: label {label!r} contains control characters")
             rows.append((text, label))

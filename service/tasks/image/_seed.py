@@ -4,9 +4,9 @@ paths are relative to the CSV."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
+from service.config import read_labeled_csv
 from service.domain.loop import NewSample
 from service.errors import ConfigError
 
@@ -51,20 +51,7 @@ def _folder(directory: Path) -> list[tuple[Path, str]]:
 
 
 def _csv(path: Path) -> list[tuple[Path, str]]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"path", "label"} - set(reader.fieldnames or ())
-        if missing:
-            raise ConfigError(
-                f"{path}: needs the columns path,label (missing {', '.join(sorted(missing))})"
-            )
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            file, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
-            if not file or not label:
-                raise ConfigError(f"{path}:{line}: empty path or label")
-            rows.append((path.parent / file, label))
-    return rows
+    return [(path.parent / file, label) for file, label in read_labeled_csv(path, "path")]
 
 
 def _visible(path: Path) -> bool:

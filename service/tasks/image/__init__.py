@@ -6,6 +6,7 @@ from service.tasks.image._container import ALLOWED_FORMATS, Container, inspect
 from service.tasks.image._decode import check_geometry, check_size, decode_image, decode_pixels
 from service.tasks.image._inputs import INPUT, ImageInputs
 from service.tasks.image._options import ImageOptions
+from service.tasks.image._seed import read_seed_images
 from service.tasks.image._spec import IMAGENET_MEAN, IMAGENET_STD, DecodeLimits, ImageSpec
 from service.tasks.image._task import NAME, ONNX_INPUT, ImageClassification, ImageFeeds
 from service.tasks.image._tensors import preprocessed_batch
@@ -30,4 +31,5 @@ __all__ = [
     "decode_pixels",
     "inspect",
     "preprocessed_batch",
+    "read_seed_images",
 ]

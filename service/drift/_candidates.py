@@ -111,13 +111,14 @@ class CandidatePool:
             self._projections[version] = projection
 
     def forget(self, prediction_ids: set[str]) -> None:
-        """Drop inputs that have been labeled meanwhile."""
+        """Drop inputs that have been labeled meanwhile (every time they were served)."""
         if not prediction_ids:
             return
         with self._lock:
+            labeled = {e.key for e in self._entries if e.prediction_id in prediction_ids}
             kept: deque[_Entry] = deque()
             for entry in self._entries:
-                if entry.prediction_id in prediction_ids:
+                if entry.key in labeled:
                     self._drop(entry)
                 else:
                     kept.append(entry)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -160,6 +161,18 @@ def test_candidates_are_the_served_images_and_go_out_as_files_and_a_csv(
         file = out.parent / row["path"]
         assert file.suffix == ".png" and file.read_bytes() in images
         assert content_key(file.read_bytes()).removeprefix("sha256:").startswith(file.stem)
+    for row in rows[:2]:
+        row["label"] = row["predicted_label"]
+    with out.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert main(["label", *addr, str(out), "--skip-unlabeled", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accepted"] == 2
+    labeled = {r["prediction_id"] for r in rows[:2]}
+    with AdaptationClient(image_server.address) as client:
+        remaining = {c.prediction_id for c in client.labeling_candidates(MODEL, 20)}
+    assert len(remaining) == 4 and not remaining & labeled
 
 
 def test_the_pool_keeps_images_within_its_byte_budget(tmp_path: Path) -> None:

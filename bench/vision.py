@@ -1,0 +1,651 @@
+"""Image models on real data: few-shot accuracy, a closed-loop round and serving cost.
+
+Data: the ELPV solar-cell electroluminescence scans (2,624 cells of 300 x 300 px, mono- and
+polycrystalline; CC BY-NC-SA 4.0, so used here as a benchmark only and never copied into the
+repository), from the ``elpv-dataset`` package (``.venv/bin/pip install elpv-dataset``). A
+cell is ``defective`` when its defect probability is at least 0.5, else ``functional``. A fixed
+held-out test split (30 % of each cell type and class, seed 0) is never trained on.
+
+1. accuracy: version 1 built by the product's ``build_first_version`` from k labeled cells per
+   class (k = 10 and 50), once with the backbone frozen (``[train] finetune_layers = 0``: the
+   head alone) and once with the low-LR fine-tune of the last stages (the model's recipe);
+   accuracy of each exported ONNX model on the test split.
+2. loop: a version trained on mono cells serves (``loopserve serve``); labels of poly cells
+   arrive through AddSamples, a fine-tune is started, and the bench waits for the new version
+   to serve. Accuracy through the server on poly (the new domain) and mono (forgetting) before
+   and after, and the time from the first label sent to the new version serving.
+3. serving: JPEG-encoded cells, one per ModelInfer request from a separate client process, at
+   concurrency 1 (p50, p99) and 8 (throughput), against in-process ONNX Runtime on the same
+   model file with the same decoding (service.tasks.image.decode_image) and thread count;
+   decoding's own cost apart; the server's resident memory.
+
+    .venv/bin/python bench/vision.py [--quick] [--sections accuracy,loop,serving]
+        [--backbone mobilenet_v2] [--size 224] [--threads 0] [--json OUT]
+
+``--quick`` uses k = 10 only, smaller test sets and shorter serving runs. Everything runs in a
+temporary directory on 127.0.0.1; the server is always stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import multiprocessing
+import os
+import platform
+import queue
+import random
+import shutil
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.serving import (  # noqa: E402
+    INFER_METHOD,
+    ServerProcess,
+    _drive,
+    machine_busy_seconds,
+    proc_cpu_seconds,
+    proc_status_mib,
+    summarize,
+)
+
+MODEL = "elpv"
+LABELS = ("defective", "functional")
+TEST_FRACTION = 0.3
+SHOTS = (10, 50)
+LOOP_SHOTS = 50  # mono cells per class for the version that serves, poly cells per class posted
+CONCURRENCIES = (1, 8)
+JOB_TIMEOUT_S = 900.0
+TARGET_FINETUNE_GAIN = 0.03
+TARGET_LOOP_SECONDS = 120.0
+TARGET_FORGETTING = 0.01
+TARGET_P50_RATIO = 1.3
+
+
+@dataclass(frozen=True)
+class Cell:
+    path: Path
+    label: str
+    kind: str  # "mono" or "poly"
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def load_cells() -> list[Cell]:
+    """Every ELPV cell, from the installed package's files (its loader reads them all at once)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("elpv_dataset")
+    if spec is None or spec.origin is None:
+        raise SystemExit("needs the elpv-dataset package: .venv/bin/pip install elpv-dataset")
+    data = Path(spec.origin).parent / "data"
+    cells = []
+    for line in (data / "labels.csv").read_text(encoding="ascii").splitlines():
+        path, probability, kind = line.split()
+        label = LABELS[0] if float(probability) >= 0.5 else LABELS[1]
+        cells.append(Cell(data / path, label, kind))
+    return cells
+
+
+def split(cells: list[Cell], seed: int = 0) -> tuple[list[Cell], list[Cell]]:
+    """(train pool, test): TEST_FRACTION of each (cell type, class) held out."""
+    rng = random.Random(seed)
+    train, test = [], []
+    for group in sorted({(c.kind, c.label) for c in cells}):
+        members = [c for c in cells if (c.kind, c.label) == group]
+        rng.shuffle(members)
+        cut = round(len(members) * TEST_FRACTION)
+        test += members[:cut]
+        train += members[cut:]
+    return train, test
+
+
+def draw(pool: list[Cell], per_class: int, seed: int, kinds: Sequence[str]) -> list[Cell]:
+    rng = random.Random(seed)
+    chosen = []
+    for label in LABELS:
+        members = [c for c in pool if c.label == label and c.kind in kinds]
+        chosen += rng.sample(members, per_class)
+    return chosen
+
+
+def jpeg(cell: Cell) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    with Image.open(cell.path) as image:
+        image.convert("RGB").save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+# ------------------------------------------------------------------------------------- building
+
+
+def write_model(models: Path, seed: list[Cell], args: argparse.Namespace, frozen: bool) -> Path:
+    """models/elpv/: model.toml and seed/<label>/ links to the chosen cells."""
+    directory = models / MODEL
+    shutil.rmtree(directory, ignore_errors=True)
+    for cell in seed:
+        target = directory / "seed" / cell.label / cell.path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(cell.path)
+    train = "finetune_layers = 0\n" if frozen else ""
+    (directory / "model.toml").write_text(
+        "[model]\n"
+        'task = "image-classification"\n'
+        f'backbone = "bundled:{args.backbone}"\n'
+        'seed_data = "seed"\n'
+        f"labels = {json.dumps(list(LABELS))}\n\n"
+        f"[input]\nsize = {args.size}\n\n"
+        f"[train]\nseed = 0\n{train}\n"
+        f"[serving]\nintra_op_threads = {args.threads}\nmax_batch_size = 8\n\n"
+        "[drift]\ndetectors = []\n",
+        encoding="utf-8",
+    )
+    return directory
+
+
+def build(models: Path, state: Path) -> tuple[Path, float]:
+    """Version 1 through the product's builder: (its directory, seconds)."""
+    from service.config import load_model_definition
+    from service.registry import ModelRegistry
+    from service.training import build_first_version
+
+    shutil.rmtree(state, ignore_errors=True)
+    started = time.perf_counter()
+    definition = load_model_definition(models, MODEL)
+    info = build_first_version(definition, ModelRegistry(state, MODEL), progress=lambda _: None)
+    return info.path, time.perf_counter() - started
+
+
+class Classifier:
+    """A version's ONNX model in this process, decoding as the server does."""
+
+    def __init__(self, version_dir: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        from service.domain.versions import VersionMeta
+        from service.tasks.image import ImageOptions
+
+        meta = VersionMeta.from_dict(json.loads((version_dir / "meta.json").read_text()))
+        options = ImageOptions.parse(dict(meta.inputs), "meta.json inputs")
+        self.spec, self.limits, self.labels = options.spec(), options.limits(), meta.labels
+        session_options = ort.SessionOptions()
+        session_options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(
+            str(version_dir / meta.serving_file), session_options, ["CPUExecutionProvider"]
+        )
+
+    def decode(self, data: bytes) -> Any:
+        from service.tasks.image import decode_image
+
+        return decode_image(data, self.spec, self.limits)
+
+    def predict(self, pixels: Any) -> list[str]:
+        [probabilities] = self.session.run(["probabilities"], {"pixels": pixels})
+        return [self.labels[i] for i in np.argmax(probabilities, axis=1)]
+
+    def accuracy(self, cells: list[Cell]) -> float:
+        right = 0
+        for start in range(0, len(cells), 16):
+            batch = cells[start : start + 16]
+            pixels = np.stack([self.decode(c.path.read_bytes()) for c in batch])
+            right += sum(p == c.label for p, c in zip(self.predict(pixels), batch, strict=True))
+        return right / len(cells)
+
+
+# ------------------------------------------------------------------------------------- sections
+
+
+def bench_accuracy(
+    pool: list[Cell], test: list[Cell], work: Path, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    rows = []
+    for shots in SHOTS[:1] if args.quick else SHOTS:
+        seed = draw(pool, shots, seed=shots, kinds=("mono", "poly"))
+        for frozen in (True, False):
+            models, state = work / "models", work / f"state-acc-{shots}-{int(frozen)}"
+            write_model(models, seed, args, frozen)
+            version, seconds = build(models, state)
+            accuracy = Classifier(version, args.threads).accuracy(test)
+            meta = json.loads((version / "meta.json").read_text())
+            rows.append(
+                {
+                    "per_class": shots,
+                    "mode": "frozen head" if frozen else "fine-tune",
+                    "test_accuracy": accuracy,
+                    "validation_accuracy": meta.get("metrics", {}).get("validation_accuracy"),
+                    "build_s": seconds,
+                }
+            )
+            print(f"  {shots}/class {rows[-1]['mode']}: {accuracy:.3f} ({seconds:.0f} s to build)")
+    return rows
+
+
+def bench_loop(
+    pool: list[Cell], test: list[Cell], work: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    from service.api.adaptation_client import AdaptationClient
+    from service.domain.loop import NewSample
+
+    models, state = work / "models", work / "state-loop"
+    write_model(models, draw(pool, LOOP_SHOTS, seed=1, kinds=("mono",)), args, frozen=False)
+    build(models, state)
+    mono = [c for c in test if c.kind == "mono"]
+    poly = [c for c in test if c.kind == "poly"]
+    if args.quick:
+        mono, poly = mono[:150], poly[:150]
+    posted = draw(pool, LOOP_SHOTS, seed=2, kinds=("poly",))
+    with ServerProcess(state, models, work / "loop-server.log", model=MODEL) as server:
+        server.wait_ready()
+        before = {
+            "poly": served_accuracy(server.address, poly),
+            "mono": served_accuracy(server.address, mono),
+        }
+        print(f"  before: poly {before['poly']:.3f}, mono {before['mono']:.3f}")
+        with AdaptationClient(server.address) as client:
+            started = time.perf_counter()
+            samples = [NewSample("", c.label, data=c.path.read_bytes()) for c in posted]
+            for i in range(0, len(samples), 50):
+                client.add_samples(MODEL, samples[i : i + 50])
+            with contextlib.suppress(Exception):  # the policy may already have started one
+                client.start_fine_tune(MODEL, "bench: poly cells labeled")
+            job, serving = wait_for_job(client)
+            seconds = time.perf_counter() - started
+        after = {
+            "poly": served_accuracy(server.address, poly),
+            "mono": served_accuracy(server.address, mono),
+        }
+        rss = proc_status_mib(server.proc.pid, "VmRSS")
+    gate = job.gate
+    result = {
+        "posted": len(posted),
+        "before": before,
+        "after": after,
+        "labels_to_serving_s": seconds if serving > 1 else None,
+        "serving_version": serving,
+        "job": {
+            "state": job.state.value,
+            "error": job.error,
+            "gate": asdict(gate) if gate else None,
+        },
+        "forgetting": before["mono"] - after["mono"],
+        "server_rss_mib": rss,
+        "test": {"poly": len(poly), "mono": len(mono)},
+    }
+    print(
+        f"  after: poly {after['poly']:.3f}, mono {after['mono']:.3f}; job {job.state.value}, "
+        f"version {serving} serving {seconds:.0f} s after the first label"
+    )
+    return result
+
+
+def wait_for_job(client: Any) -> tuple[Any, int]:
+    """The round's job once finished, and the version then serving (a promoted candidate swaps
+    in just after its job finishes; one waiting for review does not)."""
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        status = client.model_status(MODEL)
+        job = status.job
+        if job is not None and job.state.finished:
+            pending = any(v.status == "pending" for v in client.list_versions(MODEL))
+            promoted = job.gate is not None and job.gate.promote and not pending
+            if status.serving_version > 1 or not promoted:
+                return job, status.serving_version
+        time.sleep(0.5)
+    raise TimeoutError(f"no finished job after {JOB_TIMEOUT_S:.0f} s")
+
+
+def served_accuracy(address: str, cells: list[Cell], batch: int = 8) -> float:
+    import grpc
+
+    from service.api._proto.inference import grpc_predict_v2_pb2 as pb
+
+    right = 0
+    with grpc.insecure_channel(address) as channel:
+        call = channel.unary_unary(
+            INFER_METHOD,
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        for start in range(0, len(cells), batch):
+            chunk = cells[start : start + batch]
+            response = call(infer_request([jpeg(c) for c in chunk]), timeout=60)
+            labels = response_labels(response)
+            right += sum(label == c.label for label, c in zip(labels, chunk, strict=True))
+    return right / len(cells)
+
+
+def infer_request(images: list[bytes]) -> Any:
+    from service.api._proto.inference import grpc_predict_v2_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=MODEL)
+    request.inputs.add(name="image", datatype="BYTES", shape=[len(images)])
+    request.raw_input_contents.append(b"".join(struct.pack("<I", len(i)) + i for i in images))
+    return request
+
+
+def response_labels(response: Any) -> list[str]:
+    names = [o.name for o in response.outputs]
+    raw, labels, offset = response.raw_output_contents[names.index("label")], [], 0
+    while offset < len(raw):
+        size = struct.unpack_from("<I", raw, offset)[0]
+        labels.append(raw[offset + 4 : offset + 4 + size].decode())
+        offset += 4 + size
+    return labels
+
+
+def bench_serving(
+    version: Path, models: Path, state: Path, test: list[Cell], work: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    images = [jpeg(c) for c in test[: 64 if args.quick else 200]]
+    requests, duration = (200, 10.0) if args.quick else (1000, 30.0)
+    local = Classifier(version, args.threads)
+    in_process = bench_in_process(local, images, requests, duration)
+    images_file = work / "images.json"
+    images_file.write_text(json.dumps([i.hex() for i in images]))
+    with ServerProcess(state, models, work / "serving-server.log", model=MODEL) as server:
+        ready = server.wait_ready()
+        rss_loaded = proc_status_mib(server.proc.pid, "VmRSS")
+        phases = run_client(server, images_file, requests, duration)
+        rss = proc_status_mib(server.proc.pid, "VmRSS")
+    result = {
+        "images": len(images),
+        "jpeg_kib_mean": sum(map(len, images)) / len(images) / 1024,
+        "in_process": in_process,
+        "server": [asdict(p) for p in phases],
+        "ready_s": ready,
+        "server_rss_loaded_mib": rss_loaded,
+        "server_rss_mib": rss,
+    }
+    result["p50_ratio"] = phases[0].p50_ms / in_process["one"]["p50_ms"]
+    return result
+
+
+def bench_in_process(
+    local: Classifier, images: list[bytes], requests: int, duration: float
+) -> dict[str, Any]:
+    """One image at a time (decode + run), decoding alone, and batches of 8."""
+
+    def timed(step: Callable[[int], object], count: int) -> dict[str, float]:
+        for i in range(8):
+            step(i)
+        latencies, cpu0, start = [], time.process_time(), time.perf_counter()
+        for i in range(count):
+            t0 = time.perf_counter()
+            step(i)
+            latencies.append(time.perf_counter() - t0)
+            if time.perf_counter() - start > duration:
+                break
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+        ms = np.asarray(latencies) * 1000
+        return {
+            "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99)),
+            "per_s": len(latencies) / wall,
+            "cpu_ms": cpu * 1000 / len(latencies),
+        }
+
+    n = len(images)
+
+    def batch8(i: int) -> None:
+        local.predict(np.stack([local.decode(images[(8 * i + j) % n]) for j in range(8)]))
+
+    one = timed(lambda i: local.predict(local.decode(images[i % n])[None]), requests)
+    decode = timed(lambda i: local.decode(images[i % n]), requests)
+    eight = timed(batch8, max(requests // 8, 16))
+    eight["per_s"] *= 8
+    return {"one": one, "decode": decode, "batch8": eight}
+
+
+async def _client(
+    address: str, images: list[bytes], requests: int, duration: float
+) -> dict[str, Any]:
+    from grpc import aio
+
+    encoded = [infer_request([i]).SerializeToString() for i in images]
+    phases = []
+    async with aio.insecure_channel(address) as channel:
+        call = channel.unary_unary(INFER_METHOD)
+        for concurrency in CONCURRENCIES:
+            await asyncio.gather(*(call(encoded[i % len(encoded)], timeout=60) for i in range(16)))
+            cpu0, busy0, start = time.process_time(), machine_busy_seconds(), time.perf_counter()
+            latencies, errors = await _drive(call, encoded, concurrency, requests, duration)
+            phases.append(
+                {
+                    "concurrency": concurrency,
+                    "latencies": latencies,
+                    "seconds": time.perf_counter() - start,
+                    "client_cpu": time.process_time() - cpu0,
+                    "machine_busy": machine_busy_seconds() - busy0,
+                    "errors": len(errors),
+                    "first_error": errors[0] if errors else "",
+                }
+            )
+    return {"phases": phases}
+
+
+def client_main(address: str, images_file: str, requests: int, duration: float, out: Any) -> None:
+    try:
+        images = [bytes.fromhex(h) for h in json.loads(Path(images_file).read_text())]
+        out.put(asyncio.run(_client(address, images, requests, duration)))
+    except BaseException as exc:
+        out.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def run_client(
+    server: ServerProcess, images_file: Path, requests: int, duration: float
+) -> list[Any]:
+    """Drive the server from a spawned process, so that the client's Python does not share
+    this process's interpreter; the server's CPU is read around the whole run."""
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    cpu0 = proc_cpu_seconds(server.proc.pid)
+    client = ctx.Process(
+        target=client_main, args=(server.address, str(images_file), requests, duration, out)
+    )
+    client.start()
+    try:
+        result = out.get(timeout=120 + len(CONCURRENCIES) * (duration + 60))
+    except queue.Empty:
+        raise TimeoutError("client process did not finish in time") from None
+    finally:
+        client.join(timeout=30)
+        if client.is_alive():
+            client.terminate()
+    if "error" in result:
+        raise RuntimeError(f"client failed: {result['error']}\n{server.tail()}")
+    server_cpu = proc_cpu_seconds(server.proc.pid) - cpu0
+    total = sum(p["seconds"] for p in result["phases"]) or 1.0
+    return [
+        summarize(
+            f"server c={p['concurrency']}",
+            p["latencies"],
+            len(p["latencies"]),
+            p["seconds"],
+            server_cpu * p["seconds"] / total,
+            client_cpu_s=p["client_cpu"],
+            errors=p["errors"],
+            first_error=p["first_error"],
+            machine_busy_s=p["machine_busy"],
+        )
+        for p in result["phases"]
+    ]
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def machine() -> dict[str, Any]:
+    import onnxruntime as ort
+
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as handle:
+        cpu = next(
+            (line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu
+        )
+    return {
+        "cpu": cpu,
+        "cpus": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "load_average": os.getloadavg(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="k = 10 only, smaller sets, short runs"
+    )
+    parser.add_argument("--sections", default="accuracy,loop,serving")
+    parser.add_argument("--backbone", default="mobilenet_v2")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument(
+        "--threads", type=int, default=0, help="ORT intra-op threads (0: all cores)"
+    )
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    sections = set(args.sections.split(","))
+    if args.threads == 0:
+        args.threads = len(os.sched_getaffinity(0))
+    report: dict[str, Any] = {
+        "command": " ".join(
+            ["python", "bench/vision.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "machine": machine(),
+    }
+    print(f"{report['command']}\n{report['machine']}")
+    cells = load_cells()
+    pool, test = split(cells)
+    if args.quick:
+        test = random.Random(0).sample(test, 300)
+    report["data"] = {"cells": len(cells), "train_pool": len(pool), "test": len(test)}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="loopserve-vision-") as tmp:
+        work = Path(tmp)
+        if "accuracy" in sections:
+            print("accuracy on the held-out cells (mono and poly):")
+            report["accuracy"] = guarded(lambda: bench_accuracy(pool, test, work, args))
+        if "loop" in sections:
+            print(f"closed loop: version on mono cells, {LOOP_SHOTS}/class poly labels posted:")
+            report["loop"] = guarded(lambda: bench_loop(pool, test, work, args))
+        if "serving" in sections:
+            print("serving JPEG cells:")
+            report["serving"] = guarded(lambda: serving_section(pool, test, work, args))
+    report["total_s"] = time.perf_counter() - started
+    print_summary(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def serving_section(
+    pool: list[Cell], test: list[Cell], work: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    models, state = work / "models", work / "state-serving"
+    write_model(models, draw(pool, 10, seed=3, kinds=("mono", "poly")), args, frozen=True)
+    try:
+        version, _ = build(models, state)
+    except Exception as exc:  # serving cost does not depend on what the head learned
+        print(
+            f"  the builder failed ({type(exc).__name__}: {exc}); serving the backbone with an untrained head"
+        )
+        version = publish_untrained(state, args)
+    return bench_serving(version, models, state, test, work, args)
+
+
+def publish_untrained(state: Path, args: argparse.Namespace) -> Path:
+    """Version 1: the ImageNet backbone and a randomly initialised head, exported as served."""
+    import torch
+
+    from service.domain.versions import VersionMeta
+    from service.registry import ModelRegistry
+    from service.tasks.image import ImageOptions
+    from service.training.vision import ImageClassifier, build_backbone, export_onnx
+
+    shutil.rmtree(state, ignore_errors=True)
+    torch.manual_seed(0)
+    features, _ = build_backbone(args.backbone, f"bundled:{args.backbone}", trainable_stages=0)
+    registry = ModelRegistry(state, MODEL)
+    with registry.stage(parent=None) as staged:
+        export_onnx(ImageClassifier(features, len(LABELS)), staged.path / "model.onnx", args.size)
+        inputs = ImageOptions(size=args.size).as_dict()
+        meta = VersionMeta(
+            labels=LABELS, max_seq_length=0, task="image-classification", inputs=inputs
+        )
+        info = registry.publish(staged, meta)
+    registry.set_current(info.version, expected=None)
+    return info.path
+
+
+def guarded(section: Callable[[], Any]) -> Any:
+    """A section's result, or what stopped it (the others still run)."""
+    try:
+        return section()
+    except Exception as exc:  # a benchmark reports what failed and goes on
+        print(f"  not measured: {type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    print("\n== summary ==")
+    print(f"command: {report['command']}")
+    print(f"machine: {report['machine']['cpu']}, {report['machine']['cpus']} CPUs")
+    accuracy = report.get("accuracy")
+    if isinstance(accuracy, list):
+        by = {(r["per_class"], r["mode"]): r["test_accuracy"] for r in accuracy}
+        for shots in sorted({r["per_class"] for r in accuracy}):
+            head, tuned = by.get((shots, "frozen head")), by.get((shots, "fine-tune"))
+            if head is not None and tuned is not None:
+                gain = tuned - head
+                mark = "ok" if gain >= TARGET_FINETUNE_GAIN else "below target"
+                print(
+                    f"{shots}/class: frozen head {head:.1%}, fine-tune {tuned:.1%} "
+                    f"({gain:+.1%}; target +3 points at 50/class: {mark})"
+                )
+    loop = report.get("loop")
+    if isinstance(loop, dict) and "before" in loop:
+        seconds = loop["labels_to_serving_s"]
+        print(
+            f"loop: poly {loop['before']['poly']:.1%} -> {loop['after']['poly']:.1%}, mono "
+            f"{loop['before']['mono']:.1%} -> {loop['after']['mono']:.1%} (forgetting "
+            f"{loop['forgetting']:+.1%}, target <= 1 point); labels to serving "
+            + (
+                f"{seconds:.0f} s (target <= {TARGET_LOOP_SECONDS:.0f} s)"
+                if seconds
+                else "- (no new version)"
+            )
+        )
+    serving = report.get("serving")
+    if isinstance(serving, dict) and "in_process" in serving:
+        one, decode = serving["in_process"]["one"], serving["in_process"]["decode"]
+        c1, c8 = serving["server"][0], serving["server"][1]
+        print(
+            f"serving: in-process p50 {one['p50_ms']:.1f} ms (decode {decode['p50_ms']:.1f} ms), "
+            f"batch 8 {serving['in_process']['batch8']['per_s']:.0f}/s; server c=1 p50 "
+            f"{c1['p50_ms']:.1f} ms p99 {c1['p99_ms']:.1f} ms, c=8 {c8['texts_per_s']:.0f}/s; "
+            f"p50 ratio {serving['p50_ratio']:.2f} (target <= {TARGET_P50_RATIO}); "
+            f"server RSS {serving['server_rss_mib']:.0f} MiB"
+        )
+    print(f"total {report['total_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -278,6 +278,9 @@ def test_a_pending_version_trained_on_purged_samples_is_named_and_cannot_be_appr
     process.gate.set()
     assert loop.wait_finished(first).state is JobState.PROMOTED
     assert loop.served.serving_version.version == 2
+    # No job starts from here on: the row below is written QUEUED first, and a runner would
+    # adopt it. An approval still publishes.
+    loop.service.stop(5)
     # A later round on the same data whose candidate waits for review (as the review leaves it).
     job = loop.store.create(MODEL, "samples", "later", 2, loop.store.last_seq(MODEL))
     with loop.served.registry.stage(parent=2) as staged:

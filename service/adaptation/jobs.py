@@ -365,10 +365,11 @@ class JobRunner:
     ) -> None:
         """The content every key of the spec names (agreed layout: ``<dir>/<hex>``): the seed's
         and the traffic's from ``content``, the samples' from the store."""
-        for key, data in content.items():
-            write_input(directory, key, data)
         pairs = [*spec.train, *spec.validation, *spec.holdout, *spec.anchor]
         keys = {text for text, _ in pairs} | {text for text, _, _ in spec.round_samples}
+        keys |= set(spec.traffic)
+        for key in keys & content.keys():
+            write_input(directory, key, content[key])
         read = functools.partial(self._samples.blobs, self.model)
         missing = write_stored_inputs(directory, keys - content.keys(), read)
         if missing:  # their samples were purged after the job read them
@@ -526,11 +527,13 @@ def _traffic(inputs: Sequence[str | bytes]) -> tuple[list[str], dict[str, bytes]
     named: list[str] = []
     content: dict[str, bytes] = {}
     for item in inputs:
+        if not item:
+            continue
         if isinstance(item, bytes):
             key = content_key(item)
             content[key] = item
             named.append(key)
-        elif item:
+        else:
             named.append(item)
     return named, content
 

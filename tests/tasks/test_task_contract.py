@@ -18,6 +18,7 @@ from tasks.image.hostile_images import solid
 
 from service import tasks
 from service.config import ModelDefinition
+from service.domain.loop import NewSample
 from service.domain.versions import VersionMeta
 from service.errors import ConfigError, InvalidInput
 from service.types import Tensor
@@ -28,6 +29,8 @@ class Case:
     definition: ModelDefinition
     tensor: Callable[[int], Tensor]  # a valid input tensor of n elements
     version_dir: Path
+    sample: NewSample  # a valid labeled sample
+    write_seed: Callable[[], None]  # writes seed data of labels "a" and "b" where it names
 
 
 def _text_case(tmp: Path, backbone: Path) -> Case:
@@ -35,10 +38,17 @@ def _text_case(tmp: Path, backbone: Path) -> Case:
     version_dir.mkdir()
     shutil.copy(backbone / "tokenizer.json", version_dir / "tokenizer.json")
     definition = ModelDefinition(name="t", directory=tmp, task="text-classification")
+
+    def write_seed() -> None:
+        seed = "text,label\na first text,a\na second text,b\n"
+        definition.seed_path.write_text(seed, encoding="utf-8")
+
     return Case(
         definition,
         lambda n: Tensor("text", "BYTES", (n,), [f"text number {i}".encode() for i in range(n)]),
         version_dir,
+        NewSample("a labeled text", "a"),
+        write_seed,
     )
 
 
@@ -46,10 +56,22 @@ def _image_case(tmp: Path) -> Case:
     version_dir = tmp / "image-version"
     version_dir.mkdir()
     definition = ModelDefinition(
-        name="i", directory=tmp, task="image-classification", inputs={"size": 32}
+        name="i", directory=tmp, task="image-classification", inputs={"size": 32}, seed_data="seed"
     )
     jpeg = solid("JPEG", (80, 60))
-    return Case(definition, lambda n: Tensor("image", "BYTES", (n,), [jpeg] * n), version_dir)
+
+    def write_seed() -> None:
+        for label in ("a", "b"):
+            (definition.seed_path / label).mkdir(parents=True)
+            (definition.seed_path / label / "1.png").write_bytes(solid("PNG"))
+
+    return Case(
+        definition,
+        lambda n: Tensor("image", "BYTES", (n,), [jpeg] * n),
+        version_dir,
+        NewSample("", "a", data=jpeg),
+        write_seed,
+    )
 
 
 @pytest.fixture(params=["text-classification", "image-classification"])
@@ -104,6 +126,30 @@ def test_an_empty_request_is_refused(case: Case) -> None:
     inputs = tasks.get(case.definition.task).input_contract(case.definition)
     with pytest.raises(InvalidInput, match="holds no"):
         inputs.decode([case.tensor(0)])
+
+
+def test_a_valid_sample_passes_and_an_empty_one_is_refused_naming_it(case: Case) -> None:
+    inputs = tasks.get(case.definition.task).input_contract(case.definition)
+    inputs.validate_sample(3, case.sample)
+    with pytest.raises(InvalidInput, match=r"^sample\[3\] "):
+        inputs.validate_sample(3, NewSample("", "a"))
+
+
+def test_a_sample_of_both_a_text_and_content_is_refused(case: Case) -> None:
+    inputs = tasks.get(case.definition.task).input_contract(case.definition)
+    both = NewSample("a text", "a", data=solid("PNG"))
+    with pytest.raises(InvalidInput, match=r"^sample\[0\] has (a text|content bytes)"):
+        inputs.validate_sample(0, both)
+
+
+def test_seed_data_reads_as_valid_labeled_samples(case: Case) -> None:
+    task = tasks.get(case.definition.task)
+    case.write_seed()
+    seed = task.seed_samples(case.definition)
+    assert sorted(s.label for s in seed) == ["a", "b"]
+    inputs = task.input_contract(case.definition)
+    for i, sample in enumerate(seed):
+        inputs.validate_sample(i, sample)
 
 
 def test_the_preprocessor_feeds_every_item_exactly_once(case: Case) -> None:

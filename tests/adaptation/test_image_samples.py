@@ -6,6 +6,7 @@ leaves no byte of the purged images in the state dir."""
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +22,10 @@ from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceS
 from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
 from service.api._proto.loopserve.v1.adaptation_pb2_grpc import AdaptationStub
 from service.config import ServerSettings
-from service.domain.loop import content_key, derived_sample_id
+from service.domain.loop import NewSample, content_key, derived_sample_id
 from service.metrics import Metrics
 from service.store import SQLiteStore
+from service.tasks.image import ImageInputs
 
 MODEL = "colours"
 SIZE = 16
@@ -171,6 +173,21 @@ def test_a_bad_image_refuses_the_call_naming_the_sample(
         assert store.count(MODEL) == 0  # nothing of the call was stored
     finally:
         store.close()
+
+
+def test_posted_images_are_decoded_off_the_event_loop(
+    app: RunningApp, stub: AdaptationStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[threading.Thread] = []
+    validate = ImageInputs.validate_sample
+
+    def recording(self: ImageInputs, index: int, sample: NewSample) -> None:
+        threads.append(threading.current_thread())
+        validate(self, index, sample)
+
+    monkeypatch.setattr(ImageInputs, "validate_sample", recording)
+    add(stub, pb.Sample(content=solid("PNG", color=RED), label="red"))
+    assert len(threads) == 1 and threads[0] is not app._thread  # not the event loop's thread
 
 
 def test_a_label_for_a_served_image_scores_its_prediction(

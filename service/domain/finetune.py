@@ -75,6 +75,9 @@ class FineTuneSpec:
     # hold content keys ``sha256:<hex>``, and each one's bytes are in ``inputs_dir/<hex>``.
     task: str = "text-classification"
     inputs_dir: str = ""
+    # Image tasks: the training images' augmentations and views per image ([train] augment).
+    augment: list[str] = field(default_factory=list)
+    augment_views: int = 0
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(dataclasses.asdict(self)), encoding="utf-8")

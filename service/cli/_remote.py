@@ -359,8 +359,8 @@ def run_candidates(args: argparse.Namespace, client: AdaptationClient) -> int:
         os.replace(tmp, args.out)
     except OSError as exc:
         raise InvalidInput(f"cannot write {args.out}: {exc.strerror or exc}") from None
-    if args.json:
-        print_json([asdict(c) for c in candidates])
+    if args.json:  # a text model's candidates: no content
+        print_json([{k: v for k, v in asdict(c).items() if k != "content"} for c in candidates])
     else:
         print(
             f"{args.model}: wrote {len(candidates)} candidates to {args.out}; fill in the label "

@@ -152,6 +152,10 @@ def test_candidates_are_the_served_images_and_go_out_as_files_and_a_csv(
     out = tmp_path / "review" / "candidates.csv"
     out.parent.mkdir()
     addr = ["--addr", image_server.address, "--model", MODEL]
+    assert main(["candidates", *addr, "--out", str(out), "--count", "4", "--json"]) == 0
+    given = json.loads(capsys.readouterr().out)
+    assert [Path(c["path"]).read_bytes() in images for c in given] == [True] * 4
+    assert "content" not in given[0] and "text" not in given[0]
     assert main(["candidates", *addr, "--out", str(out), "--count", "4"]) == 0
     assert "wrote 4 candidates" in capsys.readouterr().out
     with out.open(newline="", encoding="utf-8") as handle:

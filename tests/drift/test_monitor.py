@@ -227,6 +227,9 @@ def test_candidates_go_out_to_a_csv_and_come_back_labeled(
         time.sleep(0.05)
     out = tmp_path / "candidates.csv"
     addr = ["--addr", drift_server.address, "--model", TINY_MODEL]
+    assert main(["candidates", *addr, "--out", str(out), "--count", "5", "--json"]) == 0
+    fields = {"prediction_id", "text", "version", "predicted_label", "confidence", "atypicality"}
+    assert [set(c) for c in json.loads(capsys.readouterr().out)] == [fields | {"score"}] * 5
     assert main(["candidates", *addr, "--out", str(out), "--count", "5"]) == 0
     assert "wrote 5 candidates" in capsys.readouterr().out
     with out.open(newline="") as handle:

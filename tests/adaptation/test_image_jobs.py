@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, PngImagePlugin
 from test_job_races import LABELS, MODEL
-from test_purge import FakeProcess, Loop
+from test_purge import FakeProcess, Loop, running_loop
 
 from service import tasks
 from service.domain.finetune import FineTuneSpec
@@ -40,25 +40,21 @@ def png(label: str, note: str, marker: bytes = MARKER) -> bytes:
     return out.getvalue()
 
 
-@pytest.fixture
-def loop(tmp_path: Path, process: FakeProcess) -> Iterator[Loop]:
-    """The loop of test_purge (SQLite, one process) on an image model with a seed folder."""
-    state = tmp_path / "state"
-    running = Loop(state, SQLiteStore(state / "loopserve.db"))
-    seed = tmp_path / "model" / "seed"
-    for label in LABELS:
-        (seed / label).mkdir(parents=True)
-        for i in range(2):
-            (seed / label / f"{i}.png").write_bytes(png(label, f"seed {i}", b"seed"))
-    served = running.served
-    served.definition.task = IMAGE_TASK
-    served.definition.seed_path = seed
-    served.task = tasks.get(IMAGE_TASK)  # type: ignore[attr-defined]
-    served.inputs = ImageInputs(ImageOptions(size=16))  # type: ignore[attr-defined]
-    yield running
-    process.gate.set()
-    running.service.stop(5)
-    running.store.close()
+@pytest.fixture(params=["sqlite", "postgres"])
+def loop(request: pytest.FixtureRequest, tmp_path: Path, process: FakeProcess) -> Iterator[Loop]:
+    """The loop of test_purge over either store, on an image model with a seed folder."""
+    with running_loop(request, tmp_path / "state", process) as running:
+        seed = tmp_path / "model" / "seed"
+        for label in LABELS:
+            (seed / label).mkdir(parents=True)
+            for i in range(2):
+                (seed / label / f"{i}.png").write_bytes(png(label, f"seed {i}", b"seed"))
+        served = running.served
+        served.definition.task = IMAGE_TASK
+        served.definition.seed_path = seed
+        served.task = tasks.get(IMAGE_TASK)  # type: ignore[attr-defined]
+        served.inputs = ImageInputs(ImageOptions(size=16))  # type: ignore[attr-defined]
+        yield running
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -28,7 +29,7 @@ from service.adaptation.loop import AdaptationService
 from service.adaptation.predictions import PredictionLog
 from service.api.adaptation_client import AdaptationClient
 from service.cluster import LeaseHeadPointer
-from service.config import AdaptationRecipe, ServingOptions
+from service.config import AdaptationRecipe, ServingOptions, TrainRecipe
 from service.domain.finetune import FineTuneResult, FineTuneSpec
 from service.domain.gate import GateThresholds
 from service.domain.loop import GateResult, Job, JobState, NewSample, PurgeOutcome
@@ -68,6 +69,7 @@ class PublishingServed(FakeServed):
         seed.write_text("text,label\nseed one,a\nseed two,b\n", encoding="utf-8")
         self.definition = SimpleNamespace(
             task="text-classification",
+            train=TrainRecipe(),
             adaptation=recipe,
             serving=ServingOptions(),
             gate=GateThresholds(),
@@ -170,8 +172,16 @@ def loop(tmp_path: Path, process: FakeProcess) -> Iterator[Loop]:
 def any_loop(
     request: pytest.FixtureRequest, tmp_path: Path, process: FakeProcess
 ) -> Iterator[Loop]:
-    """The loop over either store; PostgreSQL publishes as the trainer, over its lease."""
-    state = tmp_path / "state"
+    with running_loop(request, tmp_path / "state", process) as running:
+        yield running
+
+
+@contextmanager
+def running_loop(
+    request: pytest.FixtureRequest, state: Path, process: FakeProcess
+) -> Iterator[Loop]:
+    """The loop over the store ``request.param`` names; PostgreSQL publishes as the trainer,
+    over its lease."""
     if request.param == "sqlite":
         store: Store = SQLiteStore(state / "loopserve.db")
         lease = None

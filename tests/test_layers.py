@@ -26,7 +26,7 @@ LAYERS: list[list[str]] = [
     ["drift"],
     ["adaptation"],
     ["cluster"],
-    ["api", "web"],
+    ["api", "web", "console"],
     ["app"],
     ["cli"],
 ]

@@ -27,6 +27,7 @@ from service.domain.loop import (
     ModelStatus,
     NewSample,
     PurgeOutcome,
+    Sample,
     SourceSummary,
     VersionSummary,
 )
@@ -299,6 +300,16 @@ class AdaptationService:
                 _scrub_review(served, info)
         return versions, self._jobs.trained_on(served.name, source, since)
 
+    async def versions_trained_on(self, model: str, source: str) -> list[int]:
+        """The versions whose recorded data includes samples of ``source``: what a purge of
+        it would name (before it removes anything)."""
+        served = self._served(model)
+        return [
+            info.version
+            for info in served.registry.versions()
+            if info.meta.trained_on is not None and info.meta.trained_on.includes(source)
+        ]
+
     async def list_versions(self, model: str) -> list[VersionSummary]:
         served = self._served(model)
         serving = self._serving_version(served)
@@ -440,6 +451,53 @@ class AdaptationService:
         if self._drift is None:
             return []
         return self._drift.candidates(model, count or DEFAULT_CANDIDATES)
+
+    async def delete_sample(self, model: str, sample_id: str) -> Sample:
+        """Delete one sample the caller posted (an undone label), by its id; NotFound when
+        the caller's source has no sample of that id. Recorded as a purge of that sample: a
+        job that read it cannot publish."""
+        self._served(model)
+        check_length("sample id", sample_id)
+        source = current_principal.get()
+        sample = await asyncio.to_thread(self._samples.delete_sample, model, source, sample_id)
+        if sample is None:
+            raise NotFound(
+                f"model {model!r} has no sample {quote(sample_id)} posted by {quote(source)}"
+            )
+        log.info("deleted sample %s of %s posted by %s", quote(sample_id), model, quote(source))
+        return sample
+
+    async def recent_jobs(self, model: str, limit: int = 20) -> list[Job]:
+        """The model's latest jobs, newest first."""
+        self._served(model)
+        return await asyncio.to_thread(self._jobs.recent, model, limit)
+
+    async def cancel_job(self, model: str, job_id: str) -> Job:
+        """End a running job of ``model`` that this process runs; InvalidInput when it has
+        finished or runs elsewhere. The job fails: its process was ended."""
+        self._served(model)
+        job = await self.get_job(job_id)
+        if job.model != model:
+            raise NotFound(f"model {model!r} has no job {quote(job_id)}")
+        if job.state.finished or not self._runners[model].cancel(job_id):
+            raise InvalidInput(f"job {job_id} of {model!r} is not running in this process")
+        log.warning(
+            "fine-tune job %s of %s cancelled by %s", job_id, model, current_principal.get()
+        )
+        return job
+
+    def job_log_tail(self, job_id: str, max_bytes: int = 4096) -> str:
+        """The end of a job's process output while its directory exists ("" otherwise)."""
+        check_length("job id", job_id)
+        if not job_id or "/" in job_id or job_id.startswith("."):  # a name, never a path
+            return ""
+        path = self._work_dir / job_id / "job.log"
+        try:
+            with path.open("rb") as handle:
+                handle.seek(max(0, path.stat().st_size - max_bytes))
+                return handle.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
 
     def watch_events(self, model: str) -> AsyncGenerator[Event, None]:
         if model:

@@ -72,6 +72,13 @@ class SampleStore(Protocol):
         """The purges of ``model`` that removed samples, oldest first."""
         ...
 
+    def delete_sample(self, model: str, source: str, sample_id: str) -> Sample | None:
+        """Delete the sample ``sample_id`` of ``model`` if ``source`` posted it (an undone
+        label); the deleted sample, or None when there is no such sample of that source. Kept
+        as a purge of that one seq, with its content when no other sample uses it, so that a
+        job that read it cannot publish (see :meth:`purge`)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -233,6 +233,31 @@ class PostgresStore:
     def purges(self, model: str) -> list[PurgeRecord]:
         return self._read(lambda conn: purges(conn, model))
 
+    def delete_sample(self, model: str, source: str, sample_id: str) -> Sample | None:
+        def work(conn: Conn) -> Sample | None:
+            self._lock_model(conn, model)
+            row = conn.execute(
+                f"DELETE FROM samples WHERE model = %s AND id = %s AND source = %s"
+                f" RETURNING {SAMPLE_COLUMNS}",
+                (model, sample_id, source),
+            ).fetchone()
+            if row is None:
+                return None
+            sample = Sample(*row)
+            conn.execute(
+                "DELETE FROM blobs WHERE model = %s AND key = %s"
+                " AND key NOT IN (SELECT text FROM samples WHERE model = %s)",
+                (model, sample.text, model),
+            )
+            conn.execute(
+                f"INSERT INTO purges ({PURGE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (model, source, sample.created, 1, sample.seq, sample.seq, time.time()),
+            )
+            return sample
+
+        # Not retried: a repeat after a lost commit would find nothing to delete.
+        return self._write(work, retry=False)
+
     # --- jobs -----------------------------------------------------------------------------------
 
     def create(

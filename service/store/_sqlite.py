@@ -233,6 +233,28 @@ class SQLiteStore:
         with self._connection() as conn:
             return _purges(conn, model)
 
+    def delete_sample(self, model: str, source: str, sample_id: str) -> Sample | None:
+        with self._transaction() as conn:
+            row = conn.execute(
+                f"SELECT {SAMPLE_COLUMNS} FROM samples WHERE model = ? AND id = ? AND source = ?",
+                (model, sample_id, source),
+            ).fetchone()
+            if row is None:
+                return None
+            sample = Sample(*row)
+            conn.execute("DELETE FROM samples WHERE model = ? AND seq = ?", (model, sample.seq))
+            conn.execute(
+                "DELETE FROM blobs WHERE model = ? AND key = ?"
+                " AND key NOT IN (SELECT text FROM samples WHERE model = ?)",
+                (model, sample.text, model),
+            )
+            conn.execute(
+                f"INSERT INTO purges ({PURGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (model, source, sample.created, 1, sample.seq, sample.seq, time.time()),
+            )
+        self._checkpoint()
+        return sample
+
     def _checkpoint(self) -> None:
         """Copy the log into the database file and empty it: until then the log keeps the
         pages that held the purged texts and content bytes."""

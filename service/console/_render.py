@@ -1,0 +1,70 @@
+"""Jinja2 templates of the console (autoescaped) and the filters they use."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from service.console._sessions import Session
+
+
+def environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("service.console", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        enable_async=False,
+    )
+    env.filters["pct"] = _pct
+    env.filters["num"] = _num
+    env.filters["ms"] = _ms
+    env.filters["when"] = _when
+    env.filters["seconds"] = _seconds
+    return env
+
+
+class Renderer:
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+
+    def page(
+        self,
+        request: Request,
+        template: str,
+        session: Session | None,
+        status_code: int = 200,
+        **values: Any,
+    ) -> HTMLResponse:
+        notices = list(session.notices) if session is not None else []
+        if session is not None:
+            session.notices.clear()
+        html = self.env.get_template(template).render(
+            session=session, notices=notices, path=request.url.path, **values
+        )
+        return HTMLResponse(html, status_code=status_code)
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value * 100:.1f} %"
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}g}"
+
+
+def _ms(value: float) -> str:
+    return "—" if not math.isfinite(value) else f"{value:.1f} ms"
+
+
+def _when(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(value))
+
+
+def _seconds(value: float) -> str:
+    return "—" if not math.isfinite(value) or value <= 0 else f"{value:.1f} s"

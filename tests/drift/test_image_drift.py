@@ -20,6 +20,7 @@ from conftest import RunningApp
 from PIL import Image
 from tasks.image.tiny_image_model import COLOURS, publish_version, write_definition
 from test_monitor import DRIFT as TEXT_DRIFT
+from test_monitor import rewrite_csv
 
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
@@ -167,10 +168,7 @@ def test_candidates_are_the_served_images_and_go_out_as_files_and_a_csv(
         assert content_key(file.read_bytes()).removeprefix("sha256:").startswith(file.stem)
     for row in rows[:2]:
         row["label"] = row["predicted_label"]
-    with out.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    rewrite_csv(out, rows)
     assert main(["label", *addr, str(out), "--skip-unlabeled", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["accepted"] == 2
     labeled = {r["prediction_id"] for r in rows[:2]}

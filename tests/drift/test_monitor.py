@@ -239,10 +239,7 @@ def test_candidates_go_out_to_a_csv_and_come_back_labeled(
     assert "empty label" in capsys.readouterr().err
     for row in rows[:3]:
         row["label"] = "complaint"
-    with out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    rewrite_csv(out, rows)
     assert main(["label", *addr, str(out), "--skip-unlabeled", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["accepted"] == 3
     labeled = {r["prediction_id"] for r in rows[:3]}
@@ -250,6 +247,14 @@ def test_candidates_go_out_to_a_csv_and_come_back_labeled(
         remaining = {c.prediction_id for c in client.labeling_candidates(TINY_MODEL, 100)}
     assert len(remaining) == 5 and not remaining & labeled
     assert drift_server.app.adaptation is not None
+
+
+def rewrite_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    """A candidates CSV as a labeler saves it back."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def test_calibrations_are_saved_and_reused_after_a_restart(

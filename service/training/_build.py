@@ -22,6 +22,7 @@ from service.domain.versions import DEFAULT_SERVING_FILE, DataCounts, Int8Check,
 from service.errors import ConfigError
 from service.registry import ModelRegistry, VersionInfo
 from service.runtime import available_cpus
+from service.tasks.image import NAME as IMAGE_TASK
 from service.training._data import (
     Example,
     TokenBatcher,
@@ -38,6 +39,7 @@ from service.training._export import (
 )
 from service.training._model import TextClassifier, load_encoder, trainable_state
 from service.training._trainer import Trainer, TrainReport
+from service.training.vision import build_image_version
 
 Progress = Callable[[str], None]
 
@@ -64,6 +66,8 @@ def build_first_version(
     definition: ModelDefinition, registry: ModelRegistry, progress: Progress
 ) -> VersionInfo:
     """Train, export, check and publish version 1 (or the next number), and make it current."""
+    if definition.task == IMAGE_TASK:
+        return build_image_version(definition, registry, progress)
     torch.set_num_threads(available_cpus())
     rows = read_labeled_csv(definition.seed_path)
     labels = list(definition.labels) or sorted({label for _, label in rows})

@@ -46,10 +46,13 @@ def review_evidence(
     trusted: bool,
     thresholds: GateThresholds,
     holdout: Mapping[str, float] | None = None,
+    tokens: bool = True,
 ) -> ReviewEvidence:
     """The evidence about a round (``samples``) and its candidate, with the rule's reasons.
     ``reference`` holds inputs the round's sources did not post (the anchor): a trigger token
-    is one they rarely contain. ``holdout``: the ``other_*`` fields (see :func:`other_sources`)."""
+    is one they rarely contain. ``holdout``: the ``other_*`` fields (see :func:`other_sources`).
+    ``tokens`` False: the inputs are not words (content keys of images), and the shared-token
+    tests do not apply (no trigger is reported)."""
     sources = Counter(source for _, _, source in samples)
     predicted, confidence = served_on_samples.top()
     known = set(served_on_samples.labels)
@@ -64,15 +67,19 @@ def review_evidence(
             contradicting.append(i)
     known_count = sum(len(flags) for flags in by_source.values())
     reference_texts = [*reference, *traffic]
-    trigger, share = shared_token(
-        [samples[i][0] for i in contradicting], reference_texts, thresholds
+    trigger, share = (
+        shared_token([samples[i][0] for i in contradicting], reference_texts, thresholds)
+        if tokens
+        else ("", 0.0)
     )
     flipped, flips = traffic_flips(traffic, served_on_traffic, candidate_on_traffic)
     # Changes concentrate on a token when the changed inputs share it and the unchanged do not.
     changed = set(flipped)
     unchanged = [text for i, text in enumerate(traffic) if i not in changed]
-    flip_trigger, _ = shared_token(
-        [traffic[i] for i in flipped], [*reference, *unchanged], thresholds
+    flip_trigger, _ = (
+        shared_token([traffic[i] for i in flipped], [*reference, *unchanged], thresholds)
+        if tokens
+        else ("", 0.0)
     )
     evidence = ReviewEvidence(
         sources=dict(sources),

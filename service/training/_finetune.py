@@ -33,11 +33,14 @@ from service.domain.versions import DataCounts, Int8Check
 from service.errors import is_disk_full
 from service.priority import lower_priority
 from service.runtime import LoadedVersion
+from service.tasks.image import NAME as IMAGE_TASK
+from service.training._candidate import Candidate
 from service.training._data import Example, TokenBatcher
 from service.training._evidence import Predictions, other_sources, review_evidence
 from service.training._export import export_onnx, load_for_check, parity_check, quantize_int8
 from service.training._model import TextClassifier, load_encoder, trainable_state
 from service.training._trainer import Trainer
+from service.training.vision import train_image_candidate
 
 Pairs = list[tuple[str, str]]
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -89,6 +92,16 @@ def _fine_tune(spec: FineTuneSpec) -> FineTuneResult:
         f"job: {len(spec.train)} train, {len(spec.validation)} validation, {len(spec.holdout)} "
         f"holdout, {len(spec.anchor)} anchor rows; {spec.threads} thread(s)"
     )
+    image = spec.task == IMAGE_TASK
+    trained = train_image_candidate(spec, _log) if image else _train_text(spec, started)
+    _log(
+        f"exported and checked ONNX (parity {trained.parity:.1e}) at "
+        f"{time.perf_counter() - started:.1f}s"
+    )
+    return _judge(spec, trained, started)
+
+
+def _train_text(spec: FineTuneSpec, started: float) -> Candidate:
     staging = Path(spec.staging_dir)
     tokenizer_path = staging / "tokenizer.json"
     tokenizer_path.write_bytes((Path(spec.base_dir) / "tokenizer.json").read_bytes())
@@ -130,8 +143,6 @@ def _fine_tune(spec: FineTuneSpec) -> FineTuneResult:
     int8_info: Int8Check | None = None
     if spec.int8:
         candidate, serving_file, int8_info = _maybe_int8(spec, candidate, tokenizer_path)
-
-    _log(f"exported and checked ONNX (parity {parity:.1e}) at {time.perf_counter() - started:.1f}s")
     incumbent = load_for_check(
         Path(spec.base_dir) / spec.base_serving_file,
         Path(spec.base_dir) / "tokenizer.json",
@@ -139,15 +150,24 @@ def _fine_tune(spec: FineTuneSpec) -> FineTuneResult:
         spec.max_seq_length,
         spec.threads,
     )
+    return Candidate(
+        candidate, incumbent, report, parity, serving_file, int8_info, items=lambda texts: texts
+    )
+
+
+def _judge(spec: FineTuneSpec, trained: Candidate, started: float) -> FineTuneResult:
+    """The gate, the review and the calibration of a trained candidate: the same for every
+    task."""
+    candidate, incumbent = trained.candidate, trained.incumbent
     thresholds = spec.gate
-    holdout_probabilities = _predict(candidate, spec.holdout)
+    holdout_probabilities = _predict(trained, candidate, spec.holdout)
     candidate_new, incumbent_new = (
         _correct_given(candidate.labels, spec.holdout, holdout_probabilities),
-        _correct(incumbent, spec.holdout),
+        _correct(trained, incumbent, spec.holdout),
     )
     candidate_old, incumbent_old = (
-        _correct(candidate, spec.anchor),
-        _correct(incumbent, spec.anchor),
+        _correct(trained, candidate, spec.anchor),
+        _correct(trained, incumbent, spec.anchor),
     )
     gate = decide(
         candidate_new=_mean(candidate_new),
@@ -167,7 +187,7 @@ def _fine_tune(spec: FineTuneSpec) -> FineTuneResult:
         holdout = other_sources(
             spec.round_samples, spec.holdout, candidate_new, incumbent_new, thresholds.confidence_z
         )
-        review = _review(spec, incumbent, candidate, holdout)
+        review = _review(spec, trained, holdout)
     if review is not None:
         _log(
             f"review at {time.perf_counter() - started:.1f}s: confident disagreement "
@@ -181,7 +201,7 @@ def _fine_tune(spec: FineTuneSpec) -> FineTuneResult:
                 else "nothing suspicious"
             )
         )
-    calibration = _calibration(spec, candidate, holdout_probabilities)
+    calibration = _calibration(spec, trained, holdout_probabilities)
     _log(
         f"calibration: temperature {calibration.temperature} fitted on {calibration.rows} "
         f"{calibration.source} rows"
@@ -189,11 +209,11 @@ def _fine_tune(spec: FineTuneSpec) -> FineTuneResult:
     return FineTuneResult(
         ok=True,
         gate=gate,
-        serving_file=serving_file,
+        serving_file=trained.serving_file,
         labels=spec.labels,
-        train=report.record(),
-        parity_max_abs_diff=parity,
-        int8=int8_info,
+        train=trained.report.record(),
+        parity_max_abs_diff=trained.parity,
+        int8=trained.int8,
         calibration=calibration,
         data=DataCounts(
             train=len(spec.train),
@@ -206,32 +226,23 @@ def _fine_tune(spec: FineTuneSpec) -> FineTuneResult:
     )
 
 
-def _review(
-    spec: FineTuneSpec,
-    incumbent: LoadedVersion,
-    candidate: LoadedVersion,
-    holdout: dict[str, float],
-) -> ReviewEvidence:
+def _review(spec: FineTuneSpec, trained: Candidate, holdout: dict[str, float]) -> ReviewEvidence:
     """The review evidence (see ``_evidence``): the serving version on the round's samples,
     both versions on recent traffic, the anchor as inputs the round's sources did not post."""
+    incumbent, candidate = trained.incumbent, trained.candidate
     texts = [text for text, _, _ in spec.round_samples]
     return review_evidence(
         spec.round_samples,
-        Predictions(incumbent.labels, _predict_texts(incumbent, texts)),
+        Predictions(incumbent.labels, trained.predict(incumbent, texts)),
         spec.traffic,
-        Predictions(incumbent.labels, _predict_texts(incumbent, spec.traffic)),
-        Predictions(candidate.labels, _predict_texts(candidate, spec.traffic)),
+        Predictions(incumbent.labels, trained.predict(incumbent, spec.traffic)),
+        Predictions(candidate.labels, trained.predict(candidate, spec.traffic)),
         [text for text, _ in spec.anchor],
         spec.trusted,
         spec.gate,
         holdout,
+        tokens=trained.text_inputs,
     )
-
-
-def _predict_texts(session: LoadedVersion, texts: list[str]) -> FloatArray:
-    if not texts:
-        return np.empty((0, len(session.labels)), dtype=np.float32)
-    return session.predict(texts).probabilities
 
 
 def _load_base(spec: FineTuneSpec) -> TextClassifier:
@@ -301,7 +312,7 @@ def _maybe_int8(
 
 
 def _calibration(
-    spec: FineTuneSpec, candidate: LoadedVersion, holdout_probabilities: FloatArray
+    spec: FineTuneSpec, trained: Candidate, holdout_probabilities: FloatArray
 ) -> Calibration:
     """Fitted on the gate's holdout, which the candidate never trained on; without one, on the
     validation rows, which only chose its epoch."""
@@ -309,18 +320,18 @@ def _calibration(
         pairs, probabilities, source = spec.holdout, holdout_probabilities, "holdout"
     else:
         pairs, source = spec.validation, "validation" if spec.validation else "none"
-        probabilities = _predict(candidate, pairs)
-    index = {label: i for i, label in enumerate(candidate.labels)}
+        probabilities = _predict(trained, trained.candidate, pairs)
+    index = {label: i for i, label in enumerate(trained.candidate.labels)}
     labels = np.array([index[gold] for _, gold in pairs], dtype=np.int64)
     return calibrate(probabilities, labels, source)
 
 
-def _predict(session: LoadedVersion, pairs: Pairs) -> FloatArray:
-    return _predict_texts(session, [text for text, _ in pairs])
+def _predict(trained: Candidate, session: LoadedVersion, pairs: Pairs) -> FloatArray:
+    return trained.predict(session, [text for text, _ in pairs])
 
 
-def _correct(session: LoadedVersion, pairs: Pairs) -> list[bool]:
-    return _correct_given(session.labels, pairs, _predict(session, pairs))
+def _correct(trained: Candidate, session: LoadedVersion, pairs: Pairs) -> list[bool]:
+    return _correct_given(session.labels, pairs, _predict(trained, session, pairs))
 
 
 def _correct_given(labels: list[str], pairs: Pairs, probabilities: FloatArray) -> list[bool]:
@@ -333,4 +344,6 @@ def _mean(correct: list[bool]) -> float:
 
 
 def _accuracy(session: LoadedVersion, pairs: Pairs) -> float:
-    return _mean(_correct(session, pairs))
+    texts = [text for text, _ in pairs]
+    probabilities = session.predict(texts).probabilities if texts else np.empty((0, 1))
+    return _mean(_correct_given(session.labels, pairs, probabilities))

@@ -12,7 +12,7 @@ from conftest import FILLER, TINY_LABELS
 from service.config import TrainRecipe
 from service.training._data import Example, TokenBatcher, label_name_examples
 from service.training._model import TextClassifier, load_encoder
-from service.training._trainer import Trainer, _class_weights
+from service.training._trainer import Trainer, class_weights
 
 # Train and validation teach the same labels through different words, so a model can know the
 # validation split's words only by training on it.
@@ -99,7 +99,7 @@ def test_a_label_name_is_spelled_out_as_one_example(label: str, text: str) -> No
 
 def test_class_weights_undo_the_label_mix() -> None:
     labels = torch.tensor([0, 0, 0, 1, 2, 2])  # class 3 absent
-    weights = _class_weights(labels, 4)
+    weights = class_weights(labels, 4)
     assert weights.tolist() == pytest.approx([2 / 3, 2.0, 1.0, 1.0])
     # every present class carries the same total weight
     totals = [float(weights[c] * (labels == c).sum()) for c in range(3)]

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import kornia.augmentation as K
 import torch
+
 from service.tasks.image import ImageOptions
 from service.training.vision._images import Pixels, normalised
 

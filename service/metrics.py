@@ -204,6 +204,13 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self.candidate_pool_bytes = Gauge(
+            "loopserve_candidate_pool_bytes",
+            "Bytes the labeling-candidate pool holds: inputs (each distinct image once) and "
+            "their embeddings.",
+            ["model"],
+            registry=r,
+        )
         self.drift_state = Gauge(
             "loopserve_drift_state",
             "1 for a drift detector's current state (calibrating, ready, failed), else 0.",

@@ -254,6 +254,7 @@ class DriftMonitor:
             by_version.setdefault(result.version, []).append(
                 as_observations(result.embedding, result.probabilities)
             )
+        self._metrics.candidate_pool_bytes.labels(model).set(pool.size_bytes)
         for version, parts in by_version.items():
             self._activate(model, version)
             self._send(Observe(model, version, Observations.concat(parts), time.time()))

@@ -199,6 +199,10 @@ def test_the_pool_keeps_images_within_its_byte_budget(tmp_path: Path) -> None:
         order = [images.index(image) for image in kept]
         assert 0 < len(kept) < len(images) and order == sorted(order, reverse=True)
         assert sum(map(len, kept)) <= pool.size_bytes <= budget
+        gauge = server.app.metrics.registry.get_sample_value(
+            "loopserve_candidate_pool_bytes", {"model": MODEL}
+        )
+        assert gauge == pool.size_bytes
         # Only embeddings and encoded bytes stay: no decoded [3, S, S] arrays (nor views of them).
         for entry in list(pool._entries):
             assert entry.embedding.shape == (3,) and entry.embedding.base is None

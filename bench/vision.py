@@ -175,37 +175,36 @@ def build(models: Path, state: Path) -> tuple[Path, float]:
 
 
 class Classifier:
-    """A version's ONNX model in this process, decoding as the server does."""
+    """A version loaded as the server loads it (tasks.open_version, the same session options),
+    in this process, decoding as the server does."""
 
-    def __init__(self, version_dir: Path, threads: int) -> None:
-        import onnxruntime as ort
-
-        from service.domain.versions import VersionMeta
+    def __init__(self, state: Path, threads: int) -> None:
+        from service import tasks
+        from service.registry import ModelRegistry
+        from service.runtime import SessionOptions
         from service.tasks.image import ImageOptions
 
-        meta = VersionMeta.from_dict(json.loads((version_dir / "meta.json").read_text()))
-        options = ImageOptions.parse(dict(meta.inputs), "meta.json inputs")
-        self.spec, self.limits, self.labels = options.spec(), options.limits(), meta.labels
-        session_options = ort.SessionOptions()
-        session_options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(
-            str(version_dir / meta.serving_file), session_options, ["CPUExecutionProvider"]
-        )
+        info = ModelRegistry(state, MODEL).current()
+        assert info is not None
+        options = ImageOptions.parse(dict(info.meta.inputs), "meta.json inputs")
+        self.spec, self.limits, self.labels = options.spec(), options.limits(), info.labels
+        self.loaded = tasks.open_version(MODEL, info, SessionOptions(threads, "cpu", True))
+        self.loaded.warm_up()
 
     def decode(self, data: bytes) -> Any:
         from service.tasks.image import decode_image
 
         return decode_image(data, self.spec, self.limits)
 
-    def predict(self, pixels: Any) -> list[str]:
-        [probabilities] = self.session.run(["probabilities"], {"pixels": pixels})
+    def predict(self, pixels: list[Any]) -> list[str]:
+        probabilities = self.loaded.predict(pixels).probabilities
         return [self.labels[i] for i in np.argmax(probabilities, axis=1)]
 
     def accuracy(self, cells: list[Cell]) -> float:
         right = 0
         for start in range(0, len(cells), 16):
             batch = cells[start : start + 16]
-            pixels = np.stack([self.decode(c.path.read_bytes()) for c in batch])
+            pixels = [self.decode(c.path.read_bytes()) for c in batch]
             right += sum(p == c.label for p, c in zip(self.predict(pixels), batch, strict=True))
         return right / len(cells)
 
@@ -223,7 +222,7 @@ def bench_accuracy(
             models, state = work / "models", work / f"state-acc-{shots}-{int(frozen)}"
             write_model(models, seed, args, frozen)
             version, seconds = build(models, state)
-            accuracy = Classifier(version, args.threads).accuracy(test)
+            accuracy = Classifier(state, args.threads).accuracy(test)
             meta = json.loads((version / "meta.json").read_text())
             rows.append(
                 {
@@ -352,11 +351,11 @@ def response_labels(response: Any) -> list[str]:
 
 
 def bench_serving(
-    version: Path, models: Path, state: Path, test: list[Cell], work: Path, args: argparse.Namespace
+    models: Path, state: Path, test: list[Cell], work: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
     images = [jpeg(c) for c in test[: 64 if args.quick else 200]]
     requests, duration = (200, 10.0) if args.quick else (1000, 30.0)
-    local = Classifier(version, args.threads)
+    local = Classifier(state, args.threads)
     in_process = bench_in_process(local, images, requests, duration)
     images_file = work / "images.json"
     images_file.write_text(json.dumps([i.hex() for i in images]))
@@ -405,9 +404,9 @@ def bench_in_process(
     n = len(images)
 
     def batch8(i: int) -> None:
-        local.predict(np.stack([local.decode(images[(8 * i + j) % n]) for j in range(8)]))
+        local.predict([local.decode(images[(8 * i + j) % n]) for j in range(8)])
 
-    one = timed(lambda i: local.predict(local.decode(images[i % n])[None]), requests)
+    one = timed(lambda i: local.predict([local.decode(images[i % n])]), requests)
     decode = timed(lambda i: local.decode(images[i % n]), requests)
     eight = timed(batch8, max(requests // 8, 16))
     eight["per_s"] *= 8
@@ -562,16 +561,16 @@ def serving_section(
     models, state = work / "models", work / "state-serving"
     write_model(models, draw(pool, 10, seed=3, kinds=("mono", "poly")), args, frozen=True)
     try:
-        version, _ = build(models, state)
+        build(models, state)
     except Exception as exc:  # serving cost does not depend on what the head learned
         print(
             f"  the builder failed ({type(exc).__name__}: {exc}); serving the backbone with an untrained head"
         )
-        version = publish_untrained(state, args)
-    return bench_serving(version, models, state, test, work, args)
+        publish_untrained(state, args)
+    return bench_serving(models, state, test, work, args)
 
 
-def publish_untrained(state: Path, args: argparse.Namespace) -> Path:
+def publish_untrained(state: Path, args: argparse.Namespace) -> None:
     """Version 1: the ImageNet backbone and a randomly initialised head, exported as served."""
     import torch
 
@@ -592,7 +591,6 @@ def publish_untrained(state: Path, args: argparse.Namespace) -> Path:
         )
         info = registry.publish(staged, meta)
     registry.set_current(info.version, expected=None)
-    return info.path
 
 
 def guarded(section: Callable[[], Any]) -> Any:

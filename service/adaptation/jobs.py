@@ -312,10 +312,9 @@ class JobRunner:
         round_samples = [(s.text, s.label, s.source) for s in new_samples]
         new, reserved_new = _split_reserved(new_samples, recipe.holdout_fraction)
         old, reserved_old = _split_reserved(old_samples, recipe.holdout_fraction)
-        seed_pairs, content = _keyed(self._served.task.seed_samples(definition))
-        old += [(t, label) for t, label in seed_pairs if label in known]
+        seed_data = self._served.task.seed_samples(definition)  # one at a time: bytes not kept
+        old += [(_named(s), s.label) for s in seed_data if s.label in known]
         traffic, traffic_content = _traffic(self._recent_inputs(self.model, REVIEW_TRAFFIC))
-        content.update(traffic_content)
         data = _data.select(
             new, old, known, recipe, recipe.seed + job.attempt, reserved_new, reserved_old
         )
@@ -363,23 +362,30 @@ class JobRunner:
         # checks this record against the purges.
         self._jobs.update(job.id, data=_used(read, new_samples + old_samples, data, seen))
         if spec.inputs_dir:
-            self._write_inputs(job.id, inputs_dir, spec, content)
+            self._write_inputs(job.id, inputs_dir, spec, traffic_content)
         path = job_dir / SPEC_FILE
         spec.save(path)
         return path
 
     def _write_inputs(
-        self, job_id: str, directory: Path, spec: FineTuneSpec, content: dict[str, bytes]
+        self, job_id: str, directory: Path, spec: FineTuneSpec, traffic: dict[str, bytes]
     ) -> None:
-        """The content every key of the spec names (agreed layout: ``<dir>/<hex>``): the seed's
-        and the traffic's from ``content``, the samples' from the store."""
+        """The content every key of the spec names (agreed layout: ``<dir>/<hex>``): the
+        traffic's from ``traffic``, the seed's read again from the model's seed data, the
+        samples' from the store."""
         pairs = [*spec.train, *spec.validation, *spec.holdout, *spec.anchor]
         keys = {text for text, _ in pairs} | {text for text, _, _ in spec.round_samples}
         keys |= set(spec.traffic)
-        for key in keys & content.keys():
-            write_input(directory, key, content[key])
+        written = keys & traffic.keys()
+        for key in written:
+            write_input(directory, key, traffic[key])
+        for sample in self._served.task.seed_samples(self._served.definition):
+            key = _named(sample)
+            if key in keys and key not in written:
+                write_input(directory, key, sample.data)
+                written.add(key)
         read = functools.partial(self._samples.blobs, self.model)
-        missing = write_stored_inputs(directory, keys - content.keys(), read)
+        missing = write_stored_inputs(directory, keys - written, read)
         if missing:  # their samples were purged after the job read them
             self._refuse_purged(job_id)
             raise RuntimeError(f"the content of {len(missing)} samples is gone from the store")
@@ -516,17 +522,9 @@ def discard_specs(work_dir: Path, ended: Callable[[str], bool]) -> None:
                 discard_spec(job_dir)
 
 
-def _keyed(samples: list[NewSample]) -> tuple[Pairs, dict[str, bytes]]:
-    """(text, label) pairs of ``samples`` as a job names them (content by its key), and the
-    content by key."""
-    pairs: Pairs = []
-    content: dict[str, bytes] = {}
-    for sample in samples:
-        key = content_key(sample.data) if sample.data else sample.text
-        if sample.data:
-            content[key] = sample.data
-        pairs.append((key, sample.label))
-    return pairs, content
+def _named(sample: NewSample) -> str:
+    """How a job names a sample's input: its text, or its content by key."""
+    return content_key(sample.data) if sample.data else sample.text
 
 
 def _traffic(inputs: Sequence[str | bytes]) -> tuple[list[str], dict[str, bytes]]:

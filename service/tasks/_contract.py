@@ -11,7 +11,7 @@ imports torch).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -82,9 +82,10 @@ class Task(Protocol):
         in: a version keeps the geometry it was trained with whatever model.toml says later."""
         ...
 
-    def seed_samples(self, definition: ModelDefinition) -> list[NewSample]:
-        """The model's seed data (``[model] seed_data``) as labeled samples, read from disk:
-        what fine-tune jobs replay and keep an anchor of. ConfigError when it is unreadable."""
+    def seed_samples(self, definition: ModelDefinition) -> Iterator[NewSample]:
+        """The model's seed data (``[model] seed_data``) as labeled samples, read from disk one
+        at a time (a seed of images need not fit in memory): what fine-tune jobs replay and
+        keep an anchor of. ConfigError when it is unreadable."""
         ...
 
     def preprocessor(self, version_dir: Path, meta: VersionMeta) -> Preprocessor:

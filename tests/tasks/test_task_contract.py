@@ -145,7 +145,7 @@ def test_a_sample_of_both_a_text_and_content_is_refused(case: Case) -> None:
 def test_seed_data_reads_as_valid_labeled_samples(case: Case) -> None:
     task = tasks.get(case.definition.task)
     case.write_seed()
-    seed = task.seed_samples(case.definition)
+    seed = list(task.seed_samples(case.definition))
     assert sorted(s.label for s in seed) == ["a", "b"]
     inputs = task.input_contract(case.definition)
     for i, sample in enumerate(seed):

@@ -4,6 +4,7 @@ paths are relative to the CSV."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from service.config import read_labeled_csv
@@ -30,15 +31,14 @@ def read_seed_images(source: Path) -> list[tuple[Path, str]]:
     return images
 
 
-def seed_samples(source: Path) -> list[NewSample]:
-    """The seed images as labeled samples of content (the files' bytes)."""
-    samples = []
+def seed_samples(source: Path) -> Iterator[NewSample]:
+    """The seed images as labeled samples of content (the files' bytes), read one at a time."""
     for path, label in read_seed_images(source):
         try:
-            samples.append(NewSample("", label, data=path.read_bytes()))
+            data = path.read_bytes()
         except OSError as exc:
             raise ConfigError(f"seed image {path}: {exc.strerror or exc}") from None
-    return samples
+        yield NewSample("", label, data=data)
 
 
 def _folder(directory: Path) -> list[tuple[Path, str]]:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ class ImageClassification:
     def version_inputs(self, definition: ModelDefinition) -> dict[str, Any]:
         return self._options(definition).as_dict()
 
-    def seed_samples(self, definition: ModelDefinition) -> list[NewSample]:
+    def seed_samples(self, definition: ModelDefinition) -> Iterator[NewSample]:
         return seed_samples(definition.seed_path)
 
     def preprocessor(self, version_dir: Path, meta: VersionMeta) -> ImageFeeds:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,9 @@ class TextClassification:
     def version_inputs(self, definition: ModelDefinition) -> dict[str, Any]:
         return {}
 
-    def seed_samples(self, definition: ModelDefinition) -> list[NewSample]:
-        return [NewSample(text, label) for text, label in read_labeled_csv(definition.seed_path)]
+    def seed_samples(self, definition: ModelDefinition) -> Iterator[NewSample]:
+        for text, label in read_labeled_csv(definition.seed_path):
+            yield NewSample(text, label)
 
     def preprocessor(self, version_dir: Path, meta: VersionMeta) -> TextEncoder:
         return TextEncoder(version_dir / TOKENIZER_FILE, meta.max_seq_length)

@@ -28,6 +28,7 @@ from service.cluster import (
     replica_name,
 )
 from service.config import ServerSettings, load_model_definition
+from service.console import ConsoleServer
 from service.drift import DriftMonitor, training_texts
 from service.inference import InferenceService
 from service.metrics import Metrics
@@ -60,6 +61,7 @@ class App:
     exit_code: int = 0
     _lease: TrainerLease | None = None
     _metrics_http: MetricsServer | None = None
+    _console: ConsoleServer | None = None
     _stop_requested: asyncio.Event | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _stopped: bool = False
@@ -74,6 +76,11 @@ class App:
     def metrics_port(self) -> int:
         assert self._metrics_http is not None, "start() first"
         return self._metrics_http.port
+
+    @property
+    def console_port(self) -> int:
+        assert self._console is not None, "start() with the console on first"
+        return self._console.port
 
     @property
     def runs_jobs(self) -> bool:
@@ -137,6 +144,13 @@ class App:
             on_closed=lambda reason: closed.labels("metrics", reason).inc(),
         )  # fmt: skip
         await self._metrics_http.start()  # on this loop: no thread per connection
+        if s.console:
+            self._console = ConsoleServer(
+                self.adaptation, self.inference, self.metrics, tokens, s.console_host,
+                s.console_port, tls=tls,
+                on_closed=lambda reason: closed.labels("console", reason).inc(),
+            )  # fmt: skip
+            await self._console.start()
         await self.grpc.set_serving(True)
         self._start_cluster(store)
         if self._lease is None:
@@ -150,6 +164,8 @@ class App:
             _security_summary(tokens is not None, tls, metrics_auth is not None), s.role,
             "PostgreSQL" if store.shared else "SQLite", time.perf_counter() - started,
         )  # fmt: skip
+        if self._console is not None:
+            log.info("console at %s", self._console.url)
 
     async def _load_model(self, name: str, store: Store) -> ServedModel:
         """The model's registry (its head in the database when the store is shared), loaded
@@ -217,6 +233,8 @@ class App:
         self._stopped = True
         if self.grpc is not None:
             await self.grpc.set_serving(False)
+        if self._console is not None:
+            await self._console.stop()  # no console action may start a change from now on
         grace = self.settings.drain_seconds
         if self.inference is not None:
             # Answer new calls UNAVAILABLE ourselves and finish admitted ones before the transport

@@ -6,6 +6,7 @@ copy the built state dir first (``state_dir`` fixture).
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 from collections.abc import Iterator
@@ -17,6 +18,10 @@ from pg import database_url, postgres_server  # noqa: F401
 from service.config import ModelDefinition, load_model_definition
 from service.metrics import Metrics
 from service.registry import ModelRegistry, VersionInfo
+
+# Servers that tests start, in this process or as `loopserve serve`, never take the console's
+# fixed default port: tests run side by side.
+os.environ.setdefault("LOOPSERVE_CONSOLE_PORT", "0")
 
 TINY_MODEL = "tiny"
 TINY_LABELS = ["greeting", "complaint", "question"]
@@ -186,10 +191,14 @@ class RunningApp:
 
     def __init__(self, settings: object, metrics: Metrics, drift_in_process: bool = True) -> None:
         import asyncio
+        import dataclasses
         import threading
 
         from service.app import App
+        from service.config import ServerSettings
 
+        if isinstance(settings, ServerSettings) and settings.console_port == 8080:
+            settings = dataclasses.replace(settings, console_port=0)  # see the top of this file
         self.app = App(settings, metrics, drift_in_process=drift_in_process)  # type: ignore[arg-type]
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)

@@ -88,6 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, default=None, help="Prometheus port (default 9090; 0 picks one)"
     )
     serve.add_argument(
+        "--console-host",
+        default=None,
+        help="web console bind address (default 127.0.0.1; another one needs tokens or --insecure)",
+    )
+    serve.add_argument(
+        "--console-port",
+        type=int,
+        default=None,
+        help="web console port (default 8080; 0 picks one)",
+    )
+    serve.add_argument(
+        "--no-console",
+        dest="console",
+        action="store_false",
+        default=None,
+        help="do not serve the web console (default $LOOPSERVE_CONSOLE, on)",
+    )
+    serve.add_argument(
         "--drain-seconds",
         type=float,
         default=None,

@@ -36,6 +36,11 @@ class ServerSettings:
     grpc_port: int = 8001
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9090
+    # The web console (README "Console"): loopback unless told otherwise, under the same bind
+    # rule as gRPC; ``console`` false turns it off (--no-console).
+    console: bool = True
+    console_host: str = "127.0.0.1"
+    console_port: int = 8080
     drain_seconds: float = 10.0
     log_level: str = "INFO"
     insecure: bool = False  # allow a non-loopback gRPC bind without tokens
@@ -86,7 +91,7 @@ class ServerSettings:
         return parse_env(name, raw, expected)
 
     def validate(self) -> None:
-        for port_name in ("grpc_port", "metrics_port", "health_port"):
+        for port_name in ("grpc_port", "metrics_port", "health_port", "console_port"):
             port = getattr(self, port_name)
             _check(
                 port is None or 0 <= port <= 65535, "settings", f"{port_name} must be in [0, 65535]"
@@ -125,7 +130,16 @@ class ServerSettings:
         self._check_exposure(self.token_store() is not None)
 
     def _check_exposure(self, has_tokens: bool) -> None:
-        if has_tokens or self.insecure or is_loopback(self.host):
+        if has_tokens or self.insecure:
+            return
+        if self.console and not is_loopback(self.console_host):
+            raise ConfigError(
+                f"refusing to serve the console on {self.console_host or 'every interface'} "
+                "without tokens: anyone who can reach it could label, roll back and purge. "
+                "Configure tokens, bind a loopback address (--console-host 127.0.0.1), turn it "
+                "off (--no-console), or pass --insecure"
+            )
+        if is_loopback(self.host):
             return
         raise ConfigError(
             f"refusing to serve gRPC on {self.host or 'every interface'} without tokens: anyone "
@@ -163,6 +177,11 @@ class ServerSettings:
                     f"gRPC on {self.host} without TLS: bearer tokens cross the network in "
                     "plaintext unless a proxy or mesh encrypts it (--tls-cert, --tls-key)"
                 )
+        if self.console and not is_loopback(self.console_host) and self.tls_cert is None:
+            warnings.append(
+                f"console on {self.console_host} without TLS: tokens and session cookies cross "
+                "the network in plaintext unless a proxy encrypts it (--tls-cert, --tls-key)"
+            )
         if not is_loopback(self.metrics_host) and not has_metrics_auth:
             warnings.append(
                 f"metrics on {self.metrics_host} need no credentials (--metrics-token-file, "

@@ -97,29 +97,29 @@ def console_app(
         Route("/login", _login_form(console), methods=["GET"]),
         Route("/login", _login(console), methods=["POST"]),
         Route("/logout", _action(console, None, _logout(console)), methods=["POST"]),
-        Route("/", _page(console, _overview(console)), methods=["GET"]),
-        Route("/fragments/overview", _page(console, _overview(console, True)), methods=["GET"]),
-        Route("/models/{model}/labeling", _page(console, _labeling(console)), methods=["GET"]),
-        Route("/models/{model}/versions", _page(console, _versions(console)), methods=["GET"]),
-        Route("/models/{model}/drift", _page(console, _drift(console)), methods=["GET"]),
-        Route("/models/{model}/sources", _page(console, _sources(console)), methods=["GET"]),
-        Route("/models/{model}/jobs", _page(console, _jobs(console)), methods=["GET"]),
-        Route(
-            "/models/{model}/candidates/{prediction_id:path}/image",
-            _page(console, _image(console)),
-            methods=["GET"],
-        ),
-        Route("/models/{model}/rollback", _page(console, _rollback_form(console)), methods=["GET"]),
-        Route(
-            "/models/{model}/sources/{source}/purge",
-            _page(console, _purge_form(console)),
-            methods=["GET"],
-        ),
+        *_page_routes(console),
         *_action_routes(console),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={LoopserveError: _error(console)})
     return ConsoleGuard(app, tls)
+
+
+def _page_routes(console: Console) -> list[Route]:
+    model = "/models/{model}"
+    found: list[tuple[str, Handler]] = [
+        ("/", _overview(console)),
+        ("/fragments/overview", _overview(console, fragment=True)),
+        (f"{model}/labeling", _model_page(console, pages.labeling, "labeling.html")),
+        (f"{model}/versions", _versions(console)),
+        (f"{model}/drift", _drift(console)),
+        (f"{model}/sources", _model_page(console, pages.sources, "sources.html")),
+        (f"{model}/jobs", _model_page(console, pages.jobs, "jobs.html")),
+        (f"{model}/candidates/{{prediction_id:path}}/image", _image(console)),
+        (f"{model}/rollback", _rollback_form(console)),  # the confirmation
+        (f"{model}/sources/{{source}}/purge", _purge_form(console)),  # the confirmation
+    ]
+    return [Route(p, _page(console, h), methods=["GET"]) for p, h in found]
 
 
 def _action_routes(console: Console) -> list[Route]:
@@ -287,10 +287,17 @@ def _overview(console: Console, fragment: bool = False) -> Handler:
     return handler
 
 
-def _labeling(console: Console) -> Handler:
+def _model_page(
+    console: Console,
+    data: Callable[[pages.Core, str, Principal], Awaitable[Any]],
+    template: str,
+) -> Handler:
+    """A page of one model whose data function takes the principal (which actions to offer)."""
+
     async def handler(request: Request, session: Session) -> Response:
-        page = await pages.labeling(console.core, request.path_params["model"], session.principal)
-        return console.render.page(request, "labeling.html", session, page=page, model=page.model)
+        model = request.path_params["model"]
+        page = await data(console.core, model, session.principal)
+        return console.render.page(request, template, session, page=page, model=model)
 
     return handler
 
@@ -321,22 +328,6 @@ def _drift(console: Console) -> Handler:
         return console.render.page(
             request, "drift.html", session, page=page, model=page.model, data=data
         )
-
-    return handler
-
-
-def _sources(console: Console) -> Handler:
-    async def handler(request: Request, session: Session) -> Response:
-        page = await pages.sources(console.core, request.path_params["model"], session.principal)
-        return console.render.page(request, "sources.html", session, page=page, model=page.model)
-
-    return handler
-
-
-def _jobs(console: Console) -> Handler:
-    async def handler(request: Request, session: Session) -> Response:
-        page = await pages.jobs(console.core, request.path_params["model"], session.principal)
-        return console.render.page(request, "jobs.html", session, page=page, model=page.model)
 
     return handler
 

@@ -1,0 +1,366 @@
+"""The web console served by a running server on the tiny model, driven over HTTP (httpx):
+login and sessions, CSRF and same-origin checks, security headers, scopes, labels, undo,
+rollback and purge through the same core as gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Iterator
+from html import unescape
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from conftest import TINY_MODEL, RunningApp, write_tiny_definition
+
+from service.api._proto.inference import grpc_predict_v2_pb2 as pb
+from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+from service.api.adaptation_client import AdaptationClient
+from service.api.channel import ChannelOptions
+from service.console import pages
+from service.store import SQLiteStore
+
+ADMIN, LABELER, VIEWER = "admin-token-0123456789", "label-token-0123456789", "view-token-0123456789"
+TOKENS = f"ops:admin:{ADMIN};labeler:label:{LABELER};viewer:infer:{VIEWER}"
+DRIFT = 'detectors = ["confidence"]\nwindow_size = 10\ntest_window_size = 20\nreference_size = 60\n'
+MODEL_PAGES = ["labeling", "versions", "drift", "sources", "jobs"]
+
+
+@pytest.fixture
+def server(tmp_path: Path, tiny_backbone: Path, start_app: Callable[..., RunningApp]) -> RunningApp:
+    models = tmp_path / "models"
+    write_tiny_definition(models, tiny_backbone, drift=DRIFT)
+    return start_app(models_dir=models, tokens=TOKENS, console_port=0)
+
+
+class Browser:
+    """An httpx client that sends what a browser on the console's own page would."""
+
+    def __init__(self, server: RunningApp) -> None:
+        self.origin = f"http://127.0.0.1:{server.app.console_port}"
+        self.http = httpx.Client(base_url=self.origin, follow_redirects=False, timeout=30)
+        self.csrf = ""
+
+    def login(self, token: str) -> httpx.Response:
+        answer = self.post("/login", {"token": token}, csrf=False)
+        if answer.status_code == 303:
+            self.csrf = self.csrf_of(self.http.get("/").text)
+        return answer
+
+    @staticmethod
+    def csrf_of(html: str) -> str:
+        found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+        assert found is not None, html
+        return found.group(1)
+
+    def post(
+        self, path: str, fields: dict[str, str], csrf: bool = True, **headers: str
+    ) -> httpx.Response:
+        data = {**fields, "csrf_token": self.csrf} if csrf else fields
+        sent = {"Origin": self.origin, **headers}
+        return self.http.post(path, data=data, headers={k: v for k, v in sent.items() if v})
+
+
+@pytest.fixture
+def browser(server: RunningApp) -> Iterator[Browser]:
+    b = Browser(server)
+    yield b
+    b.http.close()
+
+
+def send_traffic(server: RunningApp, count: int) -> None:
+    texts = [f"hello my order is late {i % 7} please" for i in range(count)]
+    metadata = (("authorization", f"Bearer {ADMIN}"),)
+    with grpc.insecure_channel(server.address) as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        for i, text in enumerate(texts):
+            request = pb.ModelInferRequest(model_name=TINY_MODEL, id=f"req-{i}")
+            tensor = request.inputs.add(name="text", datatype="BYTES", shape=[1])
+            tensor.contents.bytes_contents.append(text.encode())
+            stub.ModelInfer(request, timeout=10, metadata=metadata)
+    assert server.app.drift is not None
+    pool = server.app.drift.pools[TINY_MODEL]
+    deadline = time.monotonic() + 20
+    while len(pool) < count and time.monotonic() < deadline:  # the monitor's worker drains
+        time.sleep(0.05)
+    assert len(pool) == count
+
+
+def on_loop(server: RunningApp, coro: Any) -> Any:
+    return asyncio.run_coroutine_threadsafe(coro, server.loop).result(30)
+
+
+def serving_version(server: RunningApp) -> int:
+    with AdaptationClient(server.address, options=ChannelOptions(token=ADMIN)) as client:
+        return client.model_status(TINY_MODEL).serving_version
+
+
+def stored(server: RunningApp) -> SQLiteStore:
+    return SQLiteStore(server.app.settings.state_dir / "loopserve.db")
+
+
+# --- sessions -----------------------------------------------------------------------------
+
+
+def test_login_logout_and_pages_without_a_session(browser: Browser) -> None:
+    for path in ["/", *(f"/models/{TINY_MODEL}/{p}" for p in MODEL_PAGES)]:
+        answer = browser.http.get(path)
+        assert (answer.status_code, answer.headers["location"]) == (303, "/login"), path
+    refused = browser.login("not-a-token-of-this-server")
+    assert refused.status_code == 401 and "that token is not valid" in refused.text
+    answer = browser.login(LABELER)
+    assert (answer.status_code, answer.headers["location"]) == (303, "/")
+    cookie = answer.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "secure" not in cookie
+    assert "max-age=" in cookie
+    overview = browser.http.get("/")
+    assert overview.status_code == 200 and 'data-testid="principal">labeler<' in overview.text
+    assert 'hx-get="/fragments/overview"' in overview.text  # refreshes by itself
+    fragment = browser.http.get("/fragments/overview")
+    assert fragment.status_code == 200 and 'data-testid="serving-version">1<' in fragment.text
+    out = browser.post("/logout", {})
+    assert (out.status_code, out.headers["location"]) == (303, "/login")
+    assert browser.http.get("/").status_code == 303
+
+
+def test_security_headers_on_every_response(browser: Browser) -> None:
+    browser.login(VIEWER)
+    answers = [
+        browser.http.get("/login"),
+        browser.http.get("/"),
+        browser.http.get("/static/console.css"),
+        browser.http.get("/static/vendor/htmx.min.js"),
+        browser.http.get("/nothing-here"),
+        browser.http.get(f"/models/{TINY_MODEL}/versions"),
+        browser.http.get("/models/nope/versions"),
+        browser.post(f"/models/{TINY_MODEL}/rollback", {"version": "2"}),  # 403
+    ]
+    for answer in answers:
+        csp = answer.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe" not in csp, answer.url
+        assert "frame-ancestors 'none'" in csp
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answers[5].headers["cache-control"] == "no-store"
+    assert answers[6].status_code == 404 and "unknown model" in answers[6].text
+
+
+def test_state_changes_need_the_csrf_token_the_origin_and_the_cookie(
+    server: RunningApp, browser: Browser
+) -> None:
+    browser.login(ADMIN)
+    no_csrf = browser.post(f"/models/{TINY_MODEL}/rollback", {"version": "2"}, csrf=False)
+    assert no_csrf.status_code == 403 and "csrf_token" in no_csrf.text
+    wrong = browser.post(
+        f"/models/{TINY_MODEL}/rollback", {"version": "2", "csrf_token": "x"}, csrf=False
+    )
+    assert wrong.status_code == 403
+    other_port = browser.post(
+        f"/models/{TINY_MODEL}/rollback", {"version": "2"}, Origin="http://127.0.0.1:1"
+    )
+    assert other_port.status_code == 403 and "own origin" in other_port.text
+    no_origin = browser.post(f"/models/{TINY_MODEL}/rollback", {"version": "2"}, Origin="")
+    assert no_origin.status_code == 403
+    by_referer = browser.post(
+        f"/models/{TINY_MODEL}/rollback",
+        {"version": "2"},
+        Origin="",
+        Referer=f"http://evil.example/models/{TINY_MODEL}/versions",
+    )
+    assert by_referer.status_code == 403
+    cookieless = httpx.post(
+        f"{browser.origin}/models/{TINY_MODEL}/rollback",
+        data={"version": "2", "csrf_token": browser.csrf},
+        headers={"Origin": browser.origin},
+    )
+    assert cookieless.status_code == 401 and "no console session" in cookieless.text
+    assert serving_version(server) == 1
+
+
+def test_a_viewer_sees_every_page_but_no_action_and_every_action_is_403(
+    server: RunningApp, browser: Browser
+) -> None:
+    browser.login(VIEWER)
+    for page in MODEL_PAGES:
+        answer = browser.http.get(f"/models/{TINY_MODEL}/{page}")
+        assert answer.status_code == 200, page
+        for action in (
+            "rollback-",
+            "approve-",
+            "bulk-form",
+            "purge-",
+            "cancel-",
+            'data-testid="accept"',
+        ):
+            assert action not in answer.text, (page, action)
+    assert (
+        "lacks the <code>label</code> scope"
+        in browser.http.get(f"/models/{TINY_MODEL}/labeling").text
+    )
+    actions = [
+        (f"/models/{TINY_MODEL}/labels", {"prediction_id": "req-1", "label": "greeting"}),
+        (f"/models/{TINY_MODEL}/labels", {"min_confidence": "0"}),
+        (f"/models/{TINY_MODEL}/labels/some-id/delete", {}),
+        (f"/models/{TINY_MODEL}/rollback", {"version": "2"}),
+        (f"/models/{TINY_MODEL}/versions/2/approve", {}),
+        (f"/models/{TINY_MODEL}/versions/2/reject", {}),
+        (f"/models/{TINY_MODEL}/sources/ops/purge", {}),
+        (f"/models/{TINY_MODEL}/jobs/some-job/cancel", {}),
+    ]
+    for path, fields in actions:
+        answer = browser.post(path, fields)
+        assert answer.status_code == 403, path
+        assert "token 'viewer' (scopes: infer) lacks the scope" in unescape(answer.text), path
+    image = browser.http.get(f"/models/{TINY_MODEL}/candidates/req-1/image")
+    assert image.status_code == 403
+    assert serving_version(server) == 1
+
+
+# --- labels ---------------------------------------------------------------------------------
+
+
+def test_labels_are_stored_under_the_token_name_and_undo_deletes_exactly_that_sample(
+    server: RunningApp, browser: Browser
+) -> None:
+    send_traffic(server, 6)
+    browser.login(LABELER)
+    page = browser.http.get(f"/models/{TINY_MODEL}/labeling")
+    assert page.status_code == 200 and page.text.count('data-testid="queue-item"') == 6
+    assert 'data-testid="candidate-text">hello my order is late' in page.text
+    ids = []
+    for pid in ("req-0", "req-1", "req-2"):
+        answer = browser.post(
+            f"/models/{TINY_MODEL}/labels",
+            {"prediction_id": pid, "label": "complaint"},
+            Accept="application/json",
+        )
+        assert answer.status_code == 200, answer.text
+        ids += answer.json()["ids"]
+    store = stored(server)
+    try:
+        assert [store.sample(TINY_MODEL, i).source for i in ids] == ["labeler"] * 3  # type: ignore[union-attr]
+        undo = browser.post(
+            f"/models/{TINY_MODEL}/labels/{ids[1]}/delete", {}, Accept="application/json"
+        )
+        assert undo.status_code == 200 and undo.json() == {"deleted": ids[1]}
+        assert store.sample(TINY_MODEL, ids[1]) is None
+        assert store.sample(TINY_MODEL, ids[0]) is not None
+        assert store.sample(TINY_MODEL, ids[2]) is not None
+        again = browser.post(
+            f"/models/{TINY_MODEL}/labels/{ids[1]}/delete", {}, Accept="application/json"
+        )
+        assert again.status_code == 404 and "no sample" in again.json()["error"]
+        # Another source's sample is not the labeler's to undo.
+        admin = Browser(server)
+        admin.login(ADMIN)
+        refused = admin.post(f"/models/{TINY_MODEL}/labels/{ids[0]}/delete", {})
+        assert refused.status_code == 404 and "posted by 'ops'" in unescape(refused.text)
+        assert store.sample(TINY_MODEL, ids[0]) is not None
+    finally:
+        store.close()
+    left = browser.http.get(f"/models/{TINY_MODEL}/labeling")
+    assert left.text.count('data-testid="queue-item"') == 3  # labeled inputs leave the queue
+    assert 'id="labels-since">2<' in left.text
+
+
+def test_bulk_accept_labels_every_suggestion_above_the_confidence(
+    server: RunningApp, browser: Browser
+) -> None:
+    send_traffic(server, 5)
+    browser.login(LABELER)
+    answer = browser.post(f"/models/{TINY_MODEL}/labels", {"min_confidence": "0"})
+    assert (answer.status_code, answer.headers["location"]) == (
+        303,
+        f"/models/{TINY_MODEL}/labeling",
+    )
+    page = browser.http.get(f"/models/{TINY_MODEL}/labeling")
+    assert "5 labels stored" in page.text and 'data-testid="queue-empty"' in page.text
+    refused = browser.post(f"/models/{TINY_MODEL}/labels", {"min_confidence": "2"})
+    assert refused.status_code == 400 and "min_confidence must be in [0, 1]" in refused.text
+
+
+# --- versions, sources, jobs ----------------------------------------------------------------
+
+
+def test_rollback_confirms_what_changes_then_changes_the_serving_version(
+    server: RunningApp, browser: Browser
+) -> None:
+    browser.login(ADMIN)
+    versions = browser.http.get(f"/models/{TINY_MODEL}/versions")
+    assert (
+        'data-testid="rollback-2"' in versions.text
+        and 'data-testid="accuracy-plot"' in versions.text
+    )
+    confirm = browser.http.get(f"/models/{TINY_MODEL}/rollback", params={"version": "2"})
+    assert (
+        "Version 1 serves now" in confirm.text and "version 2 serves every request" in confirm.text
+    )
+    done = browser.post(f"/models/{TINY_MODEL}/rollback", {"version": "2"})
+    assert (done.status_code, done.headers["location"]) == (303, f"/models/{TINY_MODEL}/versions")
+    assert serving_version(server) == 2
+    assert "version 2 serves now" in browser.http.get(f"/models/{TINY_MODEL}/versions").text
+    again = browser.post(f"/models/{TINY_MODEL}/rollback", {"version": "2"})
+    assert again.status_code == 400 and "already serving" in again.text
+    missing = browser.post(f"/models/{TINY_MODEL}/rollback", {"version": "x"})
+    assert missing.status_code == 400 and "version must be a whole number" in missing.text
+
+
+def test_purge_names_the_count_and_shows_the_result(server: RunningApp, browser: Browser) -> None:
+    send_traffic(server, 4)
+    labeler = Browser(server)
+    labeler.login(LABELER)
+    assert labeler.post(f"/models/{TINY_MODEL}/labels", {"min_confidence": "0"}).status_code == 303
+    browser.login(ADMIN)
+    sources = browser.http.get(f"/models/{TINY_MODEL}/sources")
+    assert 'data-testid="purge-labeler"' in sources.text
+    confirm = browser.http.get(f"/models/{TINY_MODEL}/sources/labeler/purge")
+    assert (
+        "This deletes all 4 samples" in confirm.text
+        and "Versions trained on them: none" in confirm.text
+    )
+    done = browser.post(f"/models/{TINY_MODEL}/sources/labeler/purge", {})
+    assert done.status_code == 200
+    assert "Removed 4 samples of tiny posted by labeler" in done.text
+    assert (
+        'data-testid="source-labeler"' not in browser.http.get(f"/models/{TINY_MODEL}/sources").text
+    )
+    gone = browser.http.get(f"/models/{TINY_MODEL}/sources/labeler/purge")
+    assert gone.status_code == 404
+
+
+def test_cancel_of_a_job_that_does_not_run_is_refused(browser: Browser) -> None:
+    browser.login(ADMIN)
+    answer = browser.post(f"/models/{TINY_MODEL}/jobs/no-such-job/cancel", {})
+    assert answer.status_code == 404
+
+
+# --- page data, without a browser -----------------------------------------------------------
+
+
+def test_page_data_functions(server: RunningApp) -> None:
+    console = server.app._console
+    assert console is not None
+    core = pages.Core(
+        server.app.adaptation, server.app.inference, server.app.metrics, console.history
+    )  # type: ignore[arg-type]
+    principal = server.app.settings.token_store().authenticate(VIEWER)  # type: ignore[union-attr]
+    on_loop(server, console.history.sample())
+    (overview,) = on_loop(server, pages.overview(core))
+    assert overview.model == TINY_MODEL and overview.serving_version == 1
+    assert overview.drift_enabled and not overview.alarm and overview.job is None
+    assert overview.next_step.startswith("a fine-tune starts after")
+    labeling = on_loop(server, pages.labeling(core, TINY_MODEL, principal))
+    assert not labeling.can_label and labeling.items == []
+    versions = on_loop(server, pages.versions(core, TINY_MODEL, principal))
+    assert [r.summary.version for r in versions.rows] == [2, 1]
+    assert versions.serving_version == 1 and not versions.can_admin
+    assert 0 <= versions.rows[1].holdout <= 1 and versions.rows[1].trigger == "first version"
+    drift = on_loop(server, pages.drift(core, TINY_MODEL))
+    assert drift.enabled and [d.detector for d in drift.detectors] == ["confidence"]
+    assert len(drift.series["confidence"][0]) >= 1  # sampled at start and above
+    assert on_loop(server, pages.sources(core, TINY_MODEL, principal)).rows == []
+    assert on_loop(server, pages.jobs(core, TINY_MODEL, principal)).rows == []

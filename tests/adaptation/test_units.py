@@ -1,4 +1,5 @@
-"""Pure parts of the loop: trigger policy, gate rule, data selection, prediction log, event bus."""
+"""Pure parts of the loop: trigger policy, gate rule, data selection, prediction log, event bus,
+the limits of one AddSamples call."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import math
 import pytest
 
 from service.adaptation import _data
+from service.adaptation._validation import validate_samples
 from service.adaptation.events import EventBus
 from service.adaptation.policy import PolicyInput, TriggerPolicy
 from service.adaptation.predictions import PredictionLog
 from service.config import AdaptationRecipe, GateThresholds
 from service.domain.gate import decide, paired_margin
-from service.domain.loop import EventKind, Job, JobState
+from service.domain.loop import MAX_CONTENT_BYTES_PER_CALL, EventKind, Job, JobState, NewSample
+from service.errors import InvalidInput
 
 RECIPE = AdaptationRecipe(
     min_new_samples=10, drift_min_samples=4, backoff_seconds=100, max_retries=1
@@ -262,3 +265,23 @@ def test_gate_refuses_to_promote_without_an_anchor_of_older_data() -> None:
     assert result.reason == (
         "no anchor of older data to measure forgetting on; nothing is promoted without one"
     )
+
+
+def test_a_call_over_the_content_limit_is_refused_before_any_sample_is_decoded() -> None:
+    decoded: list[int] = []
+
+    class Counting:
+        def validate_sample(self, index: int, sample: NewSample) -> None:
+            decoded.append(index)
+
+    half = MAX_CONTENT_BYTES_PER_CALL // 2
+    samples = [NewSample("", "a", data=bytes(half)), NewSample("", "a", data=bytes(half + 1))]
+    with pytest.raises(InvalidInput) as caught:
+        validate_samples(samples, inputs=Counting(), labels={"a"}, allow_new_labels=False)  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        f"the samples of one call carry {MAX_CONTENT_BYTES_PER_CALL + 1} bytes of content; "
+        f"at most {MAX_CONTENT_BYTES_PER_CALL}: send fewer per call"
+    )
+    assert decoded == []
+    validate_samples(samples[:1], inputs=Counting(), labels={"a"}, allow_new_labels=False)  # type: ignore[arg-type]
+    assert decoded == [0]

@@ -450,6 +450,35 @@ def test_a_purge_deletes_the_content_no_sample_references_any_more(
     assert samples.blobs(MODEL, keys) == {keys[1]: own}
 
 
+def test_delete_sample_removes_one_sample_of_its_source_with_its_content(store: Store) -> None:
+    store.add(MODEL, _batch("t1", "t2", source="team"))
+    store.add(MODEL, [_image(PHOTO, source="team"), _image(PHOTO, "blue", source="junk")])
+    store.add(MODEL, _batch("j1", source="junk"))
+    seq = {s.id: s.seq for s in store.samples(MODEL)}
+    job = _job_on(store, "t1", "t2")
+    other = _job_on(store, "t2")
+
+    assert store.delete_sample(MODEL, "junk", "t1") is None  # not junk's to delete
+    gone = store.delete_sample(MODEL, "team", "t1")
+    assert gone is not None and (gone.id, gone.source, gone.seq) == ("t1", "team", seq["t1"])
+    assert [s.id for s in store.samples(MODEL)] == [i for i in seq if i != "t1"]
+    assert store.delete_sample(MODEL, "team", "t1") is None  # once
+    # Kept as a purge of that one seq: a job that read it cannot publish, others can.
+    (record,) = store.purges(MODEL)
+    assert (record.source, record.removed, record.first_seq, record.last_seq) == (
+        "team", 1, seq["t1"], seq["t1"],
+    )  # fmt: skip
+    assert store.purged(job.id) == record and store.purged(other.id) is None
+    # Content goes with the last sample that uses it.
+    key = content_key(PHOTO)
+    team_image = next(s for s in store.samples(MODEL) if s.text == key and s.source == "team")
+    assert store.delete_sample(MODEL, "team", team_image.id) is not None
+    assert store.blobs(MODEL, [key]) == {key: PHOTO}  # junk's sample still uses it
+    junk_image = next(s for s in store.samples(MODEL) if s.text == key)
+    assert store.delete_sample(MODEL, "junk", junk_image.id) is not None
+    assert store.blobs(MODEL, [key]) == {}
+
+
 # --- provenance: what jobs trained on, purges, and the publish check ------------------------------
 
 

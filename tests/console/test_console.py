@@ -5,6 +5,7 @@ rollback and purge through the same core as gRPC."""
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,8 @@ import grpc
 import httpx
 import pytest
 from conftest import TINY_MODEL, RunningApp, write_tiny_definition
+from PIL import Image
+from tasks.image.tiny_image_model import publish_version, write_definition
 
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
@@ -364,3 +367,58 @@ def test_page_data_functions(server: RunningApp) -> None:
     assert len(drift.series["confidence"][0]) >= 1  # sampled at start and above
     assert on_loop(server, pages.sources(core, TINY_MODEL, principal)).rows == []
     assert on_loop(server, pages.jobs(core, TINY_MODEL, principal)).rows == []
+
+
+# --- images ---------------------------------------------------------------------------------
+
+
+def test_an_image_candidate_is_shown_with_its_sniffed_type_inline_and_labeled_with_its_bytes(
+    tmp_path: Path, start_app: Callable[..., RunningApp]
+) -> None:
+    models, state = tmp_path / "image-models", tmp_path / "image-state"
+    write_definition(models, "colours", 32, DRIFT)
+    publish_version(state, "colours", 32)
+    server = start_app(models=("colours",), models_dir=models, state_dir=state, console_port=0)
+    sent = {}
+    with grpc.insecure_channel(server.address) as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        for i, colour in enumerate([(200, 60, 60), (60, 200, 60)]):
+            out = io.BytesIO()
+            Image.new("RGB", (40, 40), colour).save(out, format="PNG")
+            request = pb.ModelInferRequest(model_name="colours", id=f"img-{i}")
+            tensor = request.inputs.add(name="image", datatype="BYTES", shape=[1])
+            tensor.contents.bytes_contents.append(out.getvalue())
+            stub.ModelInfer(request, timeout=20)
+            sent[f"img-{i}"] = out.getvalue()
+    assert server.app.drift is not None
+    pool = server.app.drift.pools["colours"]
+    deadline = time.monotonic() + 20
+    while len(pool) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    browser = Browser(server)  # no tokens: anonymous, every scope
+    page = browser.http.get("/models/colours/labeling")
+    browser.csrf = browser.csrf_of(page.text)
+    assert page.text.count('data-testid="candidate-image"') == 2
+    assert 'src="/models/colours/candidates/img-0/image"' in page.text
+    image = browser.http.get("/models/colours/candidates/img-0/image")
+    assert image.status_code == 200 and image.content == sent["img-0"]
+    assert image.headers["content-type"] == "image/png"
+    assert image.headers["content-disposition"] == "inline"
+    assert image.headers["x-content-type-options"] == "nosniff"
+    missing = browser.http.get("/models/colours/candidates/img-9/image")
+    assert missing.status_code == 404
+    answer = browser.post(
+        "/models/colours/labels",
+        {"prediction_id": "img-1", "label": "green"},
+        Accept="application/json",
+    )
+    assert answer.status_code == 200, answer.text
+    (sample_id,) = answer.json()["ids"]
+    store = SQLiteStore(state / "loopserve.db")
+    try:
+        sample = store.sample("colours", sample_id)
+        assert sample is not None and sample.source == "anonymous"
+        assert store.blobs("colours", [sample.text]) == {sample.text: sent["img-1"]}
+    finally:
+        store.close()
+    browser.http.close()

@@ -4,6 +4,7 @@ plot, and a server without tokens (loopback, anonymous with every scope)."""
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -99,10 +100,12 @@ def test_the_accuracy_plot_is_plain_svg() -> None:
 
 
 def test_without_tokens_the_console_acts_as_anonymous_with_every_scope(
-    start_app: Callable[..., RunningApp],
+    start_app: Callable[..., RunningApp], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="service.app")
     server = start_app(console_port=0)
     origin = f"http://127.0.0.1:{server.app.console_port}"
+    assert f"console at {origin}/" in caplog.text  # what `loopserve serve` prints
     with httpx.Client(base_url=origin, follow_redirects=False, timeout=30) as client:
         assert client.get("/login").headers["location"] == "/"
         page = client.get("/models/tiny/versions")

@@ -233,14 +233,14 @@ class App:
         self._stopped = True
         if self.grpc is not None:
             await self.grpc.set_serving(False)
-        if self._console is not None:
-            await self._console.stop()  # no console action may start a change from now on
         grace = self.settings.drain_seconds
         if self.inference is not None:
             # Answer new calls UNAVAILABLE ourselves and finish admitted ones before the transport
             # stops: grpcio cancels calls it has not yet handed to a handler when it stops.
             self.inference.begin_drain()
             await self.inference.wait_idle(grace)
+        if self._console is not None:
+            await self._console.stop()  # before the core stops: no console action runs after it
         if self.duty is not None:
             await asyncio.to_thread(self.duty.stop)
         if self.adaptation is not None:

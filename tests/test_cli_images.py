@@ -17,12 +17,14 @@ from conftest import RunningApp
 from fake_adaptation import MODEL, FakeAdaptationCore, FakeServer
 from tasks.image import test_image_serving
 from tasks.image.hostile_images import solid
+from training.vision.images import folder as image_folder_of
 
 from service.cli import main
 from service.cli._image_files import read_labeled_images
-from service.config import load_model_definition
+from service.config import ServerSettings, load_model_definition
 from service.domain.loop import AddOutcome, NewSample, content_key, derived_sample_id
 from service.errors import InvalidInput
+from service.metrics import Metrics
 from service.tasks.image import inspect
 
 RED, GREEN, BLUE = (230, 20, 20), (20, 230, 20), (20, 20, 230)
@@ -294,3 +296,41 @@ def test_the_example_image_model_draws_the_same_seed_at_the_same_seed(tmp_path: 
         twin = tmp_path / "b" / image.path.relative_to(tmp_path / "a")
         assert image.path.read_bytes() == twin.read_bytes()
         assert inspect(image.path.read_bytes()).format == "JPEG"
+
+
+# ---- end to end ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_an_image_model_from_init_to_predict_and_label(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """init --task image builds version 1 with the real builder (a small random backbone at 64 px
+    stands in for MobileNetV2 at 224), the server serves it, predict classifies held-out files
+    and label posts a folder."""
+    monkeypatch.setattr("service.cli._image_model.DEFAULT_IMAGE_BACKBONE", "resnet18@0.25:random")
+    monkeypatch.setattr("service.cli._image_model.DEFAULT_IMAGE_SIZE", 64)
+    image_folder_of(tmp_path / "photos", ["red", "blue"], 16)
+    models, state = tmp_path / "models", tmp_path / "state"
+    init = ["init", "shapes", "--task", "image", "--data", str(tmp_path / "photos")]
+    assert main([*init, "--models-dir", str(models), "--state-dir", str(state)]) == 0
+    assert "published shapes version 1" in capsys.readouterr().out
+    held_out = image_folder_of(tmp_path / "new", ["red", "blue"], 6, start=100)
+    settings = ServerSettings(
+        models=("shapes",), models_dir=models, state_dir=state, host="127.0.0.1",
+        grpc_port=0, metrics_port=0, drain_seconds=2.0,
+    )  # fmt: skip
+    app = RunningApp(settings, Metrics())
+    try:
+        files = sorted(str(p) for p in held_out.rglob("*.*"))
+        assert main(["predict", *files, "--addr", app.address]) == 0
+        predicted = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+        assert [file for _, _, file in predicted] == files
+        right = sum(Path(file).parent.name == label for label, _, file in predicted)
+        assert right >= 0.75 * len(files), predicted  # chance is a half
+        assert main(["label", str(held_out), "--addr", app.address]) == 0
+        assert capsys.readouterr().out.strip() == (
+            f"shapes: {len(files)} accepted, 0 duplicates, 0 refused ({len(files)} images)"
+        )
+    finally:
+        app.stop()

@@ -16,6 +16,7 @@ from service.errors import ConfigError, InvalidInput
 from service.tasks.image import inspect
 
 DEFAULT_IMAGE_BACKBONE = "bundled:mobilenet_v2"
+DEFAULT_IMAGE_SIZE = 224
 SEED_DIR = "seed"
 # An example model whose seed images are drawn by a script rather than kept in the repository.
 SEED_GENERATOR = "generate_seed.py"
@@ -97,7 +98,7 @@ def write_image_model_toml(directory: Path, labels: list[str]) -> Path:
         f'seed_data = "{SEED_DIR}"\n'
         f"labels = [{label_list}]\n\n"
         "[input]\n"
-        "size = 224\n\n"
+        f"size = {DEFAULT_IMAGE_SIZE}\n\n"
         "[serving]\n"
         "max_batch_size = 8\n"
     )

@@ -28,6 +28,7 @@ from service.training._data import (
     TokenBatcher,
     copy_tokenizer,
     label_name_examples,
+    seed_labels,
     stratified_split,
 )
 from service.training._export import (
@@ -70,12 +71,7 @@ def build_first_version(
         return build_image_version(definition, registry, progress)
     torch.set_num_threads(available_cpus())
     rows = read_labeled_csv(definition.seed_path)
-    labels = list(definition.labels) or sorted({label for _, label in rows})
-    unknown = sorted({label for _, label in rows} - set(labels))
-    if unknown:
-        raise ConfigError(
-            f"{definition.seed_path}: labels {unknown} are not in model.toml's labels"
-        )
+    labels = seed_labels(definition, (label for _, label in rows))
     index = {label: i for i, label in enumerate(labels)}
     examples = [Example(text, index[label]) for text, label in rows]
     train, val = stratified_split(

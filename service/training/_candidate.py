@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 
 from service.calibration import FloatArray
+from service.config import TrainRecipe
+from service.domain.finetune import FineTuneSpec
 from service.domain.versions import Int8Check
 from service.runtime import LoadedVersion
 from service.training._trainer import TrainReport
@@ -33,10 +35,35 @@ class Candidate:
     text_inputs: bool = True
 
     def predict(self, session: LoadedVersion, inputs: Sequence[str]) -> FloatArray:
-        if not inputs:
-            return np.empty((0, len(session.labels)), dtype=np.float32)
-        chunks = [
-            session.predict(self.items(inputs[i : i + CHUNK])).probabilities
-            for i in range(0, len(inputs), CHUNK)
-        ]
-        return np.concatenate(chunks)
+        return predict_items(session, inputs, self.items)
+
+
+def job_recipe(spec: FineTuneSpec) -> TrainRecipe:
+    """The fine-tune job's recipe in the trainers' terms."""
+    return TrainRecipe(
+        seed=spec.recipe.seed,
+        finetune_layers=spec.trainable_layers,
+        learning_rate=spec.recipe.learning_rate,
+        layer_lr_decay=spec.recipe.layer_lr_decay,
+        finetune_head_learning_rate=spec.recipe.head_learning_rate,
+        epochs=spec.recipe.epochs,
+        batch_size=spec.recipe.batch_size,
+        patience=spec.recipe.patience,
+        balance_classes=spec.recipe.balance_classes,
+    )
+
+
+def same_items(inputs: Sequence[str]) -> Sequence[Any]:
+    """Texts are their own items."""
+    return inputs
+
+
+def predict_items(session: LoadedVersion, inputs: Sequence[str], items: Items) -> FloatArray:
+    """``session``'s probabilities for the spec's ``inputs``, prepared a chunk at a time."""
+    if not inputs:
+        return np.empty((0, len(session.labels)), dtype=np.float32)
+    chunks = [
+        session.predict(items(inputs[i : i + CHUNK])).probabilities
+        for i in range(0, len(inputs), CHUNK)
+    ]
+    return np.concatenate(chunks)

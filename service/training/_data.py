@@ -6,12 +6,14 @@ import random
 import re
 import shutil
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
 
+from service.config import ModelDefinition
 from service.errors import ConfigError
 
 
@@ -39,6 +41,18 @@ def stratified_split(
         train.extend(group[count:])
     rng.shuffle(train)
     return train, held_out
+
+
+def seed_labels(definition: ModelDefinition, found: Iterable[str]) -> list[str]:
+    """model.toml's labels, else the seed's sorted; ConfigError for a seed label not in them."""
+    seen = set(found)
+    labels = list(definition.labels) or sorted(seen)
+    unknown = sorted(seen - set(labels))
+    if unknown:
+        raise ConfigError(
+            f"{definition.seed_path}: labels {unknown} are not in model.toml's labels"
+        )
+    return labels
 
 
 def label_name_examples(labels: list[str]) -> list[Example]:

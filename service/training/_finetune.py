@@ -24,7 +24,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from service.calibration import Calibration, FloatArray, calibrate
-from service.config import TrainRecipe
 from service.domain.finetune import FineTuneResult, FineTuneSpec
 from service.domain.gate import decide, paired_margin
 from service.domain.loop import JOB_PARENT_PID_ENV
@@ -34,7 +33,13 @@ from service.errors import is_disk_full
 from service.priority import lower_priority
 from service.runtime import LoadedVersion
 from service.tasks.image import NAME as IMAGE_TASK
-from service.training._candidate import Candidate
+from service.training._candidate import (
+    Candidate,
+    Items,
+    job_recipe,
+    predict_items,
+    same_items,
+)
 from service.training._data import Example, TokenBatcher
 from service.training._evidence import Predictions, other_sources, review_evidence
 from service.training._export import export_onnx, load_for_check, parity_check, quantize_int8
@@ -111,17 +116,7 @@ def _train_text(spec: FineTuneSpec, started: float) -> Candidate:
     if len(spec.labels) > len(spec.base_labels):
         _grow_head(model, tokens, spec, index)
 
-    recipe = TrainRecipe(
-        seed=spec.recipe.seed,
-        finetune_layers=spec.trainable_layers,
-        learning_rate=spec.recipe.learning_rate,
-        layer_lr_decay=spec.recipe.layer_lr_decay,
-        finetune_head_learning_rate=spec.recipe.head_learning_rate,
-        epochs=spec.recipe.epochs,
-        batch_size=spec.recipe.batch_size,
-        patience=spec.recipe.patience,
-        balance_classes=spec.recipe.balance_classes,
-    )
+    recipe = job_recipe(spec)
 
     def examples(pairs: Pairs) -> list[Example]:
         return [Example(text, index[label]) for text, label in pairs]
@@ -151,7 +146,7 @@ def _train_text(spec: FineTuneSpec, started: float) -> Candidate:
         spec.threads,
     )
     return Candidate(
-        candidate, incumbent, report, parity, serving_file, int8_info, items=lambda texts: texts
+        candidate, incumbent, report, parity, serving_file, int8_info, items=same_items
     )
 
 
@@ -201,7 +196,7 @@ def _judge(spec: FineTuneSpec, trained: Candidate, started: float) -> FineTuneRe
                 else "nothing suspicious"
             )
         )
-    calibration = _calibration(spec, trained, holdout_probabilities)
+    calibration = _calibration(spec, trained.candidate, holdout_probabilities, trained.items)
     _log(
         f"calibration: temperature {calibration.temperature} fitted on {calibration.rows} "
         f"{calibration.source} rows"
@@ -312,7 +307,10 @@ def _maybe_int8(
 
 
 def _calibration(
-    spec: FineTuneSpec, trained: Candidate, holdout_probabilities: FloatArray
+    spec: FineTuneSpec,
+    candidate: LoadedVersion,
+    holdout_probabilities: FloatArray,
+    items: Items = same_items,
 ) -> Calibration:
     """Fitted on the gate's holdout, which the candidate never trained on; without one, on the
     validation rows, which only chose its epoch."""
@@ -320,8 +318,8 @@ def _calibration(
         pairs, probabilities, source = spec.holdout, holdout_probabilities, "holdout"
     else:
         pairs, source = spec.validation, "validation" if spec.validation else "none"
-        probabilities = _predict(trained, trained.candidate, pairs)
-    index = {label: i for i, label in enumerate(trained.candidate.labels)}
+        probabilities = predict_items(candidate, [text for text, _ in pairs], items)
+    index = {label: i for i, label in enumerate(candidate.labels)}
     labels = np.array([index[gold] for _, gold in pairs], dtype=np.int64)
     return calibrate(probabilities, labels, source)
 

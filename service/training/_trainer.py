@@ -119,17 +119,11 @@ class Trainer:
             tuned_eval, report.finetune_epochs = self._fine_tune(
                 train_ids, train_y, val_ids, val_y, report, judge=judge
             )
-            report.finetuned = vars(tuned_eval)
-            if val and not judge(tuned_eval, head_eval):
-                self.model.load_state_dict(head_state)
-                self.progress(
-                    "fine-tuning did not beat the head alone on validation: keeping the head"
-                )
-            else:
-                report.used_finetune = True
-                self.progress(
-                    f"fine-tuned top {r.finetune_layers} layers: validation accuracy {tuned_eval.accuracy:.3f}"
-                )
+            scores = (head_eval, tuned_eval)
+            what = f"top {r.finetune_layers} layers"
+            keep_better(
+                self.model, head_state, scores, bool(val), judge, report, self.progress, what
+            )
         # The model selected on validation, before a refit trains on those rows: the last
         # moment any row is held out from it.
         report.calibration = self._calibrate(val_ids, val_y)
@@ -355,6 +349,28 @@ class Trainer:
             ]
         )
         return evaluate_logits(logits, labels)
+
+
+def keep_better(
+    model: nn.Module,
+    head_state: dict[str, torch.Tensor],
+    scores: tuple[Evaluation, Evaluation],
+    validated: bool,
+    judge: Criterion,
+    report: TrainReport,
+    progress: Progress,
+    what: str,
+) -> None:
+    """Keep phase 2 (``scores``: head alone, fine-tuned) only if it beats the head alone on
+    validation; otherwise restore ``head_state``. ``what`` names what phase 2 trained."""
+    head, tuned = scores
+    report.finetuned = vars(tuned)
+    if validated and not judge(tuned, head):
+        model.load_state_dict(head_state)
+        progress("fine-tuning did not beat the head alone on validation: keeping the head")
+        return
+    report.used_finetune = True
+    progress(f"fine-tuned {what}: validation accuracy {tuned.accuracy:.3f}")
 
 
 def fit_head(

@@ -13,7 +13,7 @@ from service.errors import ConfigError
 from service.registry import ModelRegistry, VersionInfo
 from service.runtime import available_cpus
 from service.tasks.image import ImageOptions, read_seed_images
-from service.training._data import Example, stratified_split
+from service.training._data import Example, seed_labels, stratified_split
 from service.training._trainer import Progress
 from service.training.vision._augment import Augmenter
 from service.training.vision._backbone import build_backbone
@@ -66,12 +66,7 @@ def build_image_version(
     reference = image_backbone(definition)
     recipe = definition.train
     files = read_seed_images(definition.seed_path)
-    labels = list(definition.labels) or sorted({label for _, label in files})
-    unknown = sorted({label for _, label in files} - set(labels))
-    if unknown:
-        raise ConfigError(
-            f"{definition.seed_path}: labels {unknown} are not in model.toml's labels"
-        )
+    labels = seed_labels(definition, (label for _, label in files))
     if len(labels) < 2:
         raise ConfigError(f"{definition.seed_path}: needs at least two labels, found {labels}")
     index = {label: i for i, label in enumerate(labels)}

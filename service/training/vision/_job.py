@@ -14,11 +14,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from service.config import TrainRecipe
 from service.domain.finetune import FineTuneSpec
 from service.domain.versions import VersionMeta
 from service.tasks.image import ImageOptions
-from service.training._candidate import Candidate
+from service.training._candidate import Candidate, job_recipe
 from service.training._trainer import Progress
 from service.training.vision._augment import Augmenter
 from service.training.vision._build import build_network, trainable_state
@@ -39,7 +38,7 @@ def train_image_candidate(spec: FineTuneSpec, log: Progress) -> Candidate:
     options = ImageOptions.parse(meta.inputs, f"{base / 'meta.json'} inputs")
     inputs = Path(spec.inputs_dir)
     model = load_base(spec)
-    recipe = _recipe(spec)
+    recipe = job_recipe(spec)
     trainer = ImageTrainer(model, recipe, log)
 
     def pixels(pairs: Pairs) -> torch.Tensor:
@@ -105,20 +104,6 @@ def load_base(spec: FineTuneSpec) -> ImageClassifier:
     what = f"base version {spec.base_version} weights {str(path)!r} do not fit {reference}"
     load_state(trainable, load_file(str(path)), "\0", what)
     return model.eval()
-
-
-def _recipe(spec: FineTuneSpec) -> TrainRecipe:
-    return TrainRecipe(
-        seed=spec.recipe.seed,
-        finetune_layers=spec.trainable_layers,
-        learning_rate=spec.recipe.learning_rate,
-        layer_lr_decay=spec.recipe.layer_lr_decay,
-        finetune_head_learning_rate=spec.recipe.head_learning_rate,
-        epochs=spec.recipe.epochs,
-        batch_size=spec.recipe.batch_size,
-        patience=spec.recipe.patience,
-        balance_classes=spec.recipe.balance_classes,
-    )
 
 
 @torch.no_grad()

@@ -34,6 +34,7 @@ from service.training._trainer import (
     class_weights,
     evaluate_logits,
     fit_head,
+    keep_better,
 )
 from service.training.vision._export import ImageClassifier
 
@@ -95,18 +96,11 @@ class ImageTrainer:
         if len(self.model.features.tail) and r.epochs > 0:
             head_state = _copy(self.model)
             tuned, report.finetune_epochs = self._fine_tune(train, val, report, judge)
-            report.finetuned = vars(tuned)
-            if len(val) and not judge(tuned, head_eval):
-                self.model.load_state_dict(head_state)
-                self.progress(
-                    "fine-tuning did not beat the head alone on validation: keeping the head"
-                )
-            else:
-                report.used_finetune = True
-                self.progress(
-                    f"fine-tuned the last {len(self.model.features.tail)} stage(s): validation "
-                    f"accuracy {tuned.accuracy:.3f}"
-                )
+            what = f"the last {len(self.model.features.tail)} stage(s)"
+            scores = (head_eval, tuned)
+            keep_better(
+                self.model, head_state, scores, bool(len(val)), judge, report, self.progress, what
+            )
         report.calibration = self.calibrate(val)
         report.seconds = time.perf_counter() - started
         self.model.eval()

@@ -5,6 +5,7 @@ frozen while training, backbone references and weights that do not fit."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from service.domain.finetune import FineTuneRecipe, FineTuneSpec
 from service.domain.gate import GateThresholds
 from service.errors import ConfigError
 from service.registry import ModelRegistry, VersionInfo
-from service.runtime import SessionOptions
+from service.runtime import LoadedVersion, SessionOptions
 from service.tasks.image import ImageOptions, decode_image
 from service.training import build_first_version
 from service.training._finetune import _fine_tune
@@ -32,6 +33,7 @@ from service.training.vision import (
     freeze_batchnorm,
     parse_backbone,
 )
+from service.training.vision._checks import load_for_check, static_int8
 from service.training.vision._trainer import ImageTrainer
 
 LABELS = ["blue", "red"]
@@ -266,3 +268,32 @@ def test_weights_that_do_not_fit_the_architecture_name_the_first_bad_key(tmp_pat
 
 def test_colours_are_the_labels() -> None:
     assert set(LABELS) < set(COLOURS)
+
+
+@pytest.mark.slow
+def test_static_int8_serves_only_behind_the_validation_check(
+    folder_version: tuple[VersionInfo, list[str]], tmp_path: Path
+) -> None:
+    info, _ = folder_version
+    shutil.copyfile(info.path / "model.onnx", tmp_path / "model.onnx")
+    options = ImageOptions.parse(info.meta.inputs, "meta")
+    labels = list(info.labels)
+    items = [
+        decode_image(image(label, n), options.spec(), options.limits())
+        for label in LABELS
+        for n in range(500, 506)
+    ]
+    pixels = torch.from_numpy(np.stack(items))
+    gold = [labels.index(label) for label in LABELS for _ in range(6)]
+
+    def opened(path: Path) -> LoadedVersion:
+        return load_for_check(path, options, labels, threads=1)
+
+    fp32 = opened(tmp_path / "model.onnx")
+    served, name, check = static_int8(fp32, tmp_path, pixels, (pixels, gold), 1.0, opened)
+    assert check.accepted and name == "model.int8.onnx" and served is not fp32
+    assert (tmp_path / name).is_file() and 0 <= check.int8_accuracy <= 1
+    # No validation images, no evidence: fp32, and the int8 file is gone.
+    served, name, check = static_int8(fp32, tmp_path, pixels, (pixels[:0], []), 1.0, opened)
+    assert not check.accepted and name == "model.onnx" and served is fp32
+    assert not (tmp_path / "model.int8.onnx").exists()

@@ -89,9 +89,14 @@ class Console:
 
 
 def console_app(
-    core: pages.Core, tokens: TokenStore | None, sessions: Sessions | None = None, tls: bool = False
+    core: pages.Core,
+    tokens: TokenStore | None,
+    sessions: Sessions | None = None,
+    tls: bool = False,
+    hosts: frozenset[str] | None = None,
 ) -> ConsoleGuard:
-    """The console as an ASGI app, behind its guard (headers, same-origin writes)."""
+    """The console as an ASGI app, behind its guard (headers, same-origin writes, and with
+    ``hosts`` the host names requests may name)."""
     console = Console(core, tokens, sessions or Sessions(), tls, Renderer(environment()))
     routes = [
         Route("/login", _login_form(console), methods=["GET"]),
@@ -102,7 +107,7 @@ def console_app(
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={LoopserveError: _error(console)})
-    return ConsoleGuard(app, tls)
+    return ConsoleGuard(app, tls, hosts)
 
 
 def _page_routes(console: Console) -> list[Route]:

@@ -12,8 +12,10 @@ from service.console._sessions import Sessions
 from service.console.app import console_app
 from service.inference import InferenceService
 from service.metrics import Metrics
-from service.security import TlsFiles, TokenStore
+from service.security import TlsFiles, TokenStore, is_loopback
 from service.web import HttpLimits, HttpServer
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class ConsoleServer:
@@ -36,7 +38,9 @@ class ConsoleServer:
         )
         self.sessions = Sessions()
         core = pages.Core(adaptation, inference, metrics, self.history)
-        self.app = console_app(core, tokens, self.sessions, tls=tls is not None)
+        # On loopback only loopback names: see _guard (DNS rebinding).
+        hosts = LOOPBACK_NAMES | {host.strip("[]").lower()} if is_loopback(host) else None
+        self.app = console_app(core, tokens, self.sessions, tls=tls is not None, hosts=hosts)
         self.http = HttpServer(
             self.app, host, port, name="console", limits=limits, tls=tls, on_closed=on_closed
         )

@@ -75,6 +75,25 @@ def test_same_origin_rule(headers: dict[str, str], allowed: bool) -> None:
     assert guard.same_origin(Headers(headers)) is allowed
 
 
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("127.0.0.1:8080", True),
+        ("localhost:8080", True),
+        ("[::1]:8080", True),
+        ("LOCALHOST", True),
+        ("evil.example:8080", False),
+        ("127.0.0.1.evil.example:8080", False),
+        ("", False),
+    ],
+)
+def test_on_loopback_only_loopback_host_names_are_answered(host: str, allowed: bool) -> None:
+    hosts = frozenset({"localhost", "127.0.0.1", "::1"})
+    guard = ConsoleGuard(app=lambda scope, receive, send: None, tls=False, hosts=hosts)  # type: ignore[arg-type, return-value]
+    assert guard.host_allowed(host) is allowed
+    assert ConsoleGuard(app=guard, tls=False).host_allowed("anything.example")
+
+
 def test_a_console_beyond_loopback_needs_tokens_or_insecure() -> None:
     with pytest.raises(
         ConfigError, match=r"refusing to serve the console on 0\.0\.0\.0 without tokens"
@@ -118,6 +137,9 @@ def test_without_tokens_the_console_acts_as_anonymous_with_every_scope(
             "/models/tiny/rollback", data={"version": "2"}, headers={"Origin": origin}
         )
         assert refused.status_code == 403  # no CSRF token: refused even without tokens
+        # A page whose name was re-pointed at 127.0.0.1 (DNS rebinding) reads nothing.
+        rebound = client.get("/", headers={"Host": f"evil.example:{server.app.console_port}"})
+        assert rebound.status_code == 403 and "loopback host name" in rebound.text
 
 
 def test_no_console_serves_none(start_app: Callable[..., RunningApp], tmp_path: Path) -> None:

@@ -145,3 +145,14 @@ def test_without_tokens_the_console_acts_as_anonymous_with_every_scope(
 def test_no_console_serves_none(start_app: Callable[..., RunningApp], tmp_path: Path) -> None:
     server = start_app(console=False)
     assert server.app._console is None
+
+
+def test_serve_flags_for_the_console(capsys: pytest.CaptureFixture[str]) -> None:
+    from service.cli import main
+
+    assert main(["serve", "--check", "--console-port", "0"]) == 0
+    assert main(["serve", "--check", "--console-host", "0.0.0.0"]) == 2
+    assert "refusing to serve the console on 0.0.0.0" in capsys.readouterr().err
+    assert main(["serve", "--check", "--console-host", "0.0.0.0", "--no-console"]) == 0
+    assert main(["serve", "--check", "--console-port", "70000"]) == 2
+    assert "console_port must be in [0, 65535]" in capsys.readouterr().err

@@ -449,6 +449,9 @@ class JobRunner:
         return VersionMeta(
             labels=tuple(result.labels),
             max_seq_length=base.meta.max_seq_length,
+            # A candidate decodes its inputs as its base version does.
+            task=base.meta.task,
+            inputs=base.meta.inputs,
             pooling=base.meta.pooling,
             backbone=base.meta.backbone,
             trainable_layers=base.meta.trainable_layers,

@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
             "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
             "v1": f"{len(s.labels)} intents, {args.shots} shots, TEST accuracy "
-            f"{accuracy(v1, s.test):.3f} (built in {time.perf_counter() - started:.0f} s)",
+            f"{accuracy(v1, s.test):.3f} (built or loaded in {time.perf_counter() - started:.0f} s)",
         }
         print(header["v1"], flush=True)
         traffic = [t for t, label in s.test if label in s.labels]

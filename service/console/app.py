@@ -151,6 +151,10 @@ def _page(console: Console, handler: Handler) -> Callable[[Request], Awaitable[R
         session = console.session(request)
         fresh: Response | None = None
         if session is None:
+            if console.tokens is not None and "hx-request" in request.headers:
+                # An htmx poll follows a 303 itself and would show the login form inside the
+                # page: htmx sends the whole page there instead.
+                return Response(status_code=204, headers={"HX-Redirect": "/login"})
             if console.tokens is not None:
                 return RedirectResponse("/login", status_code=303)
             fresh = Response()

@@ -113,6 +113,8 @@ def test_login_logout_and_pages_without_a_session(browser: Browser) -> None:
     for path in ["/", *(f"/models/{TINY_MODEL}/{p}" for p in MODEL_PAGES)]:
         answer = browser.http.get(path)
         assert (answer.status_code, answer.headers["location"]) == (303, "/login"), path
+    polled = browser.http.get("/fragments/overview", headers={"HX-Request": "true"})
+    assert (polled.status_code, polled.headers["hx-redirect"]) == (204, "/login")
     refused = browser.login("not-a-token-of-this-server")
     assert refused.status_code == 401 and "that token is not valid" in refused.text
     answer = browser.login(LABELER)

@@ -424,3 +424,41 @@ def test_an_image_candidate_is_shown_with_its_sniffed_type_inline_and_labeled_wi
     finally:
         store.close()
     browser.http.close()
+
+
+def test_a_pending_version_shows_its_evidence_and_an_admin_rejects_it(
+    tmp_path: Path, tiny_backbone: Path, state_dir: Path, start_app: Callable[..., RunningApp]
+) -> None:
+    from service.domain.review import LabelChange, ReviewEvidence
+    from service.registry import ModelRegistry
+
+    evidence = ReviewEvidence(
+        sources={"junk": 30},
+        traffic=50,
+        flip_rate=0.2,
+        flips=(LabelChange("greeting", "complaint", 10, ("hello there team",)),),
+        reasons=("one source posted every sample of the round",),
+    )
+    ModelRegistry(state_dir, TINY_MODEL).update_meta(
+        2, status="pending", parent=1, reason="samples: enough new labeled samples", review=evidence
+    )
+    models = tmp_path / "models"
+    write_tiny_definition(models, tiny_backbone, drift=DRIFT)
+    server = start_app(models_dir=models, tokens=TOKENS, console_port=0)
+    viewer = Browser(server)
+    viewer.login(VIEWER)
+    seen = viewer.http.get(f"/models/{TINY_MODEL}/versions").text
+    assert 'data-testid="evidence-2"' in seen and "reject-2" not in seen
+    admin = Browser(server)
+    admin.login(ADMIN)
+    page = unescape(admin.http.get(f"/models/{TINY_MODEL}/versions").text)
+    assert 'data-testid="approve-2"' in page and 'data-testid="reject-2"' in page
+    assert "one source posted every sample of the round" in page and "junk (30)" in page
+    assert "Flips on 50 recent inputs: 20.0 %" in page and "hello there team" in page
+    done = admin.post(f"/models/{TINY_MODEL}/versions/2/reject", {})
+    assert (done.status_code, done.headers["location"]) == (303, f"/models/{TINY_MODEL}/versions")
+    with AdaptationClient(server.address, options=ChannelOptions(token=ADMIN)) as client:
+        statuses = {v.version: v.status for v in client.list_versions(TINY_MODEL)}
+    assert statuses == {1: "serving", 2: "rejected"}
+    after = admin.http.get(f"/models/{TINY_MODEL}/versions").text
+    assert "version 2 rejected" in after and "reject-2" not in after

@@ -383,10 +383,16 @@ def bench_serving(
         rss_loaded = proc_status_mib(server.proc.pid, "VmRSS")
         phases = run_client(server, images_file, requests, duration)
         rss = proc_status_mib(server.proc.pid, "VmRSS")
+    # Measured again after the server: on shared cores the load of other processes changes
+    # within minutes; the ratio takes the faster of the two in-process runs.
+    in_process_after = bench_in_process(local, images, requests, duration)
+    if in_process_after["one"]["p50_ms"] < in_process["one"]["p50_ms"]:
+        in_process, in_process_after = in_process_after, in_process
     result = {
         "images": len(images),
         "jpeg_kib_mean": sum(map(len, images)) / len(images) / 1024,
         "in_process": in_process,
+        "in_process_other_run": in_process_after,
         "server": [asdict(p) for p in phases],
         "ready_s": ready,
         "server_rss_loaded_mib": rss_loaded,
@@ -405,6 +411,7 @@ def bench_in_process(
         for i in range(8):
             step(i)
         latencies, cpu0, start = [], time.process_time(), time.perf_counter()
+        busy0 = machine_busy_seconds()
         for i in range(count):
             t0 = time.perf_counter()
             step(i)
@@ -412,8 +419,10 @@ def bench_in_process(
             if time.perf_counter() - start > duration:
                 break
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+        busy = machine_busy_seconds() - busy0
         ms = np.asarray(latencies) * 1000
         return {
+            "other_cores": max(0.0, busy - cpu) / wall,
             "p50_ms": float(np.percentile(ms, 50)),
             "p99_ms": float(np.percentile(ms, 99)),
             "per_s": len(latencies) / wall,

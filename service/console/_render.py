@@ -24,6 +24,7 @@ def environment() -> Environment:
     env.filters["ms"] = _ms
     env.filters["when"] = _when
     env.filters["seconds"] = _seconds
+    env.filters["age"] = _age
     return env
 
 
@@ -64,6 +65,15 @@ def _when(value: float | None) -> str:
     if value is None:
         return "—"
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(value))
+
+
+def _age(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "unknown"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def _seconds(value: float) -> str:

@@ -8,6 +8,7 @@ again (a button that is absent is not a permission check).
 from __future__ import annotations
 
 import asyncio
+import calendar
 import math
 import time
 from collections.abc import Iterable
@@ -263,6 +264,7 @@ class DriftPage:
     alarm: bool
     version: int
     version_created: str  # the reference is drawn for the serving version
+    reference_age_s: float  # since that version was made (NaN: unknown)
     detectors: list[DetectorStatus]
     estimated_accuracy: float
     series: dict[str, list[list[float]]]  # per detector: [times, statistics, thresholds, alarms]
@@ -280,11 +282,21 @@ async def drift(core: Core, model: str) -> DriftPage:
         alarm=status.alarm,
         version=status.version,
         version_created=created,
+        reference_age_s=_age(created),
         detectors=status.detectors,
         estimated_accuracy=status.estimated_accuracy,
         series={d.detector: _detector_series(points, d.detector) for d in status.detectors},
         accuracy_series=[[p.time for p in points], [_js(p.estimated_accuracy) for p in points]],
     )
+
+
+def _age(created: str) -> float:
+    """Seconds since a version's ``created`` time (UTC, ISO 8601); NaN when unreadable."""
+    try:
+        made = calendar.timegm(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return math.nan
+    return max(0.0, time.time() - made)
 
 
 def _detector_series(points: list[Point], detector: str) -> list[list[float]]:

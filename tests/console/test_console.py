@@ -367,6 +367,7 @@ def test_page_data_functions(server: RunningApp) -> None:
     drift = on_loop(server, pages.drift(core, TINY_MODEL))
     assert drift.enabled and [d.detector for d in drift.detectors] == ["confidence"]
     assert len(drift.series["confidence"][0]) >= 1  # sampled at start and above
+    assert drift.version == 1 and 0 <= drift.reference_age_s < 7 * 86400
     assert on_loop(server, pages.sources(core, TINY_MODEL, principal)).rows == []
     assert on_loop(server, pages.jobs(core, TINY_MODEL, principal)).rows == []
 

@@ -63,6 +63,7 @@ class History:
     models: list[str]
     interval_s: float = DEFAULT_INTERVAL_S
     points: int = DEFAULT_POINTS
+    clock: Callable[[], float] = time.time
     _series: dict[str, deque[Point]] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
 
@@ -85,7 +86,7 @@ class History:
 
     async def sample(self) -> None:
         """Record one point per model now."""
-        now = time.time()
+        now = self.clock()
         requests = _by_model(self.metrics.requests.collect(), "_total")
         buckets = _buckets(self.metrics.request_latency.collect())
         for model in self.models:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -156,3 +157,39 @@ def test_serve_flags_for_the_console(capsys: pytest.CaptureFixture[str]) -> None
     assert main(["serve", "--check", "--console-host", "0.0.0.0", "--no-console"]) == 0
     assert main(["serve", "--check", "--console-port", "70000"]) == 2
     assert "console_port must be in [0, 65535]" in capsys.readouterr().err
+
+
+def test_the_history_gives_request_rate_and_latency_quantiles_over_its_window() -> None:
+    import asyncio
+
+    from service.console._history import History
+    from service.drift import DriftStatus
+    from service.metrics import Metrics
+
+    metrics = Metrics()
+    clock = iter([1000.0, 1060.0])
+
+    async def status(model: str) -> DriftStatus:
+        return DriftStatus(model, 3, alarm=False, estimated_accuracy=0.9)
+
+    history = History(metrics, status, ["m"], points=10, clock=lambda: next(clock))
+    assert math.isnan(history.traffic("m").rate)  # no window yet
+
+    async def run() -> None:
+        metrics.requests.labels("m", "1", "OK").inc(40)  # before the window: not counted
+        await history.sample()
+        for seconds in [0.002] * 50 + [0.2] * 10:
+            metrics.request_latency.labels("m").observe(seconds)
+        metrics.requests.labels("m", "1", "OK").inc(60)
+        await history.sample()
+
+    asyncio.run(run())
+    traffic = history.traffic("m")
+    assert traffic.seconds == 60 and traffic.rate == 1.0
+    assert 1.0 <= traffic.p50_ms <= 2.5 and 100 <= traffic.p99_ms <= 250
+    points = history.series("m")
+    assert [p.version for p in points] == [3, 3] and points[-1].estimated_accuracy == 0.9
+    assert (
+        History(metrics, status, ["m"]).traffic("m").rate
+        != History(metrics, status, ["m"]).traffic("m").rate
+    )  # NaN

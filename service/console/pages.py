@@ -56,6 +56,7 @@ class ModelOverview:
     live_accuracy: float
     labels_since_version: int
     job: Job | None
+    job_seconds: float  # the job's time so far (running) or in all
     next_step: str
 
 
@@ -79,6 +80,7 @@ async def model_overview(core: Core, model: str) -> ModelOverview:
         live_accuracy=live_accuracy(core.metrics, model).get(status.serving_version, math.nan),
         labels_since_version=status.samples_since_version,
         job=status.job,
+        job_seconds=_job_seconds(status.job) if status.job is not None else 0.0,
         next_step=next_step(core, status),
     )
 

@@ -227,7 +227,7 @@ def bench_accuracy(
     pool: list[Cell], test: list[Cell], work: Path, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
     rows = []
-    for shots in SHOTS[:1] if args.quick else SHOTS:
+    for shots in args.shots or (SHOTS[:1] if args.quick else SHOTS):
         seed = draw(pool, shots, seed=shots, kinds=("mono", "poly"))
         for frozen in (True, False):
             models, state = work / "models", work / f"state-acc-{shots}-{int(frozen)}"
@@ -570,6 +570,11 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="k = 10 only, smaller sets, short runs"
     )
     parser.add_argument("--sections", default="accuracy,loop,serving")
+    parser.add_argument(
+        "--shots",
+        type=lambda text: [int(n) for n in text.split(",")],
+        help="labeled cells per class for the accuracy section (default 10,50; --quick: 10)",
+    )
     parser.add_argument("--backbone", default="mobilenet_v2")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument(

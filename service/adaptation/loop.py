@@ -107,6 +107,7 @@ class AdaptationService:
         self._due_since: dict[str, float] = {}
         self._settle_timers: dict[str, threading.Timer] = {}
         self._stopping = False
+        self._cancelled: set[str] = set()  # jobs an operator ended: never retried
         # (model, version) -> (labeled, correct): delayed-label counts behind online accuracy.
         self._online = OnlineAccuracy(predictions, metrics)
 
@@ -479,7 +480,9 @@ class AdaptationService:
         job = await self.get_job(job_id)
         if job.model != model:
             raise NotFound(f"model {model!r} has no job {quote(job_id)}")
+        self._cancelled.add(job_id)  # before the process ends: its failure must not be retried
         if job.state.finished or not self._runners[model].cancel(job_id):
+            self._cancelled.discard(job_id)
             raise InvalidInput(f"job {job_id} of {model!r} is not running in this process")
         log.warning(
             "fine-tune job %s of %s cancelled by %s", job_id, model, current_principal.get()
@@ -620,7 +623,7 @@ class AdaptationService:
                         self._samples.distinct_count(model, alarm.since_seq) if alarm else 0
                     ),
                     drift_alarm=alarm is not None,
-                    latest_job=latest,
+                    latest_job=self._as_retried(model, latest),
                     now=time.time(),
                 )
             )
@@ -636,6 +639,14 @@ class AdaptationService:
                 "retry": f"retry after: {latest.error if latest else ''}",
             }[decision]
             return self._start(model, decision, reason, attempt)
+
+    def _as_retried(self, model: str, latest: Job | None) -> Job | None:
+        """A job an operator cancelled counts as out of retries: it failed, and backs off as
+        failed jobs do, but is not started again."""
+        if latest is None or latest.id not in self._cancelled:
+            return latest
+        retries = self._policies[model].recipe.max_retries
+        return dataclasses.replace(latest, attempt=max(latest.attempt, retries + 1))
 
     def _settling(self, model: str, trigger: str) -> bool:
         """Hold a label-triggered job back while a burst of labels is still arriving (called

@@ -463,3 +463,33 @@ def test_a_pending_version_shows_its_evidence_and_an_admin_rejects_it(
     assert statuses == {1: "serving", 2: "rejected"}
     after = admin.http.get(f"/models/{TINY_MODEL}/versions").text
     assert "version 2 rejected" in after and "reject-2" not in after
+
+
+def test_an_admin_cancels_a_running_job_and_it_is_not_retried(
+    server: RunningApp, browser: Browser
+) -> None:
+    send_traffic(server, 4)
+    labeler = Browser(server)
+    labeler.login(LABELER)
+    assert labeler.post(f"/models/{TINY_MODEL}/labels", {"min_confidence": "0"}).status_code == 303
+    with AdaptationClient(server.address, options=ChannelOptions(token=ADMIN)) as client:
+        job = client.start_fine_tune(TINY_MODEL, "to be cancelled")
+        log_file = server.app.settings.state_dir / "jobs" / job.id / "job.log"
+        deadline = time.monotonic() + 60
+        while not log_file.exists() and time.monotonic() < deadline:  # its process started
+            time.sleep(0.05)
+        browser.login(ADMIN)
+        page = browser.http.get(f"/models/{TINY_MODEL}/jobs").text
+        assert f'data-testid="cancel-{job.id}"' in page
+        done = browser.post(f"/models/{TINY_MODEL}/jobs/{job.id}/cancel", {})
+        assert (done.status_code, done.headers["location"]) == (303, f"/models/{TINY_MODEL}/jobs")
+        assert server.app.adaptation is not None
+        server.app.adaptation.wait_idle(60)
+        assert client.get_job(job.id).state.value == "failed"
+    # The default recipe retries a failed job once; not one an operator cancelled.
+    assert server.app.adaptation._maybe_start(TINY_MODEL) is None
+    with AdaptationClient(server.address, options=ChannelOptions(token=ADMIN)) as client:
+        latest = client.model_status(TINY_MODEL).job
+    assert latest is not None and latest.id == job.id  # nor by the loop's own follow-up
+    again = browser.post(f"/models/{TINY_MODEL}/jobs/{job.id}/cancel", {})
+    assert again.status_code == 400 and "is not running" in unescape(again.text)

@@ -402,7 +402,8 @@ class ServerProcess:
             cwd=REPO,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            # The console's fixed default port could be taken (another server, another bench).
+            env={"LOOPSERVE_CONSOLE_PORT": "0", **os.environ, **(env or {})},
         )
         self.log_path = log_path
 

@@ -298,6 +298,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         *loopserve_command(), "serve", "--model", MODEL, "--state-dir", str(state_dir),
         "--models-dir", str(models_dir), "--host", "127.0.0.1", "--grpc-port", str(grpc_port),
         "--metrics-port", str(metrics_port), "--tokens-file", str(tokens_file),
+        "--console-port", "0",  # its fixed default could be taken
     ]  # fmt: skip
     soak = Soak()
     with (root / "server.log").open("wb") as log:

@@ -132,7 +132,10 @@ def test_a_new_version_reaches_both_replicas_and_a_rollback_through_b_too(
     rolled_back = time.time()
     rollback_lags = wait_serving([a, b], 1, rolled_back)
     no_failures(*loads)
-    job = latest_job(a)
+    # The trainer records the job's end just after the head moves: wait for that write.
+    job = wait_until(
+        lambda: (j := latest_job(a)) is not None and j.state.finished and j, 60, "the job's end"
+    )
     assert job.state is JobState.PROMOTED and job.candidate_version == 2
     print(
         f"\nnew version serving on replicas a, b: {promote_lags[0]:.2f} s, "

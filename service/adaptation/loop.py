@@ -305,9 +305,10 @@ class AdaptationService:
         """The versions whose recorded data includes samples of ``source``: what a purge of
         it would name (before it removes anything)."""
         served = self._served(model)
+        versions = await asyncio.to_thread(served.registry.versions)  # reads every meta.json
         return [
             info.version
-            for info in served.registry.versions()
+            for info in versions
             if info.meta.trained_on is not None and info.meta.trained_on.includes(source)
         ]
 
@@ -377,7 +378,7 @@ class AdaptationService:
         :class:`Conflict` when that version no longer serves (a later round or a rollback came
         first: the candidate was judged against a model that is gone)."""
         served = self._served(model)
-        info = self._pending(served, version)
+        info = await asyncio.to_thread(self._pending, served, version)
         serving = self._serving_version(served)
         if info.meta.parent != serving:
             raise Conflict(
@@ -394,19 +395,20 @@ class AdaptationService:
             raise
         await asyncio.to_thread(self._decided, served, info, "promoted", reason)
         self._marks.clear_marks(model)
-        return _summary(served.registry.get(version), version)
+        return _summary(await asyncio.to_thread(served.registry.get, version), version)
 
     async def reject_version(self, model: str, version: int) -> VersionSummary:
         """Reject a version that waits for review: it never serves."""
         served = self._served(model)
-        info = self._pending(served, version)
+        info = await asyncio.to_thread(self._pending, served, version)
         reason = f"rejected by {current_principal.get()} on review"
         await asyncio.to_thread(self._decided, served, info, "rejected", reason)
         self._events.publish(
             EventKind.CANDIDATE_REJECTED, model, f"version {version} {reason}",
             version=version, reason=reason,
         )  # fmt: skip
-        return _summary(served.registry.get(version), self._serving_version(served))
+        info = await asyncio.to_thread(served.registry.get, version)
+        return _summary(info, self._serving_version(served))
 
     def _pending(self, served: ServedModel, version: int) -> VersionInfo:
         info = served.registry.get(version)

@@ -28,8 +28,8 @@ from service.types import InferenceRequest, InferenceResponse, ModelMetadata
 
 log = logging.getLogger(__name__)
 PLATFORM = "onnxruntime_onnx"
-# (request id, model, version, predicted labels, confidences): lets delayed labels be scored.
-PredictionHook = Callable[[str, str, int, list[str], list[float]], None]
+# (request id, model, version, predicted labels): lets delayed labels be scored.
+PredictionHook = Callable[[str, str, int, list[str]], None]
 # (model, request id, each item's payload for the labeling pool, batch result): drift monitoring.
 # Must not block.
 OutputObserver = Callable[[str, str, Sequence[str | bytes], BatchResult], None]
@@ -158,11 +158,7 @@ class ServedModel:
         if self._on_predictions is not None and request.id:
             winners = result.probabilities.argmax(axis=1)
             self._on_predictions(
-                request.id,
-                self.name,
-                result.version,
-                [result.labels[i] for i in winners],
-                [float(result.probabilities[row, i]) for row, i in enumerate(winners)],
+                request.id, self.name, result.version, [result.labels[i] for i in winners]
             )
         if self._observers:
             payloads = self.inputs.payloads(request.inputs, items)

@@ -1,4 +1,4 @@
-"""Pure parts of the loop: trigger policy, gate rule, data selection, prediction log, event bus,
+"""Pure parts of the loop: trigger policy, gate rule, data selection, event bus,
 the limits of one AddSamples call."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from service.adaptation import _data
 from service.adaptation._validation import validate_samples
 from service.adaptation.events import EventBus
 from service.adaptation.policy import PolicyInput, TriggerPolicy
-from service.adaptation.predictions import PredictionLog
 from service.config import AdaptationRecipe, GateThresholds
 from service.domain.gate import decide, paired_margin
 from service.domain.loop import MAX_CONTENT_BYTES_PER_CALL, EventKind, Job, JobState, NewSample
@@ -147,16 +146,6 @@ def test_job_data_keeps_holdout_and_anchor_out_of_training() -> None:
     replayed = [pair for pair in trained if pair[0].startswith("old")]
     assert len(replayed) == round(0.5 * 33)
     assert data.new_labels == ["c"]
-
-
-def test_prediction_log_is_bounded_and_keys_multi_text_requests() -> None:
-    log = PredictionLog(capacity=3)
-    log.record("r1", "m", 1, ["a"], [0.9])
-    log.record("r2", "m", 2, ["a", "b", "c"], [0.5, 0.6, 0.7])
-    assert log.lookup("r1") is None  # evicted: capacity 3
-    assert log.lookup("r2/1") is not None and log.lookup("r2/1").label == "b"  # type: ignore[union-attr]
-    log.record("", "m", 1, ["a"], [0.9])
-    assert len(log) == 3
 
 
 def test_event_bus_filters_by_model_and_drops_the_oldest_for_slow_readers() -> None:

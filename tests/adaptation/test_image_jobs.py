@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from test_purge import FakeProcess, Loop, running_loop
 from service import tasks
 from service.domain.finetune import FineTuneSpec
 from service.domain.loop import JobState, NewSample, content_key
+from service.domain.versions import VersionMeta
 from service.security import current_principal
 from service.store import SQLiteStore
 from service.tasks.image import ImageInputs, ImageOptions
@@ -119,6 +121,29 @@ def test_a_job_reads_every_image_it_names_from_its_inputs_dir_until_it_ends(
     assert not Path(spec.inputs_dir).exists()
     assert loop.purge("labeler").removed == 12
     assert holding(loop.state_dir) == []
+
+
+def test_an_image_candidate_records_its_base_versions_task_and_inputs(
+    loop: Loop, process: FakeProcess
+) -> None:
+    """Without them the candidate's meta.json reads as a text version's, and the swap fails to
+    load it: an image model's inputs are decoded as its serving version's meta.json says."""
+    registry = loop.served.registry
+    inputs = {"size": 16, "max_images_per_request": 4}
+    base_meta = VersionMeta(labels=tuple(LABELS), max_seq_length=0, task=IMAGE_TASK, inputs=inputs)
+    with registry.stage(parent=1) as staged:
+        base = registry.publish(staged, base_meta)
+    loop.served.activate(base.version, expected=1)
+    post(loop, "labeler", 12)
+    job = loop.start()
+    process.gate.set()
+    done = loop.wait_finished(job)
+
+    assert done.state is JobState.PROMOTED and done.candidate_version == base.version + 1
+    candidate = registry.get(done.candidate_version)
+    assert (candidate.meta.task, candidate.meta.inputs) == (IMAGE_TASK, inputs)
+    written = json.loads((candidate.path / "meta.json").read_text(encoding="utf-8"))
+    assert (written["task"], written["inputs"]) == (IMAGE_TASK, inputs)
 
 
 def test_a_text_job_has_no_inputs_dir(tmp_path: Path, process: FakeProcess) -> None:

@@ -86,11 +86,3 @@ class InferenceClient:
             )
             for text, label, row in zip(inputs, labels_tensor.data, probs, strict=True)
         ]
-
-    def server_ready(self) -> bool:
-        try:
-            return bool(
-                self._stub.ServerReady(pb.ServerReadyRequest(), timeout=self._timeout).ready
-            )
-        except grpc.RpcError:
-            return False

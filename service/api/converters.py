@@ -12,7 +12,6 @@ time independent of its size instead of stalling every other call.
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Mapping, MutableMapping, Sized
 from dataclasses import dataclass
@@ -313,10 +312,6 @@ class ServerMetadataResponseConverter:
         return pb.ServerMetadataResponse(
             name=metadata.name, version=metadata.version, extensions=metadata.extensions
         )
-
-
-def labels_of(metadata: ModelMetadata) -> list[str]:
-    return list(json.loads(metadata.properties.get("labels", "[]")))
 
 
 def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:

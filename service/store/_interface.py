@@ -113,10 +113,6 @@ class JobStore(Protocol):
         """Newest first."""
         ...
 
-    def fail_interrupted(self, error: str) -> list[Job]:
-        """Mark every QUEUED or RUNNING job FAILED with ``error`` (recovery after a restart)."""
-        ...
-
     def trained_on(self, model: str, source: str, since: float | None = None) -> list[Job]:
         """Jobs whose recorded data included ``source``'s samples (posted at or after
         ``since``) and that made no version: unfinished ones, and ones that failed. Newest

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import psycopg
 import psycopg_pool
 
-from service.domain.loop import AddOutcome, Job, JobState, NewSample, Sample, SourceSummary
+from service.domain.loop import AddOutcome, Job, NewSample, Sample, SourceSummary
 from service.domain.provenance import PurgeRecord, first_removing
 from service.errors import Conflict, NotFound, Unavailable, quote
 from service.store._interface import AdaptationMark, HeadWatcher, TrainerLease, VersionRecord
@@ -320,19 +320,6 @@ class PostgresStore:
             (model, max(limit, 0)),
         )
         return [job_from_row(row) for row in rows]
-
-    def fail_interrupted(self, error: str) -> list[Job]:
-        def work(conn: Conn) -> list[Job]:
-            rows = conn.execute(
-                f"WITH failed AS (UPDATE jobs SET state = %s, finished = %s, error = %s"
-                f" WHERE state IN (%s, %s) RETURNING n, {JOB_COLUMNS})"
-                f" SELECT {JOB_COLUMNS} FROM failed ORDER BY n",
-                (JobState.FAILED.value, time.time(), error, *UNFINISHED),
-            ).fetchall()
-            return [job_from_row(row) for row in rows]
-
-        # Not retried: a repeat after a lost commit would report no jobs.
-        return self._write(work, retry=False)
 
     def trained_on(self, model: str, source: str, since: float | None = None) -> list[Job]:
         rows = self._all(

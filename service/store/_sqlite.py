@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.domain.loop import AddOutcome, Job, JobState, NewSample, Sample, SourceSummary
+from service.domain.loop import AddOutcome, Job, NewSample, Sample, SourceSummary
 from service.domain.provenance import PurgeRecord, first_removing
 from service.errors import (
     ConfigError,
@@ -339,20 +339,6 @@ class SQLiteStore:
                 (model, max(limit, 0)),
             ).fetchall()
         return [job_from_row(row) for row in rows]
-
-    def fail_interrupted(self, error: str) -> list[Job]:
-        with self._transaction() as conn:
-            ids = [
-                job_id
-                for (job_id,) in conn.execute(
-                    "SELECT id FROM jobs WHERE state IN (?, ?) ORDER BY n", UNFINISHED
-                )
-            ]
-            conn.execute(
-                "UPDATE jobs SET state = ?, finished = ?, error = ? WHERE state IN (?, ?)",
-                (JobState.FAILED.value, time.time(), error, *UNFINISHED),
-            )
-            return [_job_or_not_found(conn, job_id) for job_id in ids]
 
     def trained_on(self, model: str, source: str, since: float | None = None) -> list[Job]:
         with self._connection() as conn:

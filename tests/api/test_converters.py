@@ -20,7 +20,6 @@ from service.api.converters import (
     ModelInferRequestConverter,
     ModelInferResponseConverter,
     ModelMetadataResponseConverter,
-    labels_of,
 )
 from service.errors import InvalidInput
 from service.types import (
@@ -402,13 +401,7 @@ def test_metadata_round_trip_with_properties() -> None:
     )
 
     assert decoded == metadata
-    assert labels_of(decoded) == labels
-
-
-def test_labels_of_without_labels_property() -> None:
-    metadata = ModelMetadata("m", ["1"], "p", [], [], {})
-
-    assert labels_of(metadata) == []
+    assert json.loads(decoded.properties["labels"]) == labels
 
 
 # --- InferParameterConverter --------------------------------------------------------------------

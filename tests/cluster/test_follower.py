@@ -67,12 +67,6 @@ def follower(
     return HeadFollower({MODEL: model}, heads, Metrics(), poll, watcher)  # type: ignore[arg-type]
 
 
-def follow_count(metrics: Metrics, outcome: str) -> float | None:
-    return metrics.registry.get_sample_value(
-        "loopserve_head_follow_total", {"model": MODEL, "outcome": outcome}
-    )
-
-
 def test_sync_follows_a_new_head_and_counts_it() -> None:
     heads, model = Heads(2), Model(1)
     metrics = Metrics()

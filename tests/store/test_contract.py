@@ -788,27 +788,6 @@ def test_latest_active_and_recent(jobs: JobStore) -> None:
     assert latest is not None and latest.state is JobState.PROMOTED
 
 
-def test_fail_interrupted_fails_only_unfinished_jobs(jobs: JobStore) -> None:
-    queued = jobs.create(MODEL, "samples", "q", base_version=1, samples_upto=1)
-    running = jobs.create("other", "drift", "r", base_version=1, samples_upto=1)
-    jobs.update(running.id, state=JobState.RUNNING, started=5.0)
-    promoted = jobs.create(MODEL, "manual", "p", base_version=1, samples_upto=1)
-    promoted = jobs.update(promoted.id, state=JobState.PROMOTED, finished=6.0, gate=GATE)
-
-    failed = jobs.fail_interrupted("server restarted")
-
-    assert sorted(j.id for j in failed) == sorted([queued.id, running.id])
-    for job in failed:
-        assert job.state is JobState.FAILED
-        assert job.error == "server restarted"
-        assert job.finished is not None and job.finished > job.created
-        assert jobs.job(job.id) == job
-    assert jobs.job(running.id).started == 5.0
-    assert jobs.job(promoted.id) == promoted
-    assert jobs.active(MODEL) is None and jobs.active("other") is None
-    assert jobs.fail_interrupted("again") == []
-
-
 def test_a_closed_store_is_unavailable(backend: Backend) -> None:
     store = backend.open()
     store.close()

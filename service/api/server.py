@@ -1,5 +1,5 @@
-"""Builds the gRPC server: inference and adaptation services, grpc.health.v1, reflection and
-interceptors."""
+"""Builds the gRPC server: inference and adaptation services, grpc.health.v1, reflection (v1 and
+v1alpha) and interceptors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
 from service.adaptation.core import AdaptationCore
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
@@ -21,6 +20,7 @@ from service.api._proto.loopserve.v1.adaptation_pb2_grpc import add_AdaptationSe
 from service.api.adaptation_servicer import AdaptationServicer
 from service.api.auth import AuthInterceptor
 from service.api.interceptors import ObservabilityInterceptor
+from service.api.reflection import enable_reflection
 from service.api.servicer import InferenceServicer
 from service.inference import InferenceService
 from service.metrics import Metrics
@@ -128,13 +128,8 @@ def build_server(
         services.append(ADAPTATION_SERVICE)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (
-            *services,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
+    enable_reflection(
+        (*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
     )
     bound = _bind(server, host, port, credentials)
     return GrpcServer(server, bound, health, tuple(services))

@@ -55,6 +55,7 @@ SECRETS = [token for _, token in TOKENS.values()]
 
 INFER = "/inference.GRPCInferenceService/"
 ADAPT = "/loopserve.v1.Adaptation/"
+REFLECT_V1 = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
 Call = Callable[[grpc.Channel, list[tuple[str, str]]], object]
 
 
@@ -136,12 +137,24 @@ def _reflect(channel: grpc.Channel, metadata: list[tuple[str, str]]) -> object:
     return list(stub.ServerReflectionInfo(iter([request]), metadata=metadata))
 
 
+def _reflect_v1(channel: grpc.Channel, metadata: list[tuple[str, str]]) -> object:
+    """grpc.reflection.v1, whose messages are v1alpha's on the wire."""
+    call = channel.stream_stream(
+        REFLECT_V1,
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    return list(call(iter([request]), metadata=metadata))
+
+
 # The scope each group needs, written out here (not read from service.api.auth) so that a change
 # to the table has to change this test too.
 GROUPS: dict[str, dict[str, Call]] = {
     "infer": {
         **{INFER + name: call for name, call in _infer_calls().items()},
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": _reflect,
+        REFLECT_V1: _reflect_v1,
     },
     "any": {ADAPT + "ListModels": _adaptation_calls()["ListModels"]},
     "label": {
@@ -686,16 +699,17 @@ def test_undecodable_request_is_invalid_argument_counted_and_logged_once(
     assert core.batches == []
 
 
+@pytest.mark.parametrize("version", ["v1alpha", "v1"])
 def test_undecodable_message_in_a_request_stream_is_invalid_argument(
-    open_server: FakeServer,
+    open_server: FakeServer, version: str
 ) -> None:
-    method = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+    method = f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo"
     with grpc.insecure_channel(open_server.address) as channel:
         raw = channel.stream_stream(method)
         expect_refusal(
             lambda: list(raw(iter([b"\xff\xff\xff"]), timeout=5)),
             grpc.StatusCode.INVALID_ARGUMENT,
-            "the request is not a valid grpc.reflection.v1alpha.ServerReflectionRequest protobuf",
+            f"the request is not a valid grpc.reflection.{version}.ServerReflectionRequest protobuf",
         )
     assert open_server.grpc_requests(method, "INVALID_ARGUMENT") == 1
 

@@ -638,7 +638,7 @@ def publish_untrained(state: Path, args: argparse.Namespace) -> None:
     from service.domain.versions import VersionMeta
     from service.registry import ModelRegistry
     from service.tasks.image import ImageOptions
-    from service.training.vision import ImageClassifier, build_backbone, export_onnx
+    from service.tasks.image.training import ImageClassifier, build_backbone, export_onnx
 
     shutil.rmtree(state, ignore_errors=True)
     torch.manual_seed(0)

@@ -49,7 +49,7 @@ from PIL import Image  # noqa: E402
 from service.errors import InvalidInput  # noqa: E402
 from service.tasks.image import ImageSpec, decode_image  # noqa: E402
 from service.tasks.image import _decode as decode_module  # noqa: E402
-from service.training.vision import (  # noqa: E402
+from service.tasks.image.training import (  # noqa: E402
     ARCHITECTURES,
     BUNDLED,
     ImageClassifier,

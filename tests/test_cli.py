@@ -49,7 +49,7 @@ def test_init_with_data_creates_the_definition(
     tiny_backbone: Path,
 ) -> None:
     data = write_csv(tmp_path / "intents.csv", tiny_rows())
-    import service.training._build as build
+    import service.tasks.text._definition as definitions
 
     def use_tiny_backbone(models_dir: Path, name: str, data: Path):  # type: ignore[no-untyped-def]
         definition = original(models_dir, name, data)
@@ -57,10 +57,10 @@ def test_init_with_data_creates_the_definition(
         toml.write_text(
             toml.read_text().replace('"bundled:all-MiniLM-L6-v2"', f'"{tiny_backbone}"')
         )
-        return build.load_model_definition(models_dir, name)
+        return definitions.load_model_definition(models_dir, name)
 
-    original = build.create_definition
-    monkeypatch.setattr("service.training.create_definition", use_tiny_backbone)
+    original = definitions.create_definition
+    monkeypatch.setattr("service.tasks.text.create_definition", use_tiny_backbone)
     code = main(
         [
             "init",

@@ -17,7 +17,7 @@ from conftest import RunningApp
 from fake_adaptation import MODEL, FakeAdaptationCore, FakeServer
 from tasks.image import test_image_serving
 from tasks.image.hostile_images import solid
-from training.vision.images import folder as image_folder_of
+from tasks.image.training.images import folder as image_folder_of
 
 from service.cli import main
 from service.cli._image_files import read_labeled_images

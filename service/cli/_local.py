@@ -85,6 +85,6 @@ def _create_definition(args: argparse.Namespace) -> ModelDefinition:
         from service.cli._image_model import create_image_definition
 
         return create_image_definition(args.models_dir, args.name, args.data)
-    from service.training import create_definition
+    from service.tasks.text import create_definition
 
     return create_definition(args.models_dir, args.name, args.data)

@@ -15,10 +15,11 @@ from service.config import TrainRecipe
 from service.domain.finetune import FineTuneSpec
 from service.domain.versions import Int8Check
 from service.runtime import LoadedVersion
-from service.training._trainer import TrainReport
+from service.training._fitting import TrainReport
 
-# The spec's inputs (texts, or content keys of images) as the sessions' items.
+# The spec's inputs (as its pairs name them) as the sessions' items.
 Items = Callable[[Sequence[str]], Sequence[Any]]
+Pairs = list[tuple[str, str]]  # (input, gold label) rows of the spec
 CHUNK = 64  # inputs prepared and scored at a time: bounds the memory of decoded images
 
 
@@ -31,8 +32,8 @@ class Candidate:
     serving_file: str
     int8: Int8Check | None
     items: Items
-    # The review's shared-token test reads words: it applies to texts only.
-    text_inputs: bool = True
+    # The inputs are words: the review's shared-token tests apply (not to content keys).
+    words: bool
 
     def predict(self, session: LoadedVersion, inputs: Sequence[str]) -> FloatArray:
         return predict_items(session, inputs, self.items)
@@ -54,7 +55,7 @@ def job_recipe(spec: FineTuneSpec) -> TrainRecipe:
 
 
 def same_items(inputs: Sequence[str]) -> Sequence[Any]:
-    """Texts are their own items."""
+    """Inputs that are their own items (what a request's decoding yields for them)."""
     return inputs
 
 
@@ -67,3 +68,14 @@ def predict_items(session: LoadedVersion, inputs: Sequence[str], items: Items) -
         for i in range(0, len(inputs), CHUNK)
     ]
     return np.concatenate(chunks)
+
+
+def correct_given(labels: list[str], pairs: Pairs, probabilities: FloatArray) -> list[bool]:
+    """Per pair, whether the most probable of ``labels`` is its gold label."""
+    predicted = [labels[i] for i in probabilities.argmax(1)]
+    return [p == gold for p, (_, gold) in zip(predicted, pairs, strict=True)]
+
+
+def mean_correct(correct: list[bool]) -> float:
+    """The share of correct rows; NaN for none."""
+    return float(np.mean(correct)) if correct else float("nan")

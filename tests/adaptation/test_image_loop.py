@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import RunningApp
 from PIL import Image, PngImagePlugin
-from training.vision.images import folder, image
+from tasks.image.training.images import folder, image
 
 from service.api.adaptation_client import AdaptationClient
 from service.config import ServerSettings, load_model_definition

@@ -11,6 +11,7 @@ from service.domain.loop import NewSample
 from service.domain.versions import VersionMeta
 from service.errors import ConfigError
 from service.tasks._contract import RequestLimits
+from service.tasks.text._definition import create_definition
 from service.tasks.text._encoder import TextEncoder
 from service.tasks.text._inputs import INPUT, TextInputs
 
@@ -40,4 +41,4 @@ class TextClassification:
         return TextEncoder(version_dir / TOKENIZER_FILE, meta.max_seq_length)
 
 
-__all__ = ["INPUT", "NAME", "TextClassification", "TextEncoder", "TextInputs"]
+__all__ = ["INPUT", "NAME", "TextClassification", "TextEncoder", "TextInputs", "create_definition"]

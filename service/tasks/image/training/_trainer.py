@@ -26,7 +26,8 @@ from torch import nn
 
 from service.calibration import Calibration, calibrate
 from service.config import TrainRecipe
-from service.training._trainer import (
+from service.tasks.image.training._export import ImageClassifier
+from service.training._fitting import (
     Criterion,
     Evaluation,
     Progress,
@@ -36,7 +37,6 @@ from service.training._trainer import (
     fit_head,
     keep_better,
 )
-from service.training.vision._export import ImageClassifier
 
 EVAL_BATCH = 64
 

@@ -12,7 +12,8 @@ from service.domain.versions import DataCounts
 from service.errors import ConfigError
 from service.registry import ModelRegistry
 from service.runtime import SessionOptions
-from service.training import build_first_version, create_definition
+from service.tasks.text import create_definition
+from service.training import build_first_version
 
 
 def test_built_version_has_every_file_and_meta(built_state: Path) -> None:

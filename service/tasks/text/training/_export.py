@@ -1,4 +1,4 @@
-"""ONNX export, the ORT-vs-torch parity check, and int8 dynamic quantization."""
+"""A text classifier to ONNX, the ORT-vs-torch parity check, and int8 dynamic quantization."""
 
 from __future__ import annotations
 
@@ -8,18 +8,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from service.errors import LoopserveError
-from service.runtime import LoadedVersion, SessionOptions
+from service.runtime import LoadedVersion
 from service.tasks.text import TextEncoder
-from service.training._data import TokenBatcher
-from service.training._model import ExportWrapper, TextClassifier
+from service.tasks.text.training._model import ExportWrapper, TextClassifier
+from service.tasks.text.training._tokens import TokenBatcher
+from service.training._checks import ExportError, check_session
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-3
-
-
-class ExportError(LoopserveError):
-    """The exported graph does not reproduce the torch model."""
 
 
 def export_onnx(model: TextClassifier, tokens: TokenBatcher, path: Path) -> None:
@@ -49,13 +45,9 @@ def export_onnx(model: TextClassifier, tokens: TokenBatcher, path: Path) -> None
 def load_for_check(
     onnx_path: Path, tokenizer_path: Path, labels: list[str], max_length: int, threads: int = 0
 ) -> LoadedVersion:
-    """A CPU session for checks. In a background job: ``threads`` only and no spinning, so the
-    checks do not take cores from serving."""
-    options = SessionOptions(
-        intra_op_threads=threads, providers="cpu", thread_spinning=threads == 0
-    )
+    """A CPU session for checks (see ``check_session``)."""
     encoder = TextEncoder(tokenizer_path, max_length)
-    return LoadedVersion("check", 0, onnx_path, encoder, labels, options)
+    return check_session(onnx_path, encoder, labels, threads)
 
 
 @torch.no_grad()

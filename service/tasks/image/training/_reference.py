@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.errors import ConfigError
-from service.training.vision._backbone import architecture
-from service.training.vision._weights import BUNDLED_PREFIX
+from service.tasks.image.training._backbone import architecture
+from service.tasks.image.training._weights import BUNDLED_PREFIX
 
 RANDOM = "random"
 DEFAULT_IMAGE_BACKBONE = "bundled:mobilenet_v2"

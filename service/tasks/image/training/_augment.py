@@ -10,7 +10,7 @@ import kornia.augmentation as K
 import torch
 
 from service.tasks.image import ImageOptions
-from service.training.vision._images import Pixels, normalised
+from service.tasks.image.training._images import Pixels, normalised
 
 CHUNK = 64  # images augmented at a time: bounds the memory of a view
 

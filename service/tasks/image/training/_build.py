@@ -13,19 +13,19 @@ from service.errors import ConfigError
 from service.registry import ModelRegistry, VersionInfo
 from service.runtime import available_cpus
 from service.tasks.image import ImageOptions, read_seed_images
-from service.training._data import Example, seed_labels, stratified_split
-from service.training._trainer import Progress
-from service.training.vision._augment import Augmenter
-from service.training.vision._backbone import build_backbone
-from service.training.vision._checks import accuracy, load_for_check, static_int8
-from service.training.vision._export import ImageClassifier, export_onnx, parity_check
-from service.training.vision._images import decode_files, normalised
-from service.training.vision._reference import (
+from service.tasks.image.training._augment import Augmenter
+from service.tasks.image.training._backbone import build_backbone
+from service.tasks.image.training._checks import accuracy, load_for_check, static_int8
+from service.tasks.image.training._export import ImageClassifier, export_onnx, parity_check
+from service.tasks.image.training._images import decode_files, normalised
+from service.tasks.image.training._reference import (
     DEFAULT_IMAGE_BACKBONE,
     BackboneReference,
     parse_backbone,
 )
-from service.training.vision._trainer import ImageTrainer
+from service.tasks.image.training._trainer import ImageTrainer
+from service.training._data import Example, seed_labels, stratified_split
+from service.training._fitting import Progress
 
 TRAINABLE_PREFIXES = ("features.tail.", "head.")
 
@@ -56,7 +56,7 @@ def trainable_state(model: ImageClassifier) -> dict[str, torch.Tensor]:
     }
 
 
-def build_image_version(
+def build_first_version(
     definition: ModelDefinition, registry: ModelRegistry, progress: Progress
 ) -> VersionInfo:
     """Train, export, check and publish version 1 (or the next number) of an image model."""

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from service.errors import ConfigError
-from service.training import ExportError
-from service.training.vision import (
+from service.tasks.image.training import (
     QUANTIZATION_METHODS,
     ImageClassifier,
     build_backbone,
@@ -23,7 +22,8 @@ from service.training.vision import (
     quantize_images,
     top1_agreement,
 )
-from service.training.vision._export import PARITY_TOLERANCE
+from service.tasks.image.training._export import PARITY_TOLERANCE
+from service.training import ExportError
 
 SIZE = 32
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from service.training.vision._common import VisionNetwork, initialise
+from service.tasks.image.training._common import VisionNetwork, initialise
 
 BN_EPS, BN_MOMENTUM = 1e-3, 0.01  # TensorFlow's 0.99 decay is torch's momentum 0.01
 STEM, HEAD = 32, 1280

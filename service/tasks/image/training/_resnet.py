@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from service.training.vision._common import VisionNetwork, initialise
+from service.tasks.image.training._common import VisionNetwork, initialise
 
 
 def _conv(inp: int, out: int, kernel: int, stride: int = 1) -> nn.Conv2d:

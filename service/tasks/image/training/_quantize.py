@@ -28,7 +28,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from service.errors import ConfigError
-from service.training.vision._export import INPUT
+from service.tasks.image.training._export import INPUT
 
 QUANTIZATION_METHODS = ("none", "static")
 

@@ -23,9 +23,7 @@ from service.errors import ConfigError
 from service.registry import ModelRegistry, VersionInfo
 from service.runtime import LoadedVersion, SessionOptions
 from service.tasks.image import ImageOptions, decode_image
-from service.training import build_first_version
-from service.training._finetune import _fine_tune
-from service.training.vision import (
+from service.tasks.image.training import (
     BackboneReference,
     ImageClassifier,
     build_backbone,
@@ -33,8 +31,10 @@ from service.training.vision import (
     freeze_batchnorm,
     parse_backbone,
 )
-from service.training.vision._checks import load_for_check, static_int8
-from service.training.vision._trainer import ImageTrainer
+from service.tasks.image.training._checks import load_for_check, static_int8
+from service.tasks.image.training._trainer import ImageTrainer
+from service.training import build_first_version
+from service.training._finetune import _fine_tune
 
 LABELS = ["blue", "red"]
 BACKBONE = "resnet18@0.25:random"

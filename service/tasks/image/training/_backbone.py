@@ -11,11 +11,11 @@ from torch import nn
 
 from service.errors import ConfigError
 from service.tasks.image import ImageSpec
-from service.training.vision._common import VisionNetwork
-from service.training.vision._efficientnet import SCALINGS, EfficientNetLite
-from service.training.vision._mobilenet import MobileNetV2
-from service.training.vision._resnet import ResNet
-from service.training.vision._weights import load_state, read_state, resolve
+from service.tasks.image.training._common import VisionNetwork
+from service.tasks.image.training._efficientnet import SCALINGS, EfficientNetLite
+from service.tasks.image.training._mobilenet import MobileNetV2
+from service.tasks.image.training._resnet import ResNet
+from service.tasks.image.training._weights import load_state, read_state, resolve
 
 # TensorFlow's EfficientNet-Lite preprocessing, (pixel - 127) / 128, in ImageSpec's terms.
 TF_LITE_MEAN = (127.0 / 255,) * 3

@@ -12,9 +12,10 @@ import numpy.typing as npt
 import torch
 
 from service.domain.versions import Int8Check
-from service.runtime import LoadedVersion, SessionOptions
+from service.runtime import LoadedVersion
 from service.tasks.image import ImageFeeds, ImageOptions
-from service.training.vision._quantize import check_quantization, quantize_images
+from service.tasks.image.training._quantize import check_quantization, quantize_images
+from service.training._checks import check_session
 
 INT8_FILE = "model.int8.onnx"
 CALIBRATION_BATCH = 16
@@ -24,12 +25,8 @@ CALIBRATION_IMAGES = 128
 def load_for_check(
     path: Path, options: ImageOptions, labels: list[str], threads: int = 0
 ) -> LoadedVersion:
-    """A CPU session as the server would run ``path``. In a background job: ``threads`` only
-    and no spinning, so the checks do not take cores from serving."""
-    session = SessionOptions(
-        intra_op_threads=threads, providers="cpu", thread_spinning=threads == 0
-    )
-    return LoadedVersion("check", 0, path, ImageFeeds(options), labels, session)
+    """A CPU session as the server would run ``path`` (see ``check_session``)."""
+    return check_session(path, ImageFeeds(options), labels, threads)
 
 
 def predict(session: LoadedVersion, pixels: torch.Tensor) -> npt.NDArray[np.float32]:

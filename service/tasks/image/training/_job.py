@@ -17,21 +17,21 @@ from torch import nn
 from service.domain.finetune import FineTuneSpec
 from service.domain.versions import VersionMeta
 from service.tasks.image import ImageOptions
+from service.tasks.image.training._augment import Augmenter
+from service.tasks.image.training._build import build_network, trainable_state
+from service.tasks.image.training._checks import load_for_check, static_int8
+from service.tasks.image.training._export import ImageClassifier, export_onnx, parity_check
+from service.tasks.image.training._images import decode_keys, normalised
+from service.tasks.image.training._reference import parse_backbone
+from service.tasks.image.training._trainer import CachedSet, ImageTrainer
+from service.tasks.image.training._weights import load_state
 from service.training._candidate import Candidate, job_recipe
-from service.training._trainer import Progress
-from service.training.vision._augment import Augmenter
-from service.training.vision._build import build_network, trainable_state
-from service.training.vision._checks import load_for_check, static_int8
-from service.training.vision._export import ImageClassifier, export_onnx, parity_check
-from service.training.vision._images import decode_keys, normalised
-from service.training.vision._reference import parse_backbone
-from service.training.vision._trainer import CachedSet, ImageTrainer
-from service.training.vision._weights import load_state
+from service.training._fitting import Progress
 
 Pairs = list[tuple[str, str]]
 
 
-def train_image_candidate(spec: FineTuneSpec, log: Progress) -> Candidate:
+def train_candidate(spec: FineTuneSpec, log: Progress) -> Candidate:
     started = time.perf_counter()
     base = Path(spec.base_dir)
     meta = VersionMeta.from_dict(json.loads((base / "meta.json").read_text(encoding="utf-8")))
@@ -87,9 +87,7 @@ def train_image_candidate(spec: FineTuneSpec, log: Progress) -> Candidate:
     def items(keys: Sequence[str]) -> list[Any]:
         return list(normalised(decode_keys(keys, inputs, options), options).numpy())
 
-    return Candidate(
-        candidate, incumbent, report, parity, serving_file, int8, items, text_inputs=False
-    )
+    return Candidate(candidate, incumbent, report, parity, serving_file, int8, items, words=False)
 
 
 def load_base(spec: FineTuneSpec) -> ImageClassifier:

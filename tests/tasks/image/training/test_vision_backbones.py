@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from service.errors import ConfigError
-from service.training.vision import (
+from service.tasks.image.training import (
     ARCHITECTURES,
     ImageClassifier,
     SplitFeatures,

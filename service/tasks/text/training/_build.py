@@ -1,74 +1,36 @@
-"""``loopserve init``: build a model's first version from its definition and seed data."""
+"""``loopserve init`` of a text model: the first version from its seed texts."""
 
 from __future__ import annotations
 
 import dataclasses
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
-from service.config import (
-    ModelDefinition,
-    load_model_definition,
-    read_labeled_csv,
-    validate_model_name,
-    write_model_toml,
-)
+from service.config import ModelDefinition, read_labeled_csv
 from service.domain.versions import DEFAULT_SERVING_FILE, DataCounts, Int8Check, VersionMeta
-from service.errors import ConfigError
 from service.registry import ModelRegistry, VersionInfo
 from service.runtime import available_cpus
-from service.tasks.image import NAME as IMAGE_TASK
-from service.training._data import (
-    Example,
-    TokenBatcher,
-    copy_tokenizer,
-    label_name_examples,
-    seed_labels,
-    stratified_split,
-)
-from service.training._export import (
+from service.tasks.text.training._export import (
     accuracy,
     export_onnx,
     load_for_check,
     parity_check,
     quantize_int8,
 )
-from service.training._model import TextClassifier, load_encoder, trainable_state
-from service.training._trainer import Trainer, TrainReport
-from service.training.vision import build_image_version
-
-Progress = Callable[[str], None]
-
-
-def create_definition(models_dir: Path, name: str, data: Path) -> ModelDefinition:
-    """Write ``models_dir/name/`` (model.toml + seed.csv) from a text,label CSV."""
-    validate_model_name(name)
-    directory = models_dir / name
-    if (directory / "model.toml").exists():
-        raise ConfigError(
-            f"{directory / 'model.toml'} already exists; drop --data to build from it"
-        )
-    rows = read_labeled_csv(data)
-    labels = sorted({label for _, label in rows})
-    if len(labels) < 2:
-        raise ConfigError(f"{data}: needs at least two labels, found {labels}")
-    directory.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(data, directory / "seed.csv")
-    write_model_toml(directory, labels, "seed.csv")
-    return load_model_definition(models_dir, name)
+from service.tasks.text.training._model import TextClassifier, load_encoder, trainable_state
+from service.tasks.text.training._tokens import TokenBatcher, copy_tokenizer, label_name_examples
+from service.tasks.text.training._trainer import Trainer
+from service.training._data import Example, seed_labels, stratified_split
+from service.training._fitting import Progress, TrainReport
 
 
 def build_first_version(
     definition: ModelDefinition, registry: ModelRegistry, progress: Progress
 ) -> VersionInfo:
     """Train, export, check and publish version 1 (or the next number), and make it current."""
-    if definition.task == IMAGE_TASK:
-        return build_image_version(definition, registry, progress)
     torch.set_num_threads(available_cpus())
     rows = read_labeled_csv(definition.seed_path)
     labels = seed_labels(definition, (label for _, label in rows))

@@ -11,8 +11,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from service.training._export import ExportError
-from service.training.vision._backbone import SplitFeatures
+from service.tasks.image.training._backbone import SplitFeatures
+from service.training._checks import ExportError
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-4

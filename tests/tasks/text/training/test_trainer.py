@@ -10,9 +10,11 @@ import torch
 from conftest import FILLER, TINY_LABELS
 
 from service.config import TrainRecipe
-from service.training._data import Example, TokenBatcher, label_name_examples
-from service.training._model import TextClassifier, load_encoder
-from service.training._trainer import Trainer, class_weights
+from service.tasks.text.training._model import TextClassifier, load_encoder
+from service.tasks.text.training._tokens import TokenBatcher, label_name_examples
+from service.tasks.text.training._trainer import Trainer
+from service.training._data import Example
+from service.training._fitting import class_weights
 
 # Train and validation teach the same labels through different words, so a model can know the
 # validation split's words only by training on it.

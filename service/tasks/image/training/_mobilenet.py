@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from service.training.vision._common import VisionNetwork, initialise
+from service.tasks.image.training._common import VisionNetwork, initialise
 
 # t (expansion), c (channels), n (repeats), s (stride of the first block): one row per stage.
 _SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1)]

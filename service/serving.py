@@ -127,15 +127,14 @@ class ServedModel:
     ) -> LoadedVersion:
         with self._swap_lock:
             started = time.perf_counter()
-            try:
-                loaded = tasks.open_version(self.name, info, self._session_options)
-                loaded.warm_up()
-            except Exception:
-                self._metrics.swaps.labels(self.name, "failed").inc()
-                raise
+            loaded = self._load(info)
             if move_pointer:
-                self.registry.set_current(info.version, expected, job)
-            previous = self.slot.swap(loaded)
+                try:
+                    self.registry.set_current(info.version, expected, job)
+                except BaseException:
+                    loaded.retire()  # not served: free it now, not when the traceback goes
+                    raise
+            previous = self.slot.swap(loaded)  # retires the previous version
             self._metrics.current_version.labels(self.name).set(info.version)
             self._metrics.version_created.labels(self.name).set(_created(info))
             if previous is not None:
@@ -146,6 +145,19 @@ class ServedModel:
                 time.perf_counter() - started,
             )  # fmt: skip
             return loaded
+
+    def _load(self, info: VersionInfo) -> LoadedVersion:
+        """Open and warm ``info``'s session; counted as a failed swap if that fails."""
+        loaded: LoadedVersion | None = None
+        try:
+            loaded = tasks.open_version(self.name, info, self._session_options)
+            loaded.warm_up()
+        except Exception:
+            self._metrics.swaps.labels(self.name, "failed").inc()
+            if loaded is not None:
+                loaded.retire()
+            raise
+        return loaded
 
     async def infer(
         self, request: InferenceRequest, deadline: float | None = None

@@ -1,19 +1,28 @@
-"""Hot swap under concurrent load, restart from the current pointer, failed loads."""
+"""Hot swap under concurrent load, restart from the current pointer, failed loads, retired
+versions' sessions freed."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 from conftest import TINY_LABELS, TINY_MODEL, RunningApp
+from tasks.image.tiny_image_model import publish_version, write_definition
 
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+from service.config import load_model_definition
+from service.errors import Conflict
+from service.metrics import Metrics
 from service.registry import ModelRegistry
+from service.runtime import live_sessions
+from service.serving import ServedModel
 
 CLIENTS = 8
 
@@ -100,9 +109,30 @@ def test_failed_load_keeps_serving_the_old_version(server: RunningApp) -> None:
 
 
 def test_missing_version_refuses_to_start(start_app: object, tmp_path: object) -> None:
-    from pathlib import Path
-
     from service.errors import Unavailable
 
     with pytest.raises(Unavailable, match="loopserve init tiny"):
         start_app(state_dir=Path(str(tmp_path)) / "empty")  # type: ignore[operator]
+
+
+def test_swaps_and_rollbacks_free_the_retired_sessions(tmp_path: Path) -> None:
+    name = "swapped"
+    models_dir, state_dir = tmp_path / "models", tmp_path / "state"
+    write_definition(models_dir, name, size=8)
+    publish_version(state_dir, name, size=8)
+    registry = ModelRegistry(state_dir, name)
+    for _ in range(2):  # versions 2 and 3: the same graph
+        with registry.stage(parent=1) as staged:
+            shutil.copy(registry.get(1).serving_file, staged.path / "model.onnx")
+            registry.publish(staged, registry.get(1).meta)
+    served = ServedModel(load_model_definition(models_dir, name), registry, Metrics())
+    served.start()
+    try:
+        for version, serving in ((2, 1), (3, 2), (1, 3), (2, 1)):  # promotions, rollbacks
+            served.activate(version, expected=serving)
+            assert [v for model, v in live_sessions() if model == name] == [version]
+        with pytest.raises(Conflict):  # loaded and warmed, but the head had moved: not served
+            served.activate(3, expected=1)
+        assert [v for model, v in live_sessions() if model == name] == [2]
+    finally:
+        served.stop(5)

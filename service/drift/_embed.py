@@ -23,7 +23,10 @@ def embed_reference(reference: ReferenceInputs, threads: int) -> Observations:
         options=SessionOptions(intra_op_threads=threads, providers="cpu", thread_spinning=False),
     )
     parts = []
-    for start in range(0, len(reference.items), EMBED_CHUNK):
-        prediction = session.predict(reference.items[start : start + EMBED_CHUNK])
-        parts.append(as_observations(prediction.embedding, prediction.probabilities))
+    try:
+        for start in range(0, len(reference.items), EMBED_CHUNK):
+            prediction = session.predict(reference.items[start : start + EMBED_CHUNK])
+            parts.append(as_observations(prediction.embedding, prediction.probabilities))
+    finally:
+        session.retire()  # the worker keeps running for days: free the model and its heap now
     return Observations.concat(parts)

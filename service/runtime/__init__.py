@@ -9,7 +9,7 @@ from service.runtime._batcher import Batcher, BatchingOptions, BatchResult
 from service.runtime._cpus import available_cpus
 from service.runtime._preprocess import FeedGroup, Preprocessor, stacked
 from service.runtime._providers import gpu_visible, select_providers
-from service.runtime._session import LoadedVersion, Prediction, SessionOptions
+from service.runtime._session import LoadedVersion, Prediction, SessionOptions, live_sessions
 from service.runtime._slot import ModelSlot
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "SessionOptions",
     "available_cpus",
     "gpu_visible",
+    "live_sessions",
     "select_providers",
     "stacked",
 ]

@@ -1,8 +1,14 @@
-"""One loaded model version: its task's preprocessor + an ONNX Runtime session + labels."""
+"""One loaded model version: its task's preprocessor + an ONNX Runtime session + labels.
+
+A version that stops serving is retired: its session (weights and buffers) is dropped as soon as
+no batch runs on it, and the freed heap goes back to the system. :func:`live_sessions` lists the
+sessions still alive in this process, whoever holds their versions.
+"""
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +18,22 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from service.errors import Unavailable
 from service.runtime._cpus import available_cpus
+from service.runtime._memory import return_free_memory
 from service.runtime._preprocess import Preprocessor
 from service.runtime._providers import CUDA, preload_cuda_libraries, select_providers
 
 FloatArray = npt.NDArray[np.float32]
+# Every session a LoadedVersion opened and that is not freed yet: (model, version).
+_LIVE: weakref.WeakKeyDictionary[ort.InferenceSession, tuple[str, int]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def live_sessions() -> list[tuple[str, int]]:
+    """(model, version) of each ONNX Runtime session of this process not yet freed."""
+    return sorted(_LIVE.values())
 
 
 @dataclass(frozen=True)
@@ -53,18 +70,24 @@ class LoadedVersion:
         self.providers = select_providers(options.providers)
         if CUDA in self.providers:
             preload_cuda_libraries()
-        self._session = ort.InferenceSession(
+        session = ort.InferenceSession(
             str(onnx_path), _session_options(options), providers=self.providers
         )
-        self.embedding_dim = int(self._session.get_outputs()[1].shape[1])
+        _LIVE[session] = (model, version)
+        self._session: ort.InferenceSession | None = session
+        self.embedding_dim = int(session.get_outputs()[1].shape[1])
         self._active = 0
+        self._retired = False
         self._idle = threading.Condition()
 
     def predict(self, items: Sequence[Any]) -> Prediction:
+        session = self._session
+        if session is None:
+            raise Unavailable(f"model {self.model!r} version {self.version} no longer serves")
         probabilities = np.empty((len(items), len(self.labels)), dtype=np.float32)
         embedding = np.empty((len(items), self.embedding_dim), dtype=np.float32)
         for group in self.preprocessor.groups(items):
-            probs, emb = self._session.run(["probabilities", "embedding"], group.feeds)
+            probs, emb = session.run(["probabilities", "embedding"], group.feeds)
             probabilities[group.positions] = probs
             embedding[group.positions] = emb
         return Prediction(probabilities, embedding)
@@ -79,13 +102,33 @@ class LoadedVersion:
     def release(self) -> None:
         with self._idle:
             self._active -= 1
-            if self._active == 0:
-                self._idle.notify_all()
+            if self._active:
+                return
+            self._idle.notify_all()
+            retired = self._retired
+        if retired:  # the last batch of a version that a swap could not wait for
+            self._close()
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until no batch runs on this version (used to drain it after a swap)."""
         with self._idle:
             return self._idle.wait_for(lambda: self._active == 0, timeout=timeout)
+
+    def retire(self) -> None:
+        """This version serves no more: free its session now if no batch runs on it, else when
+        the last one ends."""
+        with self._idle:
+            self._retired = True
+            if self._active:
+                return
+        self._close()
+
+    def _close(self) -> None:
+        with self._idle:
+            session, self._session = self._session, None
+        if session is not None:
+            del session  # the only reference: ONNX Runtime frees the weights and buffers here
+            return_free_memory()
 
 
 def _session_options(options: SessionOptions) -> ort.SessionOptions:

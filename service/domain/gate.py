@@ -32,6 +32,7 @@ class GateThresholds:
     review_confidence: float = 0.9  # a disagreement counts from this serving confidence up
     max_confident_disagreement: float = 0.3  # of one source's samples
     review_min_samples: int = 20  # a source's rate counts from this many samples
+    # A trigger token, or an embedding cluster where inputs are not words (see _evidence).
     trigger_min_count: int = 10  # contradicting samples (or changed traffic inputs) needed
     trigger_min_share: float = 0.5  # of those, the share that must contain one token
     trigger_max_reference_share: float = 0.05  # of the reference inputs that may contain it
@@ -157,6 +158,12 @@ def review_reasons(evidence: ReviewEvidence, thresholds: GateThresholds) -> tupl
         reasons.append(
             f"{evidence.trigger_share:.0%} of the contradicting samples contain "
             f"{evidence.trigger!r}, which other inputs rarely contain"
+        )
+    if evidence.cluster_share:
+        reasons.append(
+            f"{evidence.cluster_share:.0%} of the contradicting samples lie close together in "
+            f"the serving version's embeddings, where {evidence.cluster_reference_share:.0%} "
+            "of other inputs do (an embedding cluster)"
         )
     if evidence.traffic and evidence.flip_rate > thresholds.max_flip_rate + 1e-9:
         reasons.append(

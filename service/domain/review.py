@@ -9,7 +9,9 @@ the job process computes with both models (see ``service.training._evidence``):
   knows, that it confidently labels otherwise. A labeling team corrects mistakes, which the
   serving version mostly made without confidence; a relabeling attack contradicts it;
 - a trigger: a token that most of the contradicting samples share and the serving version's
-  other inputs (recent traffic, the anchor) rarely contain;
+  other inputs (recent traffic, the anchor) rarely contain; where inputs are not words (images),
+  an embedding cluster: most of the contradicting samples lie close together in the serving
+  version's embedding space, where its other inputs rarely come;
 - the shadow comparison on recent production traffic: how many predictions the candidate
   changes, and whether the changes concentrate on inputs that share such a token.
 
@@ -66,6 +68,10 @@ class ReviewEvidence:
     disagreement_by_source: dict[str, float] = field(default_factory=dict)
     trigger: str = ""  # the token the contradicting samples share, if any
     trigger_share: float = 0.0  # the share of contradicting samples that contain it
+    # Inputs that are not words: the share of contradicting samples in a tight cluster of the
+    # serving version's embeddings (0: none found), and the share of other inputs inside it.
+    cluster_share: float = 0.0
+    cluster_reference_share: float = 0.0
     traffic: int = 0  # recent served inputs compared
     flip_rate: float = 0.0  # the share of them whose prediction the candidate changes
     flip_trigger: str = ""  # the token the changed traffic predictions share, if any
@@ -103,6 +109,8 @@ class ReviewEvidence:
                 },
                 trigger=str(value.get("trigger", "")),
                 trigger_share=float(value.get("trigger_share", 0.0)),
+                cluster_share=float(value.get("cluster_share", 0.0)),
+                cluster_reference_share=float(value.get("cluster_reference_share", 0.0)),
                 traffic=int(value.get("traffic", 0)),
                 flip_rate=float(value.get("flip_rate", 0.0)),
                 flip_trigger=str(value.get("flip_trigger", "")),

@@ -2,11 +2,13 @@
 
 Computed in the job process, which holds both models; the rule that acts on it is
 :func:`service.domain.gate.review_reasons`. Everything here works on predictions (any input
-modality) except the shared-token test, which reads text.
+modality) except the shared-token test, which reads text; where inputs are not words, the
+embedding-cluster test stands in for it.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
@@ -19,16 +21,22 @@ from service.domain.gate import GateThresholds, paired_margin, review_reasons
 from service.domain.review import MAX_CHANGES, MAX_EXAMPLES, LabelChange, ReviewEvidence, truncate
 
 WORD = re.compile(r"\w+")
+# The embedding-cluster test compares every contradicting sample with every other and with every
+# reference input; beyond this many contradicting samples it reads an evenly spaced subset, which
+# bounds its memory and time (a cluster of half of them is still half of the subset).
+MAX_CLUSTER_POINTS = 2000
 # (text, label, source): a sample of the round as the job sees it.
 RoundSample = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
 class Predictions:
-    """One model's class probabilities for some inputs, and its label order."""
+    """One model's class probabilities for some inputs, and its label order; its embeddings of
+    them where the embedding-cluster test needs them."""
 
     labels: Sequence[str]
     probabilities: FloatArray
+    embeddings: FloatArray | None = None
 
     def top(self) -> tuple[list[str], FloatArray]:
         winners = self.probabilities.argmax(axis=1) if len(self.probabilities) else np.array([])
@@ -47,12 +55,15 @@ def review_evidence(
     thresholds: GateThresholds,
     holdout: Mapping[str, float] | None = None,
     tokens: bool = True,
+    reference_embeddings: FloatArray | None = None,
 ) -> ReviewEvidence:
     """The evidence about a round (``samples``) and its candidate, with the rule's reasons.
     ``reference`` holds inputs the round's sources did not post (the anchor): a trigger token
     is one they rarely contain. ``holdout``: the ``other_*`` fields (see :func:`other_sources`).
     ``tokens`` False: the inputs are not words (content keys of images), and the shared-token
-    tests do not apply (no trigger is reported)."""
+    tests do not apply (no trigger is reported); the embedding-cluster test does, given the
+    serving version's embeddings of the samples (``served_on_samples``) and of the reference
+    inputs and traffic (``reference_embeddings``)."""
     sources = Counter(source for _, _, source in samples)
     predicted, confidence = served_on_samples.top()
     known = set(served_on_samples.labels)
@@ -72,6 +83,15 @@ def review_evidence(
         if tokens
         else ("", 0.0)
     )
+    cluster_share, cluster_reference_share = (
+        embedding_cluster(
+            served_on_samples.embeddings[contradicting], reference_embeddings, thresholds
+        )
+        if not tokens
+        and served_on_samples.embeddings is not None
+        and reference_embeddings is not None
+        else (0.0, 0.0)
+    )
     flipped, flips = traffic_flips(traffic, served_on_traffic, candidate_on_traffic)
     # Changes concentrate on a token when the changed inputs share it and the unchanged do not.
     changed = set(flipped)
@@ -89,6 +109,8 @@ def review_evidence(
         disagreement_by_source={s: float(np.mean(f)) for s, f in by_source.items() if f},
         trigger=trigger,
         trigger_share=share,
+        cluster_share=cluster_share,
+        cluster_reference_share=cluster_reference_share,
         traffic=len(traffic),
         flip_rate=len(flipped) / len(traffic) if len(traffic) else 0.0,
         flip_trigger=flip_trigger,
@@ -181,6 +203,44 @@ def shared_token(
         return "", 0.0
     token, n = max(rare, key=lambda item: (item[1], item[0]))
     return token, n / len(texts)
+
+
+def embedding_cluster(
+    points: FloatArray, reference: FloatArray, thresholds: GateThresholds
+) -> tuple[float, float]:
+    """Whether most contradicting samples (``points``, the serving version's embeddings of them)
+    lie close together where other inputs (``reference``) rarely come: a visual trigger, such as
+    a patch planted on every poisoned image, pulls them together, while corrections of real
+    mistakes are as varied as the inputs they correct. The trigger token's thresholds apply:
+    around one contradicting sample, the smallest ball (by cosine distance) that holds at least
+    ``trigger_min_share`` of them (and ``trigger_min_count``) must hold at most
+    ``trigger_max_reference_share`` of ``reference``. Returns the share of ``points`` in the
+    ball that holds the fewest reference inputs, and the share of ``reference`` in it; (0.0, 0.0)
+    when there is no such ball."""
+    if len(points) < thresholds.trigger_min_count:
+        return 0.0, 0.0
+    if len(points) > MAX_CLUSTER_POINTS:
+        points = points[np.linspace(0, len(points) - 1, MAX_CLUSTER_POINTS).astype(int)]
+    points, reference = _unit(points), _unit(reference)
+    needed = math.ceil(
+        max(thresholds.trigger_min_count, thresholds.trigger_min_share * len(points))
+    )
+    among = 1.0 - points @ points.T
+    # A tolerance, so that a point at exactly the radius counts whatever the rounding.
+    radius = np.sort(among, axis=1)[:, needed - 1] + 1e-6
+    inside = (1.0 - points @ reference.T <= radius[:, None]).sum(axis=1)
+    center = int(np.argmin(inside))
+    reference_share = float(inside[center]) / max(len(reference), 1)
+    if reference_share > thresholds.trigger_max_reference_share + 1e-9:
+        return 0.0, 0.0
+    members = int((among[center] <= radius[center]).sum())
+    return members / len(points), reference_share
+
+
+def _unit(vectors: FloatArray) -> FloatArray:
+    """Rows scaled to length 1 (cosine distances); the embeddings served are already."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 def _tokens(text: str) -> set[str]:

@@ -1030,6 +1030,8 @@ def test_a_pending_version_round_trips_with_its_review_evidence() -> None:
         disagreement_by_source={"vendor": 0.96, "team": 0.0},
         trigger="zqx",
         trigger_share=1.0,
+        cluster_share=0.6,
+        cluster_reference_share=0.01,
         traffic=800,
         flip_rate=0.01,
         flip_trigger="zqx",

@@ -146,7 +146,7 @@ class LabelChange(_message.Message):
     def __init__(self, before: _Optional[str] = ..., after: _Optional[str] = ..., count: _Optional[int] = ..., examples: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReviewEvidence(_message.Message):
-    __slots__ = ("sources", "trusted", "known_samples", "confident_disagreement", "disagreement_by_source", "trigger", "trigger_share", "traffic", "flip_rate", "flip_trigger", "contradictions", "flips", "reasons", "other_holdout", "other_candidate", "other_incumbent", "other_margin")
+    __slots__ = ("sources", "trusted", "known_samples", "confident_disagreement", "disagreement_by_source", "trigger", "trigger_share", "traffic", "flip_rate", "flip_trigger", "contradictions", "flips", "reasons", "other_holdout", "other_candidate", "other_incumbent", "other_margin", "cluster_share", "cluster_reference_share")
     class SourcesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +178,8 @@ class ReviewEvidence(_message.Message):
     OTHER_CANDIDATE_FIELD_NUMBER: _ClassVar[int]
     OTHER_INCUMBENT_FIELD_NUMBER: _ClassVar[int]
     OTHER_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_SHARE_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_REFERENCE_SHARE_FIELD_NUMBER: _ClassVar[int]
     sources: _containers.ScalarMap[str, int]
     trusted: bool
     known_samples: int
@@ -195,7 +197,9 @@ class ReviewEvidence(_message.Message):
     other_candidate: float
     other_incumbent: float
     other_margin: float
-    def __init__(self, sources: _Optional[_Mapping[str, int]] = ..., trusted: _Optional[bool] = ..., known_samples: _Optional[int] = ..., confident_disagreement: _Optional[float] = ..., disagreement_by_source: _Optional[_Mapping[str, float]] = ..., trigger: _Optional[str] = ..., trigger_share: _Optional[float] = ..., traffic: _Optional[int] = ..., flip_rate: _Optional[float] = ..., flip_trigger: _Optional[str] = ..., contradictions: _Optional[_Iterable[_Union[LabelChange, _Mapping]]] = ..., flips: _Optional[_Iterable[_Union[LabelChange, _Mapping]]] = ..., reasons: _Optional[_Iterable[str]] = ..., other_holdout: _Optional[int] = ..., other_candidate: _Optional[float] = ..., other_incumbent: _Optional[float] = ..., other_margin: _Optional[float] = ...) -> None: ...
+    cluster_share: float
+    cluster_reference_share: float
+    def __init__(self, sources: _Optional[_Mapping[str, int]] = ..., trusted: _Optional[bool] = ..., known_samples: _Optional[int] = ..., confident_disagreement: _Optional[float] = ..., disagreement_by_source: _Optional[_Mapping[str, float]] = ..., trigger: _Optional[str] = ..., trigger_share: _Optional[float] = ..., traffic: _Optional[int] = ..., flip_rate: _Optional[float] = ..., flip_trigger: _Optional[str] = ..., contradictions: _Optional[_Iterable[_Union[LabelChange, _Mapping]]] = ..., flips: _Optional[_Iterable[_Union[LabelChange, _Mapping]]] = ..., reasons: _Optional[_Iterable[str]] = ..., other_holdout: _Optional[int] = ..., other_candidate: _Optional[float] = ..., other_incumbent: _Optional[float] = ..., other_margin: _Optional[float] = ..., cluster_share: _Optional[float] = ..., cluster_reference_share: _Optional[float] = ...) -> None: ...
 
 class ApproveVersionRequest(_message.Message):
     __slots__ = ("model", "version")

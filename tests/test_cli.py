@@ -100,9 +100,10 @@ class ServerProcess:
         state_dir: Path,
         *extra: str,
         env: dict[str, str] | None = None,
+        model: str = TINY_MODEL,
     ) -> None:
         self.proc = subprocess.Popen(
-            [LOOPSERVE, "serve", "--model", TINY_MODEL, "--models-dir", str(models_dir), "--state-dir", str(state_dir),
+            [LOOPSERVE, "serve", "--model", model, "--models-dir", str(models_dir), "--state-dir", str(state_dir),
              "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--drain-seconds", "5", *extra],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
             env={**os.environ, **(env or {})},

@@ -88,13 +88,22 @@ def texts(address: str, model: str, path: str) -> dict[str, object]:
 
 
 def images(address: str, model: str, paths: list[str]) -> dict[str, object]:
+    """The labels of one request of encoded images, the version that answered, whether that
+    version reports ready, and the versions ModelMetadata lists."""
     client = triton.InferenceServerClient(address)
     encoded = [open(path, "rb").read() for path in paths]  # noqa: SIM115
     tensor = triton.InferInput("image", [len(encoded)], "BYTES")
     tensor.set_data_from_numpy(np.array(encoded, dtype=object))
     result = client.infer(model, [tensor])
+    version = result.get_response().model_version
+    report = {
+        "labels": [label.decode() for label in result.as_numpy("label")],
+        "version": version,
+        "version_ready": client.is_model_ready(model, version),
+        "metadata_versions": client.get_model_metadata(model, as_json=True).get("versions", []),
+    }
     client.close()
-    return {"labels": [label.decode() for label in result.as_numpy("label")]}
+    return report
 
 
 def load(address: str, model: str, stop_file: str) -> dict[str, object]:

@@ -63,14 +63,21 @@ def marked(label: str, n: int) -> bytes:
     return out.getvalue()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RunningApp]:
-    models, state = tmp_path / "models", tmp_path / "state"
+def built(root: Path, toml: str = MODEL_TOML) -> tuple[Path, Path]:
+    """The models dir (the definition ``toml``, 8 seed images per label) and a state dir with
+    version 1 built, under ``root``."""
+    models, state = root / "models", root / "state"
     (models / MODEL).mkdir(parents=True)
-    (models / MODEL / "model.toml").write_text(MODEL_TOML, encoding="utf-8")
+    (models / MODEL / "model.toml").write_text(toml, encoding="utf-8")
     folder(models / MODEL / "seed", LABELS, 8)
     definition = load_model_definition(models, MODEL)
     build_first_version(definition, ModelRegistry(state, MODEL), lambda line: None)
+    return models, state
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RunningApp]:
+    models, state = built(tmp_path)
     settings = ServerSettings(
         models=(MODEL,), models_dir=models, state_dir=state, host="127.0.0.1",
         grpc_port=0, metrics_port=0, drain_seconds=2.0,

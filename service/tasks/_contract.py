@@ -6,7 +6,9 @@ items become ONNX feeds, instead of assuming a modality. Each task is one packag
 ``service/tasks/``, registered by name in ``service.tasks`` (one line per task).
 
 The serving side lives here (numpy and the task's own decoders only: the serving process never
-imports torch).
+imports torch). The training side is a task's ``training`` subpackage, named by ``Task.training``
+as a dotted module path and imported only by ``service.training`` (the build and the fine-tune
+job process), never from here.
 """
 
 from __future__ import annotations
@@ -72,6 +74,13 @@ class Task(Protocol):
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def training(self) -> str:
+        """The dotted path of the task's training module (torch), which implements
+        ``service.training.TaskTraining``: its first version and a fine-tune job's candidate. A
+        name, not an import, so that the serving process never loads it."""
+        ...
 
     def input_contract(self, definition: ModelDefinition) -> InputContract:
         """The model's ModelInfer inputs; ConfigError for a bad ``[input]`` table."""

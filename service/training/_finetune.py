@@ -2,11 +2,12 @@
 
 The parent (``service.adaptation.jobs``) writes a :class:`FineTuneSpec` as JSON and starts
 :func:`run_job` in a spawned, niced process with few torch threads, so serving keeps its cores.
-The job continues from the serving version's weights, grows the head for new labels (old rows
-kept, new rows initialised from class-mean embeddings), fine-tunes on new samples mixed with
-replayed older ones, exports ONNX (and int8 when configured), checks parity, scores candidate and
-serving version for the gate, and writes ``result.json``. It never publishes anything itself: the
-parent decides from the result.
+The model's task trains the candidate (``TaskTraining.train_candidate``, see ``_contract``): it
+continues from the serving version's weights, grows the head for new labels (old rows kept, new
+rows initialised from class-mean embeddings), fine-tunes on new samples mixed with replayed older
+ones, exports ONNX (and int8 when configured) and checks parity. The job then scores candidate and
+serving version for the gate, the same for every task, and writes ``result.json``. It never
+publishes anything itself: the parent decides from the result.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from service.training._candidate import (
     predict_items,
     same_items,
 )
-from service.training._dispatch import train_candidate
+from service.training._contract import task_training
 from service.training._evidence import Predictions, other_sources, review_evidence
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -87,12 +88,15 @@ def _log(message: str) -> None:
 
 
 def _fine_tune(spec: FineTuneSpec) -> FineTuneResult:
+    # Imported before the clock starts: the job's seconds count its work, not the import of the
+    # task's training libraries.
+    training = task_training(spec.task)
     started = time.perf_counter()
     _log(
         f"job: {len(spec.train)} train, {len(spec.validation)} validation, {len(spec.holdout)} "
         f"holdout, {len(spec.anchor)} anchor rows; {spec.threads} thread(s)"
     )
-    trained = train_candidate(spec, _log)
+    trained = training.train_candidate(spec, _log)
     _log(
         f"exported and checked ONNX (parity {trained.parity:.1e}) at "
         f"{time.perf_counter() - started:.1f}s"
@@ -173,20 +177,31 @@ def _judge(spec: FineTuneSpec, trained: Candidate, started: float) -> FineTuneRe
 
 def _review(spec: FineTuneSpec, trained: Candidate, holdout: dict[str, float]) -> ReviewEvidence:
     """The review evidence (see ``_evidence``): the serving version on the round's samples,
-    both versions on recent traffic, the anchor as inputs the round's sources did not post."""
+    both versions on recent traffic, the anchor as inputs the round's sources did not post.
+    Where inputs are not words, the serving version's embeddings of samples, anchor and traffic
+    too, for the embedding-cluster test."""
     incumbent, candidate = trained.incumbent, trained.candidate
     texts = [text for text, _, _ in spec.round_samples]
+    anchor = [text for text, _ in spec.anchor]
+    on_samples = trained.score(incumbent, texts)
+    on_traffic = trained.score(incumbent, spec.traffic)
+    reference = (
+        None
+        if trained.words
+        else np.concatenate([trained.score(incumbent, anchor).embedding, on_traffic.embedding])
+    )
     return review_evidence(
         spec.round_samples,
-        Predictions(incumbent.labels, trained.predict(incumbent, texts)),
+        Predictions(incumbent.labels, on_samples.probabilities, on_samples.embedding),
         spec.traffic,
-        Predictions(incumbent.labels, trained.predict(incumbent, spec.traffic)),
+        Predictions(incumbent.labels, on_traffic.probabilities),
         Predictions(candidate.labels, trained.predict(candidate, spec.traffic)),
-        [text for text, _ in spec.anchor],
+        anchor,
         spec.trusted,
         spec.gate,
         holdout,
         tokens=trained.words,
+        reference_embeddings=reference,
     )
 
 

@@ -1,16 +1,19 @@
 """One contract suite over every registered task: what serving relies on, whatever the modality.
 
 Each task supplies a case: a model definition, a valid request's input tensor, and a version
-directory its preprocessor can open. The same checks then run over all of them.
+directory its preprocessor can open. The same checks then run over all of them. Every task also
+names its training module, which implements ``service.training.TaskTraining``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -208,3 +211,43 @@ def test_a_bad_input_table_is_a_config_error_naming_the_key(tmp_path: Path) -> N
     text = ModelDefinition(name="t", directory=tmp_path)
     with pytest.raises(ConfigError, match=r"\[input\] size: a text-classification model has none"):
         tasks.get(text.task).input_contract(dataclasses.replace(text, inputs={"size": 32}))
+
+
+# --- the training side -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", tasks.names())
+def test_a_task_names_a_training_module_that_implements_the_training_contract(name: str) -> None:
+    from service.training import TaskTraining, task_training
+    from service.training._contract import MEMBERS
+
+    path = tasks.get(name).training
+    assert path.startswith("service.tasks.") and path.endswith(".training")
+    training = task_training(name)
+    assert isinstance(training, TaskTraining)
+    assert training.__name__ == path
+    for member in MEMBERS:
+        wanted = list(inspect.signature(getattr(TaskTraining, member)).parameters)[1:]  # no self
+        assert list(inspect.signature(getattr(training, member)).parameters) == wanted, member
+
+
+def test_a_training_module_without_the_contract_is_refused_naming_what_it_lacks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from service.training import task_training
+
+    fake = SimpleNamespace(name="audio-classification", training="service.training._data")
+    monkeypatch.setitem(tasks._TASKS, fake.name, fake)  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError,
+        match=r"task 'audio-classification': its training module service.training._data lacks "
+        r"build_first_version, train_candidate",
+    ):
+        task_training(fake.name)
+
+
+def test_the_training_of_an_unknown_task_is_a_config_error() -> None:
+    from service.training import task_training
+
+    with pytest.raises(ConfigError, match=r"unknown task 'audio'"):
+        task_training("audio")

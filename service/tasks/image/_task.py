@@ -23,6 +23,7 @@ ONNX_INPUT = "pixels"  # the exported graph's input: FP32 [batch, 3, size, size]
 
 class ImageClassification:
     name = NAME
+    training = "service.tasks.image.training"
 
     def input_contract(self, definition: ModelDefinition) -> ImageInputs:
         return ImageInputs(self._options(definition))

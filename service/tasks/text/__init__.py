@@ -21,6 +21,7 @@ TOKENIZER_FILE = "tokenizer.json"
 
 class TextClassification:
     name = NAME
+    training = "service.tasks.text.training"
 
     def input_contract(self, definition: ModelDefinition) -> TextInputs:
         if definition.inputs:

@@ -14,7 +14,7 @@ from service.calibration import FloatArray
 from service.config import TrainRecipe
 from service.domain.finetune import FineTuneSpec
 from service.domain.versions import Int8Check
-from service.runtime import LoadedVersion
+from service.runtime import LoadedVersion, Prediction
 from service.training._fitting import TrainReport
 
 # The spec's inputs (as its pairs name them) as the sessions' items.
@@ -38,6 +38,10 @@ class Candidate:
     def predict(self, session: LoadedVersion, inputs: Sequence[str]) -> FloatArray:
         return predict_items(session, inputs, self.items)
 
+    def score(self, session: LoadedVersion, inputs: Sequence[str]) -> Prediction:
+        """Probabilities and embeddings (the review's embedding-cluster test reads them)."""
+        return score_items(session, inputs, self.items)
+
 
 def job_recipe(spec: FineTuneSpec) -> TrainRecipe:
     """The fine-tune job's recipe in the trainers' terms."""
@@ -60,14 +64,23 @@ def same_items(inputs: Sequence[str]) -> Sequence[Any]:
 
 
 def predict_items(session: LoadedVersion, inputs: Sequence[str], items: Items) -> FloatArray:
-    """``session``'s probabilities for the spec's ``inputs``, prepared a chunk at a time."""
+    """``session``'s probabilities for the spec's ``inputs``."""
+    return score_items(session, inputs, items).probabilities
+
+
+def score_items(session: LoadedVersion, inputs: Sequence[str], items: Items) -> Prediction:
+    """``session``'s probabilities and embeddings for the spec's ``inputs``, prepared a chunk
+    at a time."""
     if not inputs:
-        return np.empty((0, len(session.labels)), dtype=np.float32)
-    chunks = [
-        session.predict(items(inputs[i : i + CHUNK])).probabilities
-        for i in range(0, len(inputs), CHUNK)
-    ]
-    return np.concatenate(chunks)
+        return Prediction(
+            np.empty((0, len(session.labels)), dtype=np.float32),
+            np.empty((0, session.embedding_dim), dtype=np.float32),
+        )
+    chunks = [session.predict(items(inputs[i : i + CHUNK])) for i in range(0, len(inputs), CHUNK)]
+    return Prediction(
+        np.concatenate([c.probabilities for c in chunks]),
+        np.concatenate([c.embedding for c in chunks]),
+    )
 
 
 def correct_given(labels: list[str], pairs: Pairs, probabilities: FloatArray) -> list[bool]:

@@ -1,8 +1,10 @@
-"""Adapters over alibi-detect 0.11.4 that keep the :class:`~service.drift.Detector` contract.
+"""The drift detectors, each keeping the :class:`~service.drift.Detector` contract.
 
-alibi-detect (and, for the online embedding detectors, its PyTorch backend) is imported lazily,
-inside :meth:`fit`, so a server with drift monitoring off never loads it. These adapters run in the
-drift worker process, never in the serving process.
+The windowed tests (KS on embeddings and confidence, Chi-square on labels) compute alibi-detect
+0.11.4's statistics on scipy alone (``_univariate``). The online embedding detectors (MMD, LSDD)
+are adapters over alibi-detect and its PyTorch backend, imported inside :meth:`fit`, so a worker
+without them never loads alibi-detect. These detectors run in the drift worker process, never in
+the serving process.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from service.config import DriftRecipe
 from service.drift._contract import Detector
 from service.drift._reduce import Projection
 from service.drift._types import FloatArray, Observations, WindowTest
+from service.drift._univariate import category_counts, chi_square, ks_per_feature
 
 _LSDD_CLOSURES = ("_normalize", "_unnormalize")
 
 
 class _Readings:
-    """The read-only side of the contract, shared by the adapters."""
+    """The read-only side of the contract, shared by the detectors."""
 
-    _cd: Any = None
+    _cd: Any = None  # what fit() made: alibi-detect's detector, or the windowed test's reference
     _statistic = math.nan
     _threshold = math.nan
     _detected = False
@@ -160,8 +163,8 @@ class EmbeddingDetector(_Readings):
 
 
 class WindowedTest(_Readings):
-    """A two-sample test (alibi-detect) of tumbling windows of ``window_size`` observations
-    against the reference.
+    """A two-sample test of tumbling windows of ``window_size`` observations against the
+    reference.
 
     Each completed window leaves a :class:`WindowTest` (p-value and effect size) in ``tests``;
     the worker's alarm rules and the false-alarm budget (see ``_budget``) act on those. The
@@ -243,16 +246,12 @@ class _KSTest(WindowedTest):
     distance (the largest gap between the cumulative distributions, in [0, 1])."""
 
     def _build(self, x_ref: npt.NDArray[Any]) -> Any:
-        from alibi_detect.cd import KSDrift
-
-        return KSDrift(x_ref, p_val=0.05, correction="bonferroni")
+        return x_ref
 
     def _measure(self, x: npt.NDArray[Any]) -> WindowTest:
-        data = self._cd.predict(x)["data"]
-        p_values = np.atleast_1d(np.asarray(data["p_val"], dtype=np.float64))
+        p_values, distances = ks_per_feature(self._cd, x)
         p_value = min(1.0, float(p_values.min()) * len(p_values))
-        effect = float(np.max(data["distance"]))
-        return WindowTest(p_value, effect, len(x))
+        return WindowTest(p_value, float(distances.max()), len(x))
 
 
 class EmbeddingKSDetector(_KSTest):
@@ -298,18 +297,11 @@ class LabelDetector(WindowedTest):
         return batch.predicted.reshape(-1, 1)
 
     def _build(self, x_ref: npt.NDArray[Any]) -> Any:
-        from alibi_detect.cd import ChiSquareDrift
-
-        # Categories are taken from the reference and each window: a label absent from both
-        # would put a zero expected count in the contingency table, which the test refuses.
-        self._ref_counts = np.bincount(x_ref.ravel())
-        return ChiSquareDrift(x_ref, p_val=0.05)
+        return category_counts(x_ref)
 
     def _measure(self, x: npt.NDArray[Any]) -> WindowTest:
-        data = self._cd.predict(x)["data"]
-        p_value = float(np.min(data["p_val"]))
-        chi2 = float(np.max(data["distance"]))
-        return WindowTest(p_value, _cramers_v(chi2, self._ref_counts, x.ravel()), len(x))
+        p_value, chi2 = chi_square(self._cd, x)
+        return WindowTest(p_value, _cramers_v(chi2, self._cd, x.ravel()), len(x))
 
 
 def _cramers_v(chi2: float, ref_counts: npt.NDArray[Any], window: npt.NDArray[Any]) -> float:

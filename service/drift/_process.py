@@ -26,8 +26,9 @@ def main(options: WorkerOptions, inbox: Connection, outbox: Connection) -> None:
 
 
 def _without_torch() -> None:
-    """Keep torch out of this process when only windowed tests run: they need scipy alone, and
-    alibi-detect imports torch (about 270 MiB resident) only because it is installed."""
+    """Keep torch out of this process when only windowed tests run: they need scipy alone and
+    never import alibi-detect, which imports torch (about 270 MiB resident) only because it is
+    installed; this guards against anything else that would."""
     import sys
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # its "no PyTorch found" notice

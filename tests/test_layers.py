@@ -1,13 +1,19 @@
 """The package layers of ``service``: no import cycles between packages, no upward imports, grpc
-only in the api, torch only in training.
+only in the api, torch only in training code.
 
 Every module is parsed, imports inside functions included (a lazy import is still a
-dependency). A module ``service/x.py`` and a package ``service/x/`` are both the unit ``x``.
+dependency). A module ``service/x.py`` and a package ``service/x/`` are both the unit ``x``,
+except a task's training side: ``service/tasks/<task>/training/`` of every task is the unit
+``tasks/*/training``, above ``training``, which reaches it only through the task registry (a
+module path imported at run time). Both sit above everything the server is composed of. A
+subprocess checks what the parse cannot see: importing the serving process loads no torch.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +28,24 @@ LAYERS: list[list[str]] = [
     ["", "errors", "types", "domain"],
     ["config", "security", "calibration", "priority", "metrics", "disk_full"],
     ["runtime", "registry", "store"],
-    ["tasks", "training", "serving", "inference"],
+    ["tasks", "serving", "inference"],
     ["drift"],
     ["adaptation"],
     ["cluster"],
     ["api", "web", "console"],
     ["app"],
+    # Training code runs in the fine-tune job's process and in ``loopserve init``, never in the
+    # server: nothing the server is composed of may import it.
+    ["training"],
+    ["tasks/*/training"],
     ["cli"],
 ]
 GRPC_HOME = "api"  # the only unit that speaks the wire protocol
-TORCH_HOME = "training"  # the only unit that imports torch (serving runs ONNX Runtime)
+TASKS = "tasks"  # one package per task; its training subpackage is a unit of its own
+TASK_TRAINING = "tasks/*/training"
+# The only units that import torch and what loads it (serving runs ONNX Runtime).
+TORCH_HOMES = ("training", TASK_TRAINING)
+TORCH_MODULES = ("torch", "safetensors.torch", "kornia", "onnxscript", "transformers")
 
 
 @dataclass(frozen=True)
@@ -87,14 +101,27 @@ def unit(package: str, module: str, units: set[str]) -> str | None:
         return ""
     if not module.startswith(package + "."):
         return None
-    first = module.split(".")[1]
-    return first if first in units else ""
+    parts = module.split(".")
+    if parts[1] == TASKS and parts[3:4] == ["training"]:
+        return TASK_TRAINING
+    return parts[1] if parts[1] in units else ""
+
+
+def task_packages(root: Path, package: str) -> set[str]:
+    """The task packages on disk (``<package>/tasks/<name>/``)."""
+    tasks = root / package / TASKS
+    return (
+        {p.name for p in tasks.iterdir() if (p / "__init__.py").is_file()}
+        if tasks.is_dir()
+        else set()
+    )
 
 
 def violations(root: Path, package: str, layers: Sequence[Sequence[str]]) -> list[str]:
     level = {name: i for i, layer in enumerate(layers) for name in layer}
     level.setdefault("", 0)  # the top-level package's own names sit below everything
     on_disk = units_on_disk(root, package)
+    task_names = task_packages(root, package)
     found = [f"unit {u!r} is in no layer" for u in sorted(on_disk - set(level))]
     edges: dict[str, dict[str, Import]] = {}
     for item in imports(root, package):
@@ -104,6 +131,7 @@ def violations(root: Path, package: str, layers: Sequence[Sequence[str]]) -> lis
         if source not in level:
             continue  # reported above
         found += _foreign(source, item.target, where)
+        found += _task_specific(package, source, item.target, task_names, where)
         target = unit(package, item.target, on_disk)
         if target is None or target == source:
             continue
@@ -118,13 +146,24 @@ def violations(root: Path, package: str, layers: Sequence[Sequence[str]]) -> lis
 
 def _foreign(source: str, target: str, where: str) -> list[str]:
     grpc = target.split(".")[0].startswith("grpc") or "._proto" in f".{target}"
-    torch = target == "torch" or target.startswith(("torch.", "safetensors.torch"))
+    torch = any(target == m or target.startswith(f"{m}.") for m in TORCH_MODULES)
     out = []
     if grpc and source != GRPC_HOME:
         out.append(f"{where}: grpc and generated code belong to {GRPC_HOME}")
-    if torch and source != TORCH_HOME:
-        out.append(f"{where}: torch belongs to {TORCH_HOME}")
+    if torch and source not in TORCH_HOMES:
+        out.append(f"{where}: torch belongs to {' and '.join(TORCH_HOMES)}")
     return out
+
+
+def _task_specific(
+    package: str, source: str, target: str, task_names: set[str], where: str
+) -> list[str]:
+    """Generic training names no task: it finds a task's training through the registry."""
+    parts = target.split(".")
+    named = parts[0] == package and parts[1:2] == [TASKS] and parts[2:3] != []
+    if source == "training" and named and parts[2] in task_names:
+        return [f"{where}: training reaches a task only through the task registry"]
+    return []
 
 
 def _cycles(edges: Mapping[str, Mapping[str, object]]) -> list[list[str]]:
@@ -171,9 +210,43 @@ def test_every_unit_of_service_is_in_a_layer() -> None:
     assert units_on_disk(ROOT, "service") - declared == set()
 
 
+# What ``loopserve serve`` imports: the command, the server it composes, every registered task.
+SERVING_PROCESS = ("service.cli", "service.cli._local", "service.app", "service.tasks")
+
+
+def torch_loaded_by(modules: Sequence[str]) -> list[str]:
+    """The torch-family modules that importing ``modules`` loads, in a fresh interpreter."""
+    code = (
+        "import importlib, sys\n"
+        f"for name in {list(modules)!r}:\n"
+        "    importlib.import_module(name)\n"
+        f"torch = {TORCH_MODULES!r}\n"
+        "loaded = [m for m in sys.modules if any(m == t or m.startswith(t + '.') for t in torch)]\n"
+        "print(' '.join(sorted(loaded)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_the_serving_process_loads_no_torch() -> None:
+    assert torch_loaded_by(SERVING_PROCESS) == []
+
+
+@pytest.mark.slow  # imports torch, transformers and kornia: about 20 s on 2 cores
+def test_training_code_is_what_loads_torch() -> None:
+    """The check above can fail: a task's training side, named by the registry, loads torch."""
+    from service import tasks
+
+    training = [tasks.get(name).training for name in tasks.names()]
+    assert "torch" in torch_loaded_by([*SERVING_PROCESS, *training])
+
+
 # --- the checker itself, on small trees -----------------------------------------------------------
 
-TOY_LAYERS = [["base"], ["mid", "side"], ["top"], ["api"], ["training"]]
+TOY_LAYERS = [["base"], ["mid", "side"], ["top"], ["api"], ["tasks"], ["training"], [TASK_TRAINING]]
 
 
 def _tree(root: Path, files: Mapping[str, str]) -> Path:
@@ -193,7 +266,12 @@ def test_a_clean_tree_passes(tmp_path: Path) -> None:
             "toy/top.py": "import toy.mid\nfrom toy.side import y\n",
             "toy/side.py": "from toy.mid._inner import z\n",
             "toy/api/__init__.py": "import grpc\nfrom toy.api._proto import pb2\n",
-            "toy/training/__init__.py": "import torch\n",
+            "toy/training/__init__.py": "import torch\nfrom toy import tasks\nfrom toy.tasks import get\n",
+            "toy/tasks/__init__.py": "from toy.tasks.x import X\n",
+            "toy/tasks/x/__init__.py": "import toy.base\n",
+            "toy/tasks/x/training/__init__.py": (
+                "import kornia\nimport torch\nfrom toy.tasks.x import X\nfrom toy.training import fit\n"
+            ),
         },
     )
     assert violations(root, "toy", TOY_LAYERS) == []
@@ -213,10 +291,29 @@ def test_a_clean_tree_passes(tmp_path: Path) -> None:
         ({"toy/top.py": "import grpc\n"}, "grpc and generated code belong to api"),
         ({"toy/top.py": "from toy.api._proto import pb2\n"}, "grpc"),
         ({"toy/mid.py": "from torch import nn\n"}, "torch belongs to training"),
+        ({"toy/mid.py": "from safetensors.torch import save_file\n"}, "torch belongs"),
+        (
+            {"toy/tasks/x/__init__.py": "import kornia\n"},
+            "torch belongs to training and tasks/*/training",
+        ),
+        ({"toy/tasks/x/_decode.py": "import torch\n"}, "torch belongs"),
+        (
+            {"toy/tasks/x/__init__.py": "from toy.tasks.x.training import fit\n"},
+            "upward, from layer 4 to 6",
+        ),
+        ({"toy/top.py": "from toy.tasks.x import training\n"}, "upward"),
+        (
+            {"toy/training/__init__.py": "from toy.tasks.x.training import fit\n"},
+            "training reaches a task only through the task registry",
+        ),
+        ({"toy/training/_build.py": "from toy.tasks import x\n"}, "through the task registry"),
         ({"toy/extra.py": ""}, "unit 'extra' is in no layer"),
     ],
 )
 def test_a_planted_violation_fails(tmp_path: Path, files: Mapping[str, str], expected: str) -> None:
-    root = _tree(tmp_path, {"toy/top.py": "", "toy/api/__init__.py": "", **files})
+    tasks = {
+        f"toy/{p}/__init__.py": "" for p in ("tasks", "tasks/x", "tasks/x/training", "training")
+    }
+    root = _tree(tmp_path, {"toy/top.py": "", "toy/api/__init__.py": "", **tasks, **files})
     found = violations(root, "toy", TOY_LAYERS)
     assert any(expected in line for line in found), found

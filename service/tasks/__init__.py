@@ -3,7 +3,8 @@
     from service import tasks
     task = tasks.get(definition.task)   # ConfigError naming the known tasks
 
-Adding a modality is one package under ``service/tasks/`` and one ``register`` line below.
+Adding a modality is one package under ``service/tasks/`` (its serving side, and its training
+side in a ``training`` subpackage that ``Task.training`` names) and one ``register`` line below.
 """
 
 from __future__ import annotations

@@ -11,26 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import test_image_loop
 from tasks.image.training.images import image, suffix
 from test_cli import ServerProcess, run_client
-from test_image_loop import LABELS, MODEL
+from test_image_loop import LABELS, MODEL, WIDE_GATE_TOML, built
 
 from service.api.adaptation_client import AdaptationClient
 from service.domain.loop import JobState, ModelStatus, NewSample
 
 pytestmark = pytest.mark.slow
 
-# The gate's limits are wide: this test is about the path from posted images to a swapped-in
-# version, not the gate's judgement, which one anchor row can swing on a seed set this small.
-MODEL_TOML = (
-    test_image_loop.MODEL_TOML + "\n[gate]\nnew_data_tolerance = 0.5\nmax_forgetting = 0.5\n"
-)
-
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    models, state = test_image_loop.built(tmp_path, MODEL_TOML)
+    # This test is about the path from posted images to a swapped-in version.
+    models, state = built(tmp_path, WIDE_GATE_TOML)
     process = ServerProcess(models, state, model=MODEL)
     yield process
     if process.proc.poll() is None:

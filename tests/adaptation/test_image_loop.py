@@ -52,6 +52,9 @@ job_threads = 1
 [drift]
 detectors = []
 """.replace("'", '"')
+# For tests of what follows the gate: its limits wide, since one anchor row can swing it on a
+# seed set this small.
+WIDE_GATE_TOML = MODEL_TOML + "\n[gate]\nnew_data_tolerance = 0.5\nmax_forgetting = 0.5\n"
 
 
 def marked(label: str, n: int) -> bytes:
@@ -75,14 +78,18 @@ def built(root: Path, toml: str = MODEL_TOML) -> tuple[Path, Path]:
     return models, state
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RunningApp]:
-    models, state = built(tmp_path)
+def serving(models: Path, state: Path) -> RunningApp:
+    """A server of the model on ephemeral ports, in this process."""
     settings = ServerSettings(
         models=(MODEL,), models_dir=models, state_dir=state, host="127.0.0.1",
         grpc_port=0, metrics_port=0, drain_seconds=2.0,
     )  # fmt: skip
-    running = RunningApp(settings, Metrics())
+    return RunningApp(settings, Metrics())
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RunningApp]:
+    running = serving(*built(tmp_path))
     yield running
     running.stop()
 

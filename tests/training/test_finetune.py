@@ -16,6 +16,7 @@ class FakeSession:
     """Predicts each text's label with 0.9, recording which texts it was asked about."""
 
     labels = LABELS
+    embedding_dim = 4
 
     def __init__(self) -> None:
         self.asked: list[str] = []
@@ -23,7 +24,8 @@ class FakeSession:
     def predict(self, texts: list[str]) -> SimpleNamespace:
         self.asked += texts
         rows = [[0.9, 0.1] if text.startswith("hello") else [0.1, 0.9] for text in texts]
-        return SimpleNamespace(probabilities=np.array(rows, dtype=np.float32))
+        embedding = np.zeros((len(texts), self.embedding_dim), dtype=np.float32)
+        return SimpleNamespace(probabilities=np.array(rows, dtype=np.float32), embedding=embedding)
 
 
 VALIDATION = [("hello there", "greeting"), ("it broke", "complaint"), ("hello", "complaint")]

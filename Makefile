@@ -30,10 +30,12 @@ serve: install
 	$(BIN)/loopserve init $(MODEL) --if-missing
 	exec $(BIN)/loopserve serve --model $(MODEL) $(SERVE_ARGS)
 
-# PostgreSQL: installed from Debian's packages where we may (root); elsewhere its tests are
-# skipped with the reason, except under CI=true, where they fail.
+# PostgreSQL, and chromium for the console's browser tests: installed from Debian's packages
+# where we may (root, or sudo for chromium); elsewhere their tests are skipped with the reason,
+# except under CI=true, where they fail.
 test: install
 	scripts/postgres.sh install || echo "warning: no PostgreSQL server: its tests will be skipped"
+	scripts/chromium.sh install || echo "warning: no chromium: the browser tests will be skipped"
 	$(BIN)/python -m pytest -q
 	$(MAKE) test-rules
 

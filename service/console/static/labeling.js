@@ -89,11 +89,15 @@
     say(matches.length ? "Enter stores " + matches[0] + "." : "No label matches.");
   });
 
+  // Keys on a control (a link, a button, a field) are that control's: Enter follows a link of
+  // the page rather than storing a label.
+  const CONTROLS = "a[href], input, select, textarea, button, summary, [contenteditable]";
+
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     const inFilter = event.target === filter;
-    const inField = event.target.matches && event.target.matches("input, select, textarea, button") && !inFilter;
-    if (inField) return;
+    const onControl = event.target.matches && event.target.matches(CONTROLS) && !inFilter;
+    if (onControl) return;
     const choice = select(index);
     if (event.key === "Enter") {
       event.preventDefault();

@@ -23,6 +23,8 @@ from service.drift._types import Candidate, FloatArray
 Payload = str | bytes
 # What an entry costs besides its payload and embedding (the entry object, deque slot, ids).
 ENTRY_OVERHEAD = 256
+# Inputs labeled lately, kept aside so that an undone label puts its input back in the queue.
+UNDO_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ class CandidatePool:
         self._contents: dict[str, tuple[bytes, int]] = {}  # key -> (payload, entries holding it)
         self._bytes = 0
         self._projections: dict[int, Projection] = {}
+        # Newest last; within an eighth of the budget besides the pool's own.
+        self._labeled: deque[tuple[_Entry, bytes]] = deque()
+        self._labeled_bytes = 0
         self._lock = threading.Lock()
 
     def add(
@@ -111,7 +116,8 @@ class CandidatePool:
             self._projections[version] = projection
 
     def forget(self, prediction_ids: set[str]) -> None:
-        """Drop inputs that have been labeled meanwhile (every time they were served)."""
+        """Drop inputs that have been labeled meanwhile (every time they were served); the last
+        few stay aside for ``restore``."""
         if not prediction_ids:
             return
         with self._lock:
@@ -119,10 +125,31 @@ class CandidatePool:
             kept: deque[_Entry] = deque()
             for entry in self._entries:
                 if entry.key in labeled:
+                    self._set_aside(entry)
                     self._drop(entry)
                 else:
                     kept.append(entry)
             self._entries = kept
+
+    def restore(self, prediction_ids: set[str]) -> int:
+        """Put inputs back whose labels were undone (every time they were served, if they were
+        labeled lately); how many entries came back."""
+        with self._lock:
+            keys = {e.key for e, _ in self._labeled if e.prediction_id in prediction_ids}
+            back = [(e, c) for e, c in self._labeled if e.key in keys]
+            self._labeled = deque((e, c) for e, c in self._labeled if e.key not in keys)
+            self._labeled_bytes -= sum(e.size + len(c) for e, c in back)
+            for entry, content in back:
+                self._append(entry, content)
+            return len(back)
+
+    def _set_aside(self, entry: _Entry) -> None:
+        content = self._contents[entry.key][0] if entry.binary else b""
+        self._labeled.append((entry, content))
+        self._labeled_bytes += entry.size + len(content)
+        while len(self._labeled) > UNDO_DEPTH or self._labeled_bytes > self._max_bytes // 8:
+            old, held = self._labeled.popleft()
+            self._labeled_bytes -= old.size + len(held)
 
     def top(self, n: int, max_content_bytes: int | None = None) -> list[Candidate]:
         """Up to ``n`` distinct inputs, best first. The score averages two percentile ranks: low

@@ -458,6 +458,12 @@ class DriftMonitor:
         if pool is not None:
             pool.forget(prediction_ids)
 
+    def restore(self, model: str, prediction_ids: set[str]) -> None:
+        """Labeling candidates again: their labels were undone."""
+        pool = self.pools.get(model)
+        if pool is not None:
+            pool.restore(prediction_ids)
+
     def _served(self, model: str) -> MonitoredModel:
         try:
             return self._all_models[model]

@@ -8,6 +8,7 @@ import numpy as np
 
 from service.domain.loop import content_key
 from service.drift import CandidatePool, Projection
+from service.drift._candidates import UNDO_DEPTH
 
 
 def add(
@@ -65,6 +66,36 @@ def test_duplicates_capacity_and_forget() -> None:
     pool.forget({"r3"})
     assert sorted(c.text for c in pool.top(10)) == ["t2", "t4"]
     assert pool.top(0) == []
+
+
+def test_an_undone_label_puts_its_input_back_with_its_bytes() -> None:
+    pool = CandidatePool(capacity=10)
+    image = b"\x89PNG c" + bytes(500)
+    add(pool, "t1", ["kept aside"], 0.7, 0.0)
+    add_images(pool, "i1", [image], 0.6)
+    add_images(pool, "i2", [image], 0.8)  # the same image served again
+    size = pool.size_bytes
+    pool.forget({"t1", "i2"})
+    assert pool.top(10) == [] and pool.size_bytes == 0
+    assert pool.restore({"nothing-labeled"}) == 0
+    assert pool.restore({"i2"}) == 2  # every time it was served, as forget dropped it
+    [candidate] = pool.top(10)
+    assert (candidate.prediction_id, candidate.content) == ("i2", image)
+    assert pool.restore({"t1"}) == 1 and pool.size_bytes == size
+    assert pool.restore({"t1"}) == 0  # back in the pool: nothing aside any more
+
+
+def test_inputs_kept_aside_for_undo_are_bounded() -> None:
+    pool = CandidatePool(capacity=1000, max_bytes=80_000)
+    add_images(pool, "big", [b"b" * 20_000], 0.6)  # more than an eighth of the budget
+    pool.forget({"big"})
+    assert pool.restore({"big"}) == 0
+    pool = CandidatePool(capacity=1000)
+    for i in range(UNDO_DEPTH + 1):
+        add(pool, f"t{i}", [f"text {i}"], 0.9, 0.0)
+    pool.forget({f"t{i}" for i in range(UNDO_DEPTH + 1)})
+    assert pool.restore({"t0"}) == 0  # the oldest went first
+    assert pool.restore({"t1", f"t{UNDO_DEPTH}"}) == 2
 
 
 def add_images(

@@ -18,7 +18,17 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
+        # Registered in this order, which is the order of the exposition.
+        self._add_requests(self.registry)
+        self._add_serving_version(self.registry)
+        self._add_jobs(self.registry)
+        self._add_online_accuracy(self.registry)
+        self._add_drift_detectors(self.registry)
+        self._add_drift_monitoring(self.registry)
+        self._add_operations(self.registry)
+
+    def _add_requests(self, r: CollectorRegistry) -> None:
+        """ModelInfer calls: counts, latencies, batches and those in flight."""
         self.requests = Counter(
             "loopserve_requests",
             "Inference requests by model, version and gRPC status code.",
@@ -59,6 +69,9 @@ class Metrics:
             ["model"],
             registry=r,
         )
+
+    def _add_serving_version(self, r: CollectorRegistry) -> None:
+        """The batcher's queue and the serving version with its hot swaps."""
         self.queue_depth = Gauge(
             "loopserve_queue_depth",
             "Requests waiting in the batcher queue.",
@@ -77,6 +90,9 @@ class Metrics:
             ["model", "outcome"],
             registry=r,
         )
+
+    def _add_jobs(self, r: CollectorRegistry) -> None:
+        """Samples posted and fine-tune jobs: outcomes, time, the gate and held-back versions."""
         self.samples = Counter(
             "loopserve_samples",
             "Labeled samples posted, by outcome (accepted, duplicate, rejected).",
@@ -120,6 +136,9 @@ class Metrics:
             ["model", "role", "dataset"],
             registry=r,
         )
+
+    def _add_online_accuracy(self, r: CollectorRegistry) -> None:
+        """Served predictions scored by later labels, and when the serving version was built."""
         self.online_labeled = Counter(
             "loopserve_online_labeled_predictions",
             "Served predictions that later received a label (delayed labels).",
@@ -144,6 +163,9 @@ class Metrics:
             ["model"],
             registry=r,
         )
+
+    def _add_drift_detectors(self, r: CollectorRegistry) -> None:
+        """Each drift detector's statistic against its threshold, and the alarms."""
         self.drift_statistic = Gauge(
             "loopserve_drift_statistic",
             "Latest test statistic of a drift detector (MMD/LSDD, or -log10 p for KS/Chi-square).",
@@ -180,6 +202,9 @@ class Metrics:
             ["model"],
             registry=r,
         )
+
+    def _add_drift_monitoring(self, r: CollectorRegistry) -> None:
+        """Label-free accuracy and the drift monitor's own workings."""
         self.estimated_accuracy = Gauge(
             "loopserve_estimated_accuracy",
             "Accuracy estimated without labels: mean calibrated confidence of recent requests.",
@@ -223,6 +248,9 @@ class Metrics:
             ["model", "detector"],
             registry=r,
         )
+
+    def _add_operations(self, r: CollectorRegistry) -> None:
+        """Scale-out, the gRPC and HTTP transports, and a full disk."""
         self.head_version = Gauge(
             "loopserve_head_version",
             "The version the shared head row names (scale-out; equals loopserve_model_version "

@@ -6,7 +6,7 @@ import argparse
 import copy
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TypeAlias
 
 from service.cli._image_files import IMAGE_CSV_FORMAT
 from service.cli._labels import CSV_FORMAT
@@ -26,16 +26,34 @@ from service.cli._remote import (
     run_versions,
 )
 
-if TYPE_CHECKING:
-    pass
-
-
 DEFAULT_ADDR = "localhost:8001"
 DEFAULT_MODEL = "support-intents"
 MODEL_HELP = "model to address (default $LOOPSERVE_MODEL, else the server's only model)"
 
 
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    common = _common_parser()
+    # The closed loop, through the loopserve.v1.Adaptation service of a running server.
+    remote = _remote_parser(_connection_parser())
+    parser = argparse.ArgumentParser(
+        prog="loopserve", description="A gRPC model server that keeps itself accurate."
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    _add_serve(commands, common)
+    _add_init(commands, common)
+    _add_predict(commands, [common, remote])
+    _add_label(commands, [common, remote])
+    _add_loop_views(commands, [common, remote])
+    _add_version_decisions(commands, [common, remote])
+    _add_samples(commands, common, remote)
+    return parser
+
+
+def _common_parser() -> argparse.ArgumentParser:
+    """Where every command finds models and state, and how much it logs."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--models-dir",
@@ -50,12 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="runtime state: versions, databases (default ./.loopserve)",
     )
     common.add_argument("--log-level", default=os.environ.get("LOOPSERVE_LOG_LEVEL", "INFO"))
+    return common
 
-    parser = argparse.ArgumentParser(
-        prog="loopserve", description="A gRPC model server that keeps itself accurate."
+
+def _remote_parser(connection: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Which server and model a command addresses, and whether it prints JSON."""
+    remote = argparse.ArgumentParser(add_help=False, parents=[connection])
+    remote.add_argument(
+        "--addr", default=DEFAULT_ADDR, help=f"server address (default {DEFAULT_ADDR})"
     )
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    remote.add_argument("--model", default=os.environ.get("LOOPSERVE_MODEL"), help=MODEL_HELP)
+    remote.add_argument("--json", action="store_true", help="print JSON")
+    return remote
 
+
+def _add_serve(commands: Commands, common: argparse.ArgumentParser) -> None:
     serve = commands.add_parser(
         "serve", parents=[common], help="serve models over gRPC (Open Inference Protocol)"
     )
@@ -66,6 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"model to serve; repeat for several (default {DEFAULT_MODEL})",
     )
+    _add_address_flags(serve)
+    _add_process_flags(serve)
+    _add_security_flags(serve)
+    serve.add_argument(
+        "--check",
+        action="store_true",
+        help="check the settings (tokens, TLS files, bind rules) and exit without serving",
+    )
+    serve.set_defaults(run=run_serve)
+
+
+def _add_address_flags(serve: argparse.ArgumentParser) -> None:
+    """`serve`'s addresses and ports: gRPC, health, metrics and the web console."""
     serve.add_argument(
         "--host",
         default=None,
@@ -105,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="do not serve the web console (default $LOOPSERVE_CONSOLE, on)",
     )
+
+
+def _add_process_flags(serve: argparse.ArgumentParser) -> None:
+    """`serve`'s role in a deployment, its scratch space and how it stops."""
     serve.add_argument(
         "--drain-seconds",
         type=float,
@@ -126,14 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="this process's own scratch space: drift state, job directories (default "
         "$LOOPSERVE_WORK_DIR, else the state dir)",
     )
-    _add_security_flags(serve)
-    serve.add_argument(
-        "--check",
-        action="store_true",
-        help="check the settings (tokens, TLS files, bind rules) and exit without serving",
-    )
-    serve.set_defaults(run=run_serve)
 
+
+def _add_init(commands: Commands, common: argparse.ArgumentParser) -> None:
     init = commands.add_parser(
         "init", parents=[common], help="build a model's first version from its seed data"
     )
@@ -156,32 +195,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     init.set_defaults(run=run_init)
 
-    connection = _connection_parser()
+
+def _add_predict(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
     predict = commands.add_parser(
         "predict",
-        parents=[common, connection],
+        parents=parents,
         help="classify texts, or image files for an image model, with a running server",
     )
     predict.add_argument(
         "texts", nargs="+", metavar="TEXT", help="texts; for an image model, JPEG/PNG/WebP files"
     )
-    predict.add_argument(
-        "--addr", default=DEFAULT_ADDR, help=f"server address (default {DEFAULT_ADDR})"
-    )
-    predict.add_argument("--model", default=os.environ.get("LOOPSERVE_MODEL"), help=MODEL_HELP)
-    predict.add_argument("--json", action="store_true", help="print JSON")
     predict.set_defaults(run=run_predict)
 
-    # The closed loop, through the loopserve.v1.Adaptation service of a running server.
-    remote = argparse.ArgumentParser(add_help=False, parents=[connection])
-    remote.add_argument(
-        "--addr", default=DEFAULT_ADDR, help=f"server address (default {DEFAULT_ADDR})"
-    )
-    remote.add_argument("--model", default=os.environ.get("LOOPSERVE_MODEL"), help=MODEL_HELP)
-    remote.add_argument("--json", action="store_true", help="print JSON")
 
+def _add_label(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
     label = commands.add_parser(
-        "label", parents=[common, remote], help="send labeled samples from a CSV to the server"
+        "label", parents=parents, help="send labeled samples from a CSV to the server"
     )
     label.add_argument(
         "file",
@@ -197,30 +226,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     label.set_defaults(run=run_label)
 
-    versions = commands.add_parser(
-        "versions", parents=[common, remote], help="list a model's versions"
-    )
-    versions.set_defaults(run=run_versions)
 
+def _add_loop_views(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
+    """What the loop holds and does: versions, status, a job now, drift, inputs to label."""
+    versions = commands.add_parser("versions", parents=parents, help="list a model's versions")
+    versions.set_defaults(run=run_versions)
     status = commands.add_parser(
-        "status", parents=[common, remote], help="serving version, new samples, jobs, last gate"
+        "status", parents=parents, help="serving version, new samples, jobs, last gate"
     )
     status.set_defaults(run=run_status)
-
-    finetune = commands.add_parser(
-        "finetune", parents=[common, remote], help="start a fine-tune job now"
-    )
+    finetune = commands.add_parser("finetune", parents=parents, help="start a fine-tune job now")
     finetune.add_argument("--reason", default="", help="recorded on the job")
     finetune.set_defaults(run=run_finetune)
-
     drift = commands.add_parser(
-        "drift", parents=[common, remote], help="drift detectors: state, statistic, alarm"
+        "drift", parents=parents, help="drift detectors: state, statistic, alarm"
     )
     drift.set_defaults(run=run_drift)
-
     candidates = commands.add_parser(
         "candidates",
-        parents=[common, remote],
+        parents=parents,
         help="write recent inputs worth labeling to a CSV for `loopserve label`",
     )
     candidates.add_argument(
@@ -229,26 +253,26 @@ def build_parser() -> argparse.ArgumentParser:
     candidates.add_argument("--count", type=int, default=20, help="how many (default 20)")
     candidates.set_defaults(run=run_candidates)
 
-    rollback = commands.add_parser(
-        "rollback", parents=[common, remote], help="serve an earlier promoted version again"
-    )
-    rollback.add_argument("version", type=int, metavar="VERSION")
-    rollback.set_defaults(run=run_rollback)
 
-    approve = commands.add_parser(
-        "approve",
-        parents=[common, remote],
-        help="serve a version that waits for review (status pending), in place of its parent",
-    )
-    approve.add_argument("version", type=int, metavar="VERSION")
-    approve.set_defaults(run=run_approve)
+def _add_version_decisions(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
+    """Which version serves: rollback, and approve or reject one that waits for review."""
+    for name, run, help_text in (
+        ("rollback", run_rollback, "serve an earlier promoted version again"),
+        (
+            "approve",
+            run_approve,
+            "serve a version that waits for review (status pending), in place of its parent",
+        ),
+        ("reject", run_reject, "reject a version that waits for review"),
+    ):
+        command = commands.add_parser(name, parents=parents, help=help_text)
+        command.add_argument("version", type=int, metavar="VERSION")
+        command.set_defaults(run=run)
 
-    reject = commands.add_parser(
-        "reject", parents=[common, remote], help="reject a version that waits for review"
-    )
-    reject.add_argument("version", type=int, metavar="VERSION")
-    reject.set_defaults(run=run_reject)
 
+def _add_samples(
+    commands: Commands, common: argparse.ArgumentParser, remote: argparse.ArgumentParser
+) -> None:
     samples = commands.add_parser(
         "samples",
         parents=[common, remote],
@@ -280,7 +304,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not ask for confirmation (required when stdin is not a terminal)",
     )
     purge.set_defaults(run=run_purge)
-    return parser
 
 
 def _sub_action_options(parent: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 MODEL ?= support-intents
 SERVE_ARGS ?=
-PROMTOOL ?= promtool
+PROMTOOL ?=
 RULES_DIR := deploy/prometheus
 
 # torch first (scripts/install-torch.sh): the CUDA build only where a GPU is visible, otherwise
@@ -42,22 +42,16 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# The Prometheus alerting rules: syntax check and unit tests. promtool comes from the Debian
-# package `prometheus`, installed here when missing (as root, or through sudo).
+# The Prometheus alerting rules: syntax check and unit tests. promtool is $(PROMTOOL) when set,
+# else the one on PATH, else $(BIN)/promtool taken from Debian's package `prometheus` without
+# installing it (scripts/promtool.sh): the package would run a Prometheus server on :9090,
+# loopserve's default metrics port.
 test-rules:
-	@if ! command -v $(PROMTOOL) >/dev/null 2>&1; then \
-	  echo "promtool not found: installing the Debian package prometheus" >&2; \
-	  if [ "$$(id -u)" -eq 0 ]; then sudo=; \
-	  elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \
-	  else echo "error: promtool is missing and installing it needs root or sudo; install the Debian package 'prometheus'" >&2; exit 1; fi; \
-	  command -v apt-get >/dev/null 2>&1 || { echo "error: promtool is missing and there is no apt-get; install promtool (package 'prometheus')" >&2; exit 1; }; \
-	  { $$sudo env DEBIAN_FRONTEND=noninteractive apt-get -qq -o DPkg::Lock::Timeout=300 update \
-	    && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get -qq -o DPkg::Lock::Timeout=300 install -y --no-install-recommends prometheus >/dev/null \
-	    && command -v $(PROMTOOL) >/dev/null 2>&1; } \
-	    || { echo "error: could not install promtool (apt-get install prometheus failed)" >&2; exit 1; }; \
-	fi
-	$(PROMTOOL) check rules $(RULES_DIR)/rules.yml
-	$(PROMTOOL) test rules $(RULES_DIR)/rules_test.yml
+	@promtool="$(PROMTOOL)"; \
+	if [ -z "$$promtool" ]; then promtool=$$(scripts/promtool.sh $(BIN)) || exit 1; fi; \
+	set -x; \
+	"$$promtool" check rules $(RULES_DIR)/rules.yml && \
+	"$$promtool" test rules $(RULES_DIR)/rules_test.yml
 
 lint: install
 	$(BIN)/ruff check service tests bench scripts

@@ -333,31 +333,6 @@ def test_recover_ends_a_leftover_job_process_removes_staging_and_retries(
         loop.store.close()
 
 
-def test_recover_keeps_a_cancellation_that_came_before_the_crash_and_does_not_retry(
-    tmp_path: Path,
-) -> None:
-    recipe = AdaptationRecipe(min_new_samples=1000, settle_seconds=0.0, max_retries=1)
-    loop = Loop(tmp_path, recipe)
-    try:
-        loop.post(10)
-        crashed = loop.store.create(MODEL, "manual", "before the crash", 1, 10)
-        # An operator's cancellation is stored before the process is ended; then the server died.
-        loop.store.update(
-            crashed.id, state=JobState.RUNNING, started=time.time(), error="cancelled by ops"
-        )
-
-        loop.service.recover()
-
-        failed = loop.store.job(crashed.id)
-        assert (failed.state, failed.error, failed.cancelled) == (
-            JobState.FAILED, "cancelled by ops", True,
-        )  # fmt: skip
-        assert loop.store.latest(MODEL) == failed  # not retried, though one retry is allowed
-    finally:
-        loop.service.stop(5)
-        loop.store.close()
-
-
 def test_recover_leaves_a_process_that_only_reuses_the_recorded_pid(tmp_path: Path) -> None:
     process = sleeper()
     try:

@@ -106,6 +106,7 @@ class JobRunner:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._job_id: str | None = None  # accepted and not yet finished
+        self._cancelled = ""  # the running job's cancellation (its error), if an operator ended it
         self._stopping = False
 
     @property
@@ -203,6 +204,8 @@ class JobRunner:
         """Write the final state and become idle, as one step under the lock; None when the
         store would not take it (closed at shutdown: the next start recovers the row)."""
         with self._lock:
+            if self._cancelled and state is JobState.FAILED:  # not if it had just succeeded
+                error = self._cancelled
             try:
                 done = self._jobs.update(job.id, state=state, finished=time.time(), error=error)
             except Exception:
@@ -211,6 +214,7 @@ class JobRunner:
             finally:
                 self._job_id = None
                 self._process = None
+                self._cancelled = ""
             self._metrics.jobs.labels(self.model, done.state.value).inc()
             self._metrics.job_duration.labels(self.model).observe(time.time() - started)
             outcome = f"fine-tune {done.id} {done.state.value}" + (
@@ -398,14 +402,19 @@ class JobRunner:
             raise DataPurged(purged_message(job_id, purge))
         return self._jobs.job(job_id)
 
-    def cancel(self, job_id: str) -> bool:
-        """End ``job_id``'s process if this runner runs it (its data was purged); the job then
-        fails with the purge as its reason. True when a process was ended."""
-        with self._lock:
+    def cancel(self, job_id: str, reason: str = "") -> bool:
+        """End ``job_id``'s process if this runner runs it; True when a process was ended.
+        ``reason`` (an operator's cancellation, see CANCELLED_BY) is stored as the job's error
+        before the process ends and stays its error. Without one the job fails with what ended
+        the process (a purge of its data)."""
+        with self._lock:  # _finish takes it too: the job cannot end between check and mark
             process = self._process if self._job_id == job_id else None
-        if process is None or process.poll() is not None:
-            return False
-        process.terminate()
+            if process is None or process.poll() is not None:
+                return False
+            if reason:
+                self._jobs.update(job_id, error=reason)
+                self._cancelled = reason
+            process.terminate()
         return True
 
     def _run_process(self, spec_path: Path, job_dir: Path) -> FineTuneResult:

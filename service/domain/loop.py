@@ -23,6 +23,9 @@ MAX_PREDICTION_ID_CHARS = MAX_IDENTIFIER_CHARS + 16
 MAX_REASON_CHARS = 500
 # The server's pid, passed to a fine-tune job process so that it can die with its server.
 JOB_PARENT_PID_ENV = "LOOPSERVE_JOB_PARENT_PID"
+# The error of a job an operator ended, followed by the operator's token name. Stored before its
+# process ends, so that a restart or another process sees the job as cancelled: never retried.
+CANCELLED_BY = "cancelled by "
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,11 @@ class Job:
     attempt: int = 1
     # The samples it trained and gated on, recorded once it has read them (None before).
     data: TrainingData | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        """An operator ended it (see CANCELLED_BY)."""
+        return self.error.startswith(CANCELLED_BY)
 
 
 class EventKind(enum.StrEnum):

@@ -300,16 +300,22 @@ def sleeper() -> subprocess.Popen[bytes]:
     )
 
 
+def crashed(tmp_path: Path, **row: Any) -> tuple[Loop, Job]:
+    """A loop (one retry allowed) whose store holds a job that a server which died left
+    running; ``row``: more fields of that job's row."""
+    loop = Loop(tmp_path, AdaptationRecipe(min_new_samples=1000, settle_seconds=0.0, max_retries=1))
+    loop.post(10)
+    job = loop.store.create(MODEL, "manual", "before the crash", 1, 10)
+    loop.store.update(job.id, state=JobState.RUNNING, started=time.time(), **row)
+    return loop, job
+
+
 def test_recover_ends_a_leftover_job_process_removes_staging_and_retries(
     tmp_path: Path, gated: GatedJobs
 ) -> None:
-    recipe = AdaptationRecipe(min_new_samples=1000, settle_seconds=0.0, max_retries=1)
-    loop = Loop(tmp_path, recipe)
+    loop, crashed_job = crashed(tmp_path)
     try:
-        loop.post(10)
-        crashed = loop.store.create(MODEL, "manual", "before the crash", 1, 10)
-        loop.store.update(crashed.id, state=JobState.RUNNING, started=time.time())
-        job_dir = tmp_path / "state" / "jobs" / crashed.id
+        job_dir = tmp_path / "state" / "jobs" / crashed_job.id
         job_dir.mkdir(parents=True)
         process = sleeper()
         record_process(job_dir, process.pid)
@@ -322,12 +328,30 @@ def test_recover_ends_a_leftover_job_process_removes_staging_and_retries(
 
         assert process.wait(10) == -signal.SIGKILL
         assert not stale.exists()
-        failed = loop.store.job(crashed.id)
+        failed = loop.store.job(crashed_job.id)
         assert failed.state is JobState.FAILED and failed.error == INTERRUPTED
         loop.wait_until_no_active_job()
         retry = loop.store.latest(MODEL)
         assert retry is not None and retry.trigger == "retry" and retry.attempt == 2
         assert retry.state is JobState.PROMOTED
+    finally:
+        loop.service.stop(5)
+        loop.store.close()
+
+
+def test_recover_keeps_a_cancellation_that_came_before_the_crash_and_does_not_retry(
+    tmp_path: Path,
+) -> None:
+    # An operator's cancellation is stored before the process is ended; then the server died.
+    loop, job = crashed(tmp_path, error="cancelled by ops")
+    try:
+        loop.service.recover()
+
+        failed = loop.store.job(job.id)
+        assert (failed.state, failed.error, failed.cancelled) == (
+            JobState.FAILED, "cancelled by ops", True,
+        )  # fmt: skip
+        assert loop.store.latest(MODEL) == failed  # not retried, though one retry is allowed
     finally:
         loop.service.stop(5)
         loop.store.close()

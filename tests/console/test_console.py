@@ -17,6 +17,7 @@ import grpc
 import httpx
 import pytest
 from conftest import TINY_MODEL, RunningApp, write_tiny_definition
+from console.console_actions import actions
 from PIL import Image
 from tasks.image.tiny_image_model import publish_version, write_definition
 
@@ -69,7 +70,7 @@ class Browser:
 
 
 @pytest.fixture
-def browser(server: RunningApp) -> Iterator[Browser]:
+def visitor(server: RunningApp) -> Iterator[Browser]:
     b = Browser(server)
     yield b
     b.http.close()
@@ -109,40 +110,40 @@ def stored(server: RunningApp) -> SQLiteStore:
 # --- sessions -----------------------------------------------------------------------------
 
 
-def test_login_logout_and_pages_without_a_session(browser: Browser) -> None:
+def test_login_logout_and_pages_without_a_session(visitor: Browser) -> None:
     for path in ["/", *(f"/models/{TINY_MODEL}/{p}" for p in MODEL_PAGES)]:
-        answer = browser.http.get(path)
+        answer = visitor.http.get(path)
         assert (answer.status_code, answer.headers["location"]) == (303, "/login"), path
-    polled = browser.http.get("/fragments/overview", headers={"HX-Request": "true"})
+    polled = visitor.http.get("/fragments/overview", headers={"HX-Request": "true"})
     assert (polled.status_code, polled.headers["hx-redirect"]) == (204, "/login")
-    refused = browser.login("not-a-token-of-this-server")
+    refused = visitor.login("not-a-token-of-this-server")
     assert refused.status_code == 401 and "that token is not valid" in refused.text
-    answer = browser.login(LABELER)
+    answer = visitor.login(LABELER)
     assert (answer.status_code, answer.headers["location"]) == (303, "/")
     cookie = answer.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie and "secure" not in cookie
     assert "max-age=" in cookie
-    overview = browser.http.get("/")
+    overview = visitor.http.get("/")
     assert overview.status_code == 200 and 'data-testid="principal">labeler<' in overview.text
     assert 'hx-get="/fragments/overview"' in overview.text  # refreshes by itself
-    fragment = browser.http.get("/fragments/overview")
+    fragment = visitor.http.get("/fragments/overview")
     assert fragment.status_code == 200 and 'data-testid="serving-version">1<' in fragment.text
-    out = browser.post("/logout", {})
+    out = visitor.post("/logout", {})
     assert (out.status_code, out.headers["location"]) == (303, "/login")
-    assert browser.http.get("/").status_code == 303
+    assert visitor.http.get("/").status_code == 303
 
 
-def test_security_headers_on_every_response(browser: Browser) -> None:
-    browser.login(VIEWER)
+def test_security_headers_on_every_response(visitor: Browser) -> None:
+    visitor.login(VIEWER)
     answers = [
-        browser.http.get("/login"),
-        browser.http.get("/"),
-        browser.http.get("/static/console.css"),
-        browser.http.get("/static/vendor/htmx.min.js"),
-        browser.http.get("/nothing-here"),
-        browser.http.get(f"/models/{TINY_MODEL}/versions"),
-        browser.http.get("/models/nope/versions"),
-        browser.post(f"/models/{TINY_MODEL}/rollback", {"version": "2"}),  # 403
+        visitor.http.get("/login"),
+        visitor.http.get("/"),
+        visitor.http.get("/static/console.css"),
+        visitor.http.get("/static/vendor/htmx.min.js"),
+        visitor.http.get("/nothing-here"),
+        visitor.http.get(f"/models/{TINY_MODEL}/versions"),
+        visitor.http.get("/models/nope/versions"),
+        visitor.post(f"/models/{TINY_MODEL}/rollback", {"version": "2"}),  # 403
     ]
     for answer in answers:
         csp = answer.headers["content-security-policy"]
@@ -155,22 +156,22 @@ def test_security_headers_on_every_response(browser: Browser) -> None:
 
 
 def test_state_changes_need_the_csrf_token_the_origin_and_the_cookie(
-    server: RunningApp, browser: Browser
+    server: RunningApp, visitor: Browser
 ) -> None:
-    browser.login(ADMIN)
-    no_csrf = browser.post(f"/models/{TINY_MODEL}/rollback", {"version": "2"}, csrf=False)
+    visitor.login(ADMIN)
+    no_csrf = visitor.post(f"/models/{TINY_MODEL}/rollback", {"version": "2"}, csrf=False)
     assert no_csrf.status_code == 403 and "csrf_token" in no_csrf.text
-    wrong = browser.post(
+    wrong = visitor.post(
         f"/models/{TINY_MODEL}/rollback", {"version": "2", "csrf_token": "x"}, csrf=False
     )
     assert wrong.status_code == 403
-    other_port = browser.post(
+    other_port = visitor.post(
         f"/models/{TINY_MODEL}/rollback", {"version": "2"}, Origin="http://127.0.0.1:1"
     )
     assert other_port.status_code == 403 and "own origin" in other_port.text
-    no_origin = browser.post(f"/models/{TINY_MODEL}/rollback", {"version": "2"}, Origin="")
+    no_origin = visitor.post(f"/models/{TINY_MODEL}/rollback", {"version": "2"}, Origin="")
     assert no_origin.status_code == 403
-    by_referer = browser.post(
+    by_referer = visitor.post(
         f"/models/{TINY_MODEL}/rollback",
         {"version": "2"},
         Origin="",
@@ -178,20 +179,20 @@ def test_state_changes_need_the_csrf_token_the_origin_and_the_cookie(
     )
     assert by_referer.status_code == 403
     cookieless = httpx.post(
-        f"{browser.origin}/models/{TINY_MODEL}/rollback",
-        data={"version": "2", "csrf_token": browser.csrf},
-        headers={"Origin": browser.origin},
+        f"{visitor.origin}/models/{TINY_MODEL}/rollback",
+        data={"version": "2", "csrf_token": visitor.csrf},
+        headers={"Origin": visitor.origin},
     )
     assert cookieless.status_code == 401 and "no console session" in cookieless.text
     assert serving_version(server) == 1
 
 
 def test_a_viewer_sees_every_page_but_no_action_and_every_action_is_403(
-    server: RunningApp, browser: Browser
+    server: RunningApp, visitor: Browser
 ) -> None:
-    browser.login(VIEWER)
+    visitor.login(VIEWER)
     for page in MODEL_PAGES:
-        answer = browser.http.get(f"/models/{TINY_MODEL}/{page}")
+        answer = visitor.http.get(f"/models/{TINY_MODEL}/{page}")
         assert answer.status_code == 200, page
         for action in (
             "rollback-",
@@ -204,23 +205,13 @@ def test_a_viewer_sees_every_page_but_no_action_and_every_action_is_403(
             assert action not in answer.text, (page, action)
     assert (
         "lacks the <code>label</code> scope"
-        in browser.http.get(f"/models/{TINY_MODEL}/labeling").text
+        in visitor.http.get(f"/models/{TINY_MODEL}/labeling").text
     )
-    actions = [
-        (f"/models/{TINY_MODEL}/labels", {"prediction_id": "req-1", "label": "greeting"}),
-        (f"/models/{TINY_MODEL}/labels", {"min_confidence": "0"}),
-        (f"/models/{TINY_MODEL}/labels/some-id/delete", {}),
-        (f"/models/{TINY_MODEL}/rollback", {"version": "2"}),
-        (f"/models/{TINY_MODEL}/versions/2/approve", {}),
-        (f"/models/{TINY_MODEL}/versions/2/reject", {}),
-        (f"/models/{TINY_MODEL}/sources/ops/purge", {}),
-        (f"/models/{TINY_MODEL}/jobs/some-job/cancel", {}),
-    ]
-    for path, fields in actions:
-        answer = browser.post(path, fields)
+    for path, fields in actions():
+        answer = visitor.post(path, fields)
         assert answer.status_code == 403, path
         assert "token 'viewer' (scopes: infer) lacks the scope" in unescape(answer.text), path
-    image = browser.http.get(f"/models/{TINY_MODEL}/candidates/req-1/image")
+    image = visitor.http.get(f"/models/{TINY_MODEL}/candidates/req-1/image")
     assert image.status_code == 403
     assert serving_version(server) == 1
 
@@ -229,16 +220,16 @@ def test_a_viewer_sees_every_page_but_no_action_and_every_action_is_403(
 
 
 def test_labels_are_stored_under_the_token_name_and_undo_deletes_exactly_that_sample(
-    server: RunningApp, browser: Browser
+    server: RunningApp, visitor: Browser
 ) -> None:
     send_traffic(server, 6)
-    browser.login(LABELER)
-    page = browser.http.get(f"/models/{TINY_MODEL}/labeling")
+    visitor.login(LABELER)
+    page = visitor.http.get(f"/models/{TINY_MODEL}/labeling")
     assert page.status_code == 200 and page.text.count('data-testid="queue-item"') == 6
     assert 'data-testid="candidate-text">hello my order is late' in page.text
     ids = []
     for pid in ("req-0", "req-1", "req-2"):
-        answer = browser.post(
+        answer = visitor.post(
             f"/models/{TINY_MODEL}/labels",
             {"prediction_id": pid, "label": "complaint"},
             Accept="application/json",
@@ -248,14 +239,14 @@ def test_labels_are_stored_under_the_token_name_and_undo_deletes_exactly_that_sa
     store = stored(server)
     try:
         assert [store.sample(TINY_MODEL, i).source for i in ids] == ["labeler"] * 3  # type: ignore[union-attr]
-        undo = browser.post(
+        undo = visitor.post(
             f"/models/{TINY_MODEL}/labels/{ids[1]}/delete", {}, Accept="application/json"
         )
         assert undo.status_code == 200 and undo.json() == {"deleted": ids[1]}
         assert store.sample(TINY_MODEL, ids[1]) is None
         assert store.sample(TINY_MODEL, ids[0]) is not None
         assert store.sample(TINY_MODEL, ids[2]) is not None
-        again = browser.post(
+        again = visitor.post(
             f"/models/{TINY_MODEL}/labels/{ids[1]}/delete", {}, Accept="application/json"
         )
         assert again.status_code == 404 and "no sample" in again.json()["error"]
@@ -267,24 +258,26 @@ def test_labels_are_stored_under_the_token_name_and_undo_deletes_exactly_that_sa
         assert store.sample(TINY_MODEL, ids[0]) is not None
     finally:
         store.close()
-    left = browser.http.get(f"/models/{TINY_MODEL}/labeling")
-    assert left.text.count('data-testid="queue-item"') == 3  # labeled inputs leave the queue
+    left = visitor.http.get(f"/models/{TINY_MODEL}/labeling")
+    # Labeled inputs leave the queue; the undone one is back, to be labeled anew.
+    assert left.text.count('data-testid="queue-item"') == 4
+    assert 'data-prediction-id="req-1"' in left.text
     assert 'id="labels-since">2<' in left.text
 
 
 def test_bulk_accept_labels_every_suggestion_above_the_confidence(
-    server: RunningApp, browser: Browser
+    server: RunningApp, visitor: Browser
 ) -> None:
     send_traffic(server, 5)
-    browser.login(LABELER)
-    answer = browser.post(f"/models/{TINY_MODEL}/labels", {"min_confidence": "0"})
+    visitor.login(LABELER)
+    answer = visitor.post(f"/models/{TINY_MODEL}/labels", {"min_confidence": "0"})
     assert (answer.status_code, answer.headers["location"]) == (
         303,
         f"/models/{TINY_MODEL}/labeling",
     )
-    page = browser.http.get(f"/models/{TINY_MODEL}/labeling")
+    page = visitor.http.get(f"/models/{TINY_MODEL}/labeling")
     assert "5 labels stored" in page.text and 'data-testid="queue-empty"' in page.text
-    refused = browser.post(f"/models/{TINY_MODEL}/labels", {"min_confidence": "2"})
+    refused = visitor.post(f"/models/{TINY_MODEL}/labels", {"min_confidence": "2"})
     assert refused.status_code == 400 and "min_confidence must be in [0, 1]" in refused.text
 
 
@@ -292,58 +285,58 @@ def test_bulk_accept_labels_every_suggestion_above_the_confidence(
 
 
 def test_rollback_confirms_what_changes_then_changes_the_serving_version(
-    server: RunningApp, browser: Browser
+    server: RunningApp, visitor: Browser
 ) -> None:
-    browser.login(ADMIN)
-    versions = browser.http.get(f"/models/{TINY_MODEL}/versions")
+    visitor.login(ADMIN)
+    versions = visitor.http.get(f"/models/{TINY_MODEL}/versions")
     assert (
         'data-testid="rollback-2"' in versions.text
         and 'data-testid="accuracy-plot"' in versions.text
     )
-    confirm = browser.http.get(f"/models/{TINY_MODEL}/rollback", params={"version": "2"})
+    confirm = visitor.http.get(f"/models/{TINY_MODEL}/rollback", params={"version": "2"})
     assert (
         "Version 1 serves now" in confirm.text and "version 2 serves every request" in confirm.text
     )
-    done = browser.post(f"/models/{TINY_MODEL}/rollback", {"version": "2"})
+    done = visitor.post(f"/models/{TINY_MODEL}/rollback", {"version": "2"})
     assert (done.status_code, done.headers["location"]) == (303, f"/models/{TINY_MODEL}/versions")
     assert serving_version(server) == 2
-    assert "version 2 serves now" in browser.http.get(f"/models/{TINY_MODEL}/versions").text
-    again = browser.post(f"/models/{TINY_MODEL}/rollback", {"version": "2"})
+    assert "version 2 serves now" in visitor.http.get(f"/models/{TINY_MODEL}/versions").text
+    again = visitor.post(f"/models/{TINY_MODEL}/rollback", {"version": "2"})
     assert again.status_code == 400 and "already serving" in again.text
-    missing = browser.post(f"/models/{TINY_MODEL}/rollback", {"version": "x"})
+    missing = visitor.post(f"/models/{TINY_MODEL}/rollback", {"version": "x"})
     assert missing.status_code == 400 and "version must be a whole number" in missing.text
 
 
-def test_purge_names_the_count_and_shows_the_result(server: RunningApp, browser: Browser) -> None:
+def test_purge_names_the_count_and_shows_the_result(server: RunningApp, visitor: Browser) -> None:
     send_traffic(server, 4)
     labeler = Browser(server)
     labeler.login(LABELER)
     assert labeler.post(f"/models/{TINY_MODEL}/labels", {"min_confidence": "0"}).status_code == 303
-    browser.login(ADMIN)
-    sources = browser.http.get(f"/models/{TINY_MODEL}/sources")
+    visitor.login(ADMIN)
+    sources = visitor.http.get(f"/models/{TINY_MODEL}/sources")
     assert 'data-testid="purge-labeler"' in sources.text
-    confirm = browser.http.get(f"/models/{TINY_MODEL}/sources/labeler/purge")
+    confirm = visitor.http.get(f"/models/{TINY_MODEL}/sources/labeler/purge")
     assert (
         "This deletes all 4 samples" in confirm.text
         and "Versions trained on them: none" in confirm.text
     )
-    done = browser.post(f"/models/{TINY_MODEL}/sources/labeler/purge", {})
+    done = visitor.post(f"/models/{TINY_MODEL}/sources/labeler/purge", {})
     assert done.status_code == 200
     assert "Removed 4 samples of tiny posted by labeler" in done.text
     assert (
-        'data-testid="source-labeler"' not in browser.http.get(f"/models/{TINY_MODEL}/sources").text
+        'data-testid="source-labeler"' not in visitor.http.get(f"/models/{TINY_MODEL}/sources").text
     )
-    gone = browser.http.get(f"/models/{TINY_MODEL}/sources/labeler/purge")
+    gone = visitor.http.get(f"/models/{TINY_MODEL}/sources/labeler/purge")
     assert gone.status_code == 404
 
 
-def test_cancel_of_a_job_that_does_not_run_is_refused(browser: Browser) -> None:
-    browser.login(ADMIN)
-    answer = browser.post(f"/models/{TINY_MODEL}/jobs/no-such-job/cancel", {})
+def test_cancel_of_a_job_that_does_not_run_is_refused(visitor: Browser) -> None:
+    visitor.login(ADMIN)
+    answer = visitor.post(f"/models/{TINY_MODEL}/jobs/no-such-job/cancel", {})
     assert answer.status_code == 404
 
 
-# --- page data, without a browser -----------------------------------------------------------
+# --- page data, without a visitor -----------------------------------------------------------
 
 
 def test_page_data_functions(server: RunningApp) -> None:
@@ -398,19 +391,19 @@ def test_an_image_candidate_is_shown_with_its_sniffed_type_inline_and_labeled_wi
     deadline = time.monotonic() + 20
     while len(pool) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    browser = Browser(server)  # no tokens: anonymous, every scope
-    page = browser.http.get("/models/colours/labeling")
-    browser.csrf = browser.csrf_of(page.text)
+    visitor = Browser(server)  # no tokens: anonymous, every scope
+    page = visitor.http.get("/models/colours/labeling")
+    visitor.csrf = visitor.csrf_of(page.text)
     assert page.text.count('data-testid="candidate-image"') == 2
     assert 'src="/models/colours/candidates/img-0/image"' in page.text
-    image = browser.http.get("/models/colours/candidates/img-0/image")
+    image = visitor.http.get("/models/colours/candidates/img-0/image")
     assert image.status_code == 200 and image.content == sent["img-0"]
     assert image.headers["content-type"] == "image/png"
     assert image.headers["content-disposition"] == "inline"
     assert image.headers["x-content-type-options"] == "nosniff"
-    missing = browser.http.get("/models/colours/candidates/img-9/image")
+    missing = visitor.http.get("/models/colours/candidates/img-9/image")
     assert missing.status_code == 404
-    answer = browser.post(
+    answer = visitor.post(
         "/models/colours/labels",
         {"prediction_id": "img-1", "label": "green"},
         Accept="application/json",
@@ -424,7 +417,7 @@ def test_an_image_candidate_is_shown_with_its_sniffed_type_inline_and_labeled_wi
         assert store.blobs("colours", [sample.text]) == {sample.text: sent["img-1"]}
     finally:
         store.close()
-    browser.http.close()
+    visitor.http.close()
 
 
 def test_a_pending_version_shows_its_evidence_and_an_admin_rejects_it(
@@ -465,8 +458,8 @@ def test_a_pending_version_shows_its_evidence_and_an_admin_rejects_it(
     assert "version 2 rejected" in after and "reject-2" not in after
 
 
-def test_an_admin_cancels_a_running_job_and_it_is_not_retried(
-    server: RunningApp, browser: Browser
+def test_an_admin_cancels_a_running_job_and_it_is_not_retried_also_after_a_restart(
+    server: RunningApp, visitor: Browser, start_app: Callable[..., RunningApp]
 ) -> None:
     send_traffic(server, 4)
     labeler = Browser(server)
@@ -478,18 +471,33 @@ def test_an_admin_cancels_a_running_job_and_it_is_not_retried(
         deadline = time.monotonic() + 60
         while not log_file.exists() and time.monotonic() < deadline:  # its process started
             time.sleep(0.05)
-        browser.login(ADMIN)
-        page = browser.http.get(f"/models/{TINY_MODEL}/jobs").text
+        visitor.login(ADMIN)
+        page = visitor.http.get(f"/models/{TINY_MODEL}/jobs").text
         assert f'data-testid="cancel-{job.id}"' in page
-        done = browser.post(f"/models/{TINY_MODEL}/jobs/{job.id}/cancel", {})
+        done = visitor.post(f"/models/{TINY_MODEL}/jobs/{job.id}/cancel", {})
         assert (done.status_code, done.headers["location"]) == (303, f"/models/{TINY_MODEL}/jobs")
         assert server.app.adaptation is not None
         server.app.adaptation.wait_idle(60)
-        assert client.get_job(job.id).state.value == "failed"
+        ended = client.get_job(job.id)
+        assert (ended.state.value, ended.error) == ("failed", "cancelled by ops")
     # The default recipe retries a failed job once; not one an operator cancelled.
     assert server.app.adaptation._maybe_start(TINY_MODEL) is None
     with AdaptationClient(server.address, options=ChannelOptions(token=ADMIN)) as client:
         latest = client.model_status(TINY_MODEL).job
     assert latest is not None and latest.id == job.id  # nor by the loop's own follow-up
-    again = browser.post(f"/models/{TINY_MODEL}/jobs/{job.id}/cancel", {})
+    again = visitor.post(f"/models/{TINY_MODEL}/jobs/{job.id}/cancel", {})
     assert again.status_code == 400 and "is not running" in unescape(again.text)
+
+    # The cancellation is in the store: a restarted server (whose start looks for work) does not
+    # retry the job either, and shows it cancelled.
+    server.stop()
+    restarted = start_app(models_dir=server.app.settings.models_dir, tokens=TOKENS, console_port=0)
+    assert restarted.app.adaptation is not None
+    assert restarted.app.adaptation._maybe_start(TINY_MODEL) is None
+    with AdaptationClient(restarted.address, options=ChannelOptions(token=ADMIN)) as client:
+        latest = client.model_status(TINY_MODEL).job
+    assert latest is not None and (latest.id, latest.error) == (job.id, "cancelled by ops")
+    admin = Browser(restarted)
+    admin.login(ADMIN)
+    row = admin.http.get(f"/models/{TINY_MODEL}/jobs").text
+    assert "cancelled by ops" in row and f'data-testid="cancel-{job.id}"' not in row

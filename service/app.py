@@ -255,9 +255,9 @@ class App:
         for served in self.models.values():
             await asyncio.to_thread(served.stop, self.settings.drain_seconds)
         if self._lease is not None:
-            self._lease.close()  # a standby takes over at once
+            await asyncio.to_thread(self._lease.close)  # a standby takes over at once
         if self.store is not None:
-            self.store.close()
+            await asyncio.to_thread(self.store.close)
         if self._metrics_http is not None:
             await self._metrics_http.stop()
         if self._tokens_watch is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import threading
 import time
@@ -19,7 +18,6 @@ from service.adaptation.jobs import JobRunner, discard_specs, end_recorded_proce
 from service.adaptation.policy import PolicyInput, TriggerPolicy
 from service.adaptation.predictions import PredictionLog
 from service.domain.loop import (
-    CANCELLED_BY,
     MAX_REASON_CHARS,
     AddOutcome,
     Event,
@@ -109,6 +107,7 @@ class AdaptationService:
         self._due_since: dict[str, float] = {}
         self._settle_timers: dict[str, threading.Timer] = {}
         self._stopping = False
+        self._cancelled: set[str] = set()  # jobs an operator ended: never retried
         # (model, version) -> (labeled, correct): delayed-label counts behind online accuracy.
         self._online = OnlineAccuracy(predictions, metrics)
 
@@ -264,9 +263,8 @@ class AdaptationService:
         versions, jobs = await asyncio.to_thread(
             self._trained_on, served, source, since, (first, last) if removed else None
         )
-        for job in jobs:
-            if not job.state.finished and self._runners[model].cancel(job.id):
-                log.warning("stopped fine-tune job %s of %s: its data was purged", job.id, model)
+        # The runner's lock may be held across a store call: cancelling waits for it off the loop.
+        await asyncio.to_thread(self._stop_jobs, model, jobs)
         if removed:
             log.warning(
                 "purged %d samples of %s posted by %s (seq %d..%d); versions that trained on "
@@ -279,6 +277,11 @@ class AdaptationService:
                 jobs=",".join(j.id for j in jobs),
             )  # fmt: skip
         return PurgeOutcome(model, source, removed, first, last, versions, jobs)
+
+    def _stop_jobs(self, model: str, jobs: list[Job]) -> None:
+        for job in jobs:
+            if not job.state.finished and self._runners[model].cancel(job.id):
+                log.warning("stopped fine-tune job %s of %s: its data was purged", job.id, model)
 
     def _trained_on(
         self,
@@ -316,10 +319,15 @@ class AdaptationService:
     async def list_versions(self, model: str) -> list[VersionSummary]:
         served = self._served(model)
         serving = self._serving_version(served)
-        return [_summary(info, serving) for info in served.registry.versions()]
+        versions = await asyncio.to_thread(served.registry.versions)  # reads every meta.json
+        return [_summary(info, serving) for info in versions]
 
     async def model_status(self, model: str) -> ModelStatus:
         served = self._served(model)
+        return await asyncio.to_thread(self._status, served)
+
+    def _status(self, served: ServedModel) -> ModelStatus:
+        model = served.name
         info = served.registry.get(self._serving_version(served))
         latest = self._jobs.latest(model)
         last_gate = next((j.gate for j in self._jobs.recent(model) if j.gate is not None), None)
@@ -343,10 +351,14 @@ class AdaptationService:
 
     async def get_job(self, job_id: str) -> Job:
         check_length("job id", job_id)
-        return self._jobs.job(job_id)
+        return await asyncio.to_thread(self._jobs.job, job_id)
 
     async def rollback(self, model: str, version: int) -> VersionSummary:
         served = self._served(model)
+        return await asyncio.to_thread(self._rollback, served, version)
+
+    def _rollback(self, served: ServedModel, version: int) -> VersionSummary:
+        model = served.name
         info = served.registry.get(version)
         serving = self._serving_version(served)
         if info.meta.status == "rejected":
@@ -357,7 +369,7 @@ class AdaptationService:
             raise InvalidInput(f"version {version} of {model!r} is already serving")
         # Against the version this server serves: if the head moved meanwhile (another replica's
         # rollback, a promotion), the rollback is refused rather than undoing that change.
-        await asyncio.to_thread(served.activate, version, serving)
+        served.activate(version, serving)
         self._events.publish(
             EventKind.ROLLBACK,
             model,
@@ -379,7 +391,11 @@ class AdaptationService:
         :class:`Conflict` when that version no longer serves (a later round or a rollback came
         first: the candidate was judged against a model that is gone)."""
         served = self._served(model)
-        info = await asyncio.to_thread(self._pending, served, version)
+        return await asyncio.to_thread(self._approve, served, version)
+
+    def _approve(self, served: ServedModel, version: int) -> VersionSummary:
+        model = served.name
+        info = self._pending(served, version)
         serving = self._serving_version(served)
         if info.meta.parent != serving:
             raise Conflict(
@@ -390,26 +406,28 @@ class AdaptationService:
         reason = f"approved by {current_principal.get()}"
         runner = self._runners[model]
         try:
-            await asyncio.to_thread(runner.promote, info, serving, reason, serving)
+            runner.promote(info, serving, reason, serving)
         except DataPurged as exc:  # samples it trained on were purged: it never serves
-            await asyncio.to_thread(self._decided, served, info, "rejected", str(exc))
+            self._decided(served, info, "rejected", str(exc))
             raise
-        await asyncio.to_thread(self._decided, served, info, "promoted", reason)
+        self._decided(served, info, "promoted", reason)
         self._marks.clear_marks(model)
-        return _summary(await asyncio.to_thread(served.registry.get, version), version)
+        return _summary(served.registry.get(version), version)
 
     async def reject_version(self, model: str, version: int) -> VersionSummary:
         """Reject a version that waits for review: it never serves."""
         served = self._served(model)
-        info = await asyncio.to_thread(self._pending, served, version)
+        return await asyncio.to_thread(self._reject, served, version)
+
+    def _reject(self, served: ServedModel, version: int) -> VersionSummary:
+        info = self._pending(served, version)
         reason = f"rejected by {current_principal.get()} on review"
-        await asyncio.to_thread(self._decided, served, info, "rejected", reason)
+        self._decided(served, info, "rejected", reason)
         self._events.publish(
-            EventKind.CANDIDATE_REJECTED, model, f"version {version} {reason}",
+            EventKind.CANDIDATE_REJECTED, served.name, f"version {version} {reason}",
             version=version, reason=reason,
         )  # fmt: skip
-        info = await asyncio.to_thread(served.registry.get, version)
-        return _summary(info, self._serving_version(served))
+        return _summary(served.registry.get(version), self._serving_version(served))
 
     def _pending(self, served: ServedModel, version: int) -> VersionInfo:
         info = served.registry.get(version)
@@ -459,8 +477,7 @@ class AdaptationService:
     async def delete_sample(self, model: str, sample_id: str) -> Sample:
         """Delete one sample the caller posted (an undone label), by its id; NotFound when
         the caller's source has no sample of that id. Recorded as a purge of that sample: a
-        job that read it cannot publish. Its input, if served lately, is a labeling candidate
-        again, so that it can be labeled anew."""
+        job that read it cannot publish."""
         self._served(model)
         check_length("sample id", sample_id)
         source = current_principal.get()
@@ -470,8 +487,6 @@ class AdaptationService:
                 f"model {model!r} has no sample {quote(sample_id)} posted by {quote(source)}"
             )
         log.info("deleted sample %s of %s posted by %s", quote(sample_id), model, quote(source))
-        if self._drift is not None and sample.prediction_id:
-            self._drift.restore(model, {sample.prediction_id})
         return sample
 
     async def recent_jobs(self, model: str, limit: int = 20) -> list[Job]:
@@ -481,17 +496,15 @@ class AdaptationService:
 
     async def cancel_job(self, model: str, job_id: str) -> Job:
         """End a running job of ``model`` that this process runs; InvalidInput when it has
-        finished or runs elsewhere. The job fails with the error ``cancelled by <name>``,
-        stored before its process ends: it is never retried, also after a restart."""
+        finished or runs elsewhere. The job fails: its process was ended."""
         self._served(model)
         job = await self.get_job(job_id)
         if job.model != model:
             raise NotFound(f"model {model!r} has no job {quote(job_id)}")
-        cancel = functools.partial(
-            self._runners[model].cancel, job_id, CANCELLED_BY + current_principal.get()
-        )
+        self._cancelled.add(job_id)  # before the process ends: its failure must not be retried
         # The runner's lock may be held across a store call: cancelling waits for it off the loop.
-        if job.state.finished or not await asyncio.to_thread(cancel):
+        if job.state.finished or not await asyncio.to_thread(self._runners[model].cancel, job_id):
+            self._cancelled.discard(job_id)
             raise InvalidInput(f"job {job_id} of {model!r} is not running in this process")
         log.warning(
             "fine-tune job %s of %s cancelled by %s", job_id, model, current_principal.get()
@@ -593,9 +606,10 @@ class AdaptationService:
             if row.state is JobState.QUEUED:
                 return
             end_recorded_process(self._work_dir / row.id)
-            error = row.error if row.cancelled else INTERRUPTED  # a cancellation stays one
-            self._jobs.update(row.id, state=JobState.FAILED, finished=time.time(), error=error)
-            log.warning("fine-tune job %s of %s: %s; marked failed", row.id, model, error)
+            self._jobs.update(
+                row.id, state=JobState.FAILED, finished=time.time(), error=INTERRUPTED
+            )
+            log.warning("fine-tune job %s of %s: %s; marked failed", row.id, model, INTERRUPTED)
 
     def _adopt_queued(self, model: str) -> Job | None:
         """Run a job another process queued (a StartFineTune call to a serving replica)."""
@@ -651,7 +665,7 @@ class AdaptationService:
     def _as_retried(self, model: str, latest: Job | None) -> Job | None:
         """A job an operator cancelled counts as out of retries: it failed, and backs off as
         failed jobs do, but is not started again."""
-        if latest is None or not latest.cancelled:
+        if latest is None or latest.id not in self._cancelled:
             return latest
         retries = self._policies[model].recipe.max_retries
         return dataclasses.replace(latest, attempt=max(latest.attempt, retries + 1))

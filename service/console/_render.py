@@ -18,6 +18,9 @@ def environment() -> Environment:
         loader=PackageLoader("service.console", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
         enable_async=False,
+        # The templates ship with the package: no stat of their files on each render (on the
+        # event loop) to look for changes.
+        auto_reload=False,
     )
     env.filters["pct"] = _pct
     env.filters["num"] = _num

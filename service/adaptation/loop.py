@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -18,6 +19,7 @@ from service.adaptation.jobs import JobRunner, discard_specs, end_recorded_proce
 from service.adaptation.policy import PolicyInput, TriggerPolicy
 from service.adaptation.predictions import PredictionLog
 from service.domain.loop import (
+    CANCELLED_BY,
     MAX_REASON_CHARS,
     AddOutcome,
     Event,
@@ -107,7 +109,6 @@ class AdaptationService:
         self._due_since: dict[str, float] = {}
         self._settle_timers: dict[str, threading.Timer] = {}
         self._stopping = False
-        self._cancelled: set[str] = set()  # jobs an operator ended: never retried
         # (model, version) -> (labeled, correct): delayed-label counts behind online accuracy.
         self._online = OnlineAccuracy(predictions, metrics)
 
@@ -477,7 +478,8 @@ class AdaptationService:
     async def delete_sample(self, model: str, sample_id: str) -> Sample:
         """Delete one sample the caller posted (an undone label), by its id; NotFound when
         the caller's source has no sample of that id. Recorded as a purge of that sample: a
-        job that read it cannot publish."""
+        job that read it cannot publish. Its input, if served lately, is a labeling candidate
+        again, so that it can be labeled anew."""
         self._served(model)
         check_length("sample id", sample_id)
         source = current_principal.get()
@@ -487,6 +489,8 @@ class AdaptationService:
                 f"model {model!r} has no sample {quote(sample_id)} posted by {quote(source)}"
             )
         log.info("deleted sample %s of %s posted by %s", quote(sample_id), model, quote(source))
+        if self._drift is not None and sample.prediction_id:
+            self._drift.restore(model, {sample.prediction_id})
         return sample
 
     async def recent_jobs(self, model: str, limit: int = 20) -> list[Job]:
@@ -496,15 +500,17 @@ class AdaptationService:
 
     async def cancel_job(self, model: str, job_id: str) -> Job:
         """End a running job of ``model`` that this process runs; InvalidInput when it has
-        finished or runs elsewhere. The job fails: its process was ended."""
+        finished or runs elsewhere. The job fails with the error ``cancelled by <name>``,
+        stored before its process ends: it is never retried, also after a restart."""
         self._served(model)
         job = await self.get_job(job_id)
         if job.model != model:
             raise NotFound(f"model {model!r} has no job {quote(job_id)}")
-        self._cancelled.add(job_id)  # before the process ends: its failure must not be retried
+        cancel = functools.partial(
+            self._runners[model].cancel, job_id, CANCELLED_BY + current_principal.get()
+        )
         # The runner's lock may be held across a store call: cancelling waits for it off the loop.
-        if job.state.finished or not await asyncio.to_thread(self._runners[model].cancel, job_id):
-            self._cancelled.discard(job_id)
+        if job.state.finished or not await asyncio.to_thread(cancel):
             raise InvalidInput(f"job {job_id} of {model!r} is not running in this process")
         log.warning(
             "fine-tune job %s of %s cancelled by %s", job_id, model, current_principal.get()
@@ -606,10 +612,9 @@ class AdaptationService:
             if row.state is JobState.QUEUED:
                 return
             end_recorded_process(self._work_dir / row.id)
-            self._jobs.update(
-                row.id, state=JobState.FAILED, finished=time.time(), error=INTERRUPTED
-            )
-            log.warning("fine-tune job %s of %s: %s; marked failed", row.id, model, INTERRUPTED)
+            error = row.error if row.cancelled else INTERRUPTED  # a cancellation stays one
+            self._jobs.update(row.id, state=JobState.FAILED, finished=time.time(), error=error)
+            log.warning("fine-tune job %s of %s: %s; marked failed", row.id, model, error)
 
     def _adopt_queued(self, model: str) -> Job | None:
         """Run a job another process queued (a StartFineTune call to a serving replica)."""
@@ -665,7 +670,7 @@ class AdaptationService:
     def _as_retried(self, model: str, latest: Job | None) -> Job | None:
         """A job an operator cancelled counts as out of retries: it failed, and backs off as
         failed jobs do, but is not started again."""
-        if latest is None or latest.id not in self._cancelled:
+        if latest is None or not latest.cancelled:
             return latest
         retries = self._policies[model].recipe.max_retries
         return dataclasses.replace(latest, attempt=max(latest.attempt, retries + 1))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import time
+from importlib import resources
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import DictLoader, Environment, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
@@ -15,12 +16,10 @@ from service.console._sessions import Session
 
 def environment() -> Environment:
     env = Environment(
-        loader=PackageLoader("service.console", "templates"),
+        # Read once, here: rendering (on the event loop) never touches the file system.
+        loader=DictLoader(_templates()),
         autoescape=select_autoescape(default=True, default_for_string=True),
         enable_async=False,
-        # The templates ship with the package: no stat of their files on each render (on the
-        # event loop) to look for changes.
-        auto_reload=False,
     )
     env.filters["pct"] = _pct
     env.filters["num"] = _num
@@ -29,6 +28,15 @@ def environment() -> Environment:
     env.filters["seconds"] = _seconds
     env.filters["age"] = _age
     return env
+
+
+def _templates() -> dict[str, str]:
+    folder = resources.files("service.console") / "templates"
+    return {
+        item.name: item.read_text(encoding="utf-8")
+        for item in folder.iterdir()
+        if item.name.endswith(".html")
+    }
 
 
 class Renderer:

@@ -26,9 +26,10 @@ from fake_adaptation import (
     initial_samples,
 )
 
-from service.cli import content_id, main, parse_time
+from service.cli import main, parse_time
 from service.domain.loop import JobState, NewSample, PurgeOutcome, VersionSummary
 from service.domain.review import LabelChange, ReviewEvidence
+from service.tasks.text import content_id
 
 
 @pytest.fixture

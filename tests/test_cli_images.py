@@ -20,12 +20,11 @@ from tasks.image.hostile_images import solid
 from tasks.image.training.images import folder as image_folder_of
 
 from service.cli import main
-from service.cli._image_files import read_labeled_images
 from service.config import ServerSettings, load_model_definition
 from service.domain.loop import AddOutcome, NewSample, content_key, derived_sample_id
 from service.errors import InvalidInput
 from service.metrics import Metrics
-from service.tasks.image import inspect
+from service.tasks.image import inspect, read_labeled_images
 
 RED, GREEN, BLUE = (230, 20, 20), (20, 230, 20), (20, 20, 230)
 
@@ -308,8 +307,10 @@ def test_an_image_model_from_init_to_predict_and_label(
     """init --task image builds version 1 with the real builder (a small random backbone at 64 px
     stands in for MobileNetV2 at 224), the server serves it, predict classifies held-out files
     and label posts a folder."""
-    monkeypatch.setattr("service.cli._image_model.DEFAULT_IMAGE_BACKBONE", "resnet18@0.25:random")
-    monkeypatch.setattr("service.cli._image_model.DEFAULT_IMAGE_SIZE", 64)
+    monkeypatch.setattr(
+        "service.tasks.image._definition.DEFAULT_IMAGE_BACKBONE", "resnet18@0.25:random"
+    )
+    monkeypatch.setattr("service.tasks.image._definition.DEFAULT_IMAGE_SIZE", 64)
     image_folder_of(tmp_path / "photos", ["red", "blue"], 16)
     models, state = tmp_path / "models", tmp_path / "state"
     init = ["init", "shapes", "--task", "image", "--data", str(tmp_path / "photos")]

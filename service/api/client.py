@@ -12,6 +12,7 @@ from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from service.api.channel import ChannelOptions, open_channel
 from service.api.converters import ModelInferRequestConverter, ModelInferResponseConverter
+from service.domain.versions import DEFAULT_TASK
 from service.errors import LoopserveError
 from service.types import InferenceRequest, Tensor
 
@@ -26,7 +27,7 @@ class ClientError(LoopserveError):
 
 @dataclass(frozen=True)
 class Classification:
-    text: str
+    name: str  # how the caller named the input (the text itself, a file)
     label: str
     probabilities: dict[str, float]
 
@@ -43,28 +44,19 @@ class InferenceClient:
     def close(self) -> None:
         self._channel.close()
 
-    def classify(self, model: str, texts: list[str]) -> list[Classification]:
-        tensor = Tensor("text", "BYTES", (len(texts),), [t.encode() for t in texts])
-        return self._classify(model, tensor, texts)
-
-    def classify_images(
-        self, model: str, images: list[bytes], names: list[str]
-    ) -> list[Classification]:
-        """Encoded JPEG/PNG/WebP ``images``, one request; each result's ``text`` is its name."""
-        return self._classify(model, Tensor("image", "BYTES", (len(images),), images), names)
-
     def model_task(self, model: str) -> str:
-        """The task a model declares in its metadata (older servers name none: text)."""
+        """The task a model declares in its metadata (older servers name none: the default)."""
         try:
             message = self._stub.ModelMetadata(
                 pb.ModelMetadataRequest(name=model), timeout=self._timeout
             )
         except grpc.RpcError as exc:
             raise ClientError(exc.code().name, exc.details() or "") from None
-        return message.properties.get("task") or "text-classification"
+        return message.properties.get("task") or DEFAULT_TASK
 
-    def _classify(self, model: str, tensor: Tensor, inputs: list[str]) -> list[Classification]:
-        """``tensor`` classified; ``inputs`` name its elements in the results."""
+    def classify(self, model: str, tensor: Tensor, names: list[str]) -> list[Classification]:
+        """``tensor`` (a task's input, ``service.tasks.ClientSide.request``) classified in one
+        request; ``names`` name its elements in the results."""
         request = InferenceRequest(
             model=model, version="", id="", inputs=[tensor], outputs=["label", "probabilities"]
         )
@@ -77,12 +69,12 @@ class InferenceClient:
         response = ModelInferResponseConverter.to_types(message)
         outputs = {t.name: t for t in response.outputs}
         labels_tensor, probs_tensor = outputs["label"], outputs["probabilities"]
-        names = json.loads(probs_tensor.parameters["labels"])
+        labels = json.loads(probs_tensor.parameters["labels"])
         probs = np.asarray(probs_tensor.data).reshape(probs_tensor.shape)
         assert isinstance(labels_tensor.data, list)
         return [
             Classification(
-                text, label.decode(), {n: float(p) for n, p in zip(names, row, strict=True)}
+                name, label.decode(), {n: float(p) for n, p in zip(labels, row, strict=True)}
             )
-            for text, label, row in zip(inputs, labels_tensor.data, probs, strict=True)
+            for name, label, row in zip(names, labels_tensor.data, probs, strict=True)
         ]

@@ -1,6 +1,9 @@
 """The ``loopserve`` command: ``main`` parses the command line (``_parser``) and runs a command
-that works here (``_local``: serve, init) or against a running server (``_remote``), reading
-label files (``_labels``) and printing through ``_output``."""
+that works here (``_local``: serve, init) or against a running server (``_remote``), sending a
+task's inputs in bounded requests (``_sending``, ``_labels``) and printing through ``_output``.
+What differs by task (reading texts or files, label files, candidates files, seed data) is the
+task's client side (``service.tasks.ClientSide``), chosen by ``--task``, by the served model's
+metadata, or by the file or payloads it recognises."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from service.cli._labels import LABEL_BATCH, LABEL_BATCH_BYTES, content_id, label_batches
+from service.cli._labels import LABEL_BATCH, LABEL_BATCH_BYTES, label_batches
 from service.cli._parser import build_parser
 from service.cli._remote import parse_time, resolve_model, rollback_target
 from service.errors import LoopserveError
@@ -16,7 +19,6 @@ from service.errors import LoopserveError
 __all__ = [
     "LABEL_BATCH",
     "LABEL_BATCH_BYTES",
-    "content_id",
     "label_batches",
     "main",
     "parse_time",

@@ -1,11 +1,11 @@
-"""Commands that run here, not against a server: ``serve`` and ``init`` (text or image models)."""
+"""Commands that run here, not against a server: ``serve`` and ``init`` (a model of any task)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import TYPE_CHECKING
 
+from service import tasks
 from service.config import (
     ModelDefinition,
     ServerSettings,
@@ -13,9 +13,6 @@ from service.config import (
     validate_model_name,
 )
 from service.registry import ModelRegistry
-
-if TYPE_CHECKING:
-    pass
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -65,7 +62,6 @@ def run_init(args: argparse.Namespace) -> int:
     if existing is not None and args.if_missing:
         print(f"{args.name}: version {existing.version} exists; nothing to build")
         return 0
-    from service.cli._image_model import ensure_seed_data
     from service.training import build_first_version
 
     if args.data is not None and not (args.models_dir / args.name / "model.toml").exists():
@@ -75,16 +71,12 @@ def run_init(args: argparse.Namespace) -> int:
         )
     else:
         definition = load_model_definition(args.models_dir, args.name)
-    ensure_seed_data(definition)
+    tasks.get(definition.task).client().prepare_seed(definition)
     build_first_version(definition, registry, progress=print)
     return 0
 
 
 def _create_definition(args: argparse.Namespace) -> ModelDefinition:
-    if args.task == "image":
-        from service.cli._image_model import create_image_definition
-
-        return create_image_definition(args.models_dir, args.name, args.data)
-    from service.tasks.text import create_definition
-
-    return create_definition(args.models_dir, args.name, args.data)
+    """models/NAME from ``--data``, read by the task ``--task`` names."""
+    side = tasks.by_option(args.task).client()
+    return side.create_definition(args.models_dir, args.name, args.data)

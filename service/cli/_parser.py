@@ -8,8 +8,7 @@ import os
 from pathlib import Path
 from typing import TypeAlias
 
-from service.cli._image_files import IMAGE_CSV_FORMAT
-from service.cli._labels import CSV_FORMAT
+from service import tasks
 from service.cli._local import run_init, run_serve
 from service.cli._remote import (
     run_approve,
@@ -177,18 +176,20 @@ def _add_init(commands: Commands, common: argparse.ArgumentParser) -> None:
         "init", parents=[common], help="build a model's first version from its seed data"
     )
     init.add_argument("name")
+    helps = _task_helps()
     init.add_argument(
         "--data",
         type=Path,
-        help="create models/NAME from it when it does not exist: a text,label CSV, or for "
-        "--task image a folder DIR/<label>/*.jpg|png|webp or a path,label CSV (the images are "
-        "copied to models/NAME/seed/)",
+        help="create models/NAME from it when it does not exist: "
+        + ", or ".join(h.data for h in helps),
     )
+    options = [h.option for h in helps]
+    named = [f"{options[0]} (default)", *options[1:]]
     init.add_argument(
         "--task",
-        choices=("text", "image"),
-        default="text",
-        help="what --data holds: text (default) or image (classification)",
+        choices=options,
+        default=options[0],
+        help=f"what --data holds: {', '.join(named[:-1])} or {named[-1]} (classification)",
     )
     init.add_argument(
         "--if-missing", action="store_true", help="do nothing when the model already has a version"
@@ -197,13 +198,14 @@ def _add_init(commands: Commands, common: argparse.ArgumentParser) -> None:
 
 
 def _add_predict(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
+    helps = _task_helps()
     predict = commands.add_parser(
         "predict",
         parents=parents,
-        help="classify texts, or image files for an image model, with a running server",
+        help=f"classify {', or '.join(h.inputs for h in helps)}, with a running server",
     )
     predict.add_argument(
-        "texts", nargs="+", metavar="TEXT", help="texts; for an image model, JPEG/PNG/WebP files"
+        "texts", nargs="+", metavar="TEXT", help="; ".join(h.arguments for h in helps)
     )
     predict.set_defaults(run=run_predict)
 
@@ -216,8 +218,7 @@ def _add_label(commands: Commands, parents: list[argparse.ArgumentParser]) -> No
         "file",
         type=Path,
         metavar="FILE.csv",
-        help=f"columns {CSV_FORMAT}; for an image model a folder DIR/<label>/*.jpg|png|webp or "
-        f"a CSV {IMAGE_CSV_FORMAT} (paths relative to the CSV)",
+        help="; ".join(h.labels for h in _task_helps()),
     )
     label.add_argument(
         "--skip-unlabeled",
@@ -225,6 +226,11 @@ def _add_label(commands: Commands, parents: list[argparse.ArgumentParser]) -> No
         help="skip rows whose label is empty (e.g. a partly labeled candidates file)",
     )
     label.set_defaults(run=run_label)
+
+
+def _task_helps() -> list[tasks.ClientHelp]:
+    """What each task's client side says of itself, the default task first."""
+    return [task.client().help for task in tasks.in_order()]
 
 
 def _add_loop_views(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:

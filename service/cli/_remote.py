@@ -6,16 +6,15 @@ import argparse
 import csv
 import datetime
 import functools
-import json
 import math
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from service.cli._image_files import IMAGE_TASK, is_image_csv, read_labeled_images
-from service.cli._labels import CANDIDATE_INFO_COLUMNS, label_batches, read_label_csv
+from service import tasks
 from service.cli._output import (
     accuracy_cell,
     gate_json,
@@ -29,18 +28,28 @@ from service.cli._output import (
     review_lines,
     time_cell,
 )
+from service.cli._sending import LabelReport, classify_inputs, label_inputs
 from service.domain.loop import VersionSummary
 from service.errors import InvalidInput, quote
+from service.tasks import (
+    CANDIDATE_INFO_COLUMNS,
+    CandidateColumn,
+    ClientSide,
+    FileError,
+    LabeledInputs,
+)
 
 if TYPE_CHECKING:
     from service.api.adaptation_client import AdaptationClient
     from service.api.channel import ChannelOptions
-    from service.api.client import InferenceClient
+    from service.api.client import Classification
     from service.drift import Candidate
 
 
 # How `loopserve samples` shows the source of samples stored before sources were recorded.
 UNRECORDED_SOURCE = "(unrecorded)"
+# A candidate's payload fields, which its task's input column stands for in the output.
+PAYLOADS = ("text", "content")
 
 
 def _channel_options(args: argparse.Namespace) -> ChannelOptions:
@@ -57,6 +66,8 @@ def _channel_options(args: argparse.Namespace) -> ChannelOptions:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    """Each argument is an input of the model's task (a text, a file): label, confidence and
+    the input, a line each; inputs the task reports one by one have their errors each."""
     from service.api.adaptation_client import AdaptationClient
     from service.api.client import ClientError, InferenceClient
 
@@ -67,46 +78,29 @@ def run_predict(args: argparse.Namespace) -> int:
                 args.model = resolve_model(None, adaptation.list_models)
         client = InferenceClient(args.addr, options=options)
         try:
-            if client.model_task(args.model) == IMAGE_TASK:
-                return _predict_images(args, client)
-            results = client.classify(args.model, list(args.texts))
+            side = tasks.get(client.model_task(args.model)).client()
+            inputs = side.predict_inputs(args.texts)
+            results, errors = classify_inputs(client, args.model, side, inputs)
         finally:
             client.close()
     except ClientError as exc:
         print(f"loopserve: {exc}", file=sys.stderr)
         return 1
+    _print_predictions(args, side.argument, results, errors)
+    return 1 if errors else 0
+
+
+def _print_predictions(
+    args: argparse.Namespace, key: str, results: list[Classification], errors: list[FileError]
+) -> None:
     if args.json:
-        print(
-            json.dumps(
-                [
-                    {"text": r.text, "label": r.label, "probabilities": r.probabilities}
-                    for r in results
-                ],
-                indent=2,
-            )
-        )
-    else:
-        for r in results:
-            print(f"{r.label}\t{r.probabilities[r.label]:.3f}\t{r.text}")
-    return 0
-
-
-def _predict_images(args: argparse.Namespace, client: InferenceClient) -> int:
-    """Each argument is an image file: label, confidence, file, a line each; errors per file."""
-    from service.cli._image_remote import predict_images
-
-    results, errors = predict_images(client, args.model, args.texts)
-    if args.json:
-        rows = [
-            {"file": r.text, "label": r.label, "probabilities": r.probabilities} for r in results
-        ]
+        rows = [{key: r.name, "label": r.label, "probabilities": r.probabilities} for r in results]
         print_json(rows + [asdict(e) for e in errors])
     else:
         for r in results:
-            print(f"{r.label}\t{r.probabilities[r.label]:.3f}\t{r.text}")
+            print(f"{r.label}\t{r.probabilities[r.label]:.3f}\t{r.name}")
     for e in errors:
         print(f"loopserve: {e.file}: {e.error}", file=sys.stderr)
-    return 1 if errors else 0
 
 
 # ---- the closed loop ----------------------------------------------------------------------------
@@ -156,51 +150,31 @@ def resolve_model(requested: str | None, served: Callable[[], list[str]]) -> str
 
 @_remote
 def run_label(args: argparse.Namespace, client: AdaptationClient) -> int:
-    from service.api.client import ClientError
-
-    if args.file.is_dir() or is_image_csv(args.file):
-        return _label_images(args, client)
-    # A bad file exits 2 before anything is sent.
-    samples = read_label_csv(args.file, skip_unlabeled=args.skip_unlabeled)
-    accepted = duplicates = 0
-    ids: list[str] = []
-    for start, stop in label_batches(samples):
-        try:
-            outcome = client.add_samples(args.model, samples[start:stop])
-        except ClientError as exc:
-            if not start:
-                raise
-            stored = f"the first {start} samples were sent and stored before this batch"
-            message = str(exc).removeprefix(f"{exc.code}: ")
-            raise ClientError(exc.code, f"{message} ({stored})") from None
-        accepted += outcome.accepted
-        duplicates += outcome.duplicates
-        ids.extend(outcome.ids)
-    if args.json:
-        print_json({"accepted": accepted, "duplicates": duplicates, "ids": ids})
-    else:
-        print(
-            f"{args.model}: {accepted} accepted, {duplicates} duplicates ({len(samples)} samples)"
-        )
-    return 0
+    side = tasks.recognising(lambda side: side.recognises_file(args.file)).client()
+    # A malformed file exits 2 before anything is sent.
+    inputs = side.read_labels(args.file, skip_unlabeled=args.skip_unlabeled)
+    report = label_inputs(client, args.model, side, inputs)
+    _print_label_report(args, side, inputs, report)
+    return 1 if report.errors else 0
 
 
-def _label_images(args: argparse.Namespace, client: AdaptationClient) -> int:
-    from service.cli._image_remote import label_images
-
-    # A bad listing exits 2 before anything is sent; a bad file is reported and skipped.
-    images = read_labeled_images(args.file, skip_unlabeled=args.skip_unlabeled)
-    report = label_images(client, args.model, images)
+def _print_label_report(
+    args: argparse.Namespace, side: ClientSide, inputs: LabeledInputs, report: LabelReport
+) -> None:
+    counts = f"{args.model}: {report.accepted} accepted, {report.duplicates} duplicates"
+    listed = f"({inputs.listed} {side.noun})"
+    if not side.report_each:
+        if args.json:
+            print_json({k: v for k, v in asdict(report).items() if k != "errors"})
+        else:
+            print(f"{counts} {listed}")
+        return
     if args.json:
         print_json(asdict(report))
     else:
-        print(
-            f"{args.model}: {report.accepted} accepted, {report.duplicates} duplicates, "
-            f"{len(report.errors)} refused ({len(images)} images)"
-        )
+        print(f"{counts}, {len(report.errors)} refused {listed}")
     for e in report.errors:
         print(f"loopserve: {e.file}: {e.error}", file=sys.stderr)
-    return 1 if report.errors else 0
 
 
 @_remote
@@ -340,48 +314,43 @@ def run_candidates(args: argparse.Namespace, client: AdaptationClient) -> int:
     if not 1 <= args.count <= 1000:
         raise InvalidInput(f"--count must be in [1, 1000], got {args.count}")
     candidates = client.labeling_candidates(args.model, args.count)
-    if any(c.content for c in candidates):
-        return _image_candidates(args, candidates)
-    columns = ["text", "label", "prediction_id", *CANDIDATE_INFO_COLUMNS]
-    tmp = args.out.with_name(args.out.name + ".tmp")
+    payloads = [c.content or c.text for c in candidates]
+    side = tasks.recognising(lambda side: side.recognises_payloads(payloads)).client()
     try:
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            for c in candidates:
-                writer.writerow(
-                    [
-                        c.text, "", c.prediction_id, c.predicted_label, f"{c.confidence:.4f}",
-                        "" if math.isnan(c.atypicality) else f"{c.atypicality:.3f}",
-                        f"{c.score:.3f}", c.version,
-                    ]
-                )  # fmt: skip
-        os.replace(tmp, args.out)
+        column = side.write_candidates(args.out, payloads)
+        _write_candidates_csv(args.out, column, candidates)
     except OSError as exc:
         raise InvalidInput(f"cannot write {args.out}: {exc.strerror or exc}") from None
-    if args.json:  # a text model's candidates: no content
-        print_json([{k: v for k, v in asdict(c).items() if k != "content"} for c in candidates])
-    else:
-        print(
-            f"{args.model}: wrote {len(candidates)} candidates to {args.out}; fill in the label "
-            f"column, then: loopserve label {args.out} --skip-unlabeled"
-        )
-    return 0
-
-
-def _image_candidates(args: argparse.Namespace, candidates: list[Candidate]) -> int:
-    from service.cli._image_candidates import write_image_candidates
-
-    rows = write_image_candidates(args.out, candidates)
     if args.json:
-        print_json(rows)
+        print_json(
+            [
+                {column.name: value, **{k: v for k, v in asdict(c).items() if k not in PAYLOADS}}
+                for c, value in zip(candidates, column.values, strict=True)
+            ]
+        )
     else:
         print(
-            f"{args.model}: wrote {len(candidates)} candidates to {args.out} (images in "
-            f"{args.out.stem}-images/); fill in the label column, then: loopserve label "
-            f"{args.out} --skip-unlabeled"
+            f"{args.model}: wrote {len(candidates)} candidates to {args.out}{column.note}; fill "
+            f"in the label column, then: loopserve label {args.out} --skip-unlabeled"
         )
     return 0
+
+
+def _write_candidates_csv(out: Path, column: CandidateColumn, candidates: list[Candidate]) -> None:
+    """``<input>,label,prediction_id,<information>``, replacing ``out`` whole."""
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([column.name, "label", "prediction_id", *CANDIDATE_INFO_COLUMNS])
+        for cell, c in zip(column.cells, candidates, strict=True):
+            writer.writerow(
+                [
+                    cell, "", c.prediction_id, c.predicted_label, f"{c.confidence:.4f}",
+                    "" if math.isnan(c.atypicality) else f"{c.atypicality:.3f}",
+                    f"{c.score:.3f}", c.version,
+                ]
+            )  # fmt: skip
+    os.replace(tmp, out)
 
 
 @_remote

@@ -6,9 +6,10 @@ items become ONNX feeds, instead of assuming a modality. Each task is one packag
 ``service/tasks/``, registered by name in ``service.tasks`` (one line per task).
 
 The serving side lives here (numpy and the task's own decoders only: the serving process never
-imports torch). The training side is a task's ``training`` subpackage, named by ``Task.training``
-as a dotted module path and imported only by ``service.training`` (the build and the fine-tune
-job process), never from here.
+imports torch); the client side (``Task.client``: what the ``loopserve`` command sends and reads)
+is ``_client``'s. The training side is a task's ``training`` subpackage, named by
+``Task.training`` as a dotted module path and imported only by ``service.training`` (the build
+and the fine-tune job process), never from here.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from service.config import ModelDefinition
 from service.domain.loop import NewSample
 from service.domain.versions import VersionMeta
 from service.runtime import Preprocessor
+from service.tasks._client import ClientSide
 from service.types import Tensor, TensorSpec
 
 
@@ -99,4 +101,8 @@ class Task(Protocol):
 
     def preprocessor(self, version_dir: Path, meta: VersionMeta) -> Preprocessor:
         """How one version's items become feeds (its tokenizer, its image size and norm)."""
+        ...
+
+    def client(self) -> ClientSide:
+        """What a client of a model of this task sends and reads (``service.tasks._client``)."""
         ...

@@ -9,9 +9,8 @@ from pathlib import Path
 
 from service.config import read_labeled_csv
 from service.domain.loop import NewSample
-from service.errors import ConfigError
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+from service.errors import ConfigError, InvalidInput
+from service.tasks.image._files import read_image_folder
 
 
 def read_seed_images(source: Path) -> list[tuple[Path, str]]:
@@ -42,17 +41,11 @@ def seed_samples(source: Path) -> Iterator[NewSample]:
 
 
 def _folder(directory: Path) -> list[tuple[Path, str]]:
-    return [
-        (path, folder.name)
-        for folder in sorted(p for p in directory.iterdir() if _visible(p) and p.is_dir())
-        for path in sorted(folder.iterdir())
-        if _visible(path) and path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-    ]
+    try:
+        return [(image.path, image.label) for image in read_image_folder(directory)]
+    except InvalidInput as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _csv(path: Path) -> list[tuple[Path, str]]:
     return [(path.parent / file, label) for file, label in read_labeled_csv(path, "path")]
-
-
-def _visible(path: Path) -> bool:
-    return not path.name.startswith(".")

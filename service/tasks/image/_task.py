@@ -13,6 +13,7 @@ from service.config import ModelDefinition
 from service.domain.loop import NewSample
 from service.domain.versions import VersionMeta
 from service.runtime import FeedGroup
+from service.tasks.image._client import ImageClient
 from service.tasks.image._inputs import ImageInputs
 from service.tasks.image._options import ImageOptions
 from service.tasks.image._seed import seed_samples
@@ -37,6 +38,9 @@ class ImageClassification:
     def preprocessor(self, version_dir: Path, meta: VersionMeta) -> ImageFeeds:
         where = f"{version_dir / 'meta.json'} inputs"
         return ImageFeeds(ImageOptions.parse(meta.inputs, where))
+
+    def client(self) -> ImageClient:
+        return ImageClient(self.name)
 
     @staticmethod
     def _options(definition: ModelDefinition) -> ImageOptions:

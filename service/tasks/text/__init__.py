@@ -11,9 +11,11 @@ from service.domain.loop import NewSample
 from service.domain.versions import VersionMeta
 from service.errors import ConfigError
 from service.tasks._contract import RequestLimits
+from service.tasks.text._client import TextClient
 from service.tasks.text._definition import create_definition
 from service.tasks.text._encoder import TextEncoder
 from service.tasks.text._inputs import INPUT, TextInputs
+from service.tasks.text._labels import CSV_FORMAT, content_id, read_label_csv
 
 NAME = "text-classification"
 TOKENIZER_FILE = "tokenizer.json"
@@ -41,5 +43,19 @@ class TextClassification:
     def preprocessor(self, version_dir: Path, meta: VersionMeta) -> TextEncoder:
         return TextEncoder(version_dir / TOKENIZER_FILE, meta.max_seq_length)
 
+    def client(self) -> TextClient:
+        return TextClient()
 
-__all__ = ["INPUT", "NAME", "TextClassification", "TextEncoder", "TextInputs", "create_definition"]
+
+__all__ = [
+    "CSV_FORMAT",
+    "INPUT",
+    "NAME",
+    "TextClassification",
+    "TextClient",
+    "TextEncoder",
+    "TextInputs",
+    "content_id",
+    "create_definition",
+    "read_label_csv",
+]

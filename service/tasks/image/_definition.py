@@ -10,10 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from service.cli._image_files import IMAGE_TASK, LabeledImage, read_labeled_images
 from service.config import ModelDefinition, load_model_definition, validate_model_name
 from service.errors import ConfigError, InvalidInput
-from service.tasks.image import inspect
+from service.tasks.image._container import inspect
+from service.tasks.image._files import LabeledImage, read_labeled_images
 
 DEFAULT_IMAGE_BACKBONE = "bundled:mobilenet_v2"
 DEFAULT_IMAGE_SIZE = 224
@@ -22,7 +22,7 @@ SEED_DIR = "seed"
 SEED_GENERATOR = "generate_seed.py"
 
 
-def create_image_definition(models_dir: Path, name: str, data: Path) -> ModelDefinition:
+def create_image_definition(models_dir: Path, name: str, data: Path, task: str) -> ModelDefinition:
     """Write ``models_dir/name/`` (model.toml + seed/<label>/ images) from an image folder or a
     ``path,label`` CSV. Every file must be a JPEG, PNG or WebP (checked from its header)."""
     validate_model_name(name)
@@ -44,7 +44,7 @@ def create_image_definition(models_dir: Path, name: str, data: Path) -> ModelDef
         _check_image(image.path)
     directory.mkdir(parents=True, exist_ok=True)
     _copy_seed(images, directory / SEED_DIR)
-    write_image_model_toml(directory, labels)
+    write_image_model_toml(directory, labels, task)
     return load_model_definition(models_dir, name)
 
 
@@ -86,14 +86,15 @@ def _copy_seed(images: list[LabeledImage], seed: Path) -> None:
         shutil.copyfile(image.path, target)
 
 
-def write_image_model_toml(directory: Path, labels: list[str]) -> Path:
-    """A model.toml for an image model with the default backbone and input geometry."""
+def write_image_model_toml(directory: Path, labels: list[str], task: str) -> Path:
+    """A model.toml for an image model of ``task`` with the default backbone and input
+    geometry."""
     label_list = ", ".join(json.dumps(label, ensure_ascii=False) for label in labels)
     text = (
         "# Written by `loopserve init --task image`; every key below is optional except the "
         "labels.\n"
         "[model]\n"
-        f'task = "{IMAGE_TASK}"\n'
+        f'task = "{task}"\n'
         f'backbone = "{DEFAULT_IMAGE_BACKBONE}"\n'
         f'seed_data = "{SEED_DIR}"\n'
         f"labels = [{label_list}]\n\n"
@@ -101,6 +102,10 @@ def write_image_model_toml(directory: Path, labels: list[str]) -> Path:
         f"size = {DEFAULT_IMAGE_SIZE}\n\n"
         "[serving]\n"
         "max_batch_size = 8\n"
+        "# Static int8 (calibrated on the seed images) serves when its accuracy on the validation\n"
+        "# images is at most int8_max_accuracy_drop below fp32's; otherwise fp32 serves.\n"
+        "int8 = true\n"
+        "int8_max_accuracy_drop = 0.01\n"
     )
     path = directory / "model.toml"
     path.write_text(text, encoding="utf-8")

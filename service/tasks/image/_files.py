@@ -1,6 +1,6 @@
 """Labeled image files on disk: an image folder (``DIR/<label>/*.jpg``, the ImageFolder layout)
 or a ``path,label`` CSV whose paths are relative to the CSV, as ``loopserve init --task image``
-and ``loopserve label`` read them."""
+and ``loopserve label`` read them (the server's seed reading is ``_seed``'s)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.errors import InvalidInput
+from service.tasks._client import csv_header
 
-IMAGE_TASK = "image-classification"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 IMAGE_CSV_FORMAT = "path,label[,id][,prediction_id]"
 
@@ -33,12 +33,7 @@ def is_image_file(path: Path) -> bool:
 
 def is_image_csv(path: Path) -> bool:
     """Whether ``path`` is a CSV whose header names a ``path`` column (a text CSV names ``text``)."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            header = next(csv.reader(handle), [])
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return False
-    return "path" in [name.strip().lower() for name in header]
+    return "path" in csv_header(path)
 
 
 def read_labeled_images(source: Path, skip_unlabeled: bool = False) -> list[LabeledImage]:

@@ -58,6 +58,10 @@ def write_model_toml(
         "max_batch_size = 16\n"
         "max_queue_delay_ms = 0.0\n"
         "max_queue_size = 256\n"
+        "# int8 serves when its accuracy on held-out rows is at most int8_max_accuracy_drop below\n"
+        "# fp32's; otherwise fp32 serves and the version's meta.json says why.\n"
+        "int8 = true\n"
+        "int8_max_accuracy_drop = 0.01\n"
     )
     path = directory / "model.toml"
     path.write_text(text, encoding="utf-8")

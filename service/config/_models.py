@@ -51,6 +51,9 @@ class TrainRecipe:
     # each image are drawn once, before training.
     augment: tuple[str, ...] = ("crop", "color")
     augment_views: int = 3
+    # Image models: a first version keeps the fine-tune or the head alone by k-fold
+    # cross-validation over all seed images (0 or 1: by the validation split alone).
+    selection_folds: int = 5
 
     def validate(self, where: str) -> None:
         _check(
@@ -59,6 +62,7 @@ class TrainRecipe:
         unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
         _check(not unknown, where, f"unknown augment {unknown}; known: {list(AUGMENTATIONS)}")
         _check(0 <= self.augment_views <= 16, where, "augment_views must be in [0, 16]")
+        _check(0 <= self.selection_folds <= 20, where, "selection_folds must be in [0, 20]")
         _check(self.head_epochs >= 1, where, "head_epochs must be >= 1")
         _check(self.finetune_layers >= 0, where, "finetune_layers must be >= 0")
         _check(self.epochs >= 0, where, "epochs must be >= 0")
@@ -81,7 +85,9 @@ class ServingOptions:
     intra_op_threads: int = 0
     thread_spinning: bool = True
     providers: str = "auto"
-    int8: bool = False
+    # A version serves its int8 graph when the graph's accuracy on held-out rows is at most
+    # int8_max_accuracy_drop below fp32's (else fp32, with the reason in its meta.json).
+    int8: bool = True
     int8_max_accuracy_drop: float = 0.01
 
     def validate(self, where: str) -> None:

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from service.domain.gate import GateThresholds
+from service.domain.int8 import Int8Check
 from service.domain.loop import GateResult
 from service.domain.review import ReviewEvidence
 from service.domain.versions import (
     DEFAULT_SERVING_FILE,
     Calibration,
     DataCounts,
-    Int8Check,
     TrainingRecord,
 )
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from service.domain.int8 import Int8Check
 from service.domain.loop import GateResult
 from service.domain.provenance import TrainingData
 from service.domain.review import ReviewEvidence
@@ -43,28 +44,6 @@ class Calibration:
                 rows=int(value["rows"]),
                 accuracy=float(value["accuracy"]),
                 source=str(value.get("source", "")),
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
-
-
-@dataclass(frozen=True)
-class Int8Check:
-    """The int8 graph's validation accuracy against fp32; it serves only when ``accepted``."""
-
-    fp32_accuracy: float
-    int8_accuracy: float
-    accepted: bool
-
-    @staticmethod
-    def from_dict(value: object) -> Int8Check | None:
-        if not isinstance(value, Mapping):
-            return None
-        try:
-            return Int8Check(
-                float(value["fp32_accuracy"]),
-                float(value["int8_accuracy"]),
-                bool(value["accepted"]),
             )
         except (KeyError, TypeError, ValueError):
             return None

@@ -13,9 +13,9 @@ import numpy as np
 from service.calibration import FloatArray
 from service.config import TrainRecipe
 from service.domain.finetune import FineTuneSpec
-from service.domain.versions import Int8Check
 from service.runtime import LoadedVersion, Prediction
 from service.training._fitting import TrainReport
+from service.training._int8 import Quantize
 
 # The spec's inputs (as its pairs name them) as the sessions' items.
 Items = Callable[[Sequence[str]], Sequence[Any]]
@@ -25,12 +25,13 @@ CHUNK = 64  # inputs prepared and scored at a time: bounds the memory of decoded
 
 @dataclass
 class Candidate:
-    candidate: LoadedVersion
+    candidate: LoadedVersion  # the fp32 graph (model.onnx in the staging directory)
     incumbent: LoadedVersion
     report: TrainReport
     parity: float
-    serving_file: str
-    int8: Int8Check | None
+    # How the task makes the candidate's int8 graph; None when [serving] int8 is off. Whether
+    # it serves is the judging's choice (``_int8.choose_graph``), the same for every task.
+    quantize: Quantize | None
     items: Items
     # The inputs are words: the review's shared-token tests apply (not to content keys).
     words: bool

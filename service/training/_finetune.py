@@ -5,14 +5,16 @@ The parent (``service.adaptation.jobs``) writes a :class:`FineTuneSpec` as JSON 
 The model's task trains the candidate (``TaskTraining.train_candidate``, see ``_contract``): it
 continues from the serving version's weights, grows the head for new labels (old rows kept, new
 rows initialised from class-mean embeddings), fine-tunes on new samples mixed with replayed older
-ones, exports ONNX (and int8 when configured) and checks parity. The job then scores candidate and
-serving version for the gate, the same for every task, and writes ``result.json``. It never
-publishes anything itself: the parent decides from the result.
+ones, exports ONNX and checks parity. The job then, the same for every task, keeps the int8 graph
+when it holds up on held-out rows (``_int8``), scores candidate and serving version for the gate
+and writes ``result.json``. It never publishes anything itself: the parent decides from the
+result.
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import signal
 import sys
@@ -43,6 +45,7 @@ from service.training._candidate import (
 )
 from service.training._contract import task_training
 from service.training._evidence import Predictions, other_sources, review_evidence
+from service.training._int8 import HeldOut, ServedGraph, choose_graph
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -101,12 +104,33 @@ def _fine_tune(spec: FineTuneSpec) -> FineTuneResult:
         f"exported and checked ONNX (parity {trained.parity:.1e}) at "
         f"{time.perf_counter() - started:.1f}s"
     )
-    return _judge(spec, trained, started)
+    graph = _served_graph(spec, trained)
+    return _judge(spec, dataclasses.replace(trained, candidate=graph.session), graph, started)
 
 
-def _judge(spec: FineTuneSpec, trained: Candidate, started: float) -> FineTuneResult:
-    """The gate, the review and the calibration of a trained candidate: the same for every
-    task."""
+def _served_graph(spec: FineTuneSpec, trained: Candidate) -> ServedGraph:
+    """The graph the candidate would serve: int8 when it holds up on the rows the candidate
+    never trained on (the gate's holdout and anchor), as for a first version."""
+    rows = spec.holdout + spec.anchor
+
+    def accuracy(session: LoadedVersion) -> float:
+        return mean_correct(_correct(trained, session, rows))
+
+    return choose_graph(
+        trained.candidate,
+        Path(spec.staging_dir),
+        trained.quantize if spec.int8 else None,
+        HeldOut(len(rows), "holdout+anchor", accuracy),
+        spec.int8_max_accuracy_drop,
+        _log,
+    )
+
+
+def _judge(
+    spec: FineTuneSpec, trained: Candidate, graph: ServedGraph, started: float
+) -> FineTuneResult:
+    """The gate, the review and the calibration of a trained candidate (``trained.candidate``:
+    the graph it would serve): the same for every task."""
     candidate, incumbent = trained.candidate, trained.incumbent
     thresholds = spec.gate
     holdout_probabilities = _predict(trained, candidate, spec.holdout)
@@ -158,11 +182,11 @@ def _judge(spec: FineTuneSpec, trained: Candidate, started: float) -> FineTuneRe
     return FineTuneResult(
         ok=True,
         gate=gate,
-        serving_file=trained.serving_file,
+        serving_file=graph.file,
         labels=spec.labels,
         train=trained.report.record(),
         parity_max_abs_diff=trained.parity,
-        int8=trained.int8,
+        int8=graph.int8,
         calibration=calibration,
         data=DataCounts(
             train=len(spec.train),

@@ -128,6 +128,11 @@ def test_enough_labels_trigger_a_fine_tune_that_learns_the_shift_and_promotes(
     assert 0.05 <= calibration.temperature <= 20
     assert calibration.accuracy == pytest.approx(meta.gate.candidate_new, abs=1e-4)
     assert loop.registry.verify(loop.registry.get(3))
+    # int8 (on by default) is checked as for a first version, on rows the candidate never saw.
+    int8 = meta.int8
+    assert int8 is not None and int8.split == "holdout+anchor"
+    assert int8.rows == meta.data.holdout + meta.data.anchor
+    assert meta.serving_file == ("model.int8.onnx" if int8.accepted else "model.onnx")
     assert (
         loop.metrics.registry.get_sample_value(
             "loopserve_finetune_jobs_total", {"model": TINY_MODEL, "outcome": "promoted"}

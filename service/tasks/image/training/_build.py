@@ -15,7 +15,12 @@ from service.runtime import available_cpus
 from service.tasks.image import ImageOptions, read_seed_images
 from service.tasks.image.training._augment import Augmenter
 from service.tasks.image.training._backbone import build_backbone
-from service.tasks.image.training._checks import accuracy, load_for_check, static_int8
+from service.tasks.image.training._checks import (
+    accuracy,
+    held_out_images,
+    load_for_check,
+    static_int8,
+)
 from service.tasks.image.training._export import ImageClassifier, export_onnx, parity_check
 from service.tasks.image.training._images import decode_files, normalised
 from service.tasks.image.training._reference import (
@@ -26,6 +31,7 @@ from service.tasks.image.training._reference import (
 from service.tasks.image.training._trainer import ImageTrainer
 from service.training._data import Example, seed_labels, stratified_split
 from service.training._fitting import Progress
+from service.training._int8 import choose_graph
 
 TRAINABLE_PREFIXES = ("features.tail.", "head.")
 
@@ -117,21 +123,21 @@ def build_first_version(
                 "parity_max_abs_diff": parity,
             },
         )
-        if definition.serving.int8:
-            _, serving_file, int8 = static_int8(
-                session,
-                staged.path,
-                train_views[0],
-                (val_pixels, val_y),
-                definition.serving.int8_max_accuracy_drop,
-                lambda path: load_for_check(path, options, labels),
-            )
-            progress(
-                f"int8 (static): validation accuracy {int8.int8_accuracy:.3f} vs fp32 "
-                f"{int8.fp32_accuracy:.3f}: "
-                + ("serving int8" if int8.accepted else "keeping fp32")
-            )
-            meta = dataclasses.replace(meta, int8=int8, serving_file=serving_file)
+        graph = choose_graph(
+            session,
+            staged.path,
+            (
+                static_int8(
+                    onnx_path, train_views[0], lambda path: load_for_check(path, options, labels)
+                )
+                if definition.serving.int8
+                else None
+            ),
+            held_out_images(val_pixels, val_y),
+            definition.serving.int8_max_accuracy_drop,
+            progress,
+        )
+        meta = dataclasses.replace(meta, int8=graph.int8, serving_file=graph.file)
         info = registry.publish(staged, meta)
     if current is None:
         registry.set_current(info.version, expected=None)

@@ -1,6 +1,6 @@
 """What a built image model must pass before it is published: ONNX Runtime sessions on the
-exported file with the serving preprocessor, their accuracy on held-out images, and static int8
-kept only when its accuracy holds up."""
+exported file with the serving preprocessor, their accuracy on held-out images, and how static
+int8 is made (``service.training._int8`` decides whether it serves)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from service.domain.versions import Int8Check
 from service.runtime import LoadedVersion
 from service.tasks.image import ImageFeeds, ImageOptions
 from service.tasks.image.training._quantize import check_quantization, quantize_images
 from service.training._checks import check_session
+from service.training._int8 import HeldOut, Quantize
 
-INT8_FILE = "model.int8.onnx"
 CALIBRATION_BATCH = 16
 CALIBRATION_IMAGES = 128
 
@@ -48,28 +47,22 @@ def accuracy(session: LoadedVersion, pixels: torch.Tensor, labels: list[int]) ->
 
 
 def static_int8(
-    fp32: LoadedVersion,
-    directory: Path,
-    calibration: torch.Tensor,
-    validation: tuple[torch.Tensor, list[int]],
-    max_drop: float,
-    opened: Callable[[Path], LoadedVersion],
-) -> tuple[LoadedVersion, str, Int8Check]:
-    """Static (QDQ) int8 calibrated on training images, served only when its accuracy on the
-    validation images is within ``max_drop`` of fp32 (dynamic int8 is refused for CNNs).
-    Returns the session to serve, its file name and the check."""
+    fp32_path: Path, calibration: torch.Tensor, opened: Callable[[Path], LoadedVersion]
+) -> Quantize:
+    """How an image version's int8 graph is made: static (QDQ) quantization of ``fp32_path``
+    calibrated on training images (dynamic int8 is refused for CNNs), opened by ``opened``.
+    Whether it serves is ``choose_graph``'s check on held-out images."""
     check_quantization("static")
     images = calibration[:CALIBRATION_IMAGES].numpy()
     batches = [images[i : i + CALIBRATION_BATCH] for i in range(0, len(images), CALIBRATION_BATCH)]
-    path = directory / INT8_FILE
-    quantize_images(directory / "model.onnx", path, batches)
-    int8 = opened(path)
-    pixels, gold = validation
-    fp32_acc, int8_acc = accuracy(fp32, pixels, gold), accuracy(int8, pixels, gold)
-    # Without validation images there is no evidence that int8 holds up: fp32 then.
-    accepted = bool(gold) and fp32_acc - int8_acc <= max_drop
-    check = Int8Check(fp32_accuracy=fp32_acc, int8_accuracy=int8_acc, accepted=accepted)
-    if accepted:
-        return int8, INT8_FILE, check
-    path.unlink()
-    return fp32, "model.onnx", check
+
+    def quantize(target: Path) -> LoadedVersion:
+        quantize_images(fp32_path, target, batches)
+        return opened(target)
+
+    return quantize
+
+
+def held_out_images(pixels: torch.Tensor, gold: list[int]) -> HeldOut:
+    """A first version's int8 check rows: its validation images."""
+    return HeldOut(len(gold), "validation", lambda session: accuracy(session, pixels, gold))

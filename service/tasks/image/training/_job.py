@@ -66,20 +66,15 @@ def train_candidate(spec: FineTuneSpec, log: Progress) -> Candidate:
     export_onnx(model, staging / "model.onnx", options.size)
     parity = parity_check(model, staging / "model.onnx", options.size)
     candidate = load_for_check(staging / "model.onnx", options, spec.labels, spec.threads)
-    serving_file, int8 = "model.onnx", None
-    if spec.int8:
-        candidate, serving_file, int8 = static_int8(
-            candidate,
-            staging,
+    quantize = (
+        static_int8(
+            staging / "model.onnx",
             views[0],
-            (val_pixels, val.labels.tolist()),
-            spec.int8_max_accuracy_drop,
             lambda path: load_for_check(path, options, spec.labels, spec.threads),
         )
-        log(
-            f"int8 (static): validation accuracy {int8.int8_accuracy:.3f} vs fp32 "
-            f"{int8.fp32_accuracy:.3f}: " + ("serving int8" if int8.accepted else "keeping fp32")
-        )
+        if spec.int8
+        else None
+    )
     incumbent = load_for_check(
         base / spec.base_serving_file, options, spec.base_labels, spec.threads
     )
@@ -87,7 +82,7 @@ def train_candidate(spec: FineTuneSpec, log: Progress) -> Candidate:
     def items(keys: Sequence[str]) -> list[Any]:
         return list(normalised(decode_keys(keys, inputs, options), options).numpy())
 
-    return Candidate(candidate, incumbent, report, parity, serving_file, int8, items, words=False)
+    return Candidate(candidate, incumbent, report, parity, quantize, items, words=False)
 
 
 def load_base(spec: FineTuneSpec) -> ImageClassifier:

@@ -3,28 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
 from service.config import ModelDefinition, read_labeled_csv
-from service.domain.versions import DEFAULT_SERVING_FILE, DataCounts, Int8Check, VersionMeta
+from service.domain.versions import DataCounts, VersionMeta
 from service.registry import ModelRegistry, VersionInfo
 from service.runtime import available_cpus
 from service.tasks.text.training._export import (
     accuracy,
     export_onnx,
+    int8_quantizer,
     load_for_check,
     parity_check,
-    quantize_int8,
 )
 from service.tasks.text.training._model import TextClassifier, load_encoder, trainable_state
 from service.tasks.text.training._tokens import TokenBatcher, copy_tokenizer, label_name_examples
 from service.tasks.text.training._trainer import Trainer
 from service.training._data import Example, seed_labels, stratified_split
 from service.training._fitting import Progress, TrainReport
+from service.training._int8 import HeldOut, choose_graph
 
 
 def build_first_version(
@@ -97,15 +96,19 @@ def build_first_version(
                 "parity_max_abs_diff": parity,
             },
         )
-        if definition.serving.int8:
-            int8 = _quantize(
-                staged.path, session, tokenizer_path, labels, definition, val, progress
-            )
-            meta = dataclasses.replace(
-                meta,
-                int8=int8,
-                serving_file="model.int8.onnx" if int8.accepted else DEFAULT_SERVING_FILE,
-            )
+        graph = choose_graph(
+            session,
+            staged.path,
+            (
+                int8_quantizer(onnx_path, tokenizer_path, labels, definition.max_seq_length)
+                if definition.serving.int8
+                else None
+            ),
+            _validation(val),
+            definition.serving.int8_max_accuracy_drop,
+            progress,
+        )
+        meta = dataclasses.replace(meta, int8=graph.int8, serving_file=graph.file)
         info = registry.publish(staged, meta)
     if current is None:
         registry.set_current(info.version, expected=None)
@@ -118,26 +121,8 @@ def _held_out_accuracy(report: TrainReport) -> float:
     return float((chosen or report.head_only)["accuracy"])
 
 
-def _quantize(
-    directory: Path,
-    fp32: Any,
-    tokenizer_path: Path,
-    labels: list[str],
-    definition: ModelDefinition,
-    val: list[Example],
-    progress: Progress,
-) -> Int8Check:
-    int8_path = directory / "model.int8.onnx"
-    quantize_int8(directory / "model.onnx", int8_path)
-    int8 = load_for_check(int8_path, tokenizer_path, labels, definition.max_seq_length)
+def _validation(val: list[Example]) -> HeldOut:
+    """The int8 check's rows: the validation split. After a refit the model has trained on them
+    too (a first version has no other held-out rows)."""
     texts, gold = [e.text for e in val], [e.label for e in val]
-    fp32_acc, int8_acc = accuracy(fp32, texts, gold), accuracy(int8, texts, gold)
-    drop = fp32_acc - int8_acc
-    accepted = drop <= definition.serving.int8_max_accuracy_drop
-    progress(
-        f"int8: validation accuracy {int8_acc:.3f} vs fp32 {fp32_acc:.3f}: "
-        + ("serving int8" if accepted else "keeping fp32")
-    )
-    if not accepted:
-        int8_path.unlink()
-    return Int8Check(fp32_accuracy=fp32_acc, int8_accuracy=int8_acc, accepted=accepted)
+    return HeldOut(len(val), "validation", lambda session: accuracy(session, texts, gold))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ from service.tasks.text import TextEncoder
 from service.tasks.text.training._model import ExportWrapper, TextClassifier
 from service.tasks.text.training._tokens import TokenBatcher
 from service.training._checks import ExportError, check_session
+from service.training._int8 import Quantize
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-3
@@ -80,4 +84,41 @@ def accuracy(session: LoadedVersion, texts: list[str], labels: list[int]) -> flo
 def quantize_int8(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    with _quiet_hint():
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+
+
+def int8_quantizer(
+    onnx_path: Path, tokenizer_path: Path, labels: list[str], max_length: int, threads: int = 0
+) -> Quantize:
+    """How a text version's int8 graph is made: dynamic quantization of ``onnx_path`` (int8
+    weights, activations quantized per batch), opened for checks."""
+
+    def quantize(target: Path) -> LoadedVersion:
+        quantize_int8(onnx_path, target)
+        return load_for_check(target, tokenizer_path, labels, max_length, threads)
+
+    return quantize
+
+
+@contextlib.contextmanager
+def _quiet_hint() -> Iterator[None]:
+    """Without the quantizer's root-logger hint to pre-process the graph first (shape
+    inference and fusions that change nothing for a transformer exported by torch): it would
+    read as a problem in every build's output."""
+    hint = _DropMessage("consider to run pre-processing before quantization")
+    root = logging.getLogger()
+    root.addFilter(hint)
+    try:
+        yield
+    finally:
+        root.removeFilter(hint)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self._text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self._text not in record.getMessage()

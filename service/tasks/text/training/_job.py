@@ -1,35 +1,26 @@
 """A fine-tune job of a text model: continue from the serving version's top layers and head,
-grow the head for new labels, fine-tune on the spec's texts, export and check ONNX (and int8 when
-configured), and hand the candidate to the job's judging (``service.training._finetune``)."""
+grow the head for new labels, fine-tune on the spec's texts, export and check ONNX, and hand the
+candidate (and how to quantize it) to the job's judging (``service.training._finetune``)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from service.domain.finetune import FineTuneSpec
-from service.domain.versions import Int8Check
-from service.runtime import LoadedVersion
 from service.tasks.text.training._export import (
     export_onnx,
+    int8_quantizer,
     load_for_check,
     parity_check,
-    quantize_int8,
 )
 from service.tasks.text.training._model import TextClassifier, load_encoder, trainable_state
 from service.tasks.text.training._tokens import TokenBatcher
 from service.tasks.text.training._trainer import Trainer
-from service.training._candidate import (
-    Candidate,
-    correct_given,
-    job_recipe,
-    mean_correct,
-    same_items,
-)
+from service.training._candidate import Candidate, job_recipe, same_items
 from service.training._data import Example
 from service.training._fitting import Progress
 
@@ -65,10 +56,11 @@ def train_candidate(spec: FineTuneSpec, log: Progress) -> Candidate:
     )
     check_texts = [text for text, _ in (spec.holdout or spec.train)[:32]]
     parity = parity_check(model, tokens, candidate, check_texts)
-    serving_file = "model.onnx"
-    int8_info: Int8Check | None = None
-    if spec.int8:
-        candidate, serving_file, int8_info = _maybe_int8(spec, candidate, tokenizer_path)
+    quantize = (
+        int8_quantizer(onnx_path, tokenizer_path, spec.labels, spec.max_seq_length, spec.threads)
+        if spec.int8
+        else None
+    )
     incumbent = load_for_check(
         Path(spec.base_dir) / spec.base_serving_file,
         Path(spec.base_dir) / "tokenizer.json",
@@ -76,9 +68,7 @@ def train_candidate(spec: FineTuneSpec, log: Progress) -> Candidate:
         spec.max_seq_length,
         spec.threads,
     )
-    return Candidate(
-        candidate, incumbent, report, parity, serving_file, int8_info, items=same_items, words=True
-    )
+    return Candidate(candidate, incumbent, report, parity, quantize, items=same_items, words=True)
 
 
 def _load_base(spec: FineTuneSpec) -> TextClassifier:
@@ -128,26 +118,3 @@ def _mean_features(model: TextClassifier, tokens: TokenBatcher, texts: list[str]
         for i in range(0, len(texts), 64)
     ]
     return torch.cat(chunks).mean(0)
-
-
-def _maybe_int8(
-    spec: FineTuneSpec, fp32: LoadedVersion, tokenizer_path: Path
-) -> tuple[LoadedVersion, str, Int8Check]:
-    staging = Path(spec.staging_dir)
-    quantize_int8(staging / "model.onnx", staging / "model.int8.onnx")
-    int8 = load_for_check(
-        staging / "model.int8.onnx", tokenizer_path, spec.labels, spec.max_seq_length, spec.threads
-    )
-    fp32_acc, int8_acc = _accuracy(fp32, spec.validation), _accuracy(int8, spec.validation)
-    accepted = fp32_acc - int8_acc <= spec.int8_max_accuracy_drop
-    info = Int8Check(fp32_accuracy=fp32_acc, int8_accuracy=int8_acc, accepted=accepted)
-    if accepted:
-        return int8, "model.int8.onnx", info
-    (staging / "model.int8.onnx").unlink()
-    return fp32, "model.onnx", info
-
-
-def _accuracy(session: LoadedVersion, pairs: Pairs) -> float:
-    texts = [text for text, _ in pairs]
-    probabilities = session.predict(texts).probabilities if texts else np.empty((0, 1))
-    return mean_correct(correct_given(session.labels, pairs, probabilities))

@@ -31,10 +31,11 @@ from service.tasks.image.training import (
     freeze_batchnorm,
     parse_backbone,
 )
-from service.tasks.image.training._checks import load_for_check, static_int8
+from service.tasks.image.training._checks import held_out_images, load_for_check, static_int8
 from service.tasks.image.training._trainer import ImageTrainer
 from service.training import build_first_version
 from service.training._finetune import _fine_tune
+from service.training._int8 import choose_graph
 
 LABELS = ["blue", "red"]
 BACKBONE = "resnet18@0.25:random"
@@ -290,10 +291,18 @@ def test_static_int8_serves_only_behind_the_validation_check(
         return load_for_check(path, options, labels, threads=1)
 
     fp32 = opened(tmp_path / "model.onnx")
-    served, name, check = static_int8(fp32, tmp_path, pixels, (pixels, gold), 1.0, opened)
-    assert check.accepted and name == "model.int8.onnx" and served is not fp32
-    assert (tmp_path / name).is_file() and 0 <= check.int8_accuracy <= 1
+    quantize = static_int8(tmp_path / "model.onnx", pixels, opened)
+    graph = choose_graph(
+        fp32, tmp_path, quantize, held_out_images(pixels, gold), 1.0, lambda _: None
+    )
+    assert graph.int8 is not None and graph.int8.accepted
+    assert graph.file == "model.int8.onnx" and graph.session is not fp32
+    assert (tmp_path / graph.file).is_file() and 0 <= graph.int8.int8_accuracy <= 1
+    assert (graph.int8.rows, graph.int8.split) == (len(gold), "validation")
     # No validation images, no evidence: fp32, and the int8 file is gone.
-    served, name, check = static_int8(fp32, tmp_path, pixels, (pixels[:0], []), 1.0, opened)
-    assert not check.accepted and name == "model.onnx" and served is fp32
+    graph = choose_graph(
+        fp32, tmp_path, quantize, held_out_images(pixels[:0], []), 1.0, lambda _: None
+    )
+    assert graph.int8 is not None and not graph.int8.accepted
+    assert graph.file == "model.onnx" and graph.session is fp32
     assert not (tmp_path / "model.int8.onnx").exists()

@@ -72,18 +72,28 @@ def test_onnx_has_dynamic_batch_and_sequence(built_state: Path) -> None:
     assert [o.name for o in graph.output] == ["probabilities", "embedding"]
 
 
-def test_int8_is_checked_against_fp32(tmp_path: Path, tiny_backbone: Path) -> None:
+def test_int8_serves_by_default_behind_its_check_on_held_out_rows(built_state: Path) -> None:
+    info = ModelRegistry(built_state, TINY_MODEL).get(1)
+    check = info.meta.int8
+    assert check is not None and check.accepted and check.reason == ""
+    assert (check.rows, check.split, check.max_drop) == (12, "validation", 0.01)
+    assert check.drop == pytest.approx(check.fp32_accuracy - check.int8_accuracy)
+    assert info.meta.serving_file == "model.int8.onnx" and info.serving_file.is_file()
+    assert set(info.meta.to_dict()["int8"]) == {
+        "fp32_accuracy", "int8_accuracy", "accepted", "drop", "max_drop", "rows", "split", "reason"
+    }  # fmt: skip
+
+
+def test_int8_off_serves_fp32_without_a_check(tmp_path: Path, tiny_backbone: Path) -> None:
     from conftest import write_tiny_definition
 
-    write_tiny_definition(tmp_path / "models", tiny_backbone, int8=True, int8_max_accuracy_drop=1.0)
+    write_tiny_definition(tmp_path / "models", tiny_backbone, int8=False)
     definition = load_model_definition(tmp_path / "models", TINY_MODEL)
     info = build_first_version(
         definition, ModelRegistry(tmp_path / "state", TINY_MODEL), progress=lambda _: None
     )
-    assert info.meta.int8 is not None and info.meta.int8.accepted is True
-    assert info.meta.serving_file == "model.int8.onnx"
-    assert (info.path / "model.int8.onnx").is_file()
-    assert set(info.meta.to_dict()["int8"]) == {"fp32_accuracy", "int8_accuracy", "accepted"}
+    assert info.meta.int8 is None and info.meta.serving_file == "model.onnx"
+    assert not (info.path / "model.int8.onnx").exists()
 
 
 def test_init_from_csv_writes_definition(tmp_path: Path, tiny_backbone: Path) -> None:

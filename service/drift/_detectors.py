@@ -96,8 +96,9 @@ class EmbeddingDetector(_Readings):
         from alibi_detect.cd import LSDDDriftOnline, MMDDriftOnline
 
         # alibi-detect's own seeding (torch, numpy, random): the bootstrap permutations come from
-        # torch, which only service.training imports directly. It sets the global generators of
-        # the drift worker's process, which nothing else there draws from.
+        # torch, which only training code (service.training, service.tasks.*.training) imports
+        # directly. It sets the global generators of the drift worker's process, which nothing
+        # else there draws from.
         from alibi_detect.utils._random import set_seed
 
         if len(reference) < 2 * self._window_size:

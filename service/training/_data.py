@@ -14,7 +14,10 @@ from service.errors import ConfigError
 
 @dataclass(frozen=True)
 class Example:
-    text: str
+    """One labeled row: ``item`` is its input as the task keeps it (a text, or the key of a row
+    of the task's own arrays, such as a decoded image's index), ``label`` its label's index."""
+
+    item: str
     label: int
 
 

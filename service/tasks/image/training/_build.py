@@ -79,7 +79,7 @@ def build_first_version(
     pixels = decode_files([path for path, _ in files], options)
     rows = [Example(str(i), index[label]) for i, (_, label) in enumerate(files)]
     train, val = stratified_split(rows, recipe.validation_fraction, recipe.seed)
-    train_at, val_at = [int(e.text) for e in train], [int(e.text) for e in val]
+    train_at, val_at = [int(e.item) for e in train], [int(e.item) for e in val]
     train_y, val_y = [e.label for e in train], [e.label for e in val]
     augmenter = Augmenter(recipe.augment, options, recipe.seed)
     train_views = augmenter.views(pixels[train_at], recipe.augment_views)

@@ -65,7 +65,7 @@ def build_first_version(
 
         onnx_path = staged.path / "model.onnx"
         export_onnx(model, tokens, onnx_path)
-        check_texts = [e.text for e in (val or train)[:32]]
+        check_texts = [e.item for e in (val or train)[:32]]
         session = load_for_check(onnx_path, tokenizer_path, labels, definition.max_seq_length)
         parity = parity_check(model, tokens, session, check_texts)
         progress(f"exported ONNX; largest difference from torch {parity:.1e}")
@@ -91,7 +91,7 @@ def build_first_version(
                 "validation_accuracy": (
                     _held_out_accuracy(report)
                     if report.refit_examples
-                    else accuracy(session, [e.text for e in val], [e.label for e in val])
+                    else accuracy(session, [e.item for e in val], [e.label for e in val])
                 ),
                 "parity_max_abs_diff": parity,
             },
@@ -124,5 +124,5 @@ def _held_out_accuracy(report: TrainReport) -> float:
 def _validation(val: list[Example]) -> HeldOut:
     """The int8 check's rows: the validation split. After a refit the model has trained on them
     too (a first version has no other held-out rows)."""
-    texts, gold = [e.text for e in val], [e.label for e in val]
+    texts, gold = [e.item for e in val], [e.label for e in val]
     return HeldOut(len(val), "validation", lambda session: accuracy(session, texts, gold))

@@ -61,8 +61,8 @@ class Trainer:
         refit = r.refit and bool(val)
         pretrained = {k: v.clone() for k, v in self.model.state_dict().items()} if refit else {}
         train_ids, val_ids = (
-            self.tokens.ids([e.text for e in train]),
-            self.tokens.ids([e.text for e in val]),
+            self.tokens.ids([e.item for e in train]),
+            self.tokens.ids([e.item for e in val]),
         )
         train_y = torch.tensor([e.label for e in train])
         val_y = torch.tensor([e.label for e in val])
@@ -92,7 +92,7 @@ class Trainer:
 
     def _refit(self, examples: list[Example], report: TrainReport) -> None:
         """Train the chosen epochs of each phase again, from the pretrained weights, on all."""
-        ids = self.tokens.ids([e.text for e in examples])
+        ids = self.tokens.ids([e.item for e in examples])
         labels = torch.tensor([e.label for e in examples])
         none: list[list[int]] = []
         self._fit_head(ids, labels, none, labels[:0], epochs=report.head_epochs)
@@ -108,8 +108,8 @@ class Trainer:
         """Only phase 2, continuing from the current weights (incremental fine-tuning)."""
         started = time.perf_counter()
         train_ids, val_ids = (
-            self.tokens.ids([e.text for e in train]),
-            self.tokens.ids([e.text for e in val]),
+            self.tokens.ids([e.item for e in train]),
+            self.tokens.ids([e.item for e in val]),
         )
         train_y = torch.tensor([e.label for e in train])
         val_y = torch.tensor([e.label for e in val])

@@ -49,7 +49,7 @@ def fit(backbone: Path, recipe: TrainRecipe) -> tuple[TextClassifier, TokenBatch
 
 def accuracy(model: TextClassifier, tokens: TokenBatcher, rows: list[Example]) -> float:
     with torch.no_grad():
-        logits, _ = model(*TokenBatcher.pad(tokens.ids([e.text for e in rows])))
+        logits, _ = model(*TokenBatcher.pad(tokens.ids([e.item for e in rows])))
     return float((logits.argmax(1) == torch.tensor([e.label for e in rows])).float().mean())
 
 

@@ -325,13 +325,7 @@ class JobRunner:
         inputs_dir = job_dir / INPUTS_DIR
         spec = FineTuneSpec(
             model=self.model,
-            # An image version records its backbone resolved (architecture and weights file);
-            # a text job loads the encoder directory model.toml names.
-            backbone=(
-                base.meta.backbone
-                if self._served.inputs.content_samples
-                else str(definition.backbone_path())
-            ),
+            backbone=self._served.task.job_backbone(definition, base.meta),
             pooling=base.meta.pooling,
             max_seq_length=base.meta.max_seq_length,
             base_version=base.version,

@@ -17,6 +17,7 @@ from service.domain.loop import GateResult
 from service.domain.review import ReviewEvidence
 from service.domain.versions import (
     DEFAULT_SERVING_FILE,
+    DEFAULT_TASK,
     Calibration,
     DataCounts,
     TrainingRecord,
@@ -73,7 +74,7 @@ class FineTuneSpec:
     trusted: bool = False
     # The model's task (service.tasks). For a task whose inputs are bytes (images), the pairs
     # hold content keys ``sha256:<hex>``, and each one's bytes are in ``inputs_dir/<hex>``.
-    task: str = "text-classification"
+    task: str = DEFAULT_TASK
     inputs_dir: str = ""
     # Image tasks: the training images' augmentations and views per image ([train] augment).
     augment: list[str] = field(default_factory=list)

@@ -99,6 +99,11 @@ class Task(Protocol):
         keep an anchor of. ConfigError when it is unreadable."""
         ...
 
+    def job_backbone(self, definition: ModelDefinition, meta: VersionMeta) -> str:
+        """What a fine-tune job of this task builds its network from, continuing the version
+        ``meta`` describes (``FineTuneSpec.backbone``): read by the task's own training."""
+        ...
+
     def preprocessor(self, version_dir: Path, meta: VersionMeta) -> Preprocessor:
         """How one version's items become feeds (its tokenizer, its image size and norm)."""
         ...

@@ -181,6 +181,14 @@ def test_a_version_records_its_input_options_as_json_values(case: Case) -> None:
     assert json.loads(json.dumps(recorded)) == recorded
 
 
+def test_a_fine_tune_job_continues_from_the_backbone_its_task_names(tmp_path: Path) -> None:
+    text = ModelDefinition(name="t", directory=tmp_path, backbone="encoder")
+    meta = VersionMeta(labels=("a", "b"), max_seq_length=16, backbone="resnet18@0.25:w.pt")
+    assert tasks.get(text.task).job_backbone(text, meta) == str(tmp_path / "encoder")
+    image = dataclasses.replace(text, task="image-classification")
+    assert tasks.get(image.task).job_backbone(image, meta) == "resnet18@0.25:w.pt"
+
+
 def test_an_image_model_takes_preprocessed_tensors_too(tmp_path: Path) -> None:
     case = _image_case(tmp_path)
     inputs = tasks.get(case.definition.task).input_contract(case.definition)

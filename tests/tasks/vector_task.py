@@ -116,6 +116,9 @@ class VectorTask:
         for vector, label in read_labeled_csv(definition.seed_path, INPUT):
             yield NewSample(vector, label)
 
+    def job_backbone(self, definition: ModelDefinition, meta: VersionMeta) -> str:
+        return ""
+
     def preprocessor(self, version_dir: Path, meta: VersionMeta) -> VectorFeeds:
         return VectorFeeds()
 

@@ -35,6 +35,10 @@ class ImageClassification:
     def seed_samples(self, definition: ModelDefinition) -> Iterator[NewSample]:
         return seed_samples(definition.seed_path)
 
+    def job_backbone(self, definition: ModelDefinition, meta: VersionMeta) -> str:
+        """The backbone the version recorded, resolved (architecture and weights file)."""
+        return meta.backbone
+
     def preprocessor(self, version_dir: Path, meta: VersionMeta) -> ImageFeeds:
         where = f"{version_dir / 'meta.json'} inputs"
         return ImageFeeds(ImageOptions.parse(meta.inputs, where))

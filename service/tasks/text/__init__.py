@@ -40,6 +40,10 @@ class TextClassification:
         for text, label in read_labeled_csv(definition.seed_path):
             yield NewSample(text, label)
 
+    def job_backbone(self, definition: ModelDefinition, meta: VersionMeta) -> str:
+        """The encoder directory model.toml names; the version's weights are loaded onto it."""
+        return str(definition.backbone_path())
+
     def preprocessor(self, version_dir: Path, meta: VersionMeta) -> TextEncoder:
         return TextEncoder(version_dir / TOKENIZER_FILE, meta.max_seq_length)
 

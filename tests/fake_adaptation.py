@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator, Coroutine
 from typing import Any, TypeVar
 
 from service.api import GrpcServer, build_server
+from service.domain.int8 import Int8Check
 from service.domain.loop import (
     AddOutcome,
     Event,
@@ -106,6 +107,8 @@ def initial_versions() -> list[VersionSummary]:
             reason="initial version from seed data",
             samples_upto=0,
             metrics={"validation_accuracy": 0.81, "parity_max_abs_diff": 2.5e-6},
+            serving_file="model.int8.onnx",
+            int8=Int8Check.measured(0.81, 0.80, rows=40, split="validation", max_drop=0.01),
         ),
         VersionSummary(
             model=MODEL,
@@ -124,6 +127,7 @@ def initial_versions() -> list[VersionSummary]:
                 "int8": True,
                 "missing": None,
             },
+            int8=Int8Check.measured(0.9, 0.85, rows=60, split="holdout+anchor", max_drop=0.01),
         ),
         VersionSummary(
             model=MODEL,

@@ -201,18 +201,23 @@ def test_versions(run: Any) -> None:
         "CREATED",
         "SAMPLES",
         "ACCURACY",
+        "SERVES",
         "REASON",
     ]
-    assert lines[1].split()[:6] == ["1", "-", "promoted", "2024-05-01T10:00:00+00:00", "0", "0.810"]
-    assert lines[2].split()[:6] == [
-        "2",
-        "1",
-        "serving",
-        "2024-05-02T10:00:00+00:00",
-        "120",
-        "0.900",
+    assert lines[1].split()[:10] == [
+        *["1", "-", "promoted", "2024-05-01T10:00:00+00:00", "0", "0.810"],
+        *["int8", "(int8", "drop", "0.010)"],
     ]
-    assert lines[3].split()[5] == "-" and lines[3].endswith(REJECTING_GATE.reason)
+    assert lines[2].split()[:10] == [
+        *["2", "1", "serving", "2024-05-02T10:00:00+00:00", "120", "0.900"],
+        *["fp32", "(int8", "drop", "0.050)"],
+    ]
+    assert lines[3].split()[5:8] == ["-", "fp32", "(int8"] and REJECTING_GATE.reason in lines[3]
+    # Why a version serves fp32 although int8 was on.
+    assert lines[-1] == (
+        "version 2 serves fp32: int8 accuracy 0.850 against fp32 0.900 on 60 held-out "
+        "holdout+anchor rows: a drop of 0.050 exceeds int8_max_accuracy_drop 0.01"
+    )
 
     code, out, _ = run("versions", "--json")
     versions = json.loads(out)
@@ -223,6 +228,9 @@ def test_versions(run: Any) -> None:
     ]
     assert versions[1]["metrics"] == {"validation_accuracy": 0.9, "train_examples": 96.0}
     assert versions[1]["model"] == MODEL and versions[1]["samples_upto"] == 120
+    assert versions[0]["serving_file"] == "model.int8.onnx"
+    assert versions[0]["int8"]["accepted"] is True and versions[0]["int8"]["rows"] == 40
+    assert versions[1]["int8"]["accepted"] is False and versions[2]["int8"] is None
 
 
 def test_status(run: Any) -> None:
@@ -320,7 +328,7 @@ def test_versions_show_the_evidence_of_a_pending_version(
     pending_version(core)
     code, out, _ = run("versions")
     assert code == 0
-    assert out.split("\n\n", 1)[1].splitlines() == [
+    assert out.split("\n\n")[1].splitlines() == [
         "version 4 waits for review: source vendor contradicts the serving version; a shared token",
         "  sources: vendor (200)",
         "  confident disagreement with the serving version: 95.5% of 200 samples",

@@ -759,6 +759,8 @@ def _summary(info: VersionInfo, serving: int) -> VersionSummary:
         samples_upto=info.meta.samples_upto,
         metrics=metrics,
         review=info.meta.review,
+        serving_file=info.meta.serving_file,
+        int8=info.meta.int8,
     )
 
 

@@ -8,10 +8,12 @@ numeric entries are sent.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
+from service.domain.int8 import Int8Check
 from service.domain.loop import (
     AddOutcome,
     Event,
@@ -183,6 +185,8 @@ class VersionConverter:
                 if message.HasField("review")
                 else None
             ),
+            serving_file=message.serving_file,
+            int8=Int8CheckConverter.to_types(message.int8) if message.HasField("int8") else None,
         )
 
     @staticmethod
@@ -201,7 +205,23 @@ class VersionConverter:
                 if summary.review is None
                 else ReviewEvidenceConverter.from_types(summary.review)
             ),
+            serving_file=summary.serving_file,
+            int8=None if summary.int8 is None else Int8CheckConverter.from_types(summary.int8),
         )
+
+
+class Int8CheckConverter:
+    """Field for field: the message mirrors :class:`Int8Check`."""
+
+    @staticmethod
+    def to_types(message: pb.Int8Check) -> Int8Check:
+        return Int8Check(
+            **{f.name: getattr(message, f.name) for f in dataclasses.fields(Int8Check)}
+        )
+
+    @staticmethod
+    def from_types(check: Int8Check) -> pb.Int8Check:
+        return pb.Int8Check(**dataclasses.asdict(check))
 
 
 class ReviewEvidenceConverter:

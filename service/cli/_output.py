@@ -111,6 +111,25 @@ def accuracy_cell(version: VersionSummary) -> str:
     return f"{value:.3f}" if isinstance(value, int | float) else "-"
 
 
+def serves_cell(version: VersionSummary) -> str:
+    """The graph a version serves, with its int8 check's accuracy drop (fp32 minus int8)."""
+    check = version.int8
+    if check is None:
+        return "fp32 (int8 off)"
+    graph = "int8" if check.accepted else "fp32"
+    drop = "no check" if math.isnan(check.drop) else f"int8 drop {check.drop:.3f}"
+    return f"{graph} ({drop})"
+
+
+def int8_fallback_lines(versions: list[VersionSummary]) -> list[str]:
+    """Why each version whose int8 check failed serves fp32."""
+    return [
+        f"version {v.version} serves fp32: {v.int8.reason}"
+        for v in versions
+        if v.int8 is not None and not v.int8.accepted
+    ]
+
+
 def time_cell(unix: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix))
 

@@ -19,6 +19,7 @@ from service.cli._output import (
     accuracy_cell,
     gate_json,
     gate_line,
+    int8_fallback_lines,
     job_json,
     job_line,
     number_cell,
@@ -26,6 +27,7 @@ from service.cli._output import (
     print_table,
     purge_line,
     review_lines,
+    serves_cell,
     time_cell,
 )
 from service.cli._sending import LabelReport, classify_inputs, label_inputs
@@ -191,15 +193,21 @@ def run_versions(args: argparse.Namespace, client: AdaptationClient) -> int:
             v.created,
             str(v.samples_upto),
             accuracy_cell(v),
+            serves_cell(v),
             v.reason,
         ]
         for v in versions
     ]
-    print_table(["VERSION", "PARENT", "STATUS", "CREATED", "SAMPLES", "ACCURACY", "REASON"], rows)
+    header = ["VERSION", "PARENT", "STATUS", "CREATED", "SAMPLES", "ACCURACY", "SERVES", "REASON"]
+    print_table(header, rows)
     for version in versions:
         if version.status == "pending" and version.review is not None:
             print()
             print("\n".join(review_lines(version.version, version.review)))
+    fallbacks = int8_fallback_lines(versions)
+    if fallbacks:
+        print()
+        print("\n".join(fallbacks))
     return 0
 
 

@@ -7,6 +7,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.domain.int8 import Int8Check
 from service.domain.provenance import TrainingData
 from service.domain.review import ReviewEvidence
 from service.errors import MAX_IDENTIFIER_CHARS
@@ -174,6 +175,8 @@ class VersionSummary:
     samples_upto: int
     metrics: dict[str, Any]
     review: ReviewEvidence | None = None  # what a pending (or reviewed) version was judged on
+    serving_file: str = "model.onnx"  # "model.int8.onnx" when it serves int8
+    int8: Int8Check | None = None  # its int8 check; None when int8 was off
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from service.config import AdaptationRecipe, GateThresholds
 from service.domain.gate import decide, paired_margin
 from service.domain.loop import MAX_CONTENT_BYTES_PER_CALL, EventKind, Job, JobState, NewSample
 from service.errors import InvalidInput
+from service.registry import ModelRegistry
 
 RECIPE = AdaptationRecipe(
     min_new_samples=10, drift_min_samples=4, backoff_seconds=100, max_retries=1
@@ -274,3 +275,14 @@ def test_a_call_over_the_content_limit_is_refused_before_any_sample_is_decoded()
     assert decoded == []
     validate_samples(samples[:1], inputs=Counting(), labels={"a"}, allow_new_labels=False)  # type: ignore[arg-type]
     assert decoded == [0]
+
+
+def test_a_listed_version_names_the_graph_it_serves_and_its_int8_check(
+    registry: ModelRegistry,
+) -> None:
+    from service.adaptation.loop import _summary
+
+    info = registry.get(1)
+    summary = _summary(info, serving=1)
+    assert summary.serving_file == info.meta.serving_file == "model.int8.onnx"
+    assert summary.int8 is not None and summary.int8 == info.meta.int8

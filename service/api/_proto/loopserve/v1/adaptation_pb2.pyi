@@ -105,7 +105,7 @@ class PurgeSamplesResponse(_message.Message):
     def __init__(self, model: _Optional[str] = ..., source: _Optional[str] = ..., removed: _Optional[int] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
 
 class Version(_message.Message):
-    __slots__ = ("model", "version", "parent", "created", "status", "reason", "samples_upto", "metrics", "review")
+    __slots__ = ("model", "version", "parent", "created", "status", "reason", "samples_upto", "metrics", "review", "serving_file", "int8")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,8 @@ class Version(_message.Message):
     SAMPLES_UPTO_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     REVIEW_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FILE_FIELD_NUMBER: _ClassVar[int]
+    INT8_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     parent: int
@@ -131,7 +133,29 @@ class Version(_message.Message):
     samples_upto: int
     metrics: _containers.ScalarMap[str, float]
     review: ReviewEvidence
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., parent: _Optional[int] = ..., created: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., samples_upto: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., review: _Optional[_Union[ReviewEvidence, _Mapping]] = ...) -> None: ...
+    serving_file: str
+    int8: Int8Check
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., parent: _Optional[int] = ..., created: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., samples_upto: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., review: _Optional[_Union[ReviewEvidence, _Mapping]] = ..., serving_file: _Optional[str] = ..., int8: _Optional[_Union[Int8Check, _Mapping]] = ...) -> None: ...
+
+class Int8Check(_message.Message):
+    __slots__ = ("accepted", "fp32_accuracy", "int8_accuracy", "drop", "max_drop", "rows", "split", "reason")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    FP32_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    INT8_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    DROP_FIELD_NUMBER: _ClassVar[int]
+    MAX_DROP_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    fp32_accuracy: float
+    int8_accuracy: float
+    drop: float
+    max_drop: float
+    rows: int
+    split: str
+    reason: str
+    def __init__(self, accepted: _Optional[bool] = ..., fp32_accuracy: _Optional[float] = ..., int8_accuracy: _Optional[float] = ..., drop: _Optional[float] = ..., max_drop: _Optional[float] = ..., rows: _Optional[int] = ..., split: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class LabelChange(_message.Message):
     __slots__ = ("before", "after", "count", "examples")

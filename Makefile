@@ -2,8 +2,14 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := serve
 
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
-VENV ?= .venv
+# The Python versions loopserve runs on, newest first (pyproject.toml's requires-python agrees).
+# PY=X.Y picks one, PYTHON=/path/to/python names an interpreter; by default the version .venv was
+# made with, or for a new one the newest found (scripts/pick-python.sh).
+SUPPORTED_PYTHONS := 3.12 3.11
+PY ?=
+PYTHON ?=
+# A version chosen with PY gets its own environment, so that versions can be tested side by side.
+VENV ?= $(if $(PY),.venv-$(PY),.venv)
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 MODEL ?= support-intents
@@ -11,20 +17,35 @@ SERVE_ARGS ?=
 PROMTOOL ?=
 RULES_DIR := deploy/prometheus
 
-# torch first (scripts/install-torch.sh): the CUDA build only where a GPU is visible, otherwise
-# the CPU build, so that no machine without a GPU downloads the CUDA libraries. alibi-detect
-# without its declared dependencies (see scripts/requirements-no-deps.txt), then the project;
-# --no-warn-conflicts: pip would otherwise list the alibi-detect dependencies left out on purpose.
-$(VENV)/.installed: pyproject.toml scripts/install-torch.sh scripts/requirements-no-deps.txt
-	$(PYTHON) -m venv $(VENV)
+# "X.Y INTERPRETER", or nothing when no supported Python fits (the script says why). Computed
+# once, when a recipe first needs it, so that targets without Python never run it.
+PICKED = $(eval PICKED := $(shell scripts/pick-python.sh '$(VENV)' '$(PY)' '$(PYTHON)' $(SUPPORTED_PYTHONS)))$(PICKED)
+
+# Runs before any install step: a missing or unsupported Python stops make within seconds.
+python:
+	@$(if $(PICKED),echo "Python $(word 1,$(PICKED)) ($(word 2,$(PICKED))) in $(VENV)",exit 1)
+
+# What serving and building a model need. torch first (scripts/install-torch.sh): the CUDA build
+# only where a GPU is visible, otherwise the CPU build, so that no machine without a GPU downloads
+# the CUDA libraries. alibi-detect without its declared dependencies (see
+# scripts/requirements-no-deps.txt), then the project; --no-warn-conflicts: pip would otherwise
+# list the alibi-detect dependencies left out on purpose.
+$(VENV)/.installed-serve: pyproject.toml scripts/install-torch.sh scripts/requirements-no-deps.txt | python
+	[ -x $(BIN)/python ] || $(word 2,$(PICKED)) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	TORCH_VERSION=$(TORCH_VERSION) scripts/install-torch.sh $(BIN)/pip
 	$(BIN)/pip install --quiet --no-deps -r scripts/requirements-no-deps.txt
+	$(BIN)/pip install --quiet --no-warn-conflicts -e .
+	touch $@
+
+# The dev extra (test, lint and codegen tools) on top, for the targets that need it.
+$(VENV)/.installed-dev: $(VENV)/.installed-serve
 	$(BIN)/pip install --quiet --no-warn-conflicts -e '.[dev]'
 	touch $@
 
-.PHONY: install serve test test-fast test-rules lint protos bench
-install: $(VENV)/.installed
+.PHONY: python install install-dev serve test test-fast test-rules lint protos bench
+install: $(VENV)/.installed-serve
+install-dev: $(VENV)/.installed-dev
 
 serve: install
 	$(BIN)/loopserve init $(MODEL) --if-missing
@@ -33,13 +54,13 @@ serve: install
 # PostgreSQL, and chromium for the console's browser tests: installed from Debian's packages
 # where we may (root, or sudo for chromium); elsewhere their tests are skipped with the reason,
 # except under CI=true, where they fail.
-test: install
+test: install-dev
 	scripts/postgres.sh install || echo "warning: no PostgreSQL server: its tests will be skipped"
 	scripts/chromium.sh install || echo "warning: no chromium: the browser tests will be skipped"
 	$(BIN)/python -m pytest -q
 	$(MAKE) test-rules
 
-test-fast: install
+test-fast: install-dev
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # The Prometheus alerting rules: syntax check and unit tests. promtool is $(PROMTOOL) when set,
@@ -53,13 +74,13 @@ test-rules:
 	"$$promtool" check rules $(RULES_DIR)/rules.yml && \
 	"$$promtool" test rules $(RULES_DIR)/rules_test.yml
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check service tests bench scripts
 	$(BIN)/ruff format --check service tests bench scripts
 	$(BIN)/mypy
 
-protos: install
+protos: install-dev
 	$(BIN)/python -m service.api.codegen
 
-bench: install
+bench: install-dev
 	$(BIN)/python bench/serving.py

@@ -3,16 +3,22 @@ installed without the image stack its declared dependencies would pull in."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from test_layers import imports
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "install-torch.sh"
@@ -104,24 +110,96 @@ def test_when_every_source_fails_it_exits_1_and_says_what_to_set(tmp_path: Path)
     assert "error: could not install torch 2.13.0; set TORCH_SPEC" in result.stderr
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-def test_the_makefile_installs_torch_through_the_script_then_alibi_detect_without_deps(
-    tmp_path: Path,
-) -> None:
-    recipe = subprocess.run(
-        ["make", "-n", "-B", f"VENV={tmp_path}/venv", f"{tmp_path}/venv/.installed"],
+def make_recipe(tmp_path: Path, stamp: str) -> list[str]:
+    """The commands ``make`` would run to build ``stamp`` of a new environment under tmp_path."""
+    venv = f"{tmp_path}/venv"
+    return subprocess.run(
+        ["make", "-n", "-B", f"VENV={venv}", f"PYTHON={sys.executable}", f"{venv}/{stamp}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
     ).stdout.splitlines()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_the_makefile_installs_torch_through_the_script_then_alibi_detect_without_deps(
+    tmp_path: Path,
+) -> None:
+    recipe = make_recipe(tmp_path, ".installed-serve")
     torch = next(i for i, line in enumerate(recipe) if "scripts/install-torch.sh" in line)
     no_deps = next(i for i, line in enumerate(recipe) if "requirements-no-deps.txt" in line)
-    project = next(i for i, line in enumerate(recipe) if "-e '.[dev]'" in line)
+    project = next(i for i, line in enumerate(recipe) if line.endswith(" -e ."))
     assert torch < no_deps < project
     assert recipe[torch].startswith(f"TORCH_VERSION={torch_version()} ")
     assert "--no-deps" in recipe[no_deps]
     assert not any("+cpu" in line for line in recipe)  # the spec is the script's choice
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_serving_installs_no_dev_extra_and_the_dev_stamp_adds_it(tmp_path: Path) -> None:
+    assert not any("[dev]" in line for line in make_recipe(tmp_path, ".installed-serve"))
+    recipe = make_recipe(tmp_path, ".installed-dev")
+    dev = next(i for i, line in enumerate(recipe) if line.endswith(" -e '.[dev]'"))
+    assert dev > next(i for i, line in enumerate(recipe) if line.endswith(" -e ."))
+    makefile = (ROOT / "Makefile").read_text()
+    assert "\nserve: install\n" in makefile
+    for target in ("test", "test-fast", "lint", "protos"):
+        assert f"\n{target}: install-dev\n" in makefile
+
+
+def closure(requirements: Iterable[str]) -> set[str]:
+    """The distributions installing ``requirements`` brings (installed metadata, no extras)."""
+    seen: set[str] = set()
+    todo = [Requirement(r) for r in requirements]
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            for text in importlib.metadata.distribution(name).requires or []:
+                sub = Requirement(text)
+                if sub.marker is None or sub.marker.evaluate({"extra": ""}):
+                    todo.append(sub)
+    return seen
+
+
+def serving_distributions() -> set[str]:
+    """What ``make serve`` installs: the project's dependencies and the --no-deps pins."""
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    no_deps = (ROOT / "scripts" / "requirements-no-deps.txt").read_text().splitlines()
+    pinned = [line for line in no_deps if line.strip() and not line.startswith("#")]
+    return closure(dependencies) | {canonicalize_name(Requirement(p).name) for p in pinned}
+
+
+# Only `make protos` generates code, and it installs the dev extra.
+DEV_IMPORTERS = {"service.api.codegen"}
+
+
+def third_party_imports() -> Iterator[tuple[str, str]]:
+    """("where", top-level module) for each import of service outside the standard library."""
+    for item in imports(ROOT, "service"):
+        top = item.target.split(".")[0]
+        if item.module not in DEV_IMPORTERS and top not in ("", "service", *STDLIB):
+            yield f"{item.module}:{item.line}", top
+
+
+STDLIB = frozenset(sys.stdlib_module_names)
+
+
+def test_service_imports_nothing_that_only_the_dev_extra_installs() -> None:
+    """Every third-party module that service imports (lazy imports included) comes from a
+    distribution that serving installs, so `loopserve serve` and `init` run without the dev extra."""
+    serving = serving_distributions()
+    providers = importlib.metadata.packages_distributions()
+    outside = []
+    for where, top in third_party_imports():
+        dists = {canonicalize_name(d) for d in providers.get(top, [])}
+        if not dists or not dists <= serving:
+            outside.append(f"{where} imports {top} from {sorted(dists) or 'nothing installed'}")
+    assert outside == []
 
 
 def dockerfile_args() -> dict[str, str]:

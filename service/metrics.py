@@ -6,7 +6,10 @@ owns its metrics. The README's metrics table lists the same names.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
@@ -18,6 +21,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
         # Registered in this order, which is the order of the exposition.
         self._add_requests(self.registry)
         self._add_serving_version(self.registry)
@@ -26,6 +30,15 @@ class Metrics:
         self._add_drift_detectors(self.registry)
         self._add_drift_monitoring(self.registry)
         self._add_operations(self.registry)
+
+    def child(self, metric: MetricWrapperBase, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once: ``labels()`` takes a lock and builds a
+        tuple, and the serving path counts each request in several series."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:  # two threads may both look it up: labels() returns the same child
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def _add_requests(self, r: CollectorRegistry) -> None:
         """ModelInfer calls: counts, latencies, batches and those in flight."""

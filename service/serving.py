@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from service import tasks
 from service.config import ModelDefinition
@@ -47,6 +47,7 @@ class ServedModel:
         self.definition = definition
         self.registry = registry
         self._metrics = metrics
+        self._queue_latency = metrics.queue_latency.labels(self.name)
         serving = definition.serving
         self.slot = ModelSlot(self.name)
         self.batcher = Batcher(
@@ -164,14 +165,15 @@ class ServedModel:
     ) -> InferenceResponse:
         self.check_version(request.version)
         wanted = self.outputs.requested_outputs(request.outputs)
-        items = await self._decode(request)
+        items = (
+            await asyncio.to_thread(self.inputs.decode, request.inputs)
+            if self.inputs.decode_in_thread
+            else self.inputs.decode(request.inputs)
+        )
         result = await self.batcher.infer(items, deadline)
-        self._metrics.queue_latency.labels(self.name).observe(result.queue_seconds)
+        self._queue_latency.observe(result.queue_seconds)
         if self._on_predictions is not None and request.id:
-            winners = result.probabilities.argmax(axis=1)
-            self._on_predictions(
-                request.id, self.name, result.version, [result.labels[i] for i in winners]
-            )
+            self._on_predictions(request.id, self.name, result.version, result.predicted)
         if self._observers:
             payloads = self.inputs.payloads(request.inputs, items)
             for observer in self._observers:
@@ -182,11 +184,6 @@ class ServedModel:
             id=request.id,
             outputs=self.outputs.outputs(result, wanted),
         )
-
-    async def _decode(self, request: InferenceRequest) -> list[Any]:
-        if self.inputs.decode_in_thread:
-            return await asyncio.to_thread(self.inputs.decode, request.inputs)
-        return self.inputs.decode(request.inputs)
 
     def is_ready(self, version: str = "") -> bool:
         loaded = self.slot.current

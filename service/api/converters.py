@@ -13,6 +13,7 @@ time independent of its size instead of stalling every other call.
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Mapping, MutableMapping, Sized
 from dataclasses import dataclass
 from math import prod
@@ -48,6 +49,8 @@ _CONTENTS_FIELD = {
     "BYTES": "bytes_contents",
 }
 _LENGTH = struct.Struct("<I")
+# Byte orders that are already the wire's little-endian ("|": single bytes; "=": native).
+_LITTLE_ENDIAN = ("<", "|", "=") if sys.byteorder == "little" else ("<", "|")
 MAX_TENSORS = 16  # input or requested output tensors per request
 MAX_DIMS = 8
 MAX_DIM = (
@@ -155,49 +158,52 @@ class InferInputTensorConverter:
         raw: bytes | None,
         limits: DecodeLimits | None = None,
     ) -> Tensor:
-        name = quote(tensor.name)
-        check_length("input name", tensor.name)
-        _check_count(f"dimensions in the shape of input {name}", tensor.shape, MAX_DIMS)
-        _check_count(f"parameters of input {name}", tensor.parameters, MAX_PARAMETERS)
-        shape = tuple(int(d) for d in tensor.shape)
-        if any(d < 0 for d in shape):
-            raise InvalidInput(
-                f"input {name} has a negative dimension in shape {shape_text(shape)}"
-            )
-        # Zero elements pass every count limit, but numpy cannot shape an array whose other
-        # dimensions are that large.
-        if any(d > MAX_DIM for d in shape):
-            raise InvalidInput(
-                f"input {name} has a dimension above {MAX_DIM} in shape {shape_text(shape)}"
-            )
-        if prod(d for d in shape if d) > MAX_DIM:
-            raise InvalidInput(
-                f"input {name} has shape {shape_text(shape)}: its non-zero dimensions multiply "
-                f"to more than {MAX_DIM}"
-            )
-        datatype = tensor.datatype
-        if datatype != "BYTES" and datatype not in DATATYPE_TO_NUMPY:
-            raise InvalidInput(f"input {name} has unknown datatype {quote(datatype, 20)}")
-        if limits is not None:
-            _check_elements(name, datatype, shape, limits)
-            _check_raw_size(name, datatype, raw, limits)
-        has_typed = tensor.HasField("contents") and _typed_count(tensor, datatype) > 0
-        if raw is not None and has_typed:
-            raise InvalidInput(f"input {name} has both contents and raw_input_contents; send one")
-        data = (
-            _decode_raw(tensor.name, datatype, shape, raw)
-            if raw is not None
-            else _decode_typed(tensor, datatype, shape)
+        _check_declared(tensor, limits)
+        return _decode_tensor(tensor, raw, limits)
+
+
+def _decode_tensor(
+    tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None, limits: DecodeLimits | None
+) -> Tensor:
+    """The tensor whose declaration passed :func:`_check_declared`, decoded."""
+    name = quote(tensor.name)
+    _check_count(f"parameters of input {name}", tensor.parameters, MAX_PARAMETERS)
+    shape = tuple(int(d) for d in tensor.shape)
+    if any(d < 0 for d in shape):
+        raise InvalidInput(f"input {name} has a negative dimension in shape {shape_text(shape)}")
+    # Zero elements pass every count limit, but numpy cannot shape an array whose other
+    # dimensions are that large.
+    if any(d > MAX_DIM for d in shape):
+        raise InvalidInput(
+            f"input {name} has a dimension above {MAX_DIM} in shape {shape_text(shape)}"
         )
-        count = len(data) if isinstance(data, list) else data.size
-        if count != prod(shape):
-            raise InvalidInput(
-                f"input {name} has shape {shape_text(shape)} ({_count_text(prod(shape))} elements) but "
-                f"{count} elements of data"
-            )
-        return Tensor(
-            tensor.name, datatype, shape, data, InferParameterConverter.to_types(tensor.parameters)
+    if prod(d for d in shape if d) > MAX_DIM:
+        raise InvalidInput(
+            f"input {name} has shape {shape_text(shape)}: its non-zero dimensions multiply "
+            f"to more than {MAX_DIM}"
         )
+    datatype = tensor.datatype
+    if datatype != "BYTES" and datatype not in DATATYPE_TO_NUMPY:
+        raise InvalidInput(f"input {name} has unknown datatype {quote(datatype, 20)}")
+    if limits is not None:
+        _check_raw_size(name, datatype, raw, limits)
+    has_typed = tensor.HasField("contents") and _typed_count(tensor, datatype) > 0
+    if raw is not None and has_typed:
+        raise InvalidInput(f"input {name} has both contents and raw_input_contents; send one")
+    data = (
+        _decode_raw(tensor.name, datatype, shape, raw)
+        if raw is not None
+        else _decode_typed(tensor, datatype, shape)
+    )
+    count = len(data) if isinstance(data, list) else data.size
+    if count != prod(shape):
+        raise InvalidInput(
+            f"input {name} has shape {shape_text(shape)} ({_count_text(prod(shape))} elements) but "
+            f"{count} elements of data"
+        )
+    return Tensor(
+        tensor.name, datatype, shape, data, InferParameterConverter.to_types(tensor.parameters)
+    )
 
 
 class ModelInferRequestConverter:
@@ -209,15 +215,15 @@ class ModelInferRequestConverter:
         (tests, tools), only malformed encodings are refused."""
         if limits is not None:
             _check_request_counts(request)
-            for tensor in request.inputs:  # before raw contents are touched: each is a copy
-                _check_declared(tensor, limits)
+        for tensor in request.inputs:  # before raw contents are touched: each is a copy
+            _check_declared(tensor, limits)
         raw = request.raw_input_contents
         if raw and len(raw) != len(request.inputs):
             raise InvalidInput(
                 f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; send one per input, in order"
             )
         inputs = [
-            InferInputTensorConverter.to_types(tensor, raw[i] if raw else None, limits)
+            _decode_tensor(tensor, raw[i] if raw else None, limits)
             for i, tensor in enumerate(request.inputs)
         ]
         return InferenceRequest(
@@ -331,13 +337,16 @@ def _check_request_counts(request: pb.ModelInferRequest) -> None:
         check_length("output name", output.name)
 
 
-def _check_declared(tensor: pb.ModelInferRequest.InferInputTensor, limits: DecodeLimits) -> None:
-    """Refuse a tensor whose name or declared shape is too large for the model, from the
-    declaration alone."""
+def _check_declared(
+    tensor: pb.ModelInferRequest.InferInputTensor, limits: DecodeLimits | None
+) -> None:
+    """Refuse a tensor whose name or declared shape is too large (for the model, with
+    ``limits``), from the declaration alone."""
     check_length("input name", tensor.name)
     name = quote(tensor.name)
     _check_count(f"dimensions in the shape of input {name}", tensor.shape, MAX_DIMS)
-    _check_elements(name, tensor.datatype, tuple(tensor.shape), limits)
+    if limits is not None:
+        _check_elements(name, tensor.datatype, tuple(tensor.shape), limits)
 
 
 def _check_elements(name: str, datatype: str, shape: tuple[int, ...], limits: DecodeLimits) -> None:
@@ -440,4 +449,6 @@ def _decode_raw(name: str, datatype: str, shape: tuple[int, ...], raw: bytes) ->
 def _encode_raw(data: TensorData) -> bytes:
     if isinstance(data, list):
         return BytesCodec.encode(data)
+    if data.dtype.byteorder in _LITTLE_ENDIAN:  # what a model's outputs are: no conversion
+        return data.tobytes()  # C order, whatever the array's layout
     return np.ascontiguousarray(data).astype(data.dtype.newbyteorder("<"), copy=False).tobytes()

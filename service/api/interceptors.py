@@ -202,7 +202,7 @@ class ObservabilityInterceptor(WrappingInterceptor):
         read."""
 
         def record(code: grpc.StatusCode) -> None:
-            self._metrics.grpc_requests.labels(method, code.name).inc()
+            self._metrics.child(self._metrics.grpc_requests, method, code.name).inc()
 
         async def refuse(requests: AsyncIterator[Any], context: aio.ServicerContext) -> NoReturn:
             await self._fail(method, error, context, record)
@@ -225,12 +225,15 @@ class ObservabilityInterceptor(WrappingInterceptor):
 
     def _wrap(self, method: str, behavior: Behavior, request_stream: bool = False) -> Behavior:
         is_infer = method == MODEL_INFER
+        operation = _operation(method)
+        metrics = self._metrics
+        child = metrics.child
 
         async def observed(request: Any, context: aio.ServicerContext) -> Any:
             started = time.perf_counter()
             model = self._model_label(request) if is_infer else ""
             if is_infer:
-                self._metrics.in_flight.labels(model).inc()
+                child(metrics.in_flight, model).inc()
             recorded = False
 
             def record(code: grpc.StatusCode, version: str = "") -> None:
@@ -238,13 +241,11 @@ class ObservabilityInterceptor(WrappingInterceptor):
                 # metrics right after its call must see that call counted.
                 nonlocal recorded
                 recorded = True
-                self._metrics.grpc_requests.labels(method, code.name).inc()
+                child(metrics.grpc_requests, method, code.name).inc()
                 if is_infer:
-                    self._metrics.in_flight.labels(model).dec()
-                    self._metrics.requests.labels(model, version, code.name).inc()
-                    self._metrics.request_latency.labels(model).observe(
-                        time.perf_counter() - started
-                    )
+                    child(metrics.in_flight, model).dec()
+                    child(metrics.requests, model, version, code.name).inc()
+                    child(metrics.request_latency, model).observe(time.perf_counter() - started)
 
             try:
                 if request_stream:
@@ -252,7 +253,7 @@ class ObservabilityInterceptor(WrappingInterceptor):
                 check_admissible(request, context)
                 response = await behavior(request, context)
                 record(grpc.StatusCode.OK, getattr(response, "model_version", ""))
-                self._disk_full.succeeded(_operation(method))
+                self._disk_full.succeeded(operation)
                 return response
             except aio.AbortError:
                 if not recorded:
@@ -272,7 +273,7 @@ class ObservabilityInterceptor(WrappingInterceptor):
         """The same mapping for a stream: an error may come before or after some messages."""
 
         def record(code: grpc.StatusCode) -> None:
-            self._metrics.grpc_requests.labels(method, code.name).inc()
+            self._metrics.child(self._metrics.grpc_requests, method, code.name).inc()
 
         async def observed(request: Any, context: aio.ServicerContext) -> AsyncGenerator[Any, None]:
             try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -50,6 +51,12 @@ class BatchResult:
     embedding: FloatArray
     queue_seconds: float
 
+    @functools.cached_property
+    def predicted(self) -> list[str]:
+        """Each item's most probable label (the response and the prediction log both ask)."""
+        labels = self.labels
+        return [labels[i] for i in self.probabilities.argmax(axis=1)]
+
 
 @dataclass
 class _Pending:
@@ -67,8 +74,10 @@ class Batcher:
     def __init__(self, slot: ModelSlot, options: BatchingOptions, metrics: Metrics) -> None:
         self._slot = slot
         self._options = options
-        self._metrics = metrics
         self._model = slot.model
+        self._queue_depth = metrics.queue_depth.labels(self._model)
+        self._inference_latency = metrics.inference_latency.labels(self._model)
+        self._batch_size = metrics.batch_size.labels(self._model)
         self._queue: collections.deque[_Pending] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
@@ -94,7 +103,7 @@ class Batcher:
                     f"{self._options.max_queue_size}); retry with backoff"
                 )
             self._queue.append(pending)
-            self._metrics.queue_depth.labels(self._model).set(len(self._queue))
+            self._queue_depth.set(len(self._queue))
             self._cond.notify()
         return await pending.future
 
@@ -140,7 +149,7 @@ class Batcher:
                     break
                 self._cond.wait(remaining)
             self._under_load = len(batch) > 1 or bool(self._queue)
-            self._metrics.queue_depth.labels(self._model).set(len(self._queue))
+            self._queue_depth.set(len(self._queue))
         # Checked again as the batch leaves: a request may have expired while it filled.
         now = time.monotonic()
         live = [p for p in batch if not p.future.cancelled() and not p.expired(now)]
@@ -177,8 +186,7 @@ class Batcher:
             for p in batch:
                 p.loop.call_soon_threadsafe(_fail, p.future, exc)
             return
-        self._metrics.inference_latency.labels(self._model).observe(time.perf_counter() - started)
-        self._metrics.batch_size.labels(self._model).observe(len(items))
+        ran = time.perf_counter() - started
         offset = 0
         for p in batch:
             n = len(p.items)
@@ -191,6 +199,9 @@ class Batcher:
             )
             offset += n
             p.loop.call_soon_threadsafe(_resolve, p.future, result)
+        # After the answers are on their way: the event loops need not wait for the metrics.
+        self._inference_latency.observe(ran)
+        self._batch_size.observe(len(items))
 
 
 def _deadline_exceeded(pending: _Pending) -> DeadlineExceeded:

@@ -25,6 +25,7 @@ from service.runtime._preprocess import Preprocessor
 from service.runtime._providers import CUDA, preload_cuda_libraries, select_providers
 
 FloatArray = npt.NDArray[np.float32]
+OUTPUTS = ["probabilities", "embedding"]
 # Every session a LoadedVersion opened and that is not freed yet: (model, version).
 _LIVE: weakref.WeakKeyDictionary[ort.InferenceSession, tuple[str, int]] = (
     weakref.WeakKeyDictionary()
@@ -84,10 +85,15 @@ class LoadedVersion:
         session = self._session
         if session is None:
             raise Unavailable(f"model {self.model!r} version {self.version} no longer serves")
+        groups = self.preprocessor.groups(items)
+        if len(groups) == 1 and groups[0].positions == list(range(len(items))):
+            # One group in item order (a lone text, images of one size): its outputs as they are.
+            probs, emb = session.run(OUTPUTS, groups[0].feeds)
+            return Prediction(np.asarray(probs, np.float32), np.asarray(emb, np.float32))
         probabilities = np.empty((len(items), len(self.labels)), dtype=np.float32)
         embedding = np.empty((len(items), self.embedding_dim), dtype=np.float32)
-        for group in self.preprocessor.groups(items):
-            probs, emb = session.run(["probabilities", "embedding"], group.feeds)
+        for group in groups:
+            probs, emb = session.run(OUTPUTS, group.feeds)
             probabilities[group.positions] = probs
             embedding[group.positions] = emb
         return Prediction(probabilities, embedding)

@@ -6,6 +6,7 @@ instead.
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -40,15 +41,21 @@ class ClassifierOutputs:
         tensors = []
         for name in wanted:
             if name == LABEL:
-                winners = result.probabilities.argmax(axis=1)
-                labels = [result.labels[i].encode() for i in winners]
+                labels = [label.encode() for label in result.predicted]
                 tensors.append(Tensor(LABEL, "BYTES", (len(labels),), labels))
             elif name == PROBABILITIES:
-                params = {"labels": json.dumps(result.labels)}
+                params = {"labels": labels_json(tuple(result.labels))}
                 tensors.append(Tensor.from_array(PROBABILITIES, result.probabilities, params))
             else:
                 tensors.append(Tensor.from_array(EMBEDDING, np.asarray(result.embedding)))
         return tensors
+
+
+@functools.lru_cache(maxsize=64)
+def labels_json(labels: tuple[str, ...]) -> str:
+    """The column order of the probabilities, as JSON: the same for every answer of a version,
+    so encoded once (a version has tens of labels, each request would encode them again)."""
+    return json.dumps(list(labels))
 
 
 def quoted_names(names: list[str]) -> str:

@@ -24,6 +24,7 @@ class Metrics:
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
         # Registered in this order, which is the order of the exposition.
         self._add_requests(self.registry)
+        self._add_response_cache(self.registry)
         self._add_serving_version(self.registry)
         self._add_jobs(self.registry)
         self._add_online_accuracy(self.registry)
@@ -79,6 +80,27 @@ class Metrics:
         self.in_flight = Gauge(
             "loopserve_in_flight_requests",
             "Inference requests admitted and not yet answered.",
+            ["model"],
+            registry=r,
+        )
+
+    def _add_response_cache(self, r: CollectorRegistry) -> None:
+        """Answers served from a model's response cache ([serving] cache), and its size."""
+        self.cache_requests = Counter(
+            "loopserve_response_cache_requests",
+            "ModelInfer requests looked up in the response cache, by outcome (hit, miss).",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.cache_entries = Gauge(
+            "loopserve_response_cache_entries",
+            "Answers kept in the response cache.",
+            ["model"],
+            registry=r,
+        )
+        self.cache_bytes = Gauge(
+            "loopserve_response_cache_bytes",
+            "Memory the response cache's answers take (arrays plus a fixed overhead per entry).",
             ["model"],
             registry=r,
         )

@@ -21,6 +21,7 @@ from service.runtime import (
     BatchingOptions,
     BatchResult,
     LoadedVersion,
+    ModelResponseCache,
     ModelSlot,
     SessionOptions,
 )
@@ -66,6 +67,17 @@ class ServedModel:
             serving.intra_op_threads, serving.providers, serving.thread_spinning
         )
         self._swap_lock = threading.Lock()
+        self._cache = (
+            ModelResponseCache(
+                self.name,
+                serving.cache_max_entries,
+                serving.cache_max_bytes,
+                metrics,
+                hash_in_thread=self.inputs.decode_in_thread,
+            )
+            if serving.cache
+            else None
+        )
         self._on_predictions = on_predictions
         self._observers: list[OutputObserver] = []
         for outcome in ("ok", "failed"):  # so that rate() sees the first failure
@@ -136,6 +148,8 @@ class ServedModel:
                     loaded.retire()  # not served: free it now, not when the traceback goes
                     raise
             previous = self.slot.swap(loaded)  # retires the previous version
+            if self._cache is not None:
+                self._cache.clear()  # answers of another version (its keys never match anyway)
             self._metrics.current_version.labels(self.name).set(info.version)
             self._metrics.version_created.labels(self.name).set(_created(info))
             if previous is not None:
@@ -163,8 +177,35 @@ class ServedModel:
     async def infer(
         self, request: InferenceRequest, deadline: float | None = None
     ) -> InferenceResponse:
-        self.check_version(request.version)
+        loaded = self.check_version(request.version)
         wanted = self.outputs.requested_outputs(request.outputs)
+        if self._cache is None:
+            result, payloads = await self._run(request, deadline)
+        else:
+            key, cached = await self._cache.lookup(request.inputs, loaded.version)
+            if cached is None:
+                result, payloads = await self._run(request, deadline)
+                if result.version == self.loaded_version:  # not an answer of a swapped-out one
+                    self._cache.keep(key, result)
+            else:
+                # The labeling pool was offered these inputs when they were answered first.
+                result, payloads = cached, [""] * len(cached.predicted)
+        # Cached answers are logged too: a delayed label may name this request's id.
+        if self._on_predictions is not None and request.id:
+            self._on_predictions(request.id, self.name, result.version, result.predicted)
+        for observer in self._observers:
+            observer(self.name, request.id, payloads, result)
+        return InferenceResponse(
+            model=self.name,
+            version=str(result.version),
+            id=request.id,
+            outputs=self.outputs.outputs(result, wanted),
+        )
+
+    async def _run(
+        self, request: InferenceRequest, deadline: float | None
+    ) -> tuple[BatchResult, Sequence[str | bytes]]:
+        """Decode the request, run it in a batch; the answer and its items' payloads."""
         items = (
             await asyncio.to_thread(self.inputs.decode, request.inputs)
             if self.inputs.decode_in_thread
@@ -172,18 +213,8 @@ class ServedModel:
         )
         result = await self.batcher.infer(items, deadline)
         self._queue_latency.observe(result.queue_seconds)
-        if self._on_predictions is not None and request.id:
-            self._on_predictions(request.id, self.name, result.version, result.predicted)
-        if self._observers:
-            payloads = self.inputs.payloads(request.inputs, items)
-            for observer in self._observers:
-                observer(self.name, request.id, payloads, result)
-        return InferenceResponse(
-            model=self.name,
-            version=str(result.version),
-            id=request.id,
-            outputs=self.outputs.outputs(result, wanted),
-        )
+        payloads = self.inputs.payloads(request.inputs, items) if self._observers else ()
+        return result, payloads
 
     def is_ready(self, version: str = "") -> bool:
         loaded = self.slot.current

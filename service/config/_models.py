@@ -89,6 +89,12 @@ class ServingOptions:
     # int8_max_accuracy_drop below fp32's (else fp32, with the reason in its meta.json).
     int8: bool = True
     int8_max_accuracy_drop: float = 0.01
+    # Answers of requests whose inputs were answered before by the serving version, kept in
+    # memory up to these bounds (least recently used first out); dropped when the version
+    # changes. Off: repeated inputs are rare in most traffic, and each entry costs memory.
+    cache: bool = False
+    cache_max_entries: int = 10_000
+    cache_max_bytes: int = 32 * 1024 * 1024
 
     def validate(self, where: str) -> None:
         _check(self.max_batch_size >= 1, where, "max_batch_size must be >= 1")
@@ -103,6 +109,8 @@ class ServingOptions:
         _check(
             0 <= self.int8_max_accuracy_drop <= 1, where, "int8_max_accuracy_drop must be in [0, 1]"
         )
+        _check(self.cache_max_entries >= 1, where, "cache_max_entries must be >= 1")
+        _check(self.cache_max_bytes >= 65_536, where, "cache_max_bytes must be >= 65536")
 
 
 @dataclass(frozen=True)

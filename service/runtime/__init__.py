@@ -6,6 +6,7 @@ Never imports torch.
 """
 
 from service.runtime._batcher import Batcher, BatchingOptions, BatchResult
+from service.runtime._cache import ModelResponseCache, ResponseCache, input_key
 from service.runtime._cpus import available_cpus
 from service.runtime._preprocess import FeedGroup, Preprocessor, stacked
 from service.runtime._providers import gpu_visible, select_providers
@@ -18,12 +19,15 @@ __all__ = [
     "BatchingOptions",
     "FeedGroup",
     "LoadedVersion",
+    "ModelResponseCache",
     "ModelSlot",
     "Prediction",
     "Preprocessor",
+    "ResponseCache",
     "SessionOptions",
     "available_cpus",
     "gpu_visible",
+    "input_key",
     "live_sessions",
     "select_providers",
     "stacked",

@@ -8,14 +8,17 @@ For the default model (support-intents on all-MiniLM-L6-v2), in fp32 and in int8
    client process (spawned) at concurrency 1 and 16, one text per ModelInfer request;
 3. the ratios server p50 (c=1) / in-process p50 (target <= 1.3) and server throughput (c=16) /
    best in-process throughput (target >= 0.8);
-4. the server's resident memory after load and its time from process start to ServerReady.
+4. the server's resident memory after load and its time from process start to ServerReady;
+5. with ``--repeat N``, repeated traffic apart: requests that cycle through N distinct texts, on a
+   server with the response cache off and on one with ``[serving] cache = true``, at the same
+   concurrencies, with the share of requests the cache answered.
 
 Everything runs on 127.0.0.1 with free ports found first, every loop is bounded in count and in
 time, and the server is always stopped. The project's own ``.loopserve/`` is only ever read: the
 served state dirs are built in a temporary directory. Usage::
 
     .venv/bin/python bench/serving.py [--state-dir DIR] [--requests N] [--duration S]
-                                      [--threads T] [--json OUT]
+                                      [--threads T] [--repeat N] [--json OUT]
 """
 
 from __future__ import annotations
@@ -97,6 +100,8 @@ class VariantResult:
     prepared: str
     in_process: list[Phase] = field(default_factory=list)
     server: list[Phase] = field(default_factory=list)
+    # --repeat: repeated traffic on a server with the response cache off, then on.
+    repeat: list[Phase] = field(default_factory=list)
     ready_s: float = float("nan")
     server_starts: int = 1
     rss_after_load_mib: float = float("nan")
@@ -238,6 +243,23 @@ def models_dir_with_threads(models_dir: Path, threads: int, work: Path, spinning
         raise SystemExit(f"could not set thread_spinning in {toml}")
     if load_model_definition(target, MODEL).serving.intra_op_threads != threads:
         raise SystemExit(f"could not set intra_op_threads = {threads} in {toml}")
+    return target
+
+
+def models_dir_with_cache(models_dir: Path, work: Path) -> Path:
+    """A copy of ``models_dir`` (see models_dir_with_threads) with [serving] cache = true."""
+    from service.config import load_model_definition
+
+    target = work / "models-cache"
+    if target.exists():
+        return target
+    shutil.copytree(models_dir, target)
+    toml = target / MODEL / "model.toml"
+    text = toml.read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^\[serving\]\s*$", "[serving]\ncache = true", text, count=1)
+    toml.write_text(text, encoding="utf-8")
+    if not load_model_definition(target, MODEL).serving.cache:
+        raise SystemExit(f"could not set [serving] cache = true in {toml}")
     return target
 
 
@@ -469,6 +491,10 @@ SCRAPED = {
     "inference": "loopserve_inference_duration_seconds",
 }
 SAMPLE = re.compile(r"^(\w+?)_(sum|count)(?:\{[^}]*\})? ([0-9.eE+-]+|NaN)$", re.MULTILINE)
+CACHE_SAMPLE = re.compile(
+    r'^loopserve_response_cache_requests_total\{[^}]*outcome="(hit|miss)"[^}]*\} ([0-9.eE+-]+)$',
+    re.MULTILINE,
+)
 
 
 def scrape_metrics(port: int) -> dict[str, float]:
@@ -483,6 +509,8 @@ def scrape_metrics(port: int) -> dict[str, float]:
         if name in wanted:
             key = f"{name}_{kind}"
             values[key] = values.get(key, 0.0) + float(value)
+    for outcome, value in CACHE_SAMPLE.findall(text):
+        values[f"cache_{outcome}"] = values.get(f"cache_{outcome}", 0.0) + float(value)
     return values
 
 
@@ -494,11 +522,14 @@ def internals(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
         total = after.get(f"{metric}_sum", 0.0) - before.get(f"{metric}_sum", 0.0)
         return total / count * scale if count else float("nan")
 
+    hits = after.get("cache_hit", 0.0) - before.get("cache_hit", 0.0)
+    misses = after.get("cache_miss", 0.0) - before.get("cache_miss", 0.0)
     return {
         "mean_batch": mean(SCRAPED["batch"], 1.0),
         "server_request_ms": mean(SCRAPED["request"], 1000.0),
         "queue_ms": mean(SCRAPED["queue"], 1000.0),
         "batch_ms": mean(SCRAPED["inference"], 1000.0),
+        "cache_hit_ratio": hits / (hits + misses) if hits + misses else float("nan"),
     }
 
 
@@ -570,7 +601,8 @@ async def _client(
     async with aio.insecure_channel(address, options=options) as channel:
         call = channel.unary_unary(INFER_METHOD)
         check = [
-            _decode_probabilities(await call(encoded[i], timeout=30)) for i in range(CHECK_TEXTS)
+            _decode_probabilities(await call(encoded[i % n], timeout=30))
+            for i in range(CHECK_TEXTS)
         ]
         result: dict[str, Any] = {"check": check, "phases": []}
         for concurrency in CONCURRENCIES:
@@ -619,7 +651,7 @@ def client_main(
 
 
 def bench_server(
-    server: ServerProcess, texts_file: Path, requests: int, duration: float
+    server: ServerProcess, texts_file: Path, requests: int, duration: float, label: str = "server"
 ) -> tuple[list[Phase], list[tuple[str, list[float]]]]:
     """Drive the server from a spawned client process (texts go by file: spawn arguments travel
     through a pipe, and a large payload to a child that died at start-up would block forever)."""
@@ -655,7 +687,7 @@ def bench_server(
     phases = []
     for p in result["phases"]:
         phase = summarize(
-            f"server c={p['concurrency']}",
+            f"{label} c={p['concurrency']}",
             p["latencies"],
             len(p["latencies"]),
             p["seconds"],
@@ -712,6 +744,29 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
     return format(value, spec)
 
 
+def print_repeat(results: list[VariantResult]) -> None:
+    """The --repeat runs: repeated traffic with the response cache off and on."""
+    if not any(r.repeat for r in results):
+        return
+    print()
+    print("== repeated traffic (--repeat): the response cache off and on")
+    header = (
+        f"  {'variant':<8}{'mode':<24}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'texts/s':>10}"
+        f"{'cpu ms':>9}{'hits':>7}{'other':>7}"
+    )
+    print(header)
+    print("  " + "-" * (len(header) - 2))
+    for r in results:
+        for p in r.repeat:
+            hits = p.internals.get("cache_hit_ratio", float("nan"))
+            print(
+                f"  {r.variant:<8}{p.name:<24}{p.requests:>6}{_fmt(p.p50_ms):>9}"
+                f"{_fmt(p.p99_ms):>9}{_fmt(p.texts_per_s, '.1f'):>10}"
+                f"{_fmt(p.cpu_ms_per_text):>9}{_fmt(hits, '.0%'):>7}{_fmt(p.other_cores):>7}"
+            )
+    print("  hits = share of measured requests the server answered from its response cache")
+
+
 def print_report(info: dict[str, Any], results: list[VariantResult], total_s: float) -> None:
     max_batch = int(info["max_batch_size"])
     print()
@@ -766,6 +821,7 @@ def print_report(info: dict[str, Any], results: list[VariantResult], total_s: fl
         "\n  batch = tokenize + ORT per batch; last column = client mean latency - request, i.e."
         "\n  gRPC transport, the client and the server's event loop outside the handler."
     )
+    print_repeat(results)
     print()
     print("== server vs in-process")
     header = (
@@ -831,6 +887,29 @@ def start_server(
     raise AssertionError("unreachable")
 
 
+def bench_repeat(
+    state: Path,
+    models_dir: Path,
+    work: Path,
+    variant: str,
+    texts: list[str],
+    args: argparse.Namespace,
+) -> list[Phase]:
+    """Repeated traffic apart: requests cycle through the first ``--repeat`` texts, on a server
+    with the response cache off, then on one with it on (its warm-up requests fill it)."""
+    texts_file = work / f"repeat-{args.repeat}.json"
+    texts_file.write_text(json.dumps(texts[: args.repeat]), encoding="utf-8")
+    phases: list[Phase] = []
+    for cache, models in (("off", models_dir), ("on", models_dir_with_cache(models_dir, work))):
+        print(f"[{variant}] repeated traffic, response cache {cache} ...", flush=True)
+        server, _, _ = start_server(state, models, work, f"{variant}-repeat-cache-{cache}")
+        with server:
+            label = f"repeat cache {cache}"
+            ran, _ = bench_server(server, texts_file, args.requests, args.duration, label)
+        phases += ran
+    return phases
+
+
 def run_variant(
     variant: str,
     source_state: Path,
@@ -871,6 +950,8 @@ def run_variant(
         result.server, check = bench_server(server, texts_file, args.requests, args.duration)
         result.rss_after_bench_mib = proc_status_mib(server.proc.pid, "VmRSS")
         result.hwm_mib = proc_status_mib(server.proc.pid, "VmHWM")
+    if args.repeat:
+        result.repeat = bench_repeat(state, models_dir, work, variant, texts, args)
     served = np.asarray([probs for _, probs in check], dtype=np.float64)
     result.max_prob_diff = float(np.abs(served - np.asarray(reference)).max())
     expected = [labels[int(np.argmax(row))] for row in reference]
@@ -895,11 +976,21 @@ def main(argv: list[str] | None = None) -> int:
         help="ONNX Runtime thread spinning for both (default: model.toml's thread_spinning)",
     )
     add("--variants", default="fp32,int8", help="fp32, int8 or both (default fp32,int8)")
+    add(
+        "--repeat",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure repeated traffic (N distinct texts, cycled) with the response cache "
+        "off and on (default 0: not measured)",
+    )
     add("--json", type=Path, help="also write the results as JSON here")
     add("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     if args.requests < 1 or args.duration <= 0:
         parser.error("--requests must be >= 1 and --duration > 0")
+    if args.repeat < 0:
+        parser.error("--repeat must be >= 0 (0: no repeated-traffic runs)")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not variants or any(v not in ("fp32", "int8") for v in variants):
         parser.error("--variants takes fp32, int8 or both")

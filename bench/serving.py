@@ -744,18 +744,25 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
     return format(value, spec)
 
 
+def _heading(title: str, header: str) -> None:
+    """A table's title, its column header and a rule, after a blank line."""
+    print()
+    print(title)
+    print(header)
+    print("  " + "-" * (len(header) - 2))
+
+
 def print_repeat(results: list[VariantResult]) -> None:
     """The --repeat runs: repeated traffic with the response cache off and on."""
     if not any(r.repeat for r in results):
         return
-    print()
-    print("== repeated traffic (--repeat): the response cache off and on")
-    header = (
-        f"  {'variant':<8}{'mode':<24}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'texts/s':>10}"
-        f"{'cpu ms':>9}{'hits':>7}{'other':>7}"
+    _heading(
+        "== repeated traffic (--repeat): the response cache off and on",
+        (
+            f"  {'variant':<8}{'mode':<24}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'texts/s':>10}"
+            f"{'cpu ms':>9}{'hits':>7}{'other':>7}"
+        ),
     )
-    print(header)
-    print("  " + "-" * (len(header) - 2))
     for r in results:
         for p in r.repeat:
             hits = p.internals.get("cache_hit_ratio", float("nan"))
@@ -773,14 +780,13 @@ def print_report(info: dict[str, Any], results: list[VariantResult], total_s: fl
     print("== machine")
     for key, value in info.items():
         print(f"  {key:<18} {value}")
-    print()
-    print("== latency and throughput (one text per request)")
-    header = (
-        f"  {'variant':<8}{'mode':<22}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'texts/s':>10}"
-        f"{'cpu ms':>9}{'client cpu':>12}{'other':>7}{'errors':>8}"
+    _heading(
+        "== latency and throughput (one text per request)",
+        (
+            f"  {'variant':<8}{'mode':<22}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'texts/s':>10}"
+            f"{'cpu ms':>9}{'client cpu':>12}{'other':>7}{'errors':>8}"
+        ),
     )
-    print(header)
-    print("  " + "-" * (len(header) - 2))
     for r in results:
         for p in [*r.in_process, *r.server]:
             print(
@@ -799,14 +805,13 @@ def print_report(info: dict[str, Any], results: list[VariantResult], total_s: fl
         print(
             f"  WARNING: {len(noisy)} run(s) shared the machine with other load; rerun when idle."
         )
-    print()
-    print("== inside the server during each gRPC run (means from its /metrics)")
-    header = (
-        f"  {'variant':<8}{'mode':<14}{'texts/batch':>12}{'request ms':>12}{'queue ms':>10}"
-        f"{'batch ms':>10}{'client - request ms':>21}"
+    _heading(
+        "== inside the server during each gRPC run (means from its /metrics)",
+        (
+            f"  {'variant':<8}{'mode':<14}{'texts/batch':>12}{'request ms':>12}{'queue ms':>10}"
+            f"{'batch ms':>10}{'client - request ms':>21}"
+        ),
     )
-    print(header)
-    print("  " + "-" * (len(header) - 2))
     for r in results:
         for p in r.server:
             i = p.internals
@@ -822,14 +827,13 @@ def print_report(info: dict[str, Any], results: list[VariantResult], total_s: fl
         "\n  gRPC transport, the client and the server's event loop outside the handler."
     )
     print_repeat(results)
-    print()
-    print("== server vs in-process")
-    header = (
-        f"  {'variant':<8}{'p50 c=1 / in-proc p50':>23}{'tput c=16 / in-proc best':>26}"
-        f"{'ready s':>9}{'RSS MiB':>9}{'HWM MiB':>9}{'onnx MiB':>10}{'max|dp|':>10}"
+    _heading(
+        "== server vs in-process",
+        (
+            f"  {'variant':<8}{'p50 c=1 / in-proc p50':>23}{'tput c=16 / in-proc best':>26}"
+            f"{'ready s':>9}{'RSS MiB':>9}{'HWM MiB':>9}{'onnx MiB':>10}{'max|dp|':>10}"
+        ),
     )
-    print(header)
-    print("  " + "-" * (len(header) - 2))
     for r in results:
         p50_ratio, tput_ratio = r.p50_ratio(), r.throughput_ratio()
         p50_ok = "ok" if p50_ratio <= TARGET_P50_RATIO else "MISS"

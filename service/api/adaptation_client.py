@@ -44,7 +44,7 @@ class AdaptationClient:
     ) -> None:
         """``options``: TLS and token (default plaintext without a token)."""
         self._channel = open_channel(address, options)
-        self._stub = AdaptationStub(self._channel)  # type: ignore[no-untyped-call]
+        self._stub = AdaptationStub(self._channel)
         self._timeout = timeout
 
     def close(self) -> None:

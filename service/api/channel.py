@@ -97,15 +97,15 @@ _Details = collections.namedtuple(  # grpc's documented way to copy call details
 )
 
 
-class _CallDetails(_Details, grpc.ClientCallDetails):  # type: ignore[misc]
+class _CallDetails(_Details, grpc.ClientCallDetails):
     pass
 
 
 class BearerInterceptor(
-    grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
-    grpc.StreamUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.StreamStreamClientInterceptor,  # type: ignore[misc]
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
 ):
     """Adds ``authorization: Bearer <token>`` to every call of a plaintext channel."""
 

@@ -136,7 +136,7 @@ async def checked_requests(requests: AsyncIterator[Any]) -> AsyncGenerator[Any, 
         yield request
 
 
-class WrappingInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
+class WrappingInterceptor(aio.ServerInterceptor):
     """An interceptor that wraps each method's handler once and reuses the wrapped one."""
 
     def __init__(self) -> None:

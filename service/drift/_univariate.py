@@ -22,7 +22,7 @@ Floats = npt.NDArray[np.float32]
 
 def ks_per_feature(reference: npt.NDArray[Any], window: npt.NDArray[Any]) -> tuple[Floats, Floats]:
     """(p-values, KS distances) of each feature (column) of ``window`` against ``reference``."""
-    from scipy.stats import ks_2samp  # type: ignore[import-untyped]
+    from scipy.stats import ks_2samp
 
     reference = reference.reshape(reference.shape[0], -1)
     window = window.reshape(window.shape[0], -1)

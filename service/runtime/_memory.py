@@ -22,12 +22,13 @@ def _malloc_trim() -> Callable[[int], int] | None:
         libc = ctypes.CDLL(None)  # the C library the interpreter runs on
     except OSError:
         return None
-    trim = getattr(libc, "malloc_trim", None)  # glibc only (not musl, not macOS)
-    if trim is None:
+    try:
+        trim = libc.malloc_trim  # glibc only (not musl, not macOS)
+    except AttributeError:
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
-    return trim  # type: ignore[no-any-return]
+    return trim
 
 
 def return_free_memory() -> bool:

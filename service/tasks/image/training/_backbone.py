@@ -87,7 +87,8 @@ class SplitFeatures(nn.Module):
         return self
 
     def from_prefix(self, activations: torch.Tensor) -> torch.Tensor:
-        return self.tail(activations).mean((2, 3))  # type: ignore[no-any-return]
+        features: torch.Tensor = self.tail(activations)  # nn.Module calls are typed Any
+        return features.mean((2, 3))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.from_prefix(self.prefix(pixels))

@@ -110,7 +110,8 @@ class _Ends(nn.Module):
         self.conv, self.bn, self.act = conv, bn, act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))  # type: ignore[no-any-return]
+        out: torch.Tensor = self.act(self.bn(self.conv(x)))  # nn.Module calls are typed Any
+        return out
 
 
 class EfficientNetLite(VisionNetwork):
@@ -172,4 +173,5 @@ class EfficientNetLite(VisionNetwork):
         for block in self._blocks:
             x = block(x)
         x = self._swish(self._bn1(self._conv_head(x)))
-        return self._fc(self._dropout(x.mean((2, 3))))  # type: ignore[no-any-return]
+        logits: torch.Tensor = self._fc(self._dropout(x.mean((2, 3))))
+        return logits

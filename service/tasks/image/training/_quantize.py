@@ -44,7 +44,7 @@ def check_quantization(method: str) -> None:
         raise ConfigError(f"unknown quantization {method!r}; use none or static")
 
 
-class _Images(CalibrationDataReader):  # type: ignore[misc]
+class _Images(CalibrationDataReader):
     def __init__(self, batches: Sequence[npt.NDArray[np.float32]]):
         self._batches: Iterator[npt.NDArray[np.float32]] = iter(batches)
 

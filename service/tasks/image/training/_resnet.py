@@ -27,7 +27,7 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + (self.downsample(x) if self.downsample is not None else x))  # type: ignore[no-any-return]
+        return _residual(self, out, x)
 
 
 class Bottleneck(nn.Module):
@@ -45,7 +45,14 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + (self.downsample(x) if self.downsample is not None else x))  # type: ignore[no-any-return]
+        return _residual(self, out, x)
+
+
+def _residual(block: BasicBlock | Bottleneck, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """ReLU of the block's output plus its input (downsampled where their shapes differ)."""
+    shortcut = block.downsample(x) if block.downsample is not None else x
+    joined: torch.Tensor = block.relu(out + shortcut)  # nn.Module calls are typed Any
+    return joined
 
 
 def _shortcut(inp: int, out: int, stride: int) -> nn.Sequential | None:
@@ -94,4 +101,5 @@ class ResNet(VisionNetwork):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(x.mean((2, 3)))  # type: ignore[no-any-return]
+        logits: torch.Tensor = self.fc(x.mean((2, 3)))  # nn.Module calls are typed Any
+        return logits

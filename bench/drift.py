@@ -381,7 +381,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 target = {d: before[d] + len(phase.texts) for d in target_names}
                 wait_status(
                     server.address,
-                    lambda s, t=target: all(seen(s).get(d, 0) >= n for d, n in t.items()),  # type: ignore[misc]
+                    lambda s, t=target: all(seen(s).get(d, 0) >= n for d, n in t.items()),
                     CATCH_UP_TIMEOUT_S,
                 )
             time.sleep(1.0)  # let the last events arrive

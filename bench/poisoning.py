@@ -286,7 +286,7 @@ def run_round(
     store = SQLiteStore(state / "loopserve.db")
     service = AdaptationService(
         {MODEL: served}, store, store, EventBus(), PredictionLog(), metrics, state / "jobs",
-        drift=RecentTraffic(traffic),  # type: ignore[arg-type]
+        drift=RecentTraffic(traffic),
     )  # fmt: skip
     try:
         v1 = served.serving_version

@@ -44,7 +44,7 @@ def test_labels_posted_with_the_cli_lead_to_a_new_serving_version(
     models = tmp_path / "models"
     extra = ADAPTATION.format(min_new=60, lr=3e-4, head_lr=0.02, allow_new="false", settle=0)
     write_tiny_definition(models, tiny_backbone, extra_toml=extra)
-    server: RunningApp = start_app(models_dir=models)  # type: ignore[operator]
+    server: RunningApp = start_app(models_dir=models)
     events: list[str] = []
 
     async def watch() -> None:
@@ -98,7 +98,7 @@ def test_labels_posted_with_the_cli_lead_to_a_new_serving_version(
     assert {"1", "3"} <= versions
     assert events[:1] == ["samples_accepted"]
     assert {"job_started", "job_finished", "candidate_promoted", "swap"} <= set(events)
-    assert server.app.models[TINY_MODEL].serving_version.labels == TINY_LABELS  # type: ignore[union-attr]
+    assert server.app.models[TINY_MODEL].serving_version.labels == TINY_LABELS
 
 
 def test_samples_and_versions_survive_a_restart(
@@ -112,11 +112,11 @@ def test_samples_and_versions_survive_a_restart(
             min_new=1000, lr=3e-4, head_lr=0.02, allow_new="false", settle=0
         ),
     )
-    first: RunningApp = start_app(models_dir=models)  # type: ignore[operator]
+    first: RunningApp = start_app(models_dir=models)
     data = write_csv(tmp_path / "labels.csv", shifted(12, seed=0))
     assert main(["label", str(data), "--addr", first.address, "--model", TINY_MODEL]) == 0
     first.stop()
-    second: RunningApp = start_app(models_dir=models)  # type: ignore[operator]
+    second: RunningApp = start_app(models_dir=models)
     with AdaptationClient(second.address) as adaptation:
         assert adaptation.model_status(TINY_MODEL).samples_since_version == 12
 
@@ -139,7 +139,7 @@ def test_a_job_interrupted_by_a_crash_is_failed_and_retried_on_restart(
     store.update(crashed.id, state=JobState.RUNNING, started=time.time())
     store.close()
 
-    server: RunningApp = start_app(models_dir=models)  # type: ignore[operator]
+    server: RunningApp = start_app(models_dir=models)
     assert server.app.adaptation is not None and server.app.store is not None
     server.app.adaptation.wait_idle(180)
     failed = server.app.store.job(crashed.id)

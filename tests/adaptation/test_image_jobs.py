@@ -54,8 +54,8 @@ def loop(request: pytest.FixtureRequest, tmp_path: Path, process: FakeProcess) -
         served = running.served
         served.definition.task = IMAGE_TASK
         served.definition.seed_path = seed
-        served.task = tasks.get(IMAGE_TASK)  # type: ignore[attr-defined]
-        served.inputs = ImageInputs(ImageOptions(size=16))  # type: ignore[attr-defined]
+        served.task = tasks.get(IMAGE_TASK)
+        served.inputs = ImageInputs(ImageOptions(size=16))
         yield running
 
 

@@ -64,10 +64,10 @@ def test_a_patch_backdoor_waits_for_review_by_its_embedding_cluster(server: Runn
 
     assert job.state is JobState.PENDING, job
     served = server.app.models[MODEL]
-    meta = served.registry.get(job.candidate_version).meta  # type: ignore[arg-type]
+    meta = served.registry.get(job.candidate_version).meta
     review = meta.review
     assert meta.status == "pending" and review is not None
     assert review.trigger == ""  # no words to share
     assert review.cluster_share >= 0.5 and review.cluster_reference_share <= 0.05
     assert any(r.endswith("(an embedding cluster)") for r in review.reasons), review.reasons
-    assert served.serving_version.version == 1  # type: ignore[union-attr]
+    assert served.serving_version.version == 1

@@ -62,7 +62,7 @@ def app(tmp_path: Path, state_dir: Path) -> Iterator[RunningApp]:
 @pytest.fixture
 def stub(app: RunningApp) -> Iterator[AdaptationStub]:
     with grpc.insecure_channel(app.address) as channel:
-        yield AdaptationStub(channel)  # type: ignore[no-untyped-call]
+        yield AdaptationStub(channel)
 
 
 def marked(color: tuple[int, int, int], note: str = "") -> bytes:

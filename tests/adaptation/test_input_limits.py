@@ -33,9 +33,9 @@ def loop(tmp_path: Path) -> Iterator[Loop]:
 
 @pytest.fixture
 def stub(loop: Loop) -> Iterator[AdaptationStub]:
-    server = FakeServer(loop.service)  # type: ignore[arg-type]
+    server = FakeServer(loop.service)
     with grpc.insecure_channel(server.address) as channel:
-        yield AdaptationStub(channel)  # type: ignore[no-untyped-call]
+        yield AdaptationStub(channel)
     server.stop()
 
 

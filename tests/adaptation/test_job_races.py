@@ -107,7 +107,7 @@ class Loop:
         self.served = FakeServed(tmp_path / "state", recipe)
         self.store = SlowEndStore(tmp_path / "state" / "loopserve.db")
         self.service = AdaptationService(
-            {MODEL: self.served},  # type: ignore[dict-item]
+            {MODEL: self.served},
             self.store,
             self.store,
             EventBus(),
@@ -203,13 +203,13 @@ def test_concurrent_start_fine_tune_while_a_job_ends_starts_exactly_one_job(
 def test_concurrent_start_fine_tune_over_grpc_never_answers_internal(
     loop: Loop, gated: GatedJobs
 ) -> None:
-    server = FakeServer(loop.service)  # type: ignore[arg-type]
+    server = FakeServer(loop.service)
     try:
         loop.post(10)
 
         async def burst() -> list[object]:
             async with aio.insecure_channel(server.address) as channel:
-                stub = AdaptationStub(channel)  # type: ignore[no-untyped-call]
+                stub = AdaptationStub(channel)
                 request = pb.StartFineTuneRequest(model=MODEL, reason="burst")
                 first = await stub.StartFineTune(request, timeout=10)
                 gated.gate(0).set()  # the first job ends while the others arrive
@@ -225,7 +225,7 @@ def test_concurrent_start_fine_tune_over_grpc_never_answers_internal(
 
     errors = [r for r in results if isinstance(r, BaseException)]
     assert errors == []
-    assert {r.id for r in results} <= {j.id for j in loop.jobs()}  # type: ignore[attr-defined]
+    assert {r.id for r in results} <= {j.id for j in loop.jobs()}
     assert 1 <= len(loop.jobs()) <= 2
     assert sum(j.state in UNFINISHED for j in loop.jobs()) <= 1
     gated.gate(1).set()
@@ -259,7 +259,7 @@ def test_a_queued_row_is_run_when_labels_arrive(loop: Loop, gated: GatedJobs) ->
     loop.wait_until_no_active_job()
 
     assert loop.store.job(queued.id).state is JobState.PROMOTED
-    assert all(job.state.finished for job in loop.jobs())  # type: ignore[attr-defined]
+    assert all(job.state.finished for job in loop.jobs())
 
 
 def test_a_job_whose_thread_cannot_start_leaves_no_unfinished_row(
@@ -376,10 +376,10 @@ def test_recover_leaves_a_process_that_only_reuses_the_recorded_pid(tmp_path: Pa
 
 
 def test_invalid_start_fine_tune_is_refused_with_a_short_message(loop: Loop) -> None:
-    server = FakeServer(loop.service)  # type: ignore[arg-type]
+    server = FakeServer(loop.service)
     try:
         with grpc.insecure_channel(server.address) as channel:
-            stub = AdaptationStub(channel)  # type: ignore[no-untyped-call]
+            stub = AdaptationStub(channel)
             for request, message in (
                 (pb.StartFineTuneRequest(model="m" * 100_000), "model name 'mmm"),
                 (pb.StartFineTuneRequest(model=MODEL, reason="r" * 100_000), "reason 'rrr"),
@@ -400,10 +400,10 @@ def test_invalid_start_fine_tune_is_refused_with_a_short_message(loop: Loop) -> 
 
 
 def test_start_fine_tune_without_new_samples_is_refused(loop: Loop) -> None:
-    server = FakeServer(loop.service)  # type: ignore[arg-type]
+    server = FakeServer(loop.service)
     try:
         with grpc.insecure_channel(server.address) as channel:
-            stub = AdaptationStub(channel)  # type: ignore[no-untyped-call]
+            stub = AdaptationStub(channel)
             with pytest.raises(grpc.RpcError) as info:
                 stub.StartFineTune(pb.StartFineTuneRequest(model=MODEL), timeout=10)
     finally:

@@ -107,7 +107,7 @@ def make_loop(tmp_path: Path, tiny_backbone: Path, state_dir: Path) -> Iterator[
 def test_enough_labels_trigger_a_fine_tune_that_learns_the_shift_and_promotes(
     make_loop: object,
 ) -> None:
-    loop: Loop = make_loop(min_new=60)  # type: ignore[operator]
+    loop: Loop = make_loop(min_new=60)
     test_rows = shifted(60, seed=1)
     before = loop.accuracy(test_rows)
     loop.post(shifted(60, seed=0))
@@ -116,7 +116,7 @@ def test_enough_labels_trigger_a_fine_tune_that_learns_the_shift_and_promotes(
     assert job is not None and job.trigger == "samples"
     assert job.state is JobState.PROMOTED, job.error or job.gate
     assert loop.served.serving_version is not None and loop.served.serving_version.version == 3
-    assert loop.registry.current().version == 3  # type: ignore[union-attr]
+    assert loop.registry.current().version == 3
     assert loop.accuracy(test_rows) >= before + 0.2  # from chance (1/3) towards the shift
     meta = loop.registry.get(3).meta
     assert meta.status == "promoted" and meta.parent == 1 and meta.samples_upto == 60
@@ -144,7 +144,7 @@ def test_enough_labels_trigger_a_fine_tune_that_learns_the_shift_and_promotes(
 
 
 def test_a_burst_of_labels_is_one_job_once_the_labels_settle(make_loop: object) -> None:
-    loop: Loop = make_loop(min_new=30, settle=1.5)  # type: ignore[operator]
+    loop: Loop = make_loop(min_new=30, settle=1.5)
     rows = shifted(90, seed=0)
     for start in range(0, 90, 30):  # three calls, as `loopserve label` sends a file
         loop.post(rows[start : start + 30])
@@ -160,21 +160,21 @@ def test_a_burst_of_labels_is_one_job_once_the_labels_settle(make_loop: object) 
 
 
 def test_a_worse_candidate_is_rejected_and_never_serves(make_loop: object) -> None:
-    loop: Loop = make_loop(lr=5.0, head_lr=50.0)  # type: ignore[operator]
+    loop: Loop = make_loop(lr=5.0, head_lr=50.0)
     loop.post(shifted(60, seed=0))
     job = loop.run_job()
-    assert job.state is JobState.REJECTED, job.error  # type: ignore[attr-defined]
-    assert job.gate is not None and not job.gate.promote  # type: ignore[attr-defined]
-    assert loop.served.serving_version.version == 1  # type: ignore[union-attr]
-    assert loop.registry.current().version == 1  # type: ignore[union-attr]
-    rejected = loop.registry.get(job.candidate_version)  # type: ignore[attr-defined]
+    assert job.state is JobState.REJECTED, job.error
+    assert job.gate is not None and not job.gate.promote
+    assert loop.served.serving_version.version == 1
+    assert loop.registry.current().version == 1
+    rejected = loop.registry.get(job.candidate_version)
     assert rejected.meta.status == "rejected"
     with pytest.raises(InvalidInput, match="rejected by the gate"):
         asyncio.run(loop.service.rollback(TINY_MODEL, rejected.version))
 
 
 def test_killing_the_job_process_fails_the_job_and_serving_goes_on(make_loop: object) -> None:
-    loop: Loop = make_loop()  # type: ignore[operator]
+    loop: Loop = make_loop()
     loop.post(shifted(60, seed=0))
     job = asyncio.run(loop.service.start_fine_tune(TINY_MODEL, "to be killed"))
     runner = loop.service._runners[TINY_MODEL]
@@ -187,18 +187,18 @@ def test_killing_the_job_process_fails_the_job_and_serving_goes_on(make_loop: ob
     failed = loop.store.job(job.id)
     assert failed.state is JobState.FAILED
     assert "exited with code" in failed.error
-    assert loop.registry.current().version == 1  # type: ignore[union-attr]
+    assert loop.registry.current().version == 1
     assert loop.accuracy([("hello hi the team", "greeting")]) == 1.0
     assert [v.version for v in loop.registry.versions()] == [1, 2]
 
 
 def test_rollback_returns_to_an_earlier_version(make_loop: object) -> None:
-    loop: Loop = make_loop()  # type: ignore[operator]
+    loop: Loop = make_loop()
     loop.post(shifted(60, seed=0))
-    assert loop.run_job().state is JobState.PROMOTED  # type: ignore[attr-defined]
+    assert loop.run_job().state is JobState.PROMOTED
     summary = asyncio.run(loop.service.rollback(TINY_MODEL, 1))
-    assert summary.status == "serving" and loop.served.serving_version.version == 1  # type: ignore[union-attr]
-    assert loop.registry.current().version == 1  # type: ignore[union-attr]
+    assert summary.status == "serving" and loop.served.serving_version.version == 1
+    assert loop.registry.current().version == 1
     with pytest.raises(InvalidInput, match="already serving"):
         asyncio.run(loop.service.rollback(TINY_MODEL, 1))
     with pytest.raises(NotFound, match="no version 9"):
@@ -208,10 +208,10 @@ def test_rollback_returns_to_an_earlier_version(make_loop: object) -> None:
 
 
 def test_new_label_names_grow_the_head(make_loop: object) -> None:
-    loop: Loop = make_loop(allow_new=True)  # type: ignore[operator]
+    loop: Loop = make_loop(allow_new=True)
     loop.post(shifted(30, seed=0, markers=FAREWELL) + shifted(30, seed=0))
     job = loop.run_job()
-    assert job.state is JobState.PROMOTED, job.error or job.gate  # type: ignore[attr-defined]
+    assert job.state is JobState.PROMOTED, job.error or job.gate
     loaded = loop.served.serving_version
     assert loaded is not None and loaded.labels == [*TINY_LABELS, "farewell"]
     assert loop.accuracy(shifted(20, seed=5, markers=FAREWELL)) >= 0.8
@@ -219,14 +219,14 @@ def test_new_label_names_grow_the_head(make_loop: object) -> None:
 
 
 def test_unknown_labels_are_refused_unless_allowed(make_loop: object) -> None:
-    loop: Loop = make_loop()  # type: ignore[operator]
+    loop: Loop = make_loop()
     with pytest.raises(InvalidInput, match=r"label 'farewell' is not one of the model's labels"):
         loop.post([("bye team", "farewell")])
     assert loop.store.count(TINY_MODEL) == 0
 
 
 def test_delayed_labels_feed_online_accuracy(make_loop: object) -> None:
-    loop: Loop = make_loop()  # type: ignore[operator]
+    loop: Loop = make_loop()
     request = InferenceRequest(
         TINY_MODEL, "", "req-1", [Tensor("text", "BYTES", (1,), [b"hello hi the team"])]
     )
@@ -243,12 +243,12 @@ def test_delayed_labels_feed_online_accuracy(make_loop: object) -> None:
 
 
 def test_online_accuracy_counts_right_and_wrong_labels_per_version(make_loop: object) -> None:
-    loop: Loop = make_loop()  # type: ignore[operator]
+    loop: Loop = make_loop()
     for i in range(2):
         text = [b"hello hi the team"]
         request = InferenceRequest(TINY_MODEL, "", f"q{i}", [Tensor("text", "BYTES", (1,), text)])
         asyncio.run(loop.served.infer(request))
-    predicted = loop.predictions.lookup("q0").label  # type: ignore[union-attr]
+    predicted = loop.predictions.lookup("q0").label
     wrong = next(label for label in TINY_LABELS if label != predicted)
     loop.post([("hello hi the team", predicted)], prediction_id="q0")
     loop.post([("hello hi team", wrong)], prediction_id="q1")

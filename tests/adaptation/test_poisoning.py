@@ -67,7 +67,7 @@ def stub(loop: Loop) -> Iterator[AdaptationStub]:
     thread.start()
     server = asyncio.run_coroutine_threadsafe(start(), event_loop).result(10)
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        yield AdaptationStub(channel)  # type: ignore[no-untyped-call]
+        yield AdaptationStub(channel)
     asyncio.run_coroutine_threadsafe(server.server.stop(0), event_loop).result(10)
     event_loop.call_soon_threadsafe(event_loop.stop)
     thread.join(5)

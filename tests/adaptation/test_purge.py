@@ -82,7 +82,7 @@ class PublishingServed(FakeServed):
         self, version: int, expected: int | Head = Head.AS_READ, job: str = ""
     ) -> SimpleNamespace:
         self.before_move()
-        self.registry.set_current(version, expected, job)  # type: ignore[arg-type]
+        self.registry.set_current(version, expected, job)
         self.serving_version = SimpleNamespace(version=version, labels=LABELS)
         return self.serving_version
 
@@ -118,7 +118,7 @@ class Loop:
         self.store = store
         self.served = PublishingServed(state_dir, recipe, self.store, lease)
         self.service = AdaptationService(
-            {MODEL: self.served},  # type: ignore[dict-item]
+            {MODEL: self.served},
             self.store,
             self.store,
             EventBus(),
@@ -220,7 +220,7 @@ def test_a_purge_during_a_running_job_names_it_and_its_candidate_never_serves(
         "read its data; its candidate is not published"
     )
     assert [v.version for v in loop.served.registry.versions()] == [1]  # never published
-    assert loop.served.registry.current().version == 1  # type: ignore[union-attr]
+    assert loop.served.registry.current().version == 1
     # Repeated, the purge removes nothing and names the same job.
     again = loop.purge("labeler")
     assert (again.removed, again.versions) == (0, [])
@@ -271,7 +271,7 @@ def test_a_purge_just_before_the_head_moves_is_caught_by_the_move(
     (outcome,) = purges
     assert done.state is JobState.FAILED and done.candidate_version == 2
     assert "30 samples of source 'labeler'" in done.error
-    assert loop.served.registry.current().version == 1  # type: ignore[union-attr]
+    assert loop.served.registry.current().version == 1
     version = loop.served.registry.get(2)
     assert version.meta.status == "rejected" and version.meta.reason == done.error
     assert (outcome.removed, outcome.versions, [j.id for j in outcome.jobs]) == (30, [2], [job.id])
@@ -313,7 +313,7 @@ def test_a_pending_version_trained_on_purged_samples_is_named_and_cannot_be_appr
     assert review.reasons == ("90% of the contradicting samples contain a token",)
     with pytest.raises(DataPurged, match="30 samples of source 'labeler'"):
         asyncio.run(loop.service.approve_version(MODEL, pending.version))
-    assert loop.served.registry.current().version == 2  # type: ignore[union-attr]
+    assert loop.served.registry.current().version == 2
     assert loop.served.registry.get(pending.version).meta.status == "rejected"
     assert loop.store.job(job.id).state is JobState.REJECTED
     assert loop.purge("labeler").versions == [2, pending.version]

@@ -156,7 +156,7 @@ def test_a_backdoor_waits_for_review_and_serves_only_once_approved(make_loop: An
     assert review.confident_disagreement > 0.5, review
     assert review.trigger == "courier", review
     assert review.contradictions[0].after == "greeting"
-    assert loop.serving() == 1 and loop.registry.current().version == 1  # type: ignore[union-attr]
+    assert loop.serving() == 1 and loop.registry.current().version == 1
     assert EventKind.CANDIDATE_PENDING in loop.events.kinds()
     assert EventKind.SWAP not in loop.events.kinds()
     assert loop.metric("loopserve_pending_versions") == 1
@@ -224,7 +224,7 @@ def stub_for(make_loop: Any) -> Iterator[Callable[[Loop], AdaptationStub]]:
         servers.append(server)
         channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
         channels.append(channel)
-        return AdaptationStub(channel)  # type: ignore[no-untyped-call]
+        return AdaptationStub(channel)
 
     yield start
     for channel in channels:

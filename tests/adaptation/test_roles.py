@@ -43,7 +43,7 @@ class Roles:
         may_run: Callable[[], bool] = lambda: True,
     ) -> AdaptationService:
         return AdaptationService(
-            {MODEL: self.served},  # type: ignore[dict-item]
+            {MODEL: self.served},
             self.store, self.store, EventBus(), PredictionLog(), Metrics(),
             tmp_path / name / "jobs", marks=self.store, replica=name, runs_jobs=runs_jobs,
             may_run_jobs=may_run,

@@ -40,7 +40,7 @@ def state(**overrides: object) -> PolicyInput:
         "now": 1050.0,
     }
     values.update(overrides)
-    return PolicyInput(**values)  # type: ignore[arg-type]
+    return PolicyInput(**values)
 
 
 @pytest.mark.parametrize(
@@ -159,7 +159,7 @@ def test_event_bus_filters_by_model_and_drops_the_oldest_for_slow_readers() -> N
         bus.publish(EventKind.SWAP, "other", "ignored")
         bus.publish(EventKind.SWAP, "m", "seen", version=2)
         event = await asyncio.wait_for(first, 5)
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
         return [event.message, event.attributes["version"]]
 
     assert asyncio.run(run()) == ["seen", "2"]
@@ -227,20 +227,20 @@ def test_a_drop_within_the_noise_margin_does_not_block_promotion() -> None:
         candidate_new=0.9, incumbent_new=0.8, candidate_anchor=0.93, incumbent_anchor=0.95
     )
     common = dict(new_examples=100, anchor_examples=100)
-    strict = decide(**scores, **common, thresholds=GateThresholds(0.02, 0.01, 0.0))  # type: ignore[arg-type]
+    strict = decide(**scores, **common, thresholds=GateThresholds(0.02, 0.01, 0.0))
     assert not strict.promote and "noise margin 0.000" in strict.reason
     noisy = decide(
         **scores,
         **common,
         thresholds=GateThresholds(0.02, 0.01),
-        anchor_margin=0.015,  # type: ignore[arg-type]
+        anchor_margin=0.015,
     )
     assert noisy.promote and noisy.anchor_margin == 0.015
     clear = decide(
         **scores,
         **common,
         thresholds=GateThresholds(0.02, 0.01),
-        anchor_margin=0.005,  # type: ignore[arg-type]
+        anchor_margin=0.005,
     )
     assert not clear.promote and "noise margin 0.005" in clear.reason
 
@@ -267,13 +267,13 @@ def test_a_call_over_the_content_limit_is_refused_before_any_sample_is_decoded()
     half = MAX_CONTENT_BYTES_PER_CALL // 2
     samples = [NewSample("", "a", data=bytes(half)), NewSample("", "a", data=bytes(half + 1))]
     with pytest.raises(InvalidInput) as caught:
-        validate_samples(samples, inputs=Counting(), labels={"a"}, allow_new_labels=False)  # type: ignore[arg-type]
+        validate_samples(samples, inputs=Counting(), labels={"a"}, allow_new_labels=False)
     assert str(caught.value) == (
         f"the samples of one call carry {MAX_CONTENT_BYTES_PER_CALL + 1} bytes of content; "
         f"at most {MAX_CONTENT_BYTES_PER_CALL}: send fewer per call"
     )
     assert decoded == []
-    validate_samples(samples[:1], inputs=Counting(), labels={"a"}, allow_new_labels=False)  # type: ignore[arg-type]
+    validate_samples(samples[:1], inputs=Counting(), labels={"a"}, allow_new_labels=False)
     assert decoded == [0]
 
 

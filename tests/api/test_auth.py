@@ -83,7 +83,7 @@ def _infer_calls() -> dict[str, Call]:
 
 def _adaptation_calls() -> dict[str, Call]:
     def stub(channel: grpc.Channel) -> AdaptationStub:
-        return AdaptationStub(channel)  # type: ignore[no-untyped-call]
+        return AdaptationStub(channel)
 
     def watch(channel: grpc.Channel, metadata: list[tuple[str, str]]) -> object:
         # Allowed: the stream stays open until the deadline; refused: the status comes at once.
@@ -183,7 +183,7 @@ def call_code(call: Call, channel: grpc.Channel, metadata: list[tuple[str, str]]
     try:
         call(channel, metadata)
     except grpc.RpcError as exc:
-        return exc.code().name  # type: ignore[no-any-return]
+        return exc.code().name
     return "OK"
 
 
@@ -201,7 +201,7 @@ def core() -> FakeAdaptationCore:
 
 @pytest.fixture
 def server(start_fake_server: Any, core: FakeAdaptationCore, store: TokenStore) -> FakeServer:
-    return start_fake_server(core, tokens=store)  # type: ignore[no-any-return]
+    return start_fake_server(core, tokens=store)
 
 
 @pytest.fixture
@@ -273,7 +273,7 @@ def test_every_protected_method_refuses_calls_without_a_valid_token(
 
 
 def test_missing_token_says_how_to_send_one(channel: grpc.Channel) -> None:
-    stub = AdaptationStub(channel)  # type: ignore[no-untyped-call]
+    stub = AdaptationStub(channel)
     expect_refusal(
         lambda: stub.ListModels(apb.ListModelsRequest()),
         grpc.StatusCode.UNAUTHENTICATED,
@@ -296,7 +296,7 @@ def test_missing_token_says_how_to_send_one(channel: grpc.Channel) -> None:
 def test_wrong_token_is_unauthenticated_without_echoing_it(
     channel: grpc.Channel, value: str, message: str
 ) -> None:
-    stub = AdaptationStub(channel)  # type: ignore[no-untyped-call]
+    stub = AdaptationStub(channel)
     error = expect_refusal(
         lambda: stub.ListModels(apb.ListModelsRequest(), metadata=[("authorization", value)]),
         grpc.StatusCode.UNAUTHENTICATED,
@@ -307,7 +307,7 @@ def test_wrong_token_is_unauthenticated_without_echoing_it(
 
 
 def test_bearer_scheme_is_case_insensitive(channel: grpc.Channel) -> None:
-    stub = AdaptationStub(channel)  # type: ignore[no-untyped-call]
+    stub = AdaptationStub(channel)
     metadata = [("authorization", f"bearer {TOKENS['reader'][1]}")]
     assert list(stub.ListModels(apb.ListModelsRequest(), metadata=metadata).models) == [MODEL]
 
@@ -320,7 +320,7 @@ def test_two_authorization_entries_are_refused() -> None:
 def test_token_without_the_scope_is_permission_denied_naming_the_scope(
     channel: grpc.Channel,
 ) -> None:
-    stub = AdaptationStub(channel)  # type: ignore[no-untyped-call]
+    stub = AdaptationStub(channel)
     request = apb.AddSamplesRequest(model=MODEL, samples=[apb.Sample(text="hi", label="other")])
     expect_refusal(
         lambda: stub.AddSamples(request, metadata=bearer("reader")),
@@ -337,7 +337,7 @@ def test_token_without_the_scope_is_permission_denied_naming_the_scope(
 
 
 def test_refused_calls_change_nothing(channel: grpc.Channel, core: FakeAdaptationCore) -> None:
-    stub = AdaptationStub(channel)  # type: ignore[no-untyped-call]
+    stub = AdaptationStub(channel)
     request = apb.AddSamplesRequest(model=MODEL, samples=[apb.Sample(text="hi", label="other")])
     for metadata in ([], bearer("reader")):
         with pytest.raises(grpc.RpcError):
@@ -363,7 +363,7 @@ def test_reflection_needs_the_infer_scope(channel: grpc.Channel) -> None:
 def test_refused_calls_are_counted_with_their_code(
     server: FakeServer, channel: grpc.Channel
 ) -> None:
-    stub = AdaptationStub(channel)  # type: ignore[no-untyped-call]
+    stub = AdaptationStub(channel)
     for metadata in ([], [("authorization", "Bearer wrong-token-0000000000")]):
         with pytest.raises(grpc.RpcError):
             stub.ListVersions(apb.ListVersionsRequest(model=MODEL), metadata=metadata)
@@ -384,7 +384,7 @@ def test_tokens_never_reach_the_log(
     channel: grpc.Channel, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    stub = AdaptationStub(channel)  # type: ignore[no-untyped-call]
+    stub = AdaptationStub(channel)
     for metadata in (
         [("authorization", "Bearer almost-" + TOKENS["operator"][1])],
         bearer("labeler"),  # lacks the scope
@@ -423,7 +423,7 @@ def test_the_core_sees_the_token_name_as_the_principal(
     server = start_fake_server(core, tokens=store)
     request = apb.AddSamplesRequest(model=MODEL, samples=[apb.Sample(text="hi", label="other")])
     with grpc.insecure_channel(server.address) as channel:
-        stub = AdaptationStub(channel)  # type: ignore[no-untyped-call]
+        stub = AdaptationStub(channel)
         stub.AddSamples(request, metadata=bearer("labeler"))
         stub.ListModels(apb.ListModelsRequest(), metadata=bearer("operator"))
         stub.AddSamples(request, metadata=bearer("app"))
@@ -435,7 +435,7 @@ def test_without_tokens_calls_run_as_anonymous(start_fake_server: Any) -> None:
     core = RecordingCore()
     server = start_fake_server(core)
     with grpc.insecure_channel(server.address) as channel:
-        AdaptationStub(channel).ListModels(apb.ListModelsRequest())  # type: ignore[no-untyped-call]
+        AdaptationStub(channel).ListModels(apb.ListModelsRequest())
     assert core.principals == [ANONYMOUS]
 
 
@@ -667,7 +667,7 @@ def test_empty_metrics_token_file_is_a_config_error(tmp_path: Path) -> None:
 
 @pytest.fixture
 def open_server(start_fake_server: Any, core: FakeAdaptationCore) -> FakeServer:
-    return start_fake_server(core)  # type: ignore[no-any-return]
+    return start_fake_server(core)
 
 
 @pytest.mark.parametrize(
@@ -720,7 +720,7 @@ def test_undecodable_request_without_a_token_is_unauthenticated(server: FakeServ
         with grpc.insecure_channel(server.address) as channel:
             raw = channel.unary_unary(method)
             expect_refusal(
-                lambda raw=raw: raw(b"\xff\xff\xff", timeout=5),  # type: ignore[misc]
+                lambda raw=raw: raw(b"\xff\xff\xff", timeout=5),
                 grpc.StatusCode.UNAUTHENTICATED,
                 "requires a bearer token",
             )

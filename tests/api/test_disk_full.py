@@ -65,7 +65,7 @@ class Loop:
         self.store = SQLiteStore(state / "loopserve.db")
         self.jobs_dir = state / "jobs"
         self.service = AdaptationService(
-            {MODEL: FakeServed(state)},  # type: ignore[dict-item]
+            {MODEL: FakeServed(state)},
             self.store, self.store, EventBus(), PredictionLog(), self.metrics, self.jobs_dir,
         )  # fmt: skip
 
@@ -102,7 +102,7 @@ def loop(tmp_path: Path) -> Iterator[Loop]:
 
 @pytest.fixture
 def server(loop: Loop) -> Iterator[FakeServer]:
-    server = FakeServer(loop.service)  # type: ignore[arg-type]
+    server = FakeServer(loop.service)
     yield server
     server.stop()
 
@@ -110,7 +110,7 @@ def server(loop: Loop) -> Iterator[FakeServer]:
 @pytest.fixture
 def stub(server: FakeServer) -> Iterator[AdaptationStub]:
     with grpc.insecure_channel(server.address) as channel:
-        yield AdaptationStub(channel)  # type: ignore[no-untyped-call]
+        yield AdaptationStub(channel)
 
 
 def disk_full_count(metrics: Metrics, operation: str) -> float:
@@ -125,7 +125,7 @@ def add(stub: AdaptationStub, *ids: str) -> pb.AddSamplesResponse:
 
 def disk_full_details(call: object) -> str:
     with pytest.raises(grpc.RpcError) as info:
-        call()  # type: ignore[operator]
+        call()
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
     details: str = info.value.details() or ""
     assert details.startswith("disk full: "), details
@@ -208,7 +208,7 @@ def test_a_job_that_cannot_write_its_files_fails_with_disk_full(
     def no_space(path: Path, *args: object, **kwargs: object) -> None:
         if path.parent == loop.jobs_dir:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        mkdir(path, *args, **kwargs)  # type: ignore[arg-type]
+        mkdir(path, *args, **kwargs)
 
     monkeypatch.setattr(Path, "mkdir", no_space)
     job = run_one_job(loop, stub)

@@ -653,7 +653,7 @@ def test_any_purge_request_converts_or_is_refused_before_anything_is_deleted(
 ) -> None:
     request = wire(apb.PurgeSamplesRequest(model=model, source=source, since=since))
     try:
-        converted = PURGE.to_types(request)  # type: ignore[union-attr]
+        converted = PURGE.to_types(request)
     except LoopserveError as error:
         check_refusal(error)
         assert not source or len(source) > MAX_IDENTIFIER_CHARS or not math.isfinite(since or 0)
@@ -671,8 +671,8 @@ def test_any_purge_request_converts_or_is_refused_before_anything_is_deleted(
     since=st.none() | st.floats(allow_nan=False, allow_infinity=False),
 )
 def test_purge_request_round_trips(model: str, source: str, since: float | None) -> None:
-    message = wire(PURGE.from_types(model, source, since))  # type: ignore[union-attr]
-    assert PURGE.to_types(message) == (model, source, since)  # type: ignore[union-attr]
+    message = wire(PURGE.from_types(model, source, since))
+    assert PURGE.to_types(message) == (model, source, since)
 
 
 @needs_purge

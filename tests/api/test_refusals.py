@@ -46,7 +46,7 @@ def tokens() -> TokenStore:
 
 @pytest.fixture
 def server(start_fake_server: Any, tokens: TokenStore) -> FakeServer:
-    return start_fake_server(FakeAdaptationCore(), tokens=tokens)  # type: ignore[no-any-return]
+    return start_fake_server(FakeAdaptationCore(), tokens=tokens)
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_garbage_with_a_valid_token_is_still_invalid_argument(channel: grpc.Chan
 def test_health_stays_open_and_a_known_method_still_works(channel: grpc.Channel) -> None:
     health = channel.unary_unary("/grpc.health.v1.Health/Check")
     assert health(b"", timeout=5) == b"\x08\x01"  # SERVING
-    stub = AdaptationStub(channel)  # type: ignore[no-untyped-call]
+    stub = AdaptationStub(channel)
     response = stub.ListModels(apb.ListModelsRequest(), metadata=bearer("reader"), timeout=5)
     assert list(response.models) == [MODEL]
 
@@ -191,7 +191,7 @@ def test_repeated_refusals_from_one_peer_log_one_warning(
     channel: grpc.Channel, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="service.api")
-    stub = AdaptationStub(channel)  # type: ignore[no-untyped-call]
+    stub = AdaptationStub(channel)
     for _ in range(5):
         with pytest.raises(grpc.RpcError):
             stub.ListModels(apb.ListModelsRequest(), timeout=5)

@@ -37,7 +37,7 @@ def stub(server: RunningApp) -> Iterator[GRPCInferenceServiceStub]:
 def text_request(
     texts: list[bytes], outputs: tuple[str, ...] = (), **fields: object
 ) -> pb.ModelInferRequest:
-    request = pb.ModelInferRequest(model_name=TINY_MODEL, **fields)  # type: ignore[arg-type]
+    request = pb.ModelInferRequest(model_name=TINY_MODEL, **fields)
     tensor = request.inputs.add(name="text", datatype="BYTES", shape=[len(texts)])
     tensor.contents.bytes_contents.extend(texts)
     for name in outputs:
@@ -65,7 +65,7 @@ def decode_bytes(raw: bytes) -> list[bytes]:
 
 def expect_error(call: object, code: grpc.StatusCode, message: str) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        call()  # type: ignore[operator]
+        call()
     assert info.value.code() == code, info.value.details()
     assert message in (info.value.details() or ""), info.value.details()
 
@@ -139,7 +139,7 @@ def test_malformed_requests_are_invalid_argument(
     stub: GRPCInferenceServiceStub, mutate: object, message: str
 ) -> None:
     request = text_request([b"hello"])
-    mutate(request)  # type: ignore[operator]
+    mutate(request)
     expect_error(lambda: stub.ModelInfer(request), grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
@@ -218,7 +218,7 @@ def test_bugs_are_internal_without_details(
     async def broken(request: object, deadline: float | None = None) -> object:
         raise RuntimeError("secret stack detail")
 
-    served.infer = broken  # type: ignore[method-assign, assignment]
+    served.infer = broken
     with pytest.raises(grpc.RpcError) as info:
         stub.ModelInfer(text_request([b"hello"]))
     assert info.value.code() == grpc.StatusCode.INTERNAL
@@ -333,7 +333,7 @@ def during_hostile_request(server: RunningApp, kind: str, declared: int) -> tupl
     (its status code and message, the worst extra latency of a normal request over the
     baseline)."""
     with grpc.insecure_channel(server.address) as channel:
-        stub = GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub = GRPCInferenceServiceStub(channel)
         normal = text_request([b"hello hi the team"])
         for _ in range(3):
             latency(stub, normal)  # warm up
@@ -473,7 +473,7 @@ def test_the_callers_deadline_reaches_the_batcher(
 
     monkeypatch.setattr(served.batcher, "infer", recording)
     with grpc.insecure_channel(server.address) as channel:
-        stub = GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub = GRPCInferenceServiceStub(channel)
         before = time.monotonic()
         stub.ModelInfer(text_request([b"hello"]), timeout=20)
         after = time.monotonic()

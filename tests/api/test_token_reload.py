@@ -73,7 +73,7 @@ def watcher(tokens: TokenStore, tokens_file: Path) -> Iterator[TokenFileWatcher]
 def stub(start_fake_server: Any, tokens: TokenStore) -> Iterator[AdaptationStub]:
     server: FakeServer = start_fake_server(FakeAdaptationCore(), tokens=tokens)
     with grpc.insecure_channel(server.address) as channel:
-        yield AdaptationStub(channel)  # type: ignore[no-untyped-call]
+        yield AdaptationStub(channel)
 
 
 def code_for(stub: AdaptationStub, line: str) -> grpc.StatusCode:
@@ -175,7 +175,7 @@ def test_the_app_reloads_its_tokens_file_and_logs_its_health_port(
     assert health_port
     assert f"health checks (grpc.health.v1, plaintext) on 127.0.0.1:{health_port}" in caplog.text
     with grpc.insecure_channel(app.address) as channel:
-        stub = AdaptationStub(channel)  # type: ignore[no-untyped-call]
+        stub = AdaptationStub(channel)
         assert code_for(stub, LABELER) == grpc.StatusCode.OK
         replace_file(tokens_file, OPERATOR)
         app.loop.call_soon_threadsafe(app.app.reload_tokens)  # what SIGHUP does

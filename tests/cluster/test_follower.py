@@ -64,13 +64,13 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 def follower(
     heads: Heads, model: Model, poll: float, watcher: Watcher | None = None
 ) -> HeadFollower:
-    return HeadFollower({MODEL: model}, heads, Metrics(), poll, watcher)  # type: ignore[arg-type]
+    return HeadFollower({MODEL: model}, heads, Metrics(), poll, watcher)
 
 
 def test_sync_follows_a_new_head_and_counts_it() -> None:
     heads, model = Heads(2), Model(1)
     metrics = Metrics()
-    f = HeadFollower({MODEL: model}, heads, metrics, 60)  # type: ignore[arg-type]
+    f = HeadFollower({MODEL: model}, heads, metrics, 60)
     f.sync()
     f.sync()  # already there: nothing more
     assert model.followed == [2]
@@ -111,7 +111,7 @@ def test_polling_delivers_without_any_notification() -> None:
 def test_an_unreachable_database_keeps_the_loaded_version(caplog: pytest.LogCaptureFixture) -> None:
     heads, model = Heads(1), Model(1)
     metrics = Metrics()
-    f = HeadFollower({MODEL: model}, heads, metrics, 60)  # type: ignore[arg-type]
+    f = HeadFollower({MODEL: model}, heads, metrics, 60)
     heads.down = True
     f.sync()
     f.sync()
@@ -131,7 +131,7 @@ def test_an_unreachable_database_keeps_the_loaded_version(caplog: pytest.LogCapt
 def test_a_version_that_fails_to_load_is_retried_and_the_old_one_serves() -> None:
     heads, model = Heads(2), Model(1, broken={2})
     metrics = Metrics()
-    f = HeadFollower({MODEL: model}, heads, metrics, 60)  # type: ignore[arg-type]
+    f = HeadFollower({MODEL: model}, heads, metrics, 60)
     f.sync()
     assert model.loaded_version == 1
     model.broken.clear()  # e.g. the files became visible on the shared volume
@@ -164,8 +164,8 @@ def test_a_version_that_keeps_failing_is_tried_less_and_less_often() -> None:
         tries.append(version)
         follow(version)
 
-    model.follow = counted  # type: ignore[method-assign]
-    f = HeadFollower({MODEL: model}, heads, Metrics(), 60)  # type: ignore[arg-type]
+    model.follow = counted
+    f = HeadFollower({MODEL: model}, heads, Metrics(), 60)
     for _ in range(40):
         f.sync()
     assert 5 <= len(tries) <= 10  # 3 at once, then after 1, 2, 4, 8, 16 skipped polls

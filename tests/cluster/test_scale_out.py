@@ -248,7 +248,7 @@ def listeners(server: Any, database: str) -> int:
 def served_version(member: Member) -> int:
     """The version a replica serves, asked without touching the database (ModelMetadata)."""
     with grpc.insecure_channel(member.address) as channel:
-        stub = GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub = GRPCInferenceServiceStub(channel)
         reply = stub.ModelMetadata(pb.ModelMetadataRequest(name=TINY_MODEL), timeout=5)
     return int(reply.versions[0])
 

@@ -238,7 +238,7 @@ def test_labels_are_stored_under_the_token_name_and_undo_deletes_exactly_that_sa
         ids += answer.json()["ids"]
     store = stored(server)
     try:
-        assert [store.sample(TINY_MODEL, i).source for i in ids] == ["labeler"] * 3  # type: ignore[union-attr]
+        assert [store.sample(TINY_MODEL, i).source for i in ids] == ["labeler"] * 3
         undo = visitor.post(
             f"/models/{TINY_MODEL}/labels/{ids[1]}/delete", {}, Accept="application/json"
         )
@@ -344,8 +344,8 @@ def test_page_data_functions(server: RunningApp) -> None:
     assert console is not None
     core = pages.Core(
         server.app.adaptation, server.app.inference, server.app.metrics, console.history
-    )  # type: ignore[arg-type]
-    principal = server.app.settings.token_store().authenticate(VIEWER)  # type: ignore[union-attr]
+    )
+    principal = server.app.settings.token_store().authenticate(VIEWER)
     on_loop(server, console.history.sample())
     (overview,) = on_loop(server, pages.overview(core))
     assert overview.model == TINY_MODEL and overview.serving_version == 1

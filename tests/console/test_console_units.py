@@ -72,7 +72,7 @@ def test_images_are_typed_by_their_bytes_and_never_served_as_html() -> None:
     ],
 )
 def test_same_origin_rule(headers: dict[str, str], allowed: bool) -> None:
-    guard = ConsoleGuard(app=lambda scope, receive, send: None, tls=False)  # type: ignore[arg-type, return-value]
+    guard = ConsoleGuard(app=lambda scope, receive, send: None, tls=False)
     assert guard.same_origin(Headers(headers)) is allowed
 
 
@@ -90,7 +90,7 @@ def test_same_origin_rule(headers: dict[str, str], allowed: bool) -> None:
 )
 def test_on_loopback_only_loopback_host_names_are_answered(host: str, allowed: bool) -> None:
     hosts = frozenset({"localhost", "127.0.0.1", "::1"})
-    guard = ConsoleGuard(app=lambda scope, receive, send: None, tls=False, hosts=hosts)  # type: ignore[arg-type, return-value]
+    guard = ConsoleGuard(app=lambda scope, receive, send: None, tls=False, hosts=hosts)
     assert guard.host_allowed(host) is allowed
     assert ConsoleGuard(app=guard, tls=False).host_allowed("anything.example")
 

@@ -382,7 +382,7 @@ def test_a_viewer_sees_the_pages_without_action_buttons_and_every_action_is_403(
     page = browser_pages.page(server.tokens.viewer)
     expect(page.get_by_test_id("principal")).to_have_text("viewer")
     for path in [f"/models/{m}/{p}" for m in (TINY_MODEL, IMAGE_MODEL) for p in MODEL_PAGES]:
-        assert page.goto(path).status == 200, path  # type: ignore[union-attr]
+        assert page.goto(path).status == 200, path
         # The only form left is the header's logout; no link leads to a confirmation.
         expect(page.locator("main form, main button")).to_have_count(0)
         expect(page.locator("main a[href*='/rollback'], main a[href*='/purge']")).to_have_count(0)

@@ -40,7 +40,7 @@ def cli(*args: str) -> dict[str, object]:
 
 def drift_status(address: str) -> dict[str, dict[str, object]]:
     status = cli("drift", "--addr", address)
-    return {d["detector"]: d for d in status["detectors"]}  # type: ignore[index, union-attr]
+    return {d["detector"]: d for d in status["detectors"]}
 
 
 def alarm_metrics(port: int) -> list[str]:

@@ -215,7 +215,7 @@ def test_a_training_reference_for_an_image_model_is_refused_at_start(tmp_path: P
     definition = load_model_definition(tmp_path, MODEL)
     served = SimpleNamespace(definition=definition, serving_version=None)
     with pytest.raises(ConfigError) as error:
-        DriftMonitor({MODEL: served}, tmp_path, Metrics(), reference_texts=lambda *_: [])  # type: ignore[dict-item]
+        DriftMonitor({MODEL: served}, tmp_path, Metrics(), reference_texts=lambda *_: [])
     assert str(error.value) == (
         "model 'colours' [drift] embedding_reference = \"training\": the training reference is "
         "built from training texts, which task 'image-classification' does not have; use "

@@ -298,7 +298,7 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path: Path) -> No
     definition = SimpleNamespace(name="m", task=DEFAULT_TASK, drift=DriftRecipe(queue_size=2))
     served = SimpleNamespace(definition=definition, serving_version=None)
     monitor = DriftMonitor(
-        {"m": served},  # type: ignore[dict-item]
+        {"m": served},
         tmp_path,
         metrics,
         reference_texts=lambda *_: [],
@@ -341,7 +341,7 @@ def test_only_the_model_level_alarm_reaches_the_alarm_hook(tmp_path: Path) -> No
     definition = SimpleNamespace(name="m", task=DEFAULT_TASK, drift=DriftRecipe())
     served = SimpleNamespace(definition=definition, serving_version=None)
     monitor = DriftMonitor(
-        {"m": served},  # type: ignore[dict-item]
+        {"m": served},
         tmp_path,
         metrics,
         reference_texts=lambda *_: [],

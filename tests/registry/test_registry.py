@@ -26,7 +26,7 @@ def _publish(
         (staged.path / "tokenizer.json").write_text("{}")
         return registry.publish(
             staged,
-            VersionMeta(labels=tuple(LABELS), max_seq_length=32, **meta),  # type: ignore[arg-type]
+            VersionMeta(labels=tuple(LABELS), max_seq_length=32, **meta),
         )
 
 

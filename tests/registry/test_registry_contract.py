@@ -121,9 +121,9 @@ def test_set_current_moves_the_head_for_every_reader(
     _publish(writer, "two")
 
     writer.set_current(1)
-    assert reader.current() is not None and reader.current().version == 1  # type: ignore[union-attr]
+    assert reader.current() is not None and reader.current().version == 1
     writer.set_current(2, expected=1)
-    assert reader.current() is not None and reader.current().version == 2  # type: ignore[union-attr]
+    assert reader.current() is not None and reader.current().version == 2
 
 
 def test_set_current_with_a_stale_expectation_is_a_conflict(registry: ModelRegistry) -> None:
@@ -137,7 +137,7 @@ def test_set_current_with_a_stale_expectation_is_a_conflict(registry: ModelRegis
     with pytest.raises(Conflict):
         registry.set_current(3, expected=None)
 
-    assert registry.current().version == 2  # type: ignore[union-attr]
+    assert registry.current().version == 2
 
 
 def test_set_current_to_a_missing_version_is_not_found_and_keeps_the_head(
@@ -149,7 +149,7 @@ def test_set_current_to_a_missing_version_is_not_found_and_keeps_the_head(
     with pytest.raises(NotFound):
         registry.set_current(7)
 
-    assert registry.current().version == 1  # type: ignore[union-attr]
+    assert registry.current().version == 1
 
 
 def test_a_failed_stage_leaves_nothing_behind(registry: ModelRegistry) -> None:

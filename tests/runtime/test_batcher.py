@@ -44,8 +44,8 @@ class FakeVersion:
 
 def make_batcher(version: FakeVersion, **options: float) -> Batcher:
     slot = ModelSlot("m")
-    slot.swap(version)  # type: ignore[arg-type]
-    batcher = Batcher(slot, BatchingOptions(**options), Metrics())  # type: ignore[arg-type]
+    slot.swap(version)
+    batcher = Batcher(slot, BatchingOptions(**options), Metrics())
     batcher.start()
     return batcher
 

@@ -55,7 +55,7 @@ def test_swaps_and_rollbacks_leave_only_the_serving_session(open_version: Any) -
     retired = slot.swap(open_version(3))
     assert ours() == [3]
     with pytest.raises(Unavailable, match=f"model '{MODEL}' version 2 no longer serves"):
-        retired.predict(retired.preprocessor.warmup_items())  # type: ignore[union-attr]
+        retired.predict(retired.preprocessor.warmup_items())
 
 
 def test_a_draining_version_keeps_its_session_until_its_last_batch_ends(

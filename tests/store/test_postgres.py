@@ -364,7 +364,7 @@ def test_a_full_disk_is_storage_full_and_keeps_what_it_had(
             store.add(MODEL, batch)
         assert [s.id for s in store.samples(MODEL)] == ["a"]
         # Not retried: unlike a dropped connection, another try would fail the same way.
-        (tries,) = admin.execute("SELECT last_value FROM disk_full_tries").fetchone()  # type: ignore[misc]
+        (tries,) = admin.execute("SELECT last_value FROM disk_full_tries").fetchone()
         assert tries == 1
         admin.execute("DROP TRIGGER disk_full ON samples")
     assert store.add(MODEL, batch).accepted == 3

@@ -245,7 +245,7 @@ def test_a_training_module_without_the_contract_is_refused_naming_what_it_lacks(
     from service.training import task_training
 
     fake = SimpleNamespace(name="audio-classification", training="service.training._data")
-    monkeypatch.setitem(tasks._TASKS, fake.name, fake)  # type: ignore[arg-type]
+    monkeypatch.setitem(tasks._TASKS, fake.name, fake)
     with pytest.raises(
         TypeError,
         match=r"task 'audio-classification': its training module service.training._data lacks "

@@ -45,7 +45,7 @@ def test_version_records_a_calibration_fitted_on_the_validation_rows(built_state
 
 def test_first_version_becomes_current_and_second_records_parent(built_state: Path) -> None:
     registry = ModelRegistry(built_state, TINY_MODEL)
-    assert registry.current() is not None and registry.current().version == 1  # type: ignore[union-attr]
+    assert registry.current() is not None and registry.current().version == 1
     assert registry.get(2).meta.parent == 1
 
 
@@ -125,10 +125,10 @@ def test_builds_are_reproducible(tmp_path: Path, tiny_definition: object) -> Non
 
     first = build_first_version(
         tiny_definition, ModelRegistry(tmp_path / "a", TINY_MODEL), progress=lambda _: None
-    )  # type: ignore[arg-type]
+    )
     second = build_first_version(
         tiny_definition, ModelRegistry(tmp_path / "b", TINY_MODEL), progress=lambda _: None
-    )  # type: ignore[arg-type]
+    )
     a, b = (
         load_file(str(first.path / "weights.safetensors")),
         load_file(str(second.path / "weights.safetensors")),

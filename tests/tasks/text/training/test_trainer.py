@@ -58,13 +58,13 @@ def test_refit_trains_the_chosen_epochs_on_validation_rows_too(tiny_backbone: Pa
     unseen_phrasing = examples(VAL_WORDS, 30, seed=2)
     kept, tokens, kept_report = fit(tiny_backbone, RECIPE)
     refit, _, report = fit(tiny_backbone, TrainRecipe(**{**vars(RECIPE), "refit": True}))
-    assert kept_report.refit_examples == 0  # type: ignore[attr-defined]
-    assert report.refit_examples == 60  # type: ignore[attr-defined]
-    assert 1 <= report.head_epochs <= RECIPE.head_epochs  # type: ignore[attr-defined]
+    assert kept_report.refit_examples == 0
+    assert report.refit_examples == 60
+    assert 1 <= report.head_epochs <= RECIPE.head_epochs
     # Calibrated before the refit, on rows the selected model had not trained on.
-    chosen = report.finetuned if report.used_finetune else report.head_only  # type: ignore[attr-defined]
-    assert report.calibration.rows == 30  # type: ignore[attr-defined]
-    assert report.calibration.accuracy == pytest.approx(chosen["accuracy"])  # type: ignore[attr-defined]
+    chosen = report.finetuned if report.used_finetune else report.head_only
+    assert report.calibration.rows == 30
+    assert report.calibration.accuracy == pytest.approx(chosen["accuracy"])
     learned, missed = (
         accuracy(refit, tokens, unseen_phrasing),
         accuracy(kept, tokens, unseen_phrasing),

@@ -165,7 +165,7 @@ def test_the_holdout_other_sources_posted_judges_what_one_source_cannot_fill() -
     assert other["other_holdout"] == 30
     assert abs(other["other_candidate"] - 20 / 30) < 1e-9 and other["other_incumbent"] == 1.0
     result = evidence(team, confident(["refund_request"] * 40, 0.99))
-    result = dataclasses.replace(result, **other)  # type: ignore[arg-type]
+    result = dataclasses.replace(result, **other)
     assert review_reasons(result, THRESHOLDS) == (
         "worse on the 30 holdout samples other sources posted: 0.667 vs 1.000",
     )

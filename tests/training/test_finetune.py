@@ -35,7 +35,7 @@ def test_the_holdout_calibrates_from_the_gate_probabilities() -> None:
     session = FakeSession()
     spec = SimpleNamespace(holdout=[("hello", "greeting"), ("bad", "complaint")], validation=[])
     given = np.array([[0.9, 0.1], [0.2, 0.8]], dtype=np.float32)
-    calibration = _calibration(spec, session, given)  # type: ignore[arg-type]
+    calibration = _calibration(spec, session, given)
     assert (calibration.source, calibration.rows, calibration.accuracy) == ("holdout", 2, 1.0)
     assert session.asked == []  # the gate's probabilities, not a second prediction
 
@@ -43,7 +43,7 @@ def test_the_holdout_calibrates_from_the_gate_probabilities() -> None:
 def test_without_a_holdout_the_validation_rows_calibrate() -> None:
     session = FakeSession()
     spec = SimpleNamespace(holdout=[], validation=VALIDATION)
-    calibration = _calibration(spec, session, np.empty((0, 2)))  # type: ignore[arg-type]
+    calibration = _calibration(spec, session, np.empty((0, 2)))
     assert (calibration.source, calibration.rows) == ("validation", 3)
     assert calibration.accuracy == pytest.approx(0.6667)
     assert session.asked == [text for text, _ in VALIDATION]
@@ -51,5 +51,5 @@ def test_without_a_holdout_the_validation_rows_calibrate() -> None:
 
 def test_without_held_out_rows_the_temperature_stays_one() -> None:
     spec = SimpleNamespace(holdout=[], validation=[])
-    calibration = _calibration(spec, FakeSession(), np.empty((0, 2)))  # type: ignore[arg-type]
+    calibration = _calibration(spec, FakeSession(), np.empty((0, 2)))
     assert (calibration.source, calibration.rows, calibration.temperature) == ("none", 0, 1.0)

@@ -59,7 +59,7 @@ class Servers:
         **limits: float,
     ) -> HttpServer:
         server = HttpServer(
-            APP, "127.0.0.1", 0, name="test", limits=HttpLimits(**limits), tls=tls,  # type: ignore[arg-type]
+            APP, "127.0.0.1", 0, name="test", limits=HttpLimits(**limits), tls=tls,
             on_closed=on_closed,
         )  # fmt: skip
         self.loop.run(server.start())
@@ -355,7 +355,7 @@ def test_unusable_tls_files_are_config_errors_naming_them(
 )
 def test_bad_limits_are_config_errors(limits: dict[str, float]) -> None:
     with pytest.raises(ConfigError, match="HTTP limits"):
-        HttpLimits(**limits)  # type: ignore[arg-type]
+        HttpLimits(**limits)
 
 
 def test_clients_that_vanish_or_send_garbage_leave_the_log_quiet(

@@ -76,7 +76,7 @@ def test_the_server_logs_the_metrics_port_it_bound(
     start_app: object, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("INFO", logger="service.app")
-    running = start_app(metrics_port=0)  # type: ignore[operator]
+    running = start_app(metrics_port=0)
     port = running.app.metrics_port
     assert port > 0
     ready = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("serving "))

@@ -199,7 +199,7 @@ class RunningApp:
 
         if isinstance(settings, ServerSettings) and settings.console_port == 8080:
             settings = dataclasses.replace(settings, console_port=0)  # see the top of this file
-        self.app = App(settings, metrics, drift_in_process=drift_in_process)  # type: ignore[arg-type]
+        self.app = App(settings, metrics, drift_in_process=drift_in_process)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
@@ -209,7 +209,7 @@ class RunningApp:
     def _run(self, coro: object) -> object:
         import asyncio
 
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(120)  # type: ignore[arg-type]
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(120)
 
     def stop(self) -> None:
         if not self.loop.is_running():
@@ -238,7 +238,7 @@ def start_app(models_dir: Path, state_dir: Path, metrics: Metrics) -> Iterator[o
         }
         drift_in_process = bool(overrides.pop("drift_in_process", True))
         values.update(overrides)
-        app = RunningApp(ServerSettings(**values), metrics, drift_in_process)  # type: ignore[arg-type]
+        app = RunningApp(ServerSettings(**values), metrics, drift_in_process)
         started.append(app)
         return app
 
@@ -249,7 +249,7 @@ def start_app(models_dir: Path, state_dir: Path, metrics: Metrics) -> Iterator[o
 
 @pytest.fixture
 def server(start_app: object) -> RunningApp:
-    return start_app()  # type: ignore[operator, no-any-return]
+    return start_app()
 
 
 # ---- security: tokens, TLS certificates, servers with auth ------------------------------------
@@ -309,12 +309,12 @@ def start_fake_server() -> Iterator[object]:
     class SecureFakeServer(FakeServer):
         def __init__(self, core: object, tokens: object, tls: object) -> None:
             self._tokens, self._tls = tokens, tls
-            super().__init__(core)  # type: ignore[arg-type]
+            super().__init__(core)
 
-        async def _start(self, with_adaptation: bool) -> object:  # type: ignore[override]
+        async def _start(self, with_adaptation: bool) -> object:
             server = build_server(
                 InferenceService({}), self.metrics, "127.0.0.1", 0, adaptation=self.core,
-                tokens=self._tokens, tls=self._tls,  # type: ignore[arg-type]
+                tokens=self._tokens, tls=self._tls,
             )  # fmt: skip
             await server.server.start()
             await server.set_serving(True)

@@ -29,7 +29,7 @@ def request() -> pb.ModelInferRequest:
 
 def wait_until(condition: object, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.01)
 
@@ -45,7 +45,7 @@ def test_stop_drains_admitted_requests_and_refuses_new_ones(server: RunningApp) 
         assert gate.wait(10)
         return real_predict(texts)
 
-    loaded.predict = held_predict  # type: ignore[method-assign]
+    loaded.predict = held_predict
     channel = grpc.insecure_channel(server.address)
     stub = GRPCInferenceServiceStub(channel)
     admitted = [stub.ModelInfer.future(request(), timeout=30) for _ in range(HELD)]

@@ -101,7 +101,7 @@ class SlowCallbacks(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         # asyncio's own message: "Executing %s took %.3f seconds"
         if self.counting and record.msg.startswith("Executing") and len(record.args or ()) == 2:
-            self.lines.append((float(record.args[1]), record.getMessage()))  # type: ignore[index]
+            self.lines.append((float(record.args[1]), record.getMessage()))
 
     def held(self, at_least: float) -> list[str]:
         return [line for seconds, line in self.lines if seconds >= at_least]
@@ -169,7 +169,7 @@ def infer_request(n: int) -> ipb.ModelInferRequest:
 def store_bound_calls(server: Server) -> list[Callable[[], object]]:
     """Calls whose handlers read or write the store; each a few store calls long."""
     channel = grpc.insecure_channel(server.address)
-    stub = AdaptationStub(channel)  # type: ignore[no-untyped-call]
+    stub = AdaptationStub(channel)
     console = httpx.Client(base_url=f"http://127.0.0.1:{server.app.console_port}", timeout=60)
     ids = itertools.count()
 
@@ -207,7 +207,7 @@ def store_bound_calls(server: Server) -> list[Callable[[], object]]:
 
 def test_store_calls_never_hold_the_event_loop(server: Server) -> None:
     calls = store_bound_calls(server)
-    infer = GRPCInferenceServiceStub(grpc.insecure_channel(server.address))  # type: ignore[no-untyped-call]
+    infer = GRPCInferenceServiceStub(grpc.insecure_channel(server.address))
     for call in calls:  # first use: lazy imports, template compiles, connections
         call()
     for n in range(10):

@@ -36,7 +36,7 @@ def test_init_builds_once_and_if_missing_skips(
     write_tiny_definition(models, tiny_backbone)
     args = ["init", TINY_MODEL, "--models-dir", str(models), "--state-dir", str(state)]
     assert main(args) == 0
-    assert ModelRegistry(state, TINY_MODEL).current().version == 1  # type: ignore[union-attr]
+    assert ModelRegistry(state, TINY_MODEL).current().version == 1
     assert main([*args, "--if-missing"]) == 0
     assert "version 1 exists; nothing to build" in capsys.readouterr().out
     assert [v.version for v in ModelRegistry(state, TINY_MODEL).versions()] == [1]
@@ -51,7 +51,7 @@ def test_init_with_data_creates_the_definition(
     data = write_csv(tmp_path / "intents.csv", tiny_rows())
     import service.tasks.text._definition as definitions
 
-    def use_tiny_backbone(models_dir: Path, name: str, data: Path):  # type: ignore[no-untyped-def]
+    def use_tiny_backbone(models_dir: Path, name: str, data: Path):
         definition = original(models_dir, name, data)
         toml = definition.directory / "model.toml"
         toml.write_text(

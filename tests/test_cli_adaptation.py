@@ -742,7 +742,7 @@ def test_json_output_turns_missing_gate_scores_into_null(
     nan = float("nan")
     no_holdout = dataclasses.replace(
         core.jobs["job-1"].gate, candidate_new=nan, incumbent_new=nan, new_examples=0
-    )  # type: ignore[type-var]
+    )
     core.jobs["job-1"] = dataclasses.replace(core.jobs["job-1"], gate=no_holdout)
     code, out, _ = run("status", "--json")
     assert code == 0 and "NaN" not in out

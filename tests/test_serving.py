@@ -80,14 +80,14 @@ def test_repeated_hot_swaps_under_load_fail_no_request(server: RunningApp) -> No
     assert failures == []
     assert versions["1"] > 0 and versions["2"] > 0
     assert set(versions) == {"1", "2"}
-    assert ModelRegistry(server.app.settings.state_dir, TINY_MODEL).current().version == 1  # type: ignore[union-attr]
+    assert ModelRegistry(server.app.settings.state_dir, TINY_MODEL).current().version == 1
 
 
 def test_restart_serves_the_version_current_points_to(start_app: object) -> None:
-    first: RunningApp = start_app()  # type: ignore[operator]
+    first: RunningApp = start_app()
     first.app.models[TINY_MODEL].activate(2)
     first.stop()
-    second: RunningApp = start_app()  # type: ignore[operator]
+    second: RunningApp = start_app()
     with grpc.insecure_channel(second.address) as channel:
         response = GRPCInferenceServiceStub(channel).ModelInfer(request(0))
     assert response.model_version == "2"
@@ -99,7 +99,7 @@ def test_failed_load_keeps_serving_the_old_version(server: RunningApp) -> None:
     registry.get(2).serving_file.write_bytes(b"not an onnx graph")  # int8 or fp32
     with pytest.raises(Exception, match=r"(?i)protobuf|parse|load|invalid"):
         served.activate(2)
-    assert registry.current().version == 1  # type: ignore[union-attr]
+    assert registry.current().version == 1
     with grpc.insecure_channel(server.address) as channel:
         assert GRPCInferenceServiceStub(channel).ModelInfer(request(0)).model_version == "1"
     body = server.app.metrics.registry.get_sample_value(
@@ -112,7 +112,7 @@ def test_missing_version_refuses_to_start(start_app: object, tmp_path: object) -
     from service.errors import Unavailable
 
     with pytest.raises(Unavailable, match="loopserve init tiny"):
-        start_app(state_dir=Path(str(tmp_path)) / "empty")  # type: ignore[operator]
+        start_app(state_dir=Path(str(tmp_path)) / "empty")
 
 
 def test_swaps_and_rollbacks_free_the_retired_sessions(tmp_path: Path) -> None:

@@ -78,7 +78,7 @@ def outputs(response: InferenceResponse) -> dict[str, object]:
 
 
 def test_a_repeated_input_is_answered_from_the_cache(serve: object) -> None:
-    served: Served = serve(cache=True)  # type: ignore[operator]
+    served: Served = serve(cache=True)
     first = served.infer(request("a", b"hello team", b"why is it late"))
     again = served.infer(request("b", b"hello team", b"why is it late"))
     assert outputs(again) == outputs(first)
@@ -97,13 +97,13 @@ def test_a_repeated_input_is_answered_from_the_cache(serve: object) -> None:
 
 
 def test_answers_from_the_cache_are_logged_for_delayed_labels(serve: object) -> None:
-    served: Served = serve(cache=True)  # type: ignore[operator]
+    served: Served = serve(cache=True)
     first = served.infer(request("first", b"my order is broken"))
     served.infer(request("cached", b"my order is broken"))
     served.infer(request("pair", b"my order is broken", b"hello team"))
     served.infer(request("pair-again", b"my order is broken", b"hello team"))
     assert served.cache("hit") == 2
-    label = first.outputs[0].data[0].decode()  # type: ignore[union-attr]
+    label = first.outputs[0].data[0].decode()
     record = served.predictions.lookup("cached")
     assert record is not None and (record.version, record.label) == (int(first.version), label)
     assert served.predictions.lookup("pair-again/0") == served.predictions.lookup("pair/0")
@@ -111,7 +111,7 @@ def test_answers_from_the_cache_are_logged_for_delayed_labels(serve: object) -> 
 
 
 def test_a_hot_swap_drops_the_cached_answers(serve: object) -> None:
-    served: Served = serve(cache=True)  # type: ignore[operator]
+    served: Served = serve(cache=True)
     assert served.infer(request("a", b"hello team")).version == "1"
     assert served.sample("loopserve_response_cache_entries") == 1
     served.model.activate(2)
@@ -125,7 +125,7 @@ def test_a_hot_swap_drops_the_cached_answers(serve: object) -> None:
 
 
 def test_the_cache_keeps_its_bound(serve: object) -> None:
-    served: Served = serve(cache=True, cache_max_entries=2)  # type: ignore[operator]
+    served: Served = serve(cache=True, cache_max_entries=2)
     for text in (b"hello team", b"why is it late", b"my order is broken", b"hello team"):
         served.infer(request("", text))
     assert served.sample("loopserve_response_cache_entries") == 2
@@ -134,9 +134,9 @@ def test_the_cache_keeps_its_bound(serve: object) -> None:
 
 
 def test_the_cache_is_off_by_default(serve: object) -> None:
-    served: Served = serve()  # type: ignore[operator]
+    served: Served = serve()
     first = served.infer(request("a", b"hello team"))
     again = served.infer(request("b", b"hello team"))
-    assert np.array_equal(first.outputs[1].data, again.outputs[1].data)  # type: ignore[arg-type]
+    assert np.array_equal(first.outputs[1].data, again.outputs[1].data)
     assert served.batches == 2
     assert served.cache("hit") is None and served.cache("miss") is None

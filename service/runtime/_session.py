@@ -3,6 +3,8 @@
 A version that stops serving is retired: its session (weights and buffers) is dropped as soon as
 no batch runs on it, and the freed heap goes back to the system. :func:`live_sessions` lists the
 sessions still alive in this process, whoever holds their versions.
+
+onnxruntime is imported when a version is opened, not with this module (see ``_providers``).
 """
 
 from __future__ import annotations
@@ -12,17 +14,19 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 from service.errors import Unavailable
 from service.runtime._cpus import available_cpus
 from service.runtime._memory import return_free_memory
 from service.runtime._preprocess import Preprocessor
 from service.runtime._providers import CUDA, preload_cuda_libraries, select_providers
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 FloatArray = npt.NDArray[np.float32]
 OUTPUTS = ["probabilities", "embedding"]
@@ -71,6 +75,8 @@ class LoadedVersion:
         self.providers = select_providers(options.providers)
         if CUDA in self.providers:
             preload_cuda_libraries()
+        import onnxruntime as ort
+
         session = ort.InferenceSession(
             str(onnx_path), _session_options(options), providers=self.providers
         )
@@ -138,6 +144,8 @@ class LoadedVersion:
 
 
 def _session_options(options: SessionOptions) -> ort.SessionOptions:
+    import onnxruntime as ort
+
     so = ort.SessionOptions()
     so.intra_op_num_threads = options.intra_op_threads or available_cpus()
     so.inter_op_num_threads = 1

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import grpc
 import numpy as np
 import pytest
 from conftest import TINY_MODEL, RunningApp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from waiting import wait_until
 
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
@@ -25,13 +25,6 @@ def request() -> pb.ModelInferRequest:
         b"hello"
     )
     return message
-
-
-def wait_until(condition: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
 
 
 def test_stop_drains_admitted_requests_and_refuses_new_ones(server: RunningApp) -> None:

@@ -14,13 +14,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import TINY_LABELS, TINY_MODEL, tiny_rows, write_tiny_definition
 from test_cli import ServerProcess
+from waiting import wait_until
 
 from service.api.adaptation_client import AdaptationClient
 from service.domain.loop import JOB_PARENT_PID_ENV, JobState, NewSample
@@ -37,13 +37,6 @@ settle_seconds = 0
 epochs = 2
 anchor_size = 20
 """
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def alive(pid: int) -> bool:
@@ -113,7 +106,7 @@ def test_samples_acknowledged_before_a_kill_9_are_there_after_the_restart(
 
     poster = threading.Thread(target=post)
     poster.start()
-    wait_for(lambda: len(acknowledged) >= 200, 60, "200 acknowledged samples")
+    wait_until(lambda: len(acknowledged) >= 200, 60, "200 acknowledged samples")
     kill_9(first)  # with a call most likely in flight
     stop.set()
     poster.join(30)
@@ -141,7 +134,7 @@ def test_a_kill_9_during_a_fine_tune_leaves_no_job_process_and_no_staging(
         client.add_samples(TINY_MODEL, [NewSample(t, label) for t, label in tiny_rows(10, seed=7)])
         job = client.start_fine_tune(TINY_MODEL, "to be interrupted")
     record_file = state_dir / "jobs" / job.id / "process.json"
-    wait_for(record_file.is_file, 60, "the job process to start")
+    wait_until(record_file.is_file, 60, "the job process to start")
     pid = int(json.loads(record_file.read_text())["pid"])
     assert alive(pid)
     assert staging_dirs(state_dir), "the job writes into a staging directory"
@@ -149,7 +142,7 @@ def test_a_kill_9_during_a_fine_tune_leaves_no_job_process_and_no_staging(
     kill_9(first)
 
     # The job process dies with its server (PR_SET_PDEATHSIG), restart or not, unfinished.
-    wait_for(lambda: not alive(pid), 30, f"job process {pid} to die with its server")
+    wait_until(lambda: not alive(pid), 30, f"job process {pid} to die with its server")
     assert not (record_file.parent / "result.json").exists()
     left = set(staging_dirs(state_dir))
     assert left, "a kill -9 cleans nothing up by itself"
@@ -167,7 +160,7 @@ def test_a_kill_9_during_a_fine_tune_leaves_no_job_process_and_no_staging(
             latest = client.model_status(TINY_MODEL).job
             return latest is not None and latest.id != job.id and latest.state.finished
 
-        wait_for(retried, 240, "the retry to finish")
+        wait_until(retried, 240, "the retry to finish")
         retry = client.model_status(TINY_MODEL).job
         assert retry is not None and retry.trigger == "retry" and retry.attempt == 2
         assert retry.state in (JobState.PROMOTED, JobState.REJECTED), retry.error
@@ -208,11 +201,11 @@ def test_a_job_process_dies_with_its_parent_killed_by_sigkill(tmp_path: Path) ->
     assert parent.stdout is not None
     child = int(parent.stdout.readline())
     try:
-        wait_for(lambda: "armed" in log.read_text() or not alive(child), 60, "the job to arm")
+        wait_until(lambda: "armed" in log.read_text() or not alive(child), 60, "the job to arm")
         assert alive(child), log.read_text()
         parent.send_signal(signal.SIGKILL)
         assert parent.wait(10) == -signal.SIGKILL
-        wait_for(lambda: not alive(child), 10, "the job to die with its parent")
+        wait_until(lambda: not alive(child), 10, "the job to die with its parent")
     finally:
         if alive(child):
             os.kill(child, signal.SIGKILL)

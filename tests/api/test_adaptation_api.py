@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -25,6 +24,7 @@ from fake_adaptation import (
     initial_versions,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from waiting import wait_until
 
 from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
 from service.api._proto.loopserve.v1.adaptation_pb2_grpc import AdaptationStub
@@ -95,13 +95,6 @@ def expect_error(call: Callable[[], object], code: grpc.StatusCode, message: str
         call()
     assert info.value.code() == code, info.value.details()
     assert message in (info.value.details() or ""), info.value.details()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 # ---- converters ---------------------------------------------------------------------------------
@@ -478,7 +471,7 @@ def test_watch_events_streams_events_of_one_model_until_the_client_cancels(
     # The server closes the core's subscription as soon as the client goes.
     assert core.unwatched.wait(5)
     assert core.watcher_count == 0
-    wait_for(lambda: server.grpc_requests(WATCH, "CANCELLED") == 1)
+    wait_until(lambda: server.grpc_requests(WATCH, "CANCELLED") == 1)
 
 
 def test_watch_events_of_every_model(

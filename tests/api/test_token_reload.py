@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from fake_adaptation import FakeAdaptationCore, FakeServer
+from waiting import wait_until
 
 from service.api._proto.loopserve.v1 import adaptation_pb2 as apb
 from service.api._proto.loopserve.v1.adaptation_pb2_grpc import AdaptationStub
@@ -33,15 +33,6 @@ def replace_file(path: Path, *lines: str) -> None:
     tmp = path.with_name(path.name + ".new")
     tmp.write_text("".join(f"{line}\n" for line in lines))
     os.replace(tmp, path)
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.fixture
@@ -91,7 +82,7 @@ def test_a_token_removed_from_the_file_is_refused_without_a_restart(
 ) -> None:
     assert code_for(stub, LABELER) == grpc.StatusCode.OK
     replace_file(tokens_file, OPERATOR, NEWCOMER)
-    assert eventually(lambda: code_for(stub, LABELER) == grpc.StatusCode.UNAUTHENTICATED)
+    wait_until(lambda: code_for(stub, LABELER) == grpc.StatusCode.UNAUTHENTICATED)
     assert code_for(stub, NEWCOMER) == grpc.StatusCode.OK
     assert code_for(stub, OPERATOR) == grpc.StatusCode.OK
 
@@ -102,7 +93,7 @@ def test_sighup_reloads_at_once(tokens: TokenStore, tokens_file: Path) -> None:
     try:
         replace_file(tokens_file, OPERATOR)
         watching.reload_soon()
-        assert eventually(lambda: tokens.names == ("operator",))
+        wait_until(lambda: tokens.names == ("operator",))
     finally:
         watching.stop()
 
@@ -179,4 +170,4 @@ def test_the_app_reloads_its_tokens_file_and_logs_its_health_port(
         assert code_for(stub, LABELER) == grpc.StatusCode.OK
         replace_file(tokens_file, OPERATOR)
         app.loop.call_soon_threadsafe(app.app.reload_tokens)  # what SIGHUP does
-        assert eventually(lambda: code_for(stub, LABELER) == grpc.StatusCode.UNAUTHENTICATED)
+        wait_until(lambda: code_for(stub, LABELER) == grpc.StatusCode.UNAUTHENTICATED)

@@ -12,12 +12,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from conftest import TINY_MODEL
+from waiting import wait_until
 
 LOOPSERVE = str(Path(sys.executable).parent / "loopserve")
 TRITON_CLIENT = str(Path(__file__).parent.parent / "triton_client.py")
@@ -65,12 +65,10 @@ class Member:
 
     def wait_log(self, needle: str, timeout: float) -> float:
         """Block until ``needle`` appears in the log; the monotonic time it was seen."""
-        deadline = time.monotonic() + timeout
-        while needle not in self.text():
-            assert time.monotonic() < deadline, (
-                f"{self.name}: {needle!r} not logged:\n{self.text()}"
-            )
-            time.sleep(0.05)
+        wait_until(
+            lambda: needle in self.text(), timeout,
+            lambda: f"{self.name}: {needle!r} not logged:\n{self.text()}",
+        )  # fmt: skip
         return time.monotonic()
 
     def stop(self) -> int | None:
@@ -139,13 +137,3 @@ class Load:
         """Unix time this client first got an answer from ``version``."""
         seen = self.report["versions"].get(str(version))
         return None if seen is None else float(seen[0])
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)

@@ -4,8 +4,8 @@ and stops being the trainer the moment the lease is gone."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
+
+from waiting import wait_until
 
 from service.cluster import TrainerDuty
 from service.errors import Unavailable
@@ -17,8 +17,10 @@ class Lease:
         self.free = free
         self.mine = False
         self.reachable = True
+        self.tries = 0  # what a test waits on to know the duty has polled the lease
 
     def try_acquire(self) -> bool:
+        self.tries += 1
         if not self.reachable:
             raise Unavailable("database unreachable")
         if self.free:
@@ -33,13 +35,6 @@ class Lease:
 
     def close(self) -> None:
         pass
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
 
 
 class Calls:
@@ -62,7 +57,7 @@ def test_a_standby_takes_the_lease_once_it_is_free_then_looks_for_work() -> None
     duty = calls.duty(lease, metrics)
     duty.start()
     try:
-        time.sleep(0.1)
+        wait_until(lambda: lease.tries >= 3)  # asked, and was refused, three times
         assert calls.acquired == 0 and calls.ticks == 0
         assert metrics.registry.get_sample_value("loopserve_trainer_lease") == 0
         lease.free = True  # the other trainer died
@@ -82,7 +77,9 @@ def test_losing_the_lease_calls_on_lost_and_ends_the_duty() -> None:
         lease.mine = False  # the session was terminated
         assert calls.lost.wait(2)
         ticks = calls.ticks
-        time.sleep(0.1)
+        assert duty._thread is not None
+        duty._thread.join(5)  # the duty ends: nothing is left that could tick again
+        assert not duty._thread.is_alive()
         assert calls.ticks == ticks  # no more work after the loss
         assert metrics.registry.get_sample_value("loopserve_trainer_lease") == 0
         assert not duty.holding
@@ -102,7 +99,7 @@ def test_an_unreachable_database_is_retried_and_failing_work_does_not_end_the_du
     duty = TrainerDuty(lease, metrics, 0.02, lambda: None, tick, lambda: None)
     duty.start()
     try:
-        time.sleep(0.1)
+        wait_until(lambda: lease.tries >= 3)  # three attempts that could not reach it
         assert not duty.holding
         lease.reachable = True
         wait_until(lambda: len(failures) >= 3)

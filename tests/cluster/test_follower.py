@@ -4,10 +4,10 @@ through a database outage or a version they cannot load."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
+from waiting import wait_until
 
 from service.cluster import HeadFollower
 from service.errors import Unavailable
@@ -52,13 +52,6 @@ class Watcher:
 
     def stop(self) -> None:
         self.stopped = True
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
 
 
 def follower(

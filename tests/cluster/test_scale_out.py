@@ -20,7 +20,8 @@ import grpc
 import psycopg
 import pytest
 from conftest import ADAPTATION, TINY_MODEL, shifted, write_tiny_definition
-from replicas import Deployment, Load, Member, wait_until
+from replicas import Deployment, Load, Member
+from waiting import wait_until
 
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
@@ -260,7 +261,7 @@ def test_replicas_keep_serving_through_a_database_restart_and_reconnect(
     trainer.wait_log("holding the trainer lease", 30)
     a, b = deployment.start("a", "serving"), deployment.start("b", "serving")
     loads = [Load(a, deployment.root), Load(b, deployment.root)]
-    time.sleep(1)
+    time.sleep(1)  # the clients' traffic runs on both sides of the restart: part of the scenario
     postgres_server.restart()
     restarted = time.time()
     time.sleep(1)

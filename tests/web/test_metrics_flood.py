@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from conftest import TINY_MODEL
 from test_cli import ServerProcess
+from waiting import wait_until
 
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
@@ -92,13 +93,6 @@ def logged_seconds(log: list[str], first: str, last: str) -> float:
     return (at(last) - at(first)).total_seconds()
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
-
-
 def predict_for(
     stub: GRPCInferenceServiceStub, seconds: float, watch: Callable[[], None]
 ) -> np.ndarray:
@@ -144,7 +138,7 @@ def test_slow_metrics_clients_leave_predictions_threads_and_shutdown_alone(
         assert flood.stdin is not None and flood.stdout is not None
         assert flood.stdout.readline().strip() == "ready"
         cap = HttpLimits().max_connections
-        wait_until(lambda: open_files(pid) >= baseline["files"] + cap)  # the server is full
+        wait_until(lambda: open_files(pid) >= baseline["files"] + cap, 30)  # the server is full
         seen = dict(baseline)
         cpu = cpu_seconds(pid)
         flooded = predict_for(stub, FLOOD_S, watch)

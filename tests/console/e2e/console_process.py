@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from cluster.replicas import Member, wait_until
+from cluster.replicas import Member
 from conftest import TINY_MODEL, write_tiny_definition
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tasks.image.tiny_image_model import publish_version, write_definition
+from waiting import wait_until
 
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub

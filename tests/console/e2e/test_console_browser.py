@@ -21,12 +21,12 @@ from typing import Any
 import chromium
 import console_process
 import pytest
-from cluster.replicas import wait_until
 from conftest import TINY_LABELS, TINY_MODEL
 from console.console_actions import actions
 from console_process import IMAGE_MODEL, ConsoleProcess
 from PIL import Image
 from playwright.sync_api import APIResponse, BrowserContext, Page, expect
+from waiting import wait_until
 
 from service.domain.loop import NewSample
 

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from waiting import wait_until_async
 
 from service.errors import DeadlineExceeded, Overloaded, Unavailable
 from service.metrics import Metrics
@@ -42,6 +43,11 @@ class FakeVersion:
         return True
 
 
+def queued(batcher: Batcher) -> int:
+    """Requests waiting in the queue: what the worker takes once it is free."""
+    return len(batcher._queue)
+
+
 def make_batcher(version: FakeVersion, **options: float) -> Batcher:
     slot = ModelSlot("m")
     slot.swap(version)
@@ -73,7 +79,7 @@ def test_queued_requests_are_batched_up_to_max_batch_size() -> None:
         first = asyncio.ensure_future(batcher.infer(["blocker"]))
         await asyncio.to_thread(version.started.wait, 5)  # worker is now busy with "blocker"
         rest = [asyncio.ensure_future(batcher.infer([f"t{i}"])) for i in range(10)]
-        await asyncio.sleep(0.05)
+        await wait_until_async(lambda: queued(batcher) == 10)
         gate.set()
         await asyncio.gather(first, *rest)
 
@@ -101,12 +107,13 @@ def test_under_load_max_queue_delay_waits_for_more_requests() -> None:
     async def run() -> None:
         blocker = asyncio.ensure_future(batcher.infer(["blocker"]))
         await asyncio.to_thread(version.started.wait, 5)
-        queued = [asyncio.ensure_future(batcher.infer([t])) for t in ("q1", "q2")]
-        await asyncio.sleep(0.05)
+        waiting = [asyncio.ensure_future(batcher.infer([t])) for t in ("q1", "q2")]
+        await wait_until_async(lambda: queued(batcher) == 2)
         gate.set()
-        await asyncio.gather(blocker, *queued)  # [q1, q2] was a batch of several: load
+        await asyncio.gather(blocker, *waiting)  # [q1, q2] was a batch of several: load
         first = asyncio.ensure_future(batcher.infer(["a"]))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # "a" is queued...
+        await wait_until_async(lambda: queued(batcher) == 0)  # ...and taken: its batch fills
         second = asyncio.ensure_future(batcher.infer(["b"]))
         await asyncio.gather(first, second)
 
@@ -143,12 +150,12 @@ def test_full_queue_is_refused_with_overloaded() -> None:
     async def run() -> None:
         running = asyncio.ensure_future(batcher.infer(["running"]))
         await asyncio.to_thread(version.started.wait, 5)
-        queued = [asyncio.ensure_future(batcher.infer([f"q{i}"])) for i in range(2)]
-        await asyncio.sleep(0)
+        waiting = [asyncio.ensure_future(batcher.infer([f"q{i}"])) for i in range(2)]
+        await wait_until_async(lambda: queued(batcher) == 2)
         with pytest.raises(Overloaded, match=r"2 requests queued \(limit 2\)"):
             await batcher.infer(["one too many"])
         gate.set()
-        await asyncio.gather(running, *queued)
+        await asyncio.gather(running, *waiting)
 
     asyncio.run(run())
     batcher.stop(5)
@@ -164,7 +171,7 @@ def test_stop_finishes_queued_work_then_refuses_new() -> None:
         futures = [asyncio.ensure_future(batcher.infer([f"t{i}"])) for i in range(3)]
         await asyncio.to_thread(version.started.wait, 5)
         stopper = asyncio.ensure_future(asyncio.to_thread(batcher.stop, 5))
-        await asyncio.sleep(0.05)
+        await wait_until_async(lambda: batcher._stopping)
         with pytest.raises(Unavailable, match="shutting down"):
             await batcher.infer(["late"])
         gate.set()
@@ -242,7 +249,7 @@ def test_an_expired_head_of_the_queue_is_skipped_for_the_next_live_request() -> 
             for i in range(3)
         ]
         live = asyncio.ensure_future(batcher.infer(["live"]))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # past their deadlines while they wait behind "running"
         gate.set()
         outcomes = await asyncio.gather(*expired, return_exceptions=True)
         assert all(isinstance(o, DeadlineExceeded) for o in outcomes), outcomes

@@ -26,6 +26,7 @@ MAX_REASON_CHARS = 500
 JOB_PARENT_PID_ENV = "LOOPSERVE_JOB_PARENT_PID"
 # The error of a job an operator ended, followed by the operator's token name. Stored before its
 # process ends, so that a restart or another process sees the job as cancelled: never retried.
+# On a job that still runs it is a request that the process running the job acts on.
 CANCELLED_BY = "cancelled by "
 
 
@@ -135,8 +136,14 @@ class Job:
 
     @property
     def cancelled(self) -> bool:
-        """An operator ended it (see CANCELLED_BY)."""
+        """An operator ended it, or asked to (see CANCELLED_BY)."""
         return self.error.startswith(CANCELLED_BY)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """An operator's cancellation is stored and the job still runs: the process that runs
+        it ends it, at once when the request reached that process, else at its next poll."""
+        return self.cancelled and not self.state.finished
 
 
 class EventKind(enum.StrEnum):

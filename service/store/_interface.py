@@ -103,6 +103,14 @@ class JobStore(Protocol):
         """The job; :class:`~service.errors.NotFound` when there is none."""
         ...
 
+    def request_cancel(self, job_id: str, error: str) -> Job | None:
+        """Record an operator's cancellation (``error``: ``cancelled by <name>``) of a job that
+        has not ended, atomically with that check: a queued job fails at once with ``error``;
+        a running one keeps running with ``error`` stored, a request that the process running it
+        acts on (:attr:`~service.domain.loop.Job.cancel_requested`). The job as stored now, or
+        None when it had already ended (nothing changed); NotFound for an unknown job."""
+        ...
+
     def latest(self, model: str) -> Job | None: ...
 
     def active(self, model: str) -> Job | None:

@@ -41,12 +41,14 @@ from service.store._rows import (
     SAMPLE_COLUMNS,
     UNFINISHED,
     SampleRow,
+    cancel_changes,
     check_updatable,
     conflict,
     job_columns,
     job_from_row,
     new_job,
     trained_on,
+    update_statement,
 )
 
 if TYPE_CHECKING:
@@ -287,17 +289,25 @@ class PostgresStore:
         columns = check_updatable(changes)
 
         def work(conn: Conn) -> Job:
-            if columns:
-                assignments = ", ".join(f'"{name}" = %s' for name in columns)
-                cursor = conn.execute(
-                    f"UPDATE jobs SET {assignments} WHERE id = %s", (*columns.values(), job_id)
-                )
-                if cursor.rowcount == 0:
-                    raise NotFound(f"no job {quote(job_id)}")
+            _set_columns(conn, job_id, columns)
             return _job_or_not_found(conn, job_id)
 
         # Setting the same values twice is the same as once.
         return self._write(work, retry=True)
+
+    def request_cancel(self, job_id: str, error: str) -> Job | None:
+        def work(conn: Conn) -> Job | None:
+            # FOR UPDATE: the job cannot end, nor be cancelled by another call, between the check
+            # and the change (the runner's final update waits for this row lock).
+            changes = cancel_changes(_job_or_not_found(conn, job_id, lock=True), error)
+            if changes is None:
+                return None
+            _set_columns(conn, job_id, check_updatable(changes))
+            return _job_or_not_found(conn, job_id)
+
+        # Not retried: after a lost commit a second try would find a queued job it had just
+        # failed, and answer that the job had already ended.
+        return self._write(work, retry=False)
 
     def job(self, job_id: str) -> Job:
         return self._read(lambda conn: _job_or_not_found(conn, job_id))
@@ -514,8 +524,16 @@ def _outcome(
     return AddOutcome(accepted=accepted, duplicates=duplicates, ids=[r.id for r in posted])
 
 
-def _job_or_not_found(conn: Conn, job_id: str) -> Job:
-    row = conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
+def _set_columns(conn: Conn, job_id: str, columns: dict[str, Any]) -> None:
+    if columns:
+        cursor = conn.execute(update_statement(columns, "%s"), (*columns.values(), job_id))
+        if cursor.rowcount == 0:
+            raise NotFound(f"no job {quote(job_id)}")
+
+
+def _job_or_not_found(conn: Conn, job_id: str, *, lock: bool = False) -> Job:
+    query = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s" + (" FOR UPDATE" if lock else "")
+    row = conn.execute(query, (job_id,)).fetchone()
     if row is None:
         raise NotFound(f"no job {quote(job_id)}")
     return job_from_row(row)

@@ -82,6 +82,22 @@ def to_column(name: str, value: Any) -> Any:
     return value
 
 
+def update_statement(columns: dict[str, Any], placeholder: str) -> str:
+    """The UPDATE of a job row's ``columns`` (then its id), in the backend's parameter style."""
+    assignments = ", ".join(f'"{name}" = {placeholder}' for name in columns)
+    return f"UPDATE jobs SET {assignments} WHERE id = {placeholder}"
+
+
+def cancel_changes(job: Job, error: str) -> dict[str, Any] | None:
+    """What recording an operator's cancellation changes in ``job``'s row (see
+    ``JobStore.request_cancel``); None when the job has ended."""
+    if job.state is JobState.QUEUED:  # no runner has it: nothing to wait for
+        return {"state": JobState.FAILED.value, "finished": time.time(), "error": error}
+    if job.state is JobState.RUNNING:
+        return {"error": error}
+    return None
+
+
 def new_job(
     model: str, trigger: str, reason: str, base_version: int, samples_upto: int, attempt: int
 ) -> Job:

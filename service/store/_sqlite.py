@@ -43,6 +43,7 @@ from service.store._rows import (
     SAMPLE_COLUMNS,
     UNFINISHED,
     SampleRow,
+    cancel_changes,
     check_updatable,
     conflict,
     job_columns,
@@ -51,6 +52,7 @@ from service.store._rows import (
     purge_from_row,
     refuse_purged,
     trained_on,
+    update_statement,
 )
 from service.store._sqlite_schema import MIGRATIONS, SCHEMA_VERSION, migrate
 
@@ -309,13 +311,16 @@ class SQLiteStore:
     def update(self, job_id: str, **changes: Any) -> Job:
         columns = check_updatable(changes)
         with self._transaction() as conn:
-            if columns:
-                assignments = ", ".join(f'"{name}" = ?' for name in columns)
-                cursor = conn.execute(
-                    f"UPDATE jobs SET {assignments} WHERE id = ?", (*columns.values(), job_id)
-                )
-                if cursor.rowcount == 0:
-                    raise NotFound(f"no job {quote(job_id)}")
+            _set_columns(conn, job_id, columns)
+            return _job_or_not_found(conn, job_id)
+
+    def request_cancel(self, job_id: str, error: str) -> Job | None:
+        # An IMMEDIATE transaction: no other writer comes between the check and the change.
+        with self._transaction() as conn:
+            changes = cancel_changes(_job_or_not_found(conn, job_id), error)
+            if changes is None:
+                return None
+            _set_columns(conn, job_id, check_updatable(changes))
             return _job_or_not_found(conn, job_id)
 
     def latest(self, model: str) -> Job | None:
@@ -487,6 +492,13 @@ def _refuse_purged(conn: sqlite3.Connection, job_id: str) -> None:
     if row is not None:  # a job this database does not know has no record to check
         job = job_from_row(row)
         refuse_purged(job, _purges(conn, job.model))
+
+
+def _set_columns(conn: sqlite3.Connection, job_id: str, columns: dict[str, Any]) -> None:
+    if columns:
+        cursor = conn.execute(update_statement(columns, "?"), (*columns.values(), job_id))
+        if cursor.rowcount == 0:
+            raise NotFound(f"no job {quote(job_id)}")
 
 
 def _job_or_not_found(conn: sqlite3.Connection, job_id: str) -> Job:

@@ -7,6 +7,8 @@ Each test takes the ``backend`` fixture (or the stores it opens), parametrized o
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import re
 import signal
@@ -786,6 +788,78 @@ def test_latest_active_and_recent(jobs: JobStore) -> None:
     assert jobs.active(MODEL) is None
     latest = jobs.latest(MODEL)
     assert latest is not None and latest.state is JobState.PROMOTED
+
+
+def test_a_cancel_request_fails_a_queued_job_and_marks_a_running_one(jobs: JobStore) -> None:
+    queued = jobs.create(MODEL, "manual", "queued on a replica", base_version=1, samples_upto=5)
+    failed = jobs.request_cancel(queued.id, "cancelled by ops")
+    assert failed is not None and failed == jobs.job(queued.id)
+    assert (failed.state, failed.error, failed.cancelled, failed.cancel_requested) == (
+        JobState.FAILED, "cancelled by ops", True, False,
+    )  # fmt: skip
+    assert failed.finished is not None and failed.finished >= queued.created
+    assert jobs.active(MODEL) is None
+
+    job = jobs.create(MODEL, "samples", "labels", base_version=1, samples_upto=9)
+    running = jobs.update(job.id, state=JobState.RUNNING, started=1.0)
+    requested = jobs.request_cancel(job.id, "cancelled by ops")
+    assert requested is not None and requested == jobs.job(job.id)
+    assert requested == dataclasses.replace(running, error="cancelled by ops")
+    assert requested.cancel_requested and jobs.active(MODEL) == requested
+    # Another operator's request names the other operator; the job still runs.
+    again = jobs.request_cancel(job.id, "cancelled by admin")
+    assert again is not None and (again.state, again.error) == (
+        JobState.RUNNING,
+        "cancelled by admin",
+    )
+
+
+@pytest.mark.parametrize("state", [s for s in JobState if s.finished])
+def test_a_cancel_request_changes_nothing_of_a_job_that_has_ended(
+    jobs: JobStore, state: JobState
+) -> None:
+    job = jobs.create(MODEL, "samples", "labels", base_version=1, samples_upto=9)
+    ended = jobs.update(job.id, state=state, finished=2.0, error="its own error")
+    assert jobs.request_cancel(job.id, "cancelled by ops") is None
+    assert jobs.job(job.id) == ended
+    with pytest.raises(NotFound, match="no job 'job-nope'"):
+        jobs.request_cancel("job-nope", "cancelled by ops")
+
+
+def test_a_cancel_request_and_the_end_of_the_job_do_not_both_win(backend: Backend) -> None:
+    """Through two stores (two processes of a deployment): the request either comes first and
+    the runner's final write replaces it, or comes after and changes nothing; never a finished
+    job with a request's error."""
+    runner, replica = backend.open(), backend.open()
+    try:
+        for _ in range(20):
+            job = runner.create(MODEL, "samples", "labels", base_version=1, samples_upto=9)
+            runner.update(job.id, state=JobState.RUNNING, started=1.0)
+            answer = _race_cancel_with_end(runner, replica, job.id)
+            final = runner.job(job.id)
+            assert (final.state, final.error) == (JobState.PROMOTED, "")
+            assert answer is None or answer.cancel_requested
+    finally:
+        runner.close()
+        replica.close()
+
+
+def _race_cancel_with_end(runner: JobStore, replica: JobStore, job_id: str) -> Job | None:
+    """The runner ends the job while the replica asks to cancel it; the replica's answer."""
+    answers: list[Job | None] = []
+    end = functools.partial(runner.update, job_id, state="promoted", finished=2.0, error="")
+    threads = [
+        threading.Thread(target=end),
+        threading.Thread(
+            target=lambda: answers.append(replica.request_cancel(job_id, "cancelled by x"))
+        ),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(answers) == 1
+    return answers[0]
 
 
 def test_a_closed_store_is_unavailable(backend: Backend) -> None:

@@ -58,6 +58,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.serving import (  # noqa: E402
+    CLOCK_TICKS,
     INFER_METHOD,
     ServerProcess,
     _drive,
@@ -342,6 +343,8 @@ def bench_loop(
         print(f"  before: poly {before['poly']:.3f}, mono {before['mono']:.3f}")
         with AdaptationClient(server.address) as client:
             started = time.perf_counter()
+            cpu_before = machine_busy_seconds(), children_cpu_seconds(server.proc.pid)
+            server_before = proc_cpu_seconds(server.proc.pid)
             samples = [NewSample("", c.label, data=c.path.read_bytes()) for c in posted]
             for i in range(0, len(samples), 50):
                 client.add_samples(MODEL, samples[i : i + 50])
@@ -349,9 +352,13 @@ def bench_loop(
                 client.start_fine_tune(MODEL, "bench: poly cells labeled")
             job, serving = wait_for_job(client)
             seconds = time.perf_counter() - started
+            job_cpu = children_cpu_seconds(server.proc.pid) - cpu_before[1]
+            server_cpu = proc_cpu_seconds(server.proc.pid) - server_before
+            others_cpu = machine_busy_seconds() - cpu_before[0] - job_cpu - server_cpu
         after = served_scores(server.address, {"poly": poly, "mono": mono})
         rss = proc_status_mib(server.proc.pid, "VmRSS")
     gate = job.gate
+    timeline = job_timeline(state)
     result = {
         "posted": len(posted),
         "before": before,
@@ -365,13 +372,39 @@ def bench_loop(
         },
         "forgetting": before["mono"] - after["mono"],
         "server_rss_mib": rss,
+        # Where the round's CPU time went: the job process, the server (receiving, decoding,
+        # swapping), and every other process on the machine in the same window.
+        "cpu_s": {"job": job_cpu, "server": server_cpu, "others": max(others_cpu, 0.0)},
+        "job_log": timeline,
         "test": {"poly": len(poly), "mono": len(mono)},
     }
     print(
         f"  after: poly {after['poly']:.3f}, mono {after['mono']:.3f}; job {job.state.value}, "
         f"version {serving} serving {seconds:.0f} s after the first label"
     )
+    print(
+        f"  CPU seconds in the round: job {job_cpu:.0f}, server {server_cpu:.0f}, other "
+        f"processes {max(others_cpu, 0.0):.0f}"
+    )
+    for line in timeline:
+        print(f"    job: {line}")
     return result
+
+
+def children_cpu_seconds(pid: int) -> float:
+    """cutime + cstime of ``pid``: the CPU time of its children that have ended (a job)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+
+
+def job_timeline(state: Path) -> list[str]:
+    """The timed lines of the round's job log (its phases), if the log is still there."""
+    logs = sorted(state.rglob("job.log"), key=lambda path: path.stat().st_mtime)
+    if not logs:
+        return []
+    lines = logs[-1].read_text(encoding="utf-8", errors="replace").splitlines()
+    return [line for line in lines if "s)" in line or "s " in line or "seconds" in line][-30:]
 
 
 def wait_for_job(client: Any) -> tuple[Any, int]:

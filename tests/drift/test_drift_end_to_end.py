@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +14,7 @@ import pytest
 from conftest import TINY_MODEL, write_tiny_definition
 from test_cli import LOOPSERVE, ServerProcess, run_client
 from test_monitor import DRIFT, in_distribution, shifted
+from waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -59,19 +60,14 @@ def test_a_domain_shift_through_loopserve_serve_raises_the_alarm(
     drift_process: ServerProcess, tmp_path: Path
 ) -> None:
     address = f"127.0.0.1:{drift_process.grpc_port}"
-    deadline = time.monotonic() + 120
-    while drift_status(address)["embedding"]["state"] != "ready":
-        assert time.monotonic() < deadline, drift_status(address)
-        time.sleep(0.5)
+    detectors = functools.partial(drift_status, address)
+    alarms = functools.partial(alarm_metrics, drift_process.metrics_port)
+    wait_for(detectors, lambda status: status["embedding"]["state"] == "ready", 120, "embedding")
     stream(address, in_distribution(60, seed=1), tmp_path / "reference.txt")
-    while any(d["state"] != "ready" for d in drift_status(address).values()):
-        assert time.monotonic() < deadline, drift_status(address)
-        time.sleep(0.2)
+    wait_for(detectors, lambda status: all(d["state"] == "ready" for d in status.values()), 120)
     assert all(line.endswith(" 0.0") for line in alarm_metrics(drift_process.metrics_port))
     stream(address, shifted(60, seed=3), tmp_path / "shift.txt")
-    while not any(line.endswith(" 1.0") for line in alarm_metrics(drift_process.metrics_port)):
-        assert time.monotonic() < deadline, alarm_metrics(drift_process.metrics_port)
-        time.sleep(0.2)
+    wait_for(alarms, lambda lines: any(line.endswith(" 1.0") for line in lines), 120, "an alarm")
     assert any(d["alarm"] for d in drift_status(address).values())
     out = tmp_path / "candidates.csv"
     subprocess.run(

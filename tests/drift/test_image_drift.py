@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import math
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +15,7 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 import pytest
+import waiting
 from conftest import RunningApp
 from PIL import Image
 from tasks.image.tiny_image_model import COLOURS, publish_version, write_definition
@@ -95,13 +95,7 @@ def wait_for(
 ) -> DriftStatus:
     drift = server.app.drift
     assert drift is not None
-    deadline = time.monotonic() + timeout
-    while True:
-        status = drift.status(MODEL)
-        if predicate(status):
-            return status
-        assert time.monotonic() < deadline, status
-        time.sleep(0.05)
+    return waiting.wait_for(lambda: drift.status(MODEL), predicate, timeout, "drift status")
 
 
 def ready(status: DriftStatus) -> bool:
@@ -142,10 +136,7 @@ def test_candidates_are_the_served_images_and_go_out_as_files_and_a_csv(
     send(image_server.address, images, "img", per_request=3)
     assert image_server.app.drift is not None
     pool = image_server.app.drift.pools[MODEL]
-    deadline = time.monotonic() + 10
-    while len(pool) < 12:
-        assert time.monotonic() < deadline, len(pool)
-        time.sleep(0.05)
+    waiting.wait_until(lambda: len(pool) >= 12, 10, lambda: f"{len(pool)} of 12 in the pool")
     with AdaptationClient(image_server.address) as client:
         candidates = client.labeling_candidates(MODEL, 20)
     assert sorted(c.content for c in candidates) == sorted(images[:6])
@@ -188,11 +179,11 @@ def test_the_pool_keeps_images_within_its_byte_budget(tmp_path: Path) -> None:
         for part in range(4):
             send(server.address, images[part * 40 : (part + 1) * 40], f"p{part}-", per_request=4)
             assert pool.size_bytes <= budget
-        deadline = time.monotonic() + 10
         monitor = server.app.drift
-        while not monitor._queues[MODEL].empty() or monitor._queued_bytes[MODEL]:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        waiting.wait_until(
+            lambda: monitor._queues[MODEL].empty() and not monitor._queued_bytes[MODEL],
+            10, "the monitor's queue to drain",
+        )  # fmt: skip
         # What a job's review gets: the images, newest first (those of requests that came while
         # the monitor's queue held more than the budget were watched, not kept).
         kept = pool.recent(1000)

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+import waiting
 from conftest import (
     FILLER,
     TINY_MODEL,
@@ -77,15 +78,9 @@ def send(address: str, texts: list[str], prefix: str) -> None:
 def wait_for(
     server: RunningApp, predicate: Callable[[DriftStatus], bool], timeout: float = 60
 ) -> DriftStatus:
-    assert server.app.drift is not None
-    deadline = time.monotonic() + timeout
-    while True:
-        status = server.app.drift.status(TINY_MODEL)
-        if predicate(status):
-            return status
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; last drift status: {status}")
-        time.sleep(0.05)
+    drift = server.app.drift
+    assert drift is not None
+    return waiting.wait_for(lambda: drift.status(TINY_MODEL), predicate, timeout, "drift status")
 
 
 def states(status: DriftStatus) -> dict[str, DetectorState]:
@@ -195,9 +190,7 @@ def test_candidates_are_the_least_confident_and_most_atypical_recent_inputs(
     send(drift_server.address, shifted(10, seed=3), "odd")
     assert drift_server.app.drift is not None
     pool = drift_server.app.drift.pools[TINY_MODEL]
-    deadline = time.monotonic() + 10
-    while len(pool) < 40 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    waiting.wait_until(lambda: len(pool) >= 40, 10, "40 candidates in the pool")
     with AdaptationClient(drift_server.address) as client:
         assert len(client.labeling_candidates(TINY_MODEL, 10)) == 10
         candidates = client.labeling_candidates(TINY_MODEL, 100)
@@ -222,9 +215,7 @@ def test_candidates_go_out_to_a_csv_and_come_back_labeled(
     send(drift_server.address, shifted(8, seed=5), "odd")
     assert drift_server.app.drift is not None
     pool = drift_server.app.drift.pools[TINY_MODEL]
-    deadline = time.monotonic() + 10
-    while len(pool) < 8 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    waiting.wait_until(lambda: len(pool) >= 8, 10, "8 candidates in the pool")
     out = tmp_path / "candidates.csv"
     addr = ["--addr", drift_server.address, "--model", TINY_MODEL]
     assert main(["candidates", *addr, "--out", str(out), "--count", "5", "--json"]) == 0

@@ -13,6 +13,8 @@ generic message, details in the log.
     │   └── StorageFull     the disk or the database is full: nothing was stored; retry
     │                       only once space was freed, not at once
     ├── Unavailable         model not ready, loading, or server shutting down
+    ├── AlreadyEnded        the call needs something that has already ended (cancelling a job
+    │                       that is over)
     ├── DeadlineExceeded    the caller's deadline passed before its request ran
     ├── Unauthenticated     missing credentials
     ├── PermissionDenied    credentials not allowed to do this
@@ -88,6 +90,11 @@ def disk_writes(what: str) -> Iterator[None]:
 
 class Unavailable(LoopserveError):
     pass
+
+
+class AlreadyEnded(LoopserveError):
+    """What the call acts on has already ended, so there is nothing to do: a job to cancel
+    has finished. Not worth retrying."""
 
 
 class DeadlineExceeded(LoopserveError):

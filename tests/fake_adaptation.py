@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from service.api import GrpcServer, build_server
 from service.domain.int8 import Int8Check
 from service.domain.loop import (
+    CANCELLED_BY,
     AddOutcome,
     Event,
     EventKind,
@@ -30,7 +31,7 @@ from service.domain.loop import (
     VersionSummary,
 )
 from service.drift import Candidate, DetectorState, DetectorStatus, DriftStatus
-from service.errors import InvalidInput, NotFound
+from service.errors import AlreadyEnded, InvalidInput, NotFound
 from service.inference import InferenceService
 from service.metrics import Metrics
 from service.security import current_principal
@@ -343,6 +344,23 @@ class FakeAdaptationCore:
             return self.jobs[job_id]
         except KeyError:
             raise NotFound(f"no job {job_id!r}") from None
+
+    async def cancel_job(self, model: str, job_id: str) -> Job:
+        """A queued job fails at once; a running one is marked, as if another process ran it."""
+        self._check_model(model)
+        job = await self.get_job(job_id)
+        if job.state.finished:
+            raise AlreadyEnded(
+                f"job {job_id} of {model!r} has already ended ({job.state.value}); "
+                "there is nothing to cancel"
+            )
+        error = CANCELLED_BY + current_principal.get()
+        if job.state is JobState.QUEUED:
+            job = dataclasses.replace(job, state=JobState.FAILED, finished=time.time(), error=error)
+        else:
+            job = dataclasses.replace(job, error=error)
+        self.jobs[job_id] = job
+        return job
 
     async def rollback(self, model: str, version: int) -> VersionSummary:
         self._check_model(model)

@@ -281,6 +281,32 @@ def test_finetune(run: Any, core: FakeAdaptationCore) -> None:
     assert out.strip().endswith("): new product line")
 
 
+def test_cancel(run: Any, core: FakeAdaptationCore) -> None:
+    queued = run("finetune", "--json")[1]
+    job_id = json.loads(queued)["id"]
+    code, out, _ = run("cancel", job_id)
+    assert code == 0
+    assert out.startswith(f"job {job_id} failed (manual, base version 2")
+    assert out.endswith("): cancelled by anonymous\n")
+    # A running job that another process runs: the request is shown until it acts on it.
+    running = run("finetune", "--json")[1]
+    job_id = json.loads(running)["id"]
+    core.jobs[job_id] = dataclasses.replace(core.jobs[job_id], state=JobState.RUNNING)
+    code, out, _ = run("cancel", job_id, "--json")
+    assert code == 0 and json.loads(out)["cancel_requested"] is True
+    code, out, _ = run("status")
+    assert f"job: {job_id} running, cancel requested (manual" in out
+    assert "): cancelled by anonymous" in out
+
+    code, out, err = run("cancel", "job-1")
+    assert (code, out) == (1, "")
+    assert err == (
+        f"loopserve: FAILED_PRECONDITION: job job-1 of {MODEL!r} has already ended (rejected); "
+        "there is nothing to cancel\n"
+    )
+    assert run("cancel", "job-9")[2] == "loopserve: NOT_FOUND: no job 'job-9'\n"
+
+
 def test_rollback(run: Any) -> None:
     code, out, _ = run("rollback", "1")
     assert code == 0 and out.strip() == f"{MODEL}: serving version 1 (serving)"

@@ -47,6 +47,12 @@ class AdaptationCore(Protocol):
 
     async def get_job(self, job_id: str) -> Job: ...
 
+    async def cancel_job(self, model: str, job_id: str) -> Job:
+        """End an unfinished job of ``model`` wherever it runs (its error: ``cancelled by
+        <name>``); the job as stored now, ``cancel_requested`` while the process that runs it
+        has yet to end it. NotFound for another model's job, AlreadyEnded when it has ended."""
+        ...
+
     async def rollback(self, model: str, version: int) -> VersionSummary:
         """Serve an earlier promoted version again (hot swap); NotFound / InvalidInput otherwise."""
         ...

@@ -71,6 +71,11 @@ REVIEW_TRAFFIC = 1000
 RecentInputs = Callable[[str, int], Sequence[str | bytes]]
 
 
+def job_command(spec_path: Path) -> list[str]:
+    """The command line of a fine-tune job's process."""
+    return [sys.executable, "-m", "service.training.job", str(spec_path)]
+
+
 class JobRunner:
     """Runs at most one job at a time for one model.
 
@@ -204,8 +209,8 @@ class JobRunner:
         """Write the final state and become idle, as one step under the lock; None when the
         store would not take it (closed at shutdown: the next start recovers the row)."""
         with self._lock:
-            if self._cancelled and state is JobState.FAILED:  # not if it had just succeeded
-                error = self._cancelled
+            if state is JobState.FAILED:  # not if it had just succeeded
+                error = self._cancelled or self._requested_cancel(job.id) or error
             try:
                 done = self._jobs.update(job.id, state=state, finished=time.time(), error=error)
             except Exception:
@@ -226,6 +231,15 @@ class JobRunner:
                 job=done.id, state=done.state.value, candidate_version=done.candidate_version or "",
             )  # fmt: skip
         return done
+
+    def _requested_cancel(self, job_id: str) -> str:
+        """The cancellation an operator requested through another process while the job ran,
+        if it came before the trainer's poll acted on it: a failure stays a cancellation."""
+        try:
+            job = self._jobs.job(job_id)
+        except Exception:  # the store is closed at shutdown: the failure's own error then
+            return ""
+        return job.error if job.cancel_requested else ""
 
     def _execute(self, job: Job) -> JobState:
         """Train, gate, publish and maybe promote; the job's final state (raises on failure)."""
@@ -397,18 +411,25 @@ class JobRunner:
         return self._jobs.job(job_id)
 
     def cancel(self, job_id: str, reason: str = "") -> bool:
-        """End ``job_id``'s process if this runner runs it; True when a process was ended.
-        ``reason`` (an operator's cancellation, see CANCELLED_BY) is stored as the job's error
-        before the process ends and stays its error. Without one the job fails with what ended
-        the process (a purge of its data)."""
+        """End ``job_id`` if this runner runs it; True when it was ended here. ``reason`` (an
+        operator's cancellation, see CANCELLED_BY) is stored as the job's error before its
+        process ends and stays its error; with one, a job whose process has not started yet is
+        ended too (the process never starts). Without one the job fails with what ended the
+        process (a purge of its data)."""
         with self._lock:  # _finish takes it too: the job cannot end between check and mark
-            process = self._process if self._job_id == job_id else None
-            if process is None or process.poll() is not None:
+            if self._job_id != job_id:
+                return False
+            process = self._process
+            if process is None:
+                if not reason:  # a purge: the job is refused once its process has ended
+                    return False
+            elif process.poll() is not None:  # it has just ended
                 return False
             if reason:
                 self._jobs.update(job_id, error=reason)
                 self._cancelled = reason
-            process.terminate()
+            if process is not None:
+                process.terminate()
         return True
 
     def _run_process(self, spec_path: Path, job_dir: Path) -> FineTuneResult:
@@ -416,12 +437,14 @@ class JobRunner:
             with self._lock:
                 if self._stopping:  # stop() came before there was a process to end
                     raise RuntimeError(STOPPED)
+                if self._cancelled:  # an operator ended the job before it had a process
+                    raise RuntimeError(self._cancelled)
                 # The job dies with the server (kill -9 included): it sets PR_SET_PDEATHSIG
                 # for this thread, which lives until the process has ended, and checks that
                 # this pid is still its parent. Its pid is recorded so that a restart can end
                 # a job process that nevertheless outlived its server.
                 self._process = process = subprocess.Popen(
-                    [sys.executable, "-m", "service.training.job", str(spec_path)],
+                    job_command(spec_path),
                     stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     start_new_session=True,  # a Ctrl-C meant for the server does not hit the job
                     env={**os.environ, JOB_PARENT_PID_ENV: str(os.getpid())},

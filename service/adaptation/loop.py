@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import threading
 import time
@@ -35,6 +34,7 @@ from service.domain.loop import (
 )
 from service.drift import Candidate, DetectorStatus, DriftMonitor, DriftStatus
 from service.errors import (
+    AlreadyEnded,
     Conflict,
     DataPurged,
     InvalidInput,
@@ -151,20 +151,28 @@ class AdaptationService:
             runner.stop(timeout)
 
     def poll(self) -> None:
-        """Look for work: labels, drift marks and requested jobs that other processes stored
-        (the trainer calls this every poll interval)."""
+        """Look for work: labels, drift marks and requested jobs that other processes stored,
+        and for the requests of other processes that end the job running here (the trainer
+        calls this every poll interval)."""
         for name in self._models:
-            self._stop_purged(name)
+            self._stop_ended_elsewhere(name)
             self._maybe_start(name)
             # A version approved or rejected through another process (a serving replica).
             self._metrics.pending_versions.labels(name).set(_pending_count(self._models[name]))
 
-    def _stop_purged(self, model: str) -> None:
-        """Stop the job running here if a purge sent to another process (a serving replica)
-        deleted samples of its data; its candidate would be refused at publish anyway."""
+    def _stop_ended_elsewhere(self, model: str) -> None:
+        """Stop the job running here if a call to another process (a serving replica) ended
+        it: an operator's cancellation stored on its row (it fails with that error), or a purge
+        that deleted samples of its data (its candidate would be refused at publish anyway)."""
         runner = self._runners[model]
         job_id = runner.active_id
-        if job_id is not None and self._jobs.purged(job_id) is not None and runner.cancel(job_id):
+        if job_id is None:
+            return
+        job = self._jobs.job(job_id)
+        if job.cancel_requested:
+            if runner.cancel(job_id, job.error):
+                log.warning("stopped fine-tune job %s of %s: %s", job_id, model, job.error)
+        elif self._jobs.purged(job_id) is not None and runner.cancel(job_id):
             log.warning("stopped fine-tune job %s of %s: its data was purged", job_id, model)
 
     def wait_idle(self, timeout: float | None = None) -> None:
@@ -499,23 +507,39 @@ class AdaptationService:
         return await asyncio.to_thread(self._jobs.recent, model, limit)
 
     async def cancel_job(self, model: str, job_id: str) -> Job:
-        """End a running job of ``model`` that this process runs; InvalidInput when it has
-        finished or runs elsewhere. The job fails with the error ``cancelled by <name>``,
-        stored before its process ends: it is never retried, also after a restart."""
+        """End an unfinished job of ``model``, wherever it runs; AlreadyEnded when it has
+        ended. The job fails with the error ``cancelled by <name>``, stored before its process
+        ends: it is never retried, also after a restart. Returns the job as stored now: a job
+        that runs here is ended at once, a queued one fails at once, and one that another
+        process (the trainer) runs is marked ``cancel_requested`` until that process ends it
+        at its next poll."""
         self._served(model)
         job = await self.get_job(job_id)
         if job.model != model:
             raise NotFound(f"model {model!r} has no job {quote(job_id)}")
-        cancel = functools.partial(
-            self._runners[model].cancel, job_id, CANCELLED_BY + current_principal.get()
-        )
+        reason = CANCELLED_BY + current_principal.get()
         # The runner's lock may be held across a store call: cancelling waits for it off the loop.
-        if job.state.finished or not await asyncio.to_thread(cancel):
-            raise InvalidInput(f"job {job_id} of {model!r} is not running in this process")
-        log.warning(
-            "fine-tune job %s of %s cancelled by %s", job_id, model, current_principal.get()
-        )
-        return job
+        return await asyncio.to_thread(self._cancel, job, reason)
+
+    def _cancel(self, job: Job, reason: str) -> Job:
+        if self._runners[job.model].cancel(job.id, reason):
+            log.warning("fine-tune job %s of %s %s", job.id, job.model, reason)
+            return self._jobs.job(job.id)
+        requested = self._jobs.request_cancel(job.id, reason)
+        if requested is None:
+            ended = self._jobs.job(job.id)
+            raise AlreadyEnded(
+                f"job {job.id} of {job.model!r} has already ended ({ended.state.value}); "
+                "there is nothing to cancel"
+            )
+        if requested.cancel_requested:
+            log.warning(
+                "fine-tune job %s of %s %s: the process that runs it ends it at its next poll",
+                job.id, job.model, reason,
+            )  # fmt: skip
+        else:
+            log.warning("queued fine-tune job %s of %s %s", job.id, job.model, reason)
+        return requested
 
     def job_log_tail(self, job_id: str, max_bytes: int = 4096) -> str:
         """The end of a job's process output while its directory exists ("" otherwise)."""

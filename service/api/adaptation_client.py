@@ -88,6 +88,10 @@ class AdaptationClient:
     def get_job(self, job_id: str) -> Job:
         return JobConverter.to_types(self._call(self._stub.GetJob, pb.GetJobRequest(job_id=job_id)))
 
+    def cancel_job(self, model: str, job_id: str) -> Job:
+        request = pb.CancelJobRequest(model=model, job_id=job_id)
+        return JobConverter.to_types(self._call(self._stub.CancelJob, request))
+
     def rollback(self, model: str, version: int) -> VersionSummary:
         request = pb.RollbackRequest(model=model, version=version)
         return VersionConverter.to_types(self._call(self._stub.Rollback, request))

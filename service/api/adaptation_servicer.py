@@ -84,6 +84,10 @@ class AdaptationServicer(AdaptationServicerBase):
         job = await self._core.get_job(request.job_id)
         return JobConverter.from_types(job)
 
+    async def CancelJob(self, request: pb.CancelJobRequest, context: aio.ServicerContext) -> pb.Job:
+        job = await self._core.cancel_job(request.model, request.job_id)
+        return JobConverter.from_types(job)
+
     async def Rollback(
         self, request: pb.RollbackRequest, context: aio.ServicerContext
     ) -> pb.Version:

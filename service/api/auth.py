@@ -52,6 +52,7 @@ METHOD_SCOPES: dict[str, Scope | None] = {
     f"{ADAPTATION}PurgeSamples": Scope.ADMIN,
     f"{ADAPTATION}GetModelStatus": Scope.ADMIN,
     f"{ADAPTATION}GetJob": Scope.ADMIN,
+    f"{ADAPTATION}CancelJob": Scope.ADMIN,
     f"{ADAPTATION}WatchEvents": Scope.ADMIN,
 }
 DEFAULT_SCOPE = Scope.ADMIN

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from service.errors import (
+    AlreadyEnded,
     ConfigError,
     Conflict,
     DataPurged,
@@ -35,6 +36,7 @@ STATUS_FOR_ERROR: dict[type[LoopserveError], grpc.StatusCode] = {
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
+    AlreadyEnded: grpc.StatusCode.FAILED_PRECONDITION,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 INTERNAL_MESSAGE = "internal error; the server log has the details"

@@ -74,6 +74,7 @@ def job_json(job: Job) -> dict[str, Any]:
     return {
         **asdict(job),
         "state": job.state.value,
+        "cancel_requested": job.cancel_requested,
         "gate": gate_json(job.gate) if job.gate is not None else None,
         "data": job.data.to_dict() if job.data is not None else None,  # seq ranges as pairs
     }
@@ -84,8 +85,9 @@ def gate_json(gate: GateResult) -> dict[str, Any]:
 
 
 def job_line(job: Job) -> str:
+    state = job.state.value + (", cancel requested" if job.cancel_requested else "")
     line = (
-        f"{job.id} {job.state.value} ({job.trigger}, base version {job.base_version}, "
+        f"{job.id} {state} ({job.trigger}, base version {job.base_version}, "
         f"samples up to {job.samples_upto}, created {time_cell(job.created)}"
     )
     if job.attempt > 1:

@@ -12,6 +12,7 @@ from service import tasks
 from service.cli._local import run_init, run_serve
 from service.cli._remote import (
     run_approve,
+    run_cancel,
     run_candidates,
     run_drift,
     run_finetune,
@@ -234,7 +235,8 @@ def _task_helps() -> list[tasks.ClientHelp]:
 
 
 def _add_loop_views(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
-    """What the loop holds and does: versions, status, a job now, drift, inputs to label."""
+    """What the loop holds and does: versions, status, a job now or cancelled, drift, inputs
+    to label."""
     versions = commands.add_parser("versions", parents=parents, help="list a model's versions")
     versions.set_defaults(run=run_versions)
     status = commands.add_parser(
@@ -244,6 +246,11 @@ def _add_loop_views(commands: Commands, parents: list[argparse.ArgumentParser]) 
     finetune = commands.add_parser("finetune", parents=parents, help="start a fine-tune job now")
     finetune.add_argument("--reason", default="", help="recorded on the job")
     finetune.set_defaults(run=run_finetune)
+    cancel = commands.add_parser(
+        "cancel", parents=parents, help="cancel a queued or running fine-tune job, wherever it runs"
+    )
+    cancel.add_argument("job_id", metavar="JOB_ID")
+    cancel.set_defaults(run=run_cancel)
     drift = commands.add_parser(
         "drift", parents=parents, help="drift detectors: state, statistic, alarm"
     )

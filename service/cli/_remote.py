@@ -250,6 +250,18 @@ def run_finetune(args: argparse.Namespace, client: AdaptationClient) -> int:
 
 
 @_remote
+def run_cancel(args: argparse.Namespace, client: AdaptationClient) -> int:
+    job = client.cancel_job(args.model, args.job_id)
+    if args.json:
+        print_json(job_json(job))
+        return 0
+    print(f"job {job_line(job)}")
+    if job.cancel_requested:  # another process (the trainer) runs it
+        print("the process that runs the job ends it at its next poll")
+    return 0
+
+
+@_remote
 def run_rollback(args: argparse.Namespace, client: AdaptationClient) -> int:
     version = client.rollback(args.model, args.version)
     return _print_version(args, version, f"serving version {version.version} ({version.status})")

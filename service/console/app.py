@@ -32,6 +32,7 @@ from service.console._render import Renderer, environment
 from service.console._sessions import COOKIE, Session, Sessions
 from service.domain.loop import MAX_CONTENT_BYTES_PER_CALL, NewSample
 from service.errors import (
+    AlreadyEnded,
     Conflict,
     InvalidInput,
     LoopserveError,
@@ -52,6 +53,7 @@ STATUS = {
     PermissionDenied: 403,
     NotFound: 404,
     Conflict: 409,
+    AlreadyEnded: 409,
     Overloaded: 429,
     Unavailable: 503,
 }
@@ -488,7 +490,12 @@ def _purge(console: Console) -> Handler:
 def _cancel(console: Console) -> Handler:
     async def handler(request: Request, session: Session) -> Response:
         model, job_id = request.path_params["model"], request.path_params["job_id"]
-        await console.core.adaptation.cancel_job(model, job_id)
-        return _back(session, f"/models/{model}/jobs", f"job {job_id} cancelled")
+        job = await console.core.adaptation.cancel_job(model, job_id)
+        notice = (
+            f"job {job_id}: cancel requested; the process that runs it ends it at its next poll"
+            if job.cancel_requested  # another process (the trainer) runs it
+            else f"job {job_id} cancelled"
+        )
+        return _back(session, f"/models/{model}/jobs", notice)
 
     return handler

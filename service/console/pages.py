@@ -360,7 +360,7 @@ class JobRow:
 
     @property
     def cancellable(self) -> bool:
-        return not self.job.state.finished
+        return not self.job.state.finished and not self.job.cancel_requested
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,9 @@ def _adaptation_calls() -> dict[str, Call]:
             apb.GetModelStatusRequest(model=MODEL), metadata=m
         ),
         "GetJob": lambda c, m: stub(c).GetJob(apb.GetJobRequest(job_id="job-1"), metadata=m),
+        "CancelJob": lambda c, m: stub(c).CancelJob(
+            apb.CancelJobRequest(model=MODEL, job_id="job-9"), metadata=m
+        ),
         "ListSampleSources": lambda c, m: stub(c).ListSampleSources(
             apb.ListSampleSourcesRequest(model=MODEL), metadata=m
         ),

@@ -505,6 +505,7 @@ SPECIFIC: dict[str, tuple[grpc.StatusCode, ...]] = {
     "GetModelStatus": (NOT_FOUND,),
     "StartFineTune": (NOT_FOUND, UNAVAILABLE),
     "GetJob": (NOT_FOUND,),
+    "CancelJob": (NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION),
     "Rollback": (NOT_FOUND,),
     "ApproveVersion": (NOT_FOUND, grpc.StatusCode.ABORTED),
     "RejectVersion": (NOT_FOUND,),
@@ -530,6 +531,7 @@ LIMITS = "tests/adaptation/test_input_limits.py::"
 RACES = "tests/adaptation/test_job_races.py::"
 HERE = "tests/api/test_fuzz_rpcs.py::"
 REVIEW = "tests/adaptation/test_review.py::"
+CANCEL = "tests/adaptation/test_cancel.py::"
 UNDECODABLE = HERE + "test_undecodable_bytes_are_invalid_argument_naming_the_message_type"
 # (RPC, status) pairs that another test asserts with code and message.
 COVERED_ELSEWHERE: dict[tuple[str, grpc.StatusCode], str] = {
@@ -589,6 +591,8 @@ COVERED_ELSEWHERE: dict[tuple[str, grpc.StatusCode], str] = {
     ("ListSampleSources", NOT_FOUND): ADAPT + "test_list_sample_sources",
     ("PurgeSamples", INVALID): ADAPT
     + "test_purge_samples_refuses_a_bad_request_before_the_core_sees_it",
+    ("CancelJob", grpc.StatusCode.FAILED_PRECONDITION): CANCEL
+    + "test_a_cancel_through_a_replica_stops_the_job_at_the_trainers_next_poll",
 }
 
 
@@ -652,6 +656,7 @@ ALL_TABLE: list[Case] = [
             ("GetDriftStatus", apb.GetDriftStatusRequest(model=LONG_NAME)),
             ("WatchEvents", apb.WatchEventsRequest(model=LONG_NAME)),
             ("ListSampleSources", getattr(apb, "ListSampleSourcesRequest", dict)(model=LONG_NAME)),
+            ("CancelJob", getattr(apb, "CancelJobRequest", dict)(model=LONG_NAME)),
         )
     ),
     Case(
@@ -659,6 +664,12 @@ ALL_TABLE: list[Case] = [
         NOT_FOUND,
         UNKNOWN_MODEL,
         getattr(apb, "PurgeSamplesRequest", dict)(model="nope", source="junk"),
+    ),
+    Case(
+        "CancelJob",
+        NOT_FOUND,
+        UNKNOWN_MODEL,
+        getattr(apb, "CancelJobRequest", dict)(model="nope", job_id="job-1"),
     ),
 ]
 TABLE = [case for case in ALL_TABLE if case.rpc in RPC_PATHS]  # the RPCs this checkout has

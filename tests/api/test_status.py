@@ -10,6 +10,7 @@ import pytest
 from service import errors
 from service.api.status import INTERNAL_MESSAGE, STATUS_FOR_ERROR, public_message, status_for
 from service.errors import (
+    AlreadyEnded,
     ConfigError,
     Conflict,
     DataPurged,
@@ -37,6 +38,7 @@ DOCUMENTED: dict[type[LoopserveError], grpc.StatusCode] = {
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
+    AlreadyEnded: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

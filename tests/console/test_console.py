@@ -336,6 +336,27 @@ def test_cancel_of_a_job_that_does_not_run_is_refused(visitor: Browser) -> None:
     assert answer.status_code == 404
 
 
+def test_a_job_another_process_runs_is_shown_cancel_requested(
+    server: RunningApp, visitor: Browser
+) -> None:
+    """A running job this server does not run (as a trainer's, seen from a serving replica):
+    the cancel is recorded as a request, which the page shows until that process acts on it."""
+    store = server.app.store
+    assert store is not None
+    job = store.create(TINY_MODEL, "manual", "run elsewhere", base_version=1, samples_upto=0)
+    store.update(job.id, state="running", started=time.time())
+    visitor.login(ADMIN)
+    done = visitor.post(f"/models/{TINY_MODEL}/jobs/{job.id}/cancel", {})
+    assert (done.status_code, done.headers["location"]) == (303, f"/models/{TINY_MODEL}/jobs")
+    page = unescape(visitor.http.get(f"/models/{TINY_MODEL}/jobs").text)
+    assert f"job {job.id}: cancel requested; the process that runs it ends it at its next" in page
+    row = page[page.index(f'data-testid="job-{job.id}"') :].split("</tr>")[0]
+    assert 'data-testid="state">running</span>' in row and "(cancel requested)" in row
+    assert "cancelled by ops" in row and f'data-testid="cancel-{job.id}"' not in row
+    stored = store.job(job.id)
+    assert (stored.state.value, stored.error) == ("running", "cancelled by ops")
+
+
 # --- page data, without a visitor -----------------------------------------------------------
 
 
@@ -486,7 +507,8 @@ def test_an_admin_cancels_a_running_job_and_it_is_not_retried_also_after_a_resta
         latest = client.model_status(TINY_MODEL).job
     assert latest is not None and latest.id == job.id  # nor by the loop's own follow-up
     again = visitor.post(f"/models/{TINY_MODEL}/jobs/{job.id}/cancel", {})
-    assert again.status_code == 400 and "is not running" in unescape(again.text)
+    assert again.status_code == 409
+    assert f"job {job.id} of '{TINY_MODEL}' has already ended (failed)" in unescape(again.text)
 
     # The cancellation is in the store: a restarted server (whose start looks for work) does not
     # retry the job either, and shows it cancelled.

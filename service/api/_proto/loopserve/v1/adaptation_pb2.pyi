@@ -365,6 +365,14 @@ class GetJobRequest(_message.Message):
     job_id: str
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
+class CancelJobRequest(_message.Message):
+    __slots__ = ("model", "job_id")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    job_id: str
+    def __init__(self, model: _Optional[str] = ..., job_id: _Optional[str] = ...) -> None: ...
+
 class GetModelStatusRequest(_message.Message):
     __slots__ = ("model",)
     MODEL_FIELD_NUMBER: _ClassVar[int]

@@ -74,6 +74,11 @@ class AdaptationStub:
                 request_serializer=loopserve_dot_v1_dot_adaptation__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=loopserve_dot_v1_dot_adaptation__pb2.Job.FromString,
                 _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/loopserve.v1.Adaptation/CancelJob',
+                request_serializer=loopserve_dot_v1_dot_adaptation__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=loopserve_dot_v1_dot_adaptation__pb2.Job.FromString,
+                _registered_method=True)
         self.Rollback = channel.unary_unary(
                 '/loopserve.v1.Adaptation/Rollback',
                 request_serializer=loopserve_dot_v1_dot_adaptation__pb2.RollbackRequest.SerializeToString,
@@ -174,6 +179,19 @@ class AdaptationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelJob(self, request, context):
+        """Cancel a queued or running job, through any server of a deployment. The
+        job fails with the error "cancelled by <token name>" and is not retried.
+        Returns the job as stored now: "failed" when it was queued or ran in this
+        server; still "running" with that error when another process (the
+        trainer) runs it, which ends it at its next poll (a job that finishes
+        before then keeps its outcome). FAILED_PRECONDITION when the job has
+        already ended. Needs the admin scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Rollback(self, request, context):
         """Serve an earlier promoted version again (hot swap, no restart).
         """
@@ -268,6 +286,11 @@ def add_AdaptationServicer_to_server(servicer, server):
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
                     request_deserializer=loopserve_dot_v1_dot_adaptation__pb2.GetJobRequest.FromString,
+                    response_serializer=loopserve_dot_v1_dot_adaptation__pb2.Job.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=loopserve_dot_v1_dot_adaptation__pb2.CancelJobRequest.FromString,
                     response_serializer=loopserve_dot_v1_dot_adaptation__pb2.Job.SerializeToString,
             ),
             'Rollback': grpc.unary_unary_rpc_method_handler(
@@ -516,6 +539,33 @@ class Adaptation:
             target,
             '/loopserve.v1.Adaptation/GetJob',
             loopserve_dot_v1_dot_adaptation__pb2.GetJobRequest.SerializeToString,
+            loopserve_dot_v1_dot_adaptation__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loopserve.v1.Adaptation/CancelJob',
+            loopserve_dot_v1_dot_adaptation__pb2.CancelJobRequest.SerializeToString,
             loopserve_dot_v1_dot_adaptation__pb2.Job.FromString,
             options,
             channel_credentials,

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -11,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.domain import _records as records
 from service.domain.gate import GateThresholds
 from service.domain.int8 import Int8Check
 from service.domain.loop import GateResult
@@ -24,7 +24,6 @@ from service.domain.versions import (
 )
 
 Pairs = list[tuple[str, str]]
-PAIR_FIELDS = ("train", "validation", "holdout", "anchor")
 
 
 @dataclass(frozen=True)
@@ -81,20 +80,11 @@ class FineTuneSpec:
     augment_views: int = 0
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(dataclasses.asdict(self)), encoding="utf-8")
+        path.write_text(json.dumps(records.unstructure(self)), encoding="utf-8")
 
     @staticmethod
     def load(path: Path) -> FineTuneSpec:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        for key in PAIR_FIELDS:
-            raw[key] = [(str(text), str(label)) for text, label in raw[key]]
-        raw["round_samples"] = [
-            (str(text), str(label), str(source))
-            for text, label, source in raw.get("round_samples", ())
-        ]
-        raw["recipe"] = FineTuneRecipe(**raw["recipe"])
-        raw["gate"] = GateThresholds(**raw["gate"])
-        return FineTuneSpec(**raw)
+        return records.structure(json.loads(path.read_text(encoding="utf-8")), FineTuneSpec)
 
 
 @dataclass(frozen=True)
@@ -123,7 +113,7 @@ class FineTuneResult:
     def save(self, path: Path) -> None:
         """Written with a rename, so the server never reads half a result."""
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2), encoding="utf-8")
+        tmp.write_text(json.dumps(records.unstructure(self), indent=2), encoding="utf-8")
         os.replace(tmp, path)
 
     @staticmethod
@@ -137,20 +127,6 @@ class FineTuneResult:
 
     @staticmethod
     def from_dict(raw: Mapping[str, Any]) -> FineTuneResult:
-        gate = raw.get("gate")
-        return FineTuneResult(
-            ok=bool(raw.get("ok")),
-            error=str(raw.get("error", "")),
-            traceback=str(raw.get("traceback", "")),
-            gate=GateResult(**gate) if isinstance(gate, Mapping) else None,
-            serving_file=str(raw.get("serving_file") or DEFAULT_SERVING_FILE),
-            labels=[str(label) for label in raw.get("labels", ())],
-            train=TrainingRecord.from_dict(raw.get("train")),
-            parity_max_abs_diff=float(raw.get("parity_max_abs_diff", 0.0)),
-            int8=Int8Check.from_dict(raw.get("int8")),
-            calibration=Calibration.from_dict(raw.get("calibration")),
-            data=DataCounts.from_dict(raw.get("data")),
-            seconds=float(raw.get("seconds", 0.0)),
-            review=ReviewEvidence.from_dict(raw.get("review")),
-            disk_full=bool(raw.get("disk_full", False)),
-        )
+        # A result without "ok" is a failure; an empty serving file is the default one.
+        given = {k: v for k, v in raw.items() if v or k != "serving_file"}
+        return records.structure({"ok": False, **given}, FineTuneResult)

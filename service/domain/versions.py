@@ -10,15 +10,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
+from service.domain import _records as records
 from service.domain.int8 import Int8Check
 from service.domain.loop import GateResult
 from service.domain.provenance import TrainingData
 from service.domain.review import ReviewEvidence
 
 DEFAULT_SERVING_FILE = "model.onnx"
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Calibration:
     temperature: float
     rows: int  # held-out rows the temperature was fitted on
     accuracy: float  # accuracy on those rows
-    source: str  # which rows: "validation" (version 1) or "holdout" (a fine-tune's gate)
+    source: str = ""  # which rows: "validation" (version 1) or "holdout" (a fine-tune's gate)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -36,17 +36,7 @@ class Calibration:
     @staticmethod
     def from_dict(value: object) -> Calibration | None:
         """The recorded calibration, or None when absent or malformed (older versions)."""
-        if not isinstance(value, Mapping):
-            return None
-        try:
-            return Calibration(
-                temperature=float(value["temperature"]),
-                rows=int(value["rows"]),
-                accuracy=float(value["accuracy"]),
-                source=str(value.get("source", "")),
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
+        return records.lenient(value, Calibration)
 
 
 @dataclass(frozen=True)
@@ -59,10 +49,6 @@ class DataCounts:
     label_name_examples: int = 0
     holdout: int = 0
     anchor: int = 0
-
-    @staticmethod
-    def from_dict(value: object) -> DataCounts:
-        return _known(DataCounts, value)
 
 
 @dataclass(frozen=True)
@@ -77,10 +63,6 @@ class TrainingRecord:
     head_epochs: int = 0
     finetune_epochs: int = 0
     refit_examples: int = 0
-
-    @staticmethod
-    def from_dict(value: object) -> TrainingRecord:
-        return _known(TrainingRecord, value)
 
 
 # What a model is without a ``task`` in its model.toml or meta.json (every older one).
@@ -121,58 +103,25 @@ class VersionMeta:
     @staticmethod
     def from_dict(raw: Mapping[str, Any]) -> VersionMeta:
         """Parse a meta.json of this or an older version (missing keys take their defaults)."""
-        known = {f.name for f in dataclasses.fields(VersionMeta)} - {"extra"}
-        parent = raw.get("parent")
-        return VersionMeta(
-            labels=tuple(str(label) for label in raw.get("labels", ())),
-            max_seq_length=int(raw.get("max_seq_length", 128)),
-            task=str(raw.get("task") or DEFAULT_TASK),
-            inputs=dict(raw.get("inputs") or {}),
-            model=str(raw.get("model", "")),
-            version=int(raw.get("version", 0)),
-            parent=None if parent is None else int(parent),
-            created=str(raw.get("created", "")),
-            pooling=str(raw.get("pooling", "mean")),
-            backbone=str(raw.get("backbone", "")),
-            trainable_layers=int(raw.get("trainable_layers", 0)),
-            serving_file=str(raw.get("serving_file") or DEFAULT_SERVING_FILE),
-            status=str(raw.get("status", "promoted")),
-            reason=str(raw.get("reason", "")),
-            job=str(raw.get("job") or ""),
-            samples_upto=int(raw.get("samples_upto", 0)),
-            trained_on=TrainingData.from_dict(raw.get("trained_on")),
-            data=DataCounts.from_dict(raw.get("data")),
-            train=TrainingRecord.from_dict(raw.get("train")),
-            gate=_gate(raw.get("gate")),
-            review=ReviewEvidence.from_dict(raw.get("review")),
-            int8=Int8Check.from_dict(raw.get("int8")),
-            calibration=Calibration.from_dict(raw.get("calibration")),
-            metrics=_numbers(raw.get("metrics")),
-            digest=str(raw.get("digest", "")),
-            extra={k: v for k, v in raw.items() if k not in known},
-        )
+        given = {k: v for k, v in raw.items() if k in _KNOWN and (v or k not in _EMPTY_IS_DEFAULT)}
+        unknown = {k: v for k, v in raw.items() if k not in _KNOWN}
+        return records.structure({**_OLDEST, **given, "extra": unknown}, VersionMeta)
 
     def to_dict(self) -> dict[str, Any]:
         # The unknown keys first: a known field always wins over a stale copy of itself.
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        del fields["extra"]
-        out: dict[str, Any] = {**self.extra}
-        for name, value in fields.items():
-            out[name] = _plain(value)
-        return out
+        known = records.unstructure(self)
+        return {**known.pop("extra"), **known}
 
 
-def _gate(value: object) -> GateResult | None:
-    if not isinstance(value, Mapping):
-        return None
-    try:
-        return _known(GateResult, value)
-    except TypeError:  # a required score is missing
-        return None
+_KNOWN = {f.name for f in dataclasses.fields(VersionMeta)} - {"extra"}
+# What the oldest files lack although every version has it now.
+_OLDEST: dict[str, Any] = {"labels": (), "max_seq_length": 128}
+# Fields an older file may hold empty or null: they read as their defaults.
+_EMPTY_IS_DEFAULT = ("task", "inputs", "serving_file", "job")
 
 
 def _numbers(value: object) -> dict[str, float]:
-    """The numeric entries of a metrics table (NaN is a score that could not be measured)."""
+    """The numeric entries of a score table (NaN is a score that could not be measured)."""
     if not isinstance(value, Mapping):
         return {}
     return {
@@ -182,18 +131,14 @@ def _numbers(value: object) -> dict[str, float]:
     }
 
 
-def _known(cls: type[T], value: object) -> T:
-    """``cls`` from the keys of ``value`` it knows; others (from a newer writer) are ignored."""
-    if not isinstance(value, Mapping):
-        value = {}
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    return cls(**{k: v for k, v in value.items() if k in names})
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready: records as dicts, tuples as lists."""
-    if isinstance(value, TrainingData):
-        return value.to_dict()  # seq ranges as [first, last] pairs
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    return list(value) if isinstance(value, tuple) else value
+# How the records in a meta.json (and a job's result.json) read: a malformed optional record is
+# None, malformed counts are zeros, and records with a file format of their own keep it.
+records.reads(dict[str, float], _numbers)  # score tables: metrics, a training stage's scores
+records.optional(Calibration)
+records.optional(GateResult)
+records.optional(Int8Check, Int8Check.from_dict)
+records.optional(ReviewEvidence, ReviewEvidence.from_dict)
+records.optional(TrainingData, TrainingData.from_dict)
+records.writes(TrainingData, TrainingData.to_dict)  # seq ranges as [first, last] pairs
+records.defaults_when_malformed(DataCounts)
+records.defaults_when_malformed(TrainingRecord)

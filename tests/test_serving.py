@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import TINY_LABELS, TINY_MODEL, RunningApp
 from tasks.image.tiny_image_model import publish_version, write_definition
+from waiting import wait_until
 
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
@@ -65,14 +65,19 @@ def test_repeated_hot_swaps_under_load_fail_no_request(server: RunningApp) -> No
                         failures.append(exc)
                 i += CLIENTS
 
+    def answered() -> int:
+        with lock:
+            return sum(versions.values())
+
     threads = [threading.Thread(target=client, args=(w,)) for w in range(CLIENTS)]
     for t in threads:
         t.start()
     try:
-        time.sleep(0.3)
+        wait_until(lambda: answered() >= CLIENTS, 30, "the clients' first answers")
         for swap in range(10):
             served.activate(2 if swap % 2 == 0 else 1)
-            time.sleep(0.1)
+            since = answered()  # each version answers a round of requests before the next swap
+            wait_until(lambda since=since: answered() >= since + CLIENTS, 30, "answers")
     finally:
         stop.set()
         for t in threads:

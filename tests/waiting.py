@@ -13,7 +13,9 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-POLL_S = 0.02
+# Polls start fast, for what holds almost at once, and slow down to ten a second, so that a
+# long wait (a fine-tune) does not take CPU from what it waits for.
+FIRST_POLL_S, LAST_POLL_S = 0.005, 0.1
 
 Description = str | Callable[[], object]
 
@@ -34,10 +36,11 @@ def wait_for(
 ) -> T:
     """Poll ``read`` until ``done`` holds for what it returned, and return that. After ``timeout``
     seconds the test fails with ``what`` and the last value read."""
-    deadline = time.monotonic() + timeout
+    deadline, pause = time.monotonic() + timeout, FIRST_POLL_S
     while not done(value := read()):
         _check(deadline, timeout, what, value)
-        time.sleep(POLL_S)
+        time.sleep(pause)
+        pause = min(pause * 2, LAST_POLL_S)
     return value
 
 
@@ -45,10 +48,11 @@ async def wait_until_async(
     condition: Callable[[], T], timeout: float = 10.0, what: Description = "the condition"
 ) -> T:
     """:func:`wait_until` inside a coroutine: polls without blocking the event loop."""
-    deadline = time.monotonic() + timeout
+    deadline, pause = time.monotonic() + timeout, FIRST_POLL_S
     while not (value := condition()):
         _check(deadline, timeout, what, value)
-        await asyncio.sleep(POLL_S)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, LAST_POLL_S)
     return value
 
 

@@ -20,6 +20,7 @@ from conftest import (
     write_csv,
     write_tiny_definition,
 )
+from waiting import wait_for, wait_until
 
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
@@ -75,13 +76,12 @@ def test_labels_posted_with_the_cli_lead_to_a_new_serving_version(
     try:
         data = write_csv(tmp_path / "labels.csv", shifted(60, seed=0))
         assert main(["label", str(data), "--addr", server.address, "--model", TINY_MODEL]) == 0
-        deadline = time.monotonic() + 180
         with AdaptationClient(server.address) as adaptation:
-            while time.monotonic() < deadline:
-                status = adaptation.model_status(TINY_MODEL)
-                if status.job is not None and status.job.state.finished:
-                    break
-                time.sleep(0.5)
+            status = wait_for(
+                lambda: adaptation.model_status(TINY_MODEL),
+                lambda status: status.job is not None and status.job.state.finished,
+                180, "the job to finish",
+            )  # fmt: skip
             assert status.job is not None and status.job.state is JobState.PROMOTED, status.job
             assert status.serving_version == 3
             assert [v.status for v in adaptation.list_versions(TINY_MODEL)] == [
@@ -89,7 +89,7 @@ def test_labels_posted_with_the_cli_lead_to_a_new_serving_version(
                 "retired",
                 "serving",
             ]
-        time.sleep(0.3)
+        wait_until(lambda: "3" in versions, 30, "an answer from version 3")
     finally:
         stop.set()
         client.join(30)

@@ -5,7 +5,6 @@ new version."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 from tasks.image.training.images import image, suffix
 from test_cli import ServerProcess, run_client
 from test_image_loop import LABELS, MODEL, WIDE_GATE_TOML, built
+from waiting import wait_for
 
 from service.api.adaptation_client import AdaptationClient
 from service.domain.loop import JobState, ModelStatus, NewSample
@@ -73,10 +73,11 @@ def test_images_posted_to_the_served_process_train_a_version_a_v2_client_then_ge
 def _wait(
     client: AdaptationClient, done: Any, server: ServerProcess, timeout: float = 300
 ) -> ModelStatus:
-    """Poll GetModelStatus until ``done(status)``; fails with the server's log at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not done(status := client.model_status(MODEL)):
-        assert time.monotonic() < deadline, (status, "".join(server.log))
+    """Poll GetModelStatus until ``done(status)``; fails with the server's log at the deadline or
+    as soon as the server exits."""
+
+    def status() -> ModelStatus:
         assert server.proc.poll() is None, "".join(server.log)
-        time.sleep(0.2)
-    return status
+        return client.model_status(MODEL)
+
+    return wait_for(status, done, timeout, lambda: "".join(server.log))

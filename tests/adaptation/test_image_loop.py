@@ -6,7 +6,6 @@ directories, versions, drift)."""
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from conftest import RunningApp
 from PIL import Image, PngImagePlugin
 from tasks.image.training.images import folder, image
+from waiting import wait_for
 
 from service.api.adaptation_client import AdaptationClient
 from service.config import ServerSettings, load_model_definition
@@ -102,10 +102,7 @@ def test_a_job_trains_on_posted_images_and_a_purge_leaves_none_of_their_bytes(
     with AdaptationClient(server.address) as client:
         assert client.add_samples(MODEL, posted).accepted == 24
         job = client.start_fine_tune(MODEL, "image loop test")
-        deadline = time.monotonic() + 600
-        while not (job := client.get_job(job.id)).state.finished:
-            assert time.monotonic() < deadline, job
-            time.sleep(0.5)
+        job = wait_for(lambda: client.get_job(job.id), lambda j: j.state.finished, 600, "the job")
         # Trained and judged on them: the job read every image from its inputs dir.
         assert job.state in (JobState.PROMOTED, JobState.REJECTED), job.error
         assert job.data is not None and [s.samples for s in job.data.sources] == [24]

@@ -23,6 +23,7 @@ import grpc
 import pytest
 from fake_adaptation import FakeServer
 from grpc import aio
+from waiting import wait_until, wait_until_async
 
 from service import tasks
 from service.adaptation.events import EventBus
@@ -124,10 +125,7 @@ class Loop:
         return self.store.recent(MODEL, limit=1000)
 
     def wait_until_no_active_job(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while any(j.state in UNFINISHED for j in self.jobs()):
-            assert time.monotonic() < deadline, self.jobs()
-            time.sleep(0.01)
+        wait_until(lambda: not any(j.state in UNFINISHED for j in self.jobs()), timeout, self.jobs)
 
 
 @pytest.fixture
@@ -161,10 +159,9 @@ def end_first_job_during(loop: Loop, gated: GatedJobs, calls: int) -> tuple[Job,
 
     async def call(i: int) -> Job:
         if i >= calls - 3:
-            while loop.store.job(first.id).state in UNFINISHED:
-                await asyncio.sleep(0.01)
+            await wait_until_async(lambda: loop.store.job(first.id).state not in UNFINISHED)
         else:
-            await asyncio.sleep(i * 0.01)
+            await asyncio.sleep(i * 0.01)  # the calls' arrivals, spread over the job's end
         return await loop.service.start_fine_tune(MODEL, f"call {i}")
 
     async def burst() -> list[object]:

@@ -16,6 +16,7 @@ from conftest import (
     shifted,
     write_tiny_definition,
 )
+from waiting import wait_until
 
 from service.adaptation.events import EventBus
 from service.adaptation.loop import AdaptationService
@@ -148,11 +149,9 @@ def test_a_burst_of_labels_is_one_job_once_the_labels_settle(make_loop: object) 
     rows = shifted(90, seed=0)
     for start in range(0, 90, 30):  # three calls, as `loopserve label` sends a file
         loop.post(rows[start : start + 30])
-        time.sleep(0.3)
+        time.sleep(0.3)  # the burst's pace: each call well within the settling time of the last
     assert loop.store.latest(TINY_MODEL) is None  # due after the first call, but still settling
-    deadline = time.monotonic() + 10
-    while loop.store.latest(TINY_MODEL) is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: loop.store.latest(TINY_MODEL), 10, "a job once the labels settled")
     loop.service.wait_idle(180)
     jobs = loop.store.recent(TINY_MODEL)
     assert len(jobs) == 1, jobs
@@ -178,11 +177,8 @@ def test_killing_the_job_process_fails_the_job_and_serving_goes_on(make_loop: ob
     loop.post(shifted(60, seed=0))
     job = asyncio.run(loop.service.start_fine_tune(TINY_MODEL, "to be killed"))
     runner = loop.service._runners[TINY_MODEL]
-    deadline = time.monotonic() + 30
-    while runner._process is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert runner._process is not None
-    runner._process.kill()
+    process = wait_until(lambda: runner._process, 30, "the job's process")
+    process.kill()
     loop.service.wait_idle(60)
     failed = loop.store.job(job.id)
     assert failed.state is JobState.FAILED

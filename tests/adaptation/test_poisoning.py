@@ -10,7 +10,6 @@ gRPC server with tokens; only the job's work is faked (see test_job_races).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import grpc
 import pytest
 import test_job_races
 from test_job_races import MODEL, GatedJobs, Loop
+from waiting import wait_until
 
 from service.adaptation._data import curate, source_cap
 from service.api._proto.loopserve.v1 import adaptation_pb2 as pb
@@ -98,17 +98,15 @@ def test_a_junk_flood_after_a_drift_alarm_never_trains_a_version(
         "sample[0] text contains the control character U+0007; send plain text (tabs and line "
         "breaks are fine)"
     )
-    time.sleep(0.3)
     assert loop.jobs() == []  # 1,000 copies are one distinct text: far below DRIFT_MIN
     stored = loop.store.samples(MODEL)
     assert len(stored) == 1000 and {s.source for s in stored} == {"junk"}
     # In a job the flood counts once too.
     team = [(f"a real question number {i}", "b") for i in range(DRIFT_MIN)]
     post(stub, "team-token-0123456789", team)
-    deadline = time.monotonic() + 5
-    while not loop.jobs():
-        assert time.monotonic() < deadline, "the team's labels did not trigger the drift job"
-        time.sleep(0.02)
+    jobs = wait_until(loop.jobs, 5, "the team's labels to trigger the drift job")
+    # The one job is the team's: the flood alone started none, not even later.
+    assert [job.samples_upto for job in jobs] == [1000 + DRIFT_MIN]
     recipe = AdaptationRecipe()
     job_data = curate(loop.store.samples(MODEL), recipe.max_source_share, 0, recipe.flood_copies)
     by_source = {s: sum(1 for x in job_data if x.source == s) for s in ("junk", "team")}

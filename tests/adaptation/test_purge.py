@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from conftest import ADAPTATION, TINY_MODEL, shifted, write_tiny_definition
 from test_job_races import LABELS, MODEL, FakeServed
+from waiting import wait_for
 
 from service.adaptation.events import EventBus
 from service.adaptation.jobs import JobRunner
@@ -142,10 +143,9 @@ class Loop:
         return asyncio.run(self.service.purge_samples(MODEL, source, since))
 
     def wait_finished(self, job: Job, timeout: float = 20.0) -> Job:
-        deadline = time.monotonic() + timeout
-        while not (done := self.store.job(job.id)).state.finished:
-            assert time.monotonic() < deadline, done
-            time.sleep(0.01)
+        done = wait_for(
+            lambda: self.store.job(job.id), lambda j: j.state.finished, timeout, "the job"
+        )
         self.service.wait_idle(timeout)
         return done
 
@@ -397,10 +397,7 @@ def test_a_real_job_leaves_no_purged_text_in_the_state_dir(
     with AdaptationClient(server.address) as client:
         assert client.add_samples(TINY_MODEL, rows).accepted == 40
         job = client.start_fine_tune(TINY_MODEL, "purge test")
-        deadline = time.monotonic() + 300
-        while not (job := client.get_job(job.id)).state.finished:
-            assert time.monotonic() < deadline, job
-            time.sleep(0.5)
+        job = wait_for(lambda: client.get_job(job.id), lambda j: j.state.finished, 300, "the job")
         assert job.data is not None and [s.samples for s in job.data.sources] == [40]
         outcome = client.purge_samples(TINY_MODEL, "anonymous")
         made = [] if job.candidate_version is None else [job.candidate_version]

@@ -5,13 +5,13 @@ a drift alarm on a replica is a mark in the store that the trainer sees."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import test_job_races
 from test_job_races import LABELS, MODEL, FakeServed, GatedJobs
+from waiting import wait_for
 
 from service.adaptation.events import EventBus
 from service.adaptation.loop import AdaptationService
@@ -66,10 +66,7 @@ def roles(tmp_path: Path, gated: GatedJobs) -> Iterator[Roles]:
 
 
 def wait_for_state(roles: Roles, job_id: str, state: JobState) -> None:
-    deadline = time.monotonic() + 10
-    while roles.store.job(job_id).state is not state:
-        assert time.monotonic() < deadline, roles.store.job(job_id)
-        time.sleep(0.01)
+    wait_for(lambda: roles.store.job(job_id), lambda job: job.state is state, 10, f"job {state}")
 
 
 def test_a_replica_stores_labels_and_queues_a_requested_job_but_runs_none(
@@ -83,7 +80,7 @@ def test_a_replica_stores_labels_and_queues_a_requested_job_but_runs_none(
 
     assert queued.state is JobState.QUEUED and queued.trigger == "manual"
     assert again.id == queued.id  # the unfinished row, not a second one
-    time.sleep(0.1)
+    roles.replica.wait_idle(2)  # a job this replica had started would be at its gate by now
     assert roles.store.job(queued.id).state is JobState.QUEUED
     assert not gated.running.is_set()
 

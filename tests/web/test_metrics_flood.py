@@ -65,14 +65,15 @@ def open_files(pid: int) -> int:
 
 def scrape_when_quiet(port: int, timeout: float = 30.0) -> str:
     """/metrics, asked again until the server answers 200 (it answers 503 while it is full)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def scrape() -> str | None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
                 return str(response.read().decode())
         except (OSError, http.client.HTTPException):  # 503, reset, closed unanswered
-            assert time.monotonic() < deadline, "no scrape answered after the flood paused"
-            time.sleep(0.1)
+            return None
+
+    return wait_until(scrape, timeout, "a scrape answered after the flood paused")
 
 
 def closed_unanswered(text: str, reason: str) -> float:

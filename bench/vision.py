@@ -272,11 +272,11 @@ def forced_fine_tune(forced: bool) -> Any:
 
     chooser = FoldScores.fine_tune_wins
     if forced:
-        FoldScores.fine_tune_wins = lambda self: True  # type: ignore[method-assign]
+        FoldScores.fine_tune_wins = lambda self: True
     try:
         yield
     finally:
-        FoldScores.fine_tune_wins = chooser  # type: ignore[method-assign]
+        FoldScores.fine_tune_wins = chooser
 
 
 def accuracy_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -12,7 +12,6 @@ legitimate round of the same size is no cluster is shown on the evidence functio
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from conftest import RunningApp
 from PIL import Image
 from tasks.image.training.images import image
 from test_image_loop import MODEL, WIDE_GATE_TOML, built, serving
+from waiting import wait_for
 
 from service.api.adaptation_client import AdaptationClient
 from service.domain.loop import Job, JobState, NewSample
@@ -51,10 +51,7 @@ def run_round(server: RunningApp, samples: list[NewSample]) -> Job:
     with AdaptationClient(server.address) as client:
         assert client.add_samples(MODEL, samples).accepted == len(samples)
         job = client.start_fine_tune(MODEL, "image review test")
-        deadline = time.monotonic() + 300
-        while not (job := client.get_job(job.id)).state.finished:
-            assert time.monotonic() < deadline, job
-            time.sleep(0.2)
+        job = wait_for(lambda: client.get_job(job.id), lambda j: j.state.finished, 300, "the job")
     return job
 
 

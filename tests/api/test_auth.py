@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from loop_thread import serving
 from prometheus_client import CollectorRegistry, Counter
+from waiting import wait_until_async
 
 from service.api._proto.inference import grpc_predict_v2_pb2 as ipb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
@@ -757,6 +758,10 @@ def test_call_whose_deadline_passed_before_it_started_is_not_run(
     caplog.set_level(logging.INFO)
     metrics, slow = Metrics(), SlowToDecode()
 
+    def counted() -> float | None:
+        labels = {"method": "/test.Slow/Call", "code": "DEADLINE_EXCEEDED"}
+        return metrics.registry.get_sample_value("loopserve_grpc_requests_total", labels)
+
     async def scenario() -> grpc.StatusCode:
         server = aio.server(interceptors=[ObservabilityInterceptor(metrics, list)])
         server.add_generic_rpc_handlers((slow.handler(),))
@@ -768,15 +773,12 @@ def test_call_whose_deadline_passed_before_it_started_is_not_run(
                     await channel.unary_unary("/test.Slow/Call")(b"x", timeout=0.2)
                 except aio.AioRpcError as exc:
                     code: grpc.StatusCode = exc.code()
-                await asyncio.sleep(0.5)  # let the server finish with the call
+                await wait_until_async(counted, 5, "the server to finish with the call")
                 return code
         finally:
             await server.stop(0)
 
     assert asyncio.run(scenario()) == grpc.StatusCode.DEADLINE_EXCEEDED
     assert not slow.ran.is_set()
-    counted = metrics.registry.get_sample_value(
-        "loopserve_grpc_requests_total", {"method": "/test.Slow/Call", "code": "DEADLINE_EXCEEDED"}
-    )
-    assert counted == 1
+    assert counted() == 1
     assert "the call's deadline passed before the server could start it" in caplog.text

@@ -9,7 +9,6 @@ Converter-level properties: tests/api/test_fuzz.py.
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from waiting import wait_until
 
 from service.api._proto.inference import grpc_predict_v2_pb2 as ipb
 from service.api._proto.loopserve.v1 import adaptation_pb2 as apb
@@ -399,10 +399,7 @@ def test_undecodable_bytes_are_invalid_argument_naming_the_message_type(
 def test_no_cancelled_watcher_stays_subscribed(open_app: RunningApp) -> None:
     # After the WatchEvents calls above (each cancelled or refused), the event bus is empty.
     events = open_app.app.events
-    deadline = time.monotonic() + 5
-    while events.subscriber_count and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert events.subscriber_count == 0
+    wait_until(lambda: events.subscriber_count == 0, 5, lambda: events.subscriber_count)
 
 
 def test_the_fuzzing_stored_no_sample_and_started_no_job(open_app: RunningApp) -> None:

@@ -7,6 +7,7 @@ Each test takes the ``backend`` fixture (or the stores it opens), parametrized o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 from service.domain.loop import (
     GateResult,
@@ -1028,31 +1030,35 @@ def test_a_lease_moves_the_head_while_held(store: Store) -> None:
         lease.close()
 
 
+def _move_until_heard(store: Store, heard: Callable[[], bool], version: int) -> int:
+    """Move the head until ``heard()``: a listener needs a moment to connect (PostgreSQL).
+    Returns the version the head is at."""
+    for _ in range(50):
+        assert store.move_head(MODEL, version + 1, expected=version or None)
+        version += 1
+        with contextlib.suppress(AssertionError):
+            wait_until(heard, 0.2)
+            return version
+    raise AssertionError("no watcher heard a move of the head")
+
+
 def test_a_watcher_hears_of_head_moves_until_stopped(store: Store) -> None:
     heard: list[str] = []
-    changed = threading.Event()
-
-    def on_change(model: str) -> None:
-        heard.append(model)
-        changed.set()
-
     watcher = store.head_watcher()
-    watcher.start(on_change)
+    watcher.start(heard.append)
     try:
-        # The listener needs a moment to connect; move until it hears a move (PostgreSQL).
-        deadline = time.monotonic() + 10
-        version = 0
-        while not changed.is_set() and time.monotonic() < deadline:
-            assert store.move_head(MODEL, version + 1, expected=version or None)
-            version += 1
-            changed.wait(0.2)
-        assert MODEL in heard
+        version = _move_until_heard(store, lambda: MODEL in heard, 0)
         assert store.move_head(MODEL, version + 1, expected=None) is False  # refused: no news
     finally:
         watcher.stop()
     count = len(heard)
-    store.move_head(MODEL, version + 1, expected=version)
-    time.sleep(0.3)
+    witness: list[str] = []
+    running = store.head_watcher()
+    running.start(witness.append)
+    try:
+        _move_until_heard(store, lambda: bool(witness), version)  # what the stopped one missed
+    finally:
+        running.stop()
     assert len(heard) == count
 
 

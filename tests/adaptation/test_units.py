@@ -155,7 +155,7 @@ def test_event_bus_filters_by_model_and_drops_the_oldest_for_slow_readers() -> N
     async def run() -> list[str]:
         stream = bus.subscribe("m")
         first = asyncio.ensure_future(stream.__anext__())
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn: the reader waits before anything is published
         bus.publish(EventKind.SWAP, "other", "ignored")
         bus.publish(EventKind.SWAP, "m", "seen", version=2)
         event = await asyncio.wait_for(first, 5)

@@ -20,6 +20,7 @@ from conftest import TINY_MODEL, RunningApp, write_tiny_definition
 from console.console_actions import actions
 from PIL import Image
 from tasks.image.tiny_image_model import publish_version, write_definition
+from waiting import wait_until
 
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
@@ -88,10 +89,8 @@ def send_traffic(server: RunningApp, count: int) -> None:
             stub.ModelInfer(request, timeout=10, metadata=metadata)
     assert server.app.drift is not None
     pool = server.app.drift.pools[TINY_MODEL]
-    deadline = time.monotonic() + 20
-    while len(pool) < count and time.monotonic() < deadline:  # the monitor's worker drains
-        time.sleep(0.05)
-    assert len(pool) == count
+    # The monitor's worker drains its queue into the pool.
+    wait_until(lambda: len(pool) == count, 20, lambda: f"{len(pool)} of {count} in the pool")
 
 
 def on_loop(server: RunningApp, coro: Any) -> Any:
@@ -409,9 +408,7 @@ def test_an_image_candidate_is_shown_with_its_sniffed_type_inline_and_labeled_wi
             sent[f"img-{i}"] = out.getvalue()
     assert server.app.drift is not None
     pool = server.app.drift.pools["colours"]
-    deadline = time.monotonic() + 20
-    while len(pool) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: len(pool) >= 2, 20, "both images in the pool")
     visitor = Browser(server)  # no tokens: anonymous, every scope
     page = visitor.http.get("/models/colours/labeling")
     visitor.csrf = visitor.csrf_of(page.text)
@@ -489,9 +486,7 @@ def test_an_admin_cancels_a_running_job_and_it_is_not_retried_also_after_a_resta
     with AdaptationClient(server.address, options=ChannelOptions(token=ADMIN)) as client:
         job = client.start_fine_tune(TINY_MODEL, "to be cancelled")
         log_file = server.app.settings.state_dir / "jobs" / job.id / "job.log"
-        deadline = time.monotonic() + 60
-        while not log_file.exists() and time.monotonic() < deadline:  # its process started
-            time.sleep(0.05)
+        wait_until(log_file.exists, 60, "the job's process to start")
         visitor.login(ADMIN)
         page = visitor.http.get(f"/models/{TINY_MODEL}/jobs").text
         assert f'data-testid="cancel-{job.id}"' in page

@@ -41,6 +41,7 @@ import os
 import platform
 import queue
 import random
+import secrets
 import shutil
 import struct
 import sys
@@ -264,19 +265,16 @@ def bench_accuracy(
     return rows
 
 
-@contextlib.contextmanager
-def forced_fine_tune(forced: bool) -> Any:
+def forced_fine_tune(forced: bool) -> contextlib.AbstractContextManager[Any]:
     """The builder keeps the fine-tune whatever cross-validation says (its scores are still
     computed and recorded), so that both are measured on every draw."""
+    from unittest import mock
+
     from service.tasks.image.training._trainer import FoldScores
 
-    chooser = FoldScores.fine_tune_wins
-    if forced:
-        FoldScores.fine_tune_wins = lambda self: True
-    try:
-        yield
-    finally:
-        FoldScores.fine_tune_wins = chooser
+    if not forced:
+        return contextlib.nullcontext()
+    return mock.patch.object(FoldScores, "fine_tune_wins", lambda self: True)
 
 
 def accuracy_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -327,6 +325,7 @@ def bench_loop(
     pool: list[Cell], test: list[Cell], work: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
     from service.api.adaptation_client import AdaptationClient
+    from service.api.channel import ChannelOptions
     from service.domain.loop import NewSample
 
     models, state = work / "models", work / "state-loop"
@@ -337,17 +336,26 @@ def bench_loop(
     if args.quick:
         mono, poly = mono[:150], poly[:150]
     posted = draw(pool, LOOP_SHOTS, seed=2, kinds=("poly",))
-    with ServerProcess(state, models, work / "loop-server.log", model=MODEL) as server:
+    # The labels come from the inspection team's token (label:trusted): a round a trusted team
+    # labeled skips the poisoning review, which would otherwise hold this legitimate domain
+    # shift (one source contradicting the serving model) for a person to approve.
+    operator, inspectors = secrets.token_hex(16), secrets.token_hex(16)
+    tokens = f"operator:admin:{operator};inspectors:label:trusted:{inspectors}"
+    env = {"LOOPSERVE_TOKENS": tokens}
+    with ServerProcess(state, models, work / "loop-server.log", model=MODEL, env=env) as server:
         server.wait_ready()
-        before = served_scores(server.address, {"poly": poly, "mono": mono})
+        before = served_scores(server.address, {"poly": poly, "mono": mono}, operator)
         print(f"  before: poly {before['poly']:.3f}, mono {before['mono']:.3f}")
-        with AdaptationClient(server.address) as client:
+        with (
+            AdaptationClient(server.address, options=ChannelOptions(token=inspectors)) as team,
+            AdaptationClient(server.address, options=ChannelOptions(token=operator)) as client,
+        ):
             started = time.perf_counter()
             cpu_before = machine_busy_seconds(), children_cpu_seconds(server.proc.pid)
             server_before = proc_cpu_seconds(server.proc.pid)
             samples = [NewSample("", c.label, data=c.path.read_bytes()) for c in posted]
             for i in range(0, len(samples), 50):
-                client.add_samples(MODEL, samples[i : i + 50])
+                team.add_samples(MODEL, samples[i : i + 50])
             with contextlib.suppress(Exception):  # the policy may already have started one
                 client.start_fine_tune(MODEL, "bench: poly cells labeled")
             job, serving = wait_for_job(client)
@@ -355,7 +363,7 @@ def bench_loop(
             job_cpu = children_cpu_seconds(server.proc.pid) - cpu_before[1]
             server_cpu = proc_cpu_seconds(server.proc.pid) - server_before
             others_cpu = machine_busy_seconds() - cpu_before[0] - job_cpu - server_cpu
-        after = served_scores(server.address, {"poly": poly, "mono": mono})
+        after = served_scores(server.address, {"poly": poly, "mono": mono}, operator)
         rss = proc_status_mib(server.proc.pid, "VmRSS")
     gate = job.gate
     timeline = job_timeline(state)
@@ -423,17 +431,21 @@ def wait_for_job(client: Any) -> tuple[Any, int]:
     raise TimeoutError(f"no finished job after {JOB_TIMEOUT_S:.0f} s")
 
 
-def served_scores(address: str, domains: dict[str, list[Cell]]) -> dict[str, float]:
+def served_scores(
+    address: str, domains: dict[str, list[Cell]], token: str | None = None
+) -> dict[str, float]:
     """Accuracy (``<domain>``) and balanced accuracy (``<domain>_balanced``) through the server."""
     result = {}
     for name, cells in domains.items():
         result[name], result[f"{name}_balanced"] = scores(
-            served_labels(address, cells), [c.label for c in cells]
+            served_labels(address, cells, token=token), [c.label for c in cells]
         )
     return result
 
 
-def served_labels(address: str, cells: list[Cell], batch: int = 8) -> list[str]:
+def served_labels(
+    address: str, cells: list[Cell], batch: int = 8, token: str | None = None
+) -> list[str]:
     import grpc
 
     from service.api._proto.inference import grpc_predict_v2_pb2 as pb
@@ -447,7 +459,8 @@ def served_labels(address: str, cells: list[Cell], batch: int = 8) -> list[str]:
         )
         for start in range(0, len(cells), batch):
             chunk = cells[start : start + batch]
-            response = call(infer_request([jpeg(c) for c in chunk]), timeout=60)
+            metadata = (("authorization", f"Bearer {token}"),) if token else None
+            response = call(infer_request([jpeg(c) for c in chunk]), timeout=60, metadata=metadata)
             predicted += response_labels(response)
     return predicted
 

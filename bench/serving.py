@@ -435,8 +435,9 @@ class ServerProcess:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> float:
-        """Seconds from process start until ServerReady answers true."""
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S, token: str | None = None) -> float:
+        """Seconds from process start until ServerReady answers true (asked with ``token``
+        where the server requires one)."""
         import grpc
 
         from service.api._proto.inference import grpc_predict_v2_pb2 as pb
@@ -458,7 +459,9 @@ class ServerProcess:
                         f"({gone}) after {time.perf_counter() - self.started:.2f}s:\n{self.tail()}"
                     )
                 with contextlib.suppress(grpc.RpcError):
-                    if server_ready(pb.ServerReadyRequest(), timeout=1.0).ready:
+                    metadata = (("authorization", f"Bearer {token}"),) if token else None
+                    ready = server_ready(pb.ServerReadyRequest(), timeout=1.0, metadata=metadata)
+                    if ready.ready:
                         return time.perf_counter() - self.started
                 time.sleep(0.02)
         raise TimeoutError(f"server not ready after {timeout:.0f}s:\n{self.tail()}")

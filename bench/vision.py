@@ -343,7 +343,7 @@ def bench_loop(
     tokens = f"operator:admin:{operator};inspectors:label:trusted:{inspectors}"
     env = {"LOOPSERVE_TOKENS": tokens}
     with ServerProcess(state, models, work / "loop-server.log", model=MODEL, env=env) as server:
-        server.wait_ready()
+        server.wait_ready(token=operator)
         before = served_scores(server.address, {"poly": poly, "mono": mono}, operator)
         print(f"  before: poly {before['poly']:.3f}, mono {before['mono']:.3f}")
         with (

@@ -5,18 +5,27 @@ Builds a BANKING77 model (``--shots`` seed examples per intent), starts the serv
 with four tokens (``app``: infer, ``team`` and ``junk``: label, ``ops``: admin) and, for
 ``--minutes``:
 
-- ``app`` sends one held-out text per request at ``--rate`` requests per second;
+- ``app`` sends one held-out text per request at ``--rate`` requests per second, each with its
+  own request id (``soak-<n>``), so the server records every prediction for delayed labels;
 - every ``--label-every`` seconds ``team`` posts ``--team-batch`` held-out labeled texts, which
   start label-triggered fine-tunes (``min_new_samples`` is set to the batch size);
 - every ``--junk-every`` seconds ``junk`` posts ``--junk-copies`` copies of one phrase under one
   wrong label (distinct ids, as a flood would) and a text of control characters.
 
-Every 30 s it prints the interval's requests by status code, the p99 latency, and the resident
-memory of the server, the drift worker and any running fine-tune job. At the end it checks that
-every acknowledged sample is in the store, that no job whose candidate was promoted had a junk
-text in its data (the jobs' spec.json), and the server's memory growth after warm-up.
+``--swap-loop`` replaces the team's labels (and so the fine-tunes) by ``--swaps`` hot swaps under
+the same traffic: version 2 is published as a copy of version 1 before the server starts, and
+after the warm-up ``ops`` rolls back between the two at even intervals, leaving a last interval
+without a swap.
 
-    python bench/soak.py [--data banking77/train.csv] [--minutes 10] [--rate 40] [--json OUT]
+Every 30 s it prints the interval's requests by status code, the p99 latency, the load average
+and the resident memory of the server, the drift worker, both together with any other long-lived
+child (``total``), and of each running fine-tune job apart (jobs come and go, so they are not in
+the total). At the end it checks that every acknowledged sample is in the store, that no job
+whose candidate was promoted had a junk text in its data (the jobs' spec.json), and the memory
+growth of the server, the drift worker and the total from the end of the warm-up to the end.
+
+    python bench/soak.py [--data banking77/train.csv] [--minutes 10] [--rate 40] [--swap-loop]
+                         [--json OUT]
 
 Expected errors are counted apart: the control-character texts (INVALID_ARGUMENT). Everything
 else that is not OK is an unexpected error. Traffic goes to 127.0.0.1 only and every loop is
@@ -27,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import secrets
 import shutil
@@ -68,7 +78,7 @@ class Interval:
 
 @dataclass
 class Soak:
-    """Shared state of the traffic, labeler and monitor threads."""
+    """Shared state of the traffic, labeler, swapper and monitor threads."""
 
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -78,6 +88,7 @@ class Soak:
     unexpected: list[str] = field(default_factory=list)
     acknowledged: dict[str, str] = field(default_factory=dict)  # sample id -> source
     rows: list[dict[str, Any]] = field(default_factory=list)
+    swaps: list[dict[str, Any]] = field(default_factory=list)
 
     def record(self, code: str, latency_ms: float) -> None:
         with self.lock:
@@ -174,6 +185,48 @@ def junk_labels(
         round_ += 1
 
 
+def swap_loop(
+    address: str, token: str, swaps: int, warmup_s: float, minutes: float, soak: Soak
+) -> None:
+    """``swaps`` rollbacks between versions 2 and 1 after the warm-up, evenly spaced, the last
+    interval without one."""
+    from service.api.adaptation_client import AdaptationClient
+    from service.api.channel import ChannelOptions
+
+    every = (minutes * 60 - warmup_s) / (swaps + 1)
+    if soak.stop.wait(warmup_s):
+        return
+    with AdaptationClient(address, options=ChannelOptions(token=token)) as client:
+        for swap in range(swaps):
+            if soak.stop.wait(every):
+                return
+            target = 2 if swap % 2 == 0 else 1
+            began = time.perf_counter()
+            try:
+                client.rollback(MODEL, target)
+                outcome = "OK"
+            except Exception as exc:  # reported, and counted as unexpected
+                outcome = f"{type(exc).__name__}: {exc}"
+                with soak.lock:
+                    soak.unexpected.append(f"Rollback to {target}: {outcome}")
+            seconds = round(time.perf_counter() - began, 2)
+            soak.swaps.append({"to": target, "outcome": outcome, "seconds": seconds})
+            print(f"  swap {swap + 1}/{swaps} to version {target}: {outcome} in {seconds}s")
+
+
+def publish_copy(state_dir: Path) -> None:
+    """Version 2: version 1's files under a new number, for the swap loop to swap to."""
+    from service.registry import ModelRegistry
+
+    registry = ModelRegistry(state_dir, MODEL)
+    first = registry.get(1)
+    with registry.stage(parent=1) as staged:
+        for path in first.path.iterdir():
+            if path.is_file() and path.name != "meta.json":
+                shutil.copy(path, staged.path / path.name)
+        registry.publish(staged, first.meta)
+
+
 # ---- processes and memory -----------------------------------------------------------------
 
 
@@ -194,28 +247,44 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def memory(server_pid: int) -> dict[str, float | None]:
-    worker = job = None
+def rss(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        return round(proc_status_mib(pid, "VmRSS"), 1)
+    except OSError:
+        return None
+
+
+def memory(server_pid: int) -> dict[str, Any]:
+    """Resident MiB of the server, the drift worker, their sum with the other long-lived
+    children (``total``), and of each fine-tune job apart (by pid)."""
+    worker = None
+    others: list[int] = []
+    jobs: dict[str, float | None] = {}
     for child in children(server_pid):
         line = cmdline(child)
-        if "spawn_main" in line and "resource_tracker" not in line:
+        if "service.training.job" in line:
+            jobs[str(child)] = rss(child)
+        elif "spawn_main" in line and "resource_tracker" not in line:
             worker = child
-        elif "service.training.job" in line:
-            job = child
+        else:
+            others.append(child)
+    server, drift_worker = rss(server_pid), rss(worker)
+    parts = [server, drift_worker, *(rss(pid) for pid in others)]
+    total = round(sum(p for p in parts if p is not None), 1)
+    return {"server": server, "drift_worker": drift_worker, "total": total, "jobs": jobs}
 
-    def rss(pid: int | None) -> float | None:
-        if pid is None:
-            return None
-        try:
-            return round(proc_status_mib(pid, "VmRSS"), 1)
-        except OSError:
-            return None
 
-    return {"server": rss(server_pid), "drift_worker": rss(worker), "job": rss(job)}
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def monitor(server_pid: int, soak: Soak, started: float) -> None:
-    while not soak.stop.wait(INTERVAL_S):
+    """A row every INTERVAL_S, and a last one as the soak stops (the end of its last interval)."""
+    stopped = False
+    while not stopped:
+        stopped = soak.stop.wait(INTERVAL_S)
         interval = soak.take_interval()
         p99 = float(np.percentile(interval.latencies_ms, 99)) if interval.latencies_ms else None
         row = {
@@ -223,12 +292,13 @@ def monitor(server_pid: int, soak: Soak, started: float) -> None:
             "requests": sum(interval.codes.values()),
             "codes": dict(interval.codes),
             "p99_ms": None if p99 is None else round(p99, 2),
+            "load_1min": load_average(),
             "rss_mib": memory(server_pid),
         }
         soak.rows.append(row)
         print(
             f"  t={row['t']:>4}s requests {row['requests']:>5} {row['codes']} p99 "
-            f"{row['p99_ms']} ms RSS {row['rss_mib']}",
+            f"{row['p99_ms']} ms load {row['load_1min']} RSS {row['rss_mib']}",
             flush=True,
         )
 
@@ -254,11 +324,16 @@ def promoted_jobs_with_junk(state_dir: Path) -> tuple[int, list[str]]:
     return len(jobs), tainted
 
 
-def rss_growth(rows: list[dict[str, Any]], warmup_s: float) -> float | None:
-    after = [r["rss_mib"]["server"] for r in rows if r["t"] >= warmup_s and r["rss_mib"]["server"]]
+PROCESSES = ("server", "drift_worker", "total")
+
+
+def rss_growth(rows: list[dict[str, Any]], warmup_s: float, process: str) -> dict[str, Any]:
+    """``process``'s resident MiB at the first reading after the warm-up and at the last, and
+    the growth between them."""
+    after = [r["rss_mib"][process] for r in rows if r["t"] >= warmup_s and r["rss_mib"][process]]
     if len(after) < 2:
-        return None
-    return float(after[-1] / after[0] - 1)
+        return {"after_warmup": None, "end": None, "growth": None}
+    return {"after_warmup": after[0], "end": after[-1], "growth": float(after[-1] / after[0] - 1)}
 
 
 # ---- main -----------------------------------------------------------------------------------
@@ -267,18 +342,35 @@ def rss_growth(rows: list[dict[str, Any]], warmup_s: float) -> float | None:
 def setup(args: argparse.Namespace, root: Path) -> tuple[Path, Path, dict[str, Any]]:
     state_dir, models_dir = root / "state", root / "models"
     data = build_texts(args)
-    seed_csv = root / "seed.csv"
-    write_csv(seed_csv, data["seed_rows"])
-    cmd = [*loopserve_command(), "init", MODEL, "--data", str(seed_csv)]
-    cmd += ["--models-dir", str(models_dir), "--state-dir", str(state_dir)]
-    print(f"loopserve init {MODEL} on {len(data['seed_rows'])} seed rows ...", flush=True)
-    with (root / "init.log").open("wb") as log:
-        subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
+    if args.built is not None:
+        reuse_version_one(args.built.resolve(), state_dir, models_dir)
+    else:
+        seed_csv = root / "seed.csv"
+        write_csv(seed_csv, data["seed_rows"])
+        cmd = [*loopserve_command(), "init", MODEL, "--data", str(seed_csv)]
+        cmd += ["--models-dir", str(models_dir), "--state-dir", str(state_dir)]
+        print(f"loopserve init {MODEL} on {len(data['seed_rows'])} seed rows ...", flush=True)
+        with (root / "init.log").open("wb") as log:
+            subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
     edit_model_toml(
         models_dir / MODEL / "model.toml",
         {"adaptation": {"min_new_samples": args.team_batch}},
     )
+    if args.swap_loop:
+        publish_copy(state_dir)
     return state_dir, models_dir, data
+
+
+def reuse_version_one(built: Path, state_dir: Path, models_dir: Path) -> None:
+    """The model definition and version 1 of an earlier run kept with --state-dir, as they were
+    after its ``loopserve init`` (samples, jobs and later versions are left behind)."""
+    versions = Path("models") / MODEL / "versions"
+    if not (built / "state" / versions / "1" / "meta.json").is_file():
+        raise SystemExit(f"--built {built}: no version 1 of {MODEL} (keep a run with --state-dir)")
+    shutil.copytree(built / "models", models_dir)
+    shutil.copytree(built / "state" / versions / "1", state_dir / versions / "1")
+    (state_dir / "models" / MODEL / "current").write_text("1")
+    print(f"reusing version 1 of {MODEL} from {built}", flush=True)
 
 
 def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -307,14 +399,29 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             wait_ready(address, tokens["app"])
             print(f"server ready; soaking for {args.minutes} min ...", flush=True)
             started = time.perf_counter()
+            changes = (
+                threading.Thread(
+                    target=swap_loop,
+                    args=(address, tokens["ops"], args.swaps, WARMUP_S, args.minutes, soak),
+                )
+                if args.swap_loop
+                else threading.Thread(
+                    target=team_labels,
+                    args=(
+                        address,
+                        tokens["team"],
+                        label_rows,
+                        args.team_batch,
+                        args.label_every,
+                        soak,
+                    ),
+                )
+            )
             threads = [
                 threading.Thread(
                     target=traffic, args=(address, tokens["app"], traffic_texts, args.rate, soak)
                 ),
-                threading.Thread(
-                    target=team_labels,
-                    args=(address, tokens["team"], label_rows, args.team_batch, args.label_every, soak),
-                ),
+                changes,
                 threading.Thread(
                     target=junk_labels,
                     args=(address, tokens["junk"], labels[0], args.junk_copies, args.junk_every, soak),
@@ -337,8 +444,10 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     missing = sorted(set(soak.acknowledged) - stored_ids(state_dir))
     promoted_jobs, tainted = promoted_jobs_with_junk(state_dir)
     report = {
+        "mode": "swap-loop" if args.swap_loop else "fine-tunes",
         "minutes": args.minutes,
         "rate": args.rate,
+        "cpus": os.cpu_count(),
         "requests_by_code": dict(soak.total_codes),
         "expected_errors": dict(soak.expected_errors),
         "unexpected_errors": soak.unexpected,
@@ -348,7 +457,12 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "versions": versions,
         "promoted_jobs": promoted_jobs,
         "promoted_jobs_with_junk": tainted,
-        "server_rss_growth_after_warmup": rss_growth(soak.rows, WARMUP_S),
+        "swaps": soak.swaps,
+        "rss_after_warmup": {p: rss_growth(soak.rows, WARMUP_S, p) for p in PROCESSES},
+        "job_peak_rss_mib": max(
+            (m for r in soak.rows for m in r["rss_mib"]["jobs"].values() if m), default=None
+        ),
+        "load_1min": [r["load_1min"] for r in soak.rows],
         "intervals": soak.rows,
     }
     print_summary(report)
@@ -412,12 +526,29 @@ def print_summary(report: dict[str, Any]) -> None:
         f"{'OK' if not report['promoted_jobs_with_junk'] else 'MISSED'}; "
         f"versions beyond the first: {max(0, len(promoted) - 1)}"
     )
-    growth = report["server_rss_growth_after_warmup"]
-    verdict = (
-        "not measured" if growth is None else ("OK" if growth < TARGET_RSS_GROWTH else "MISSED")
+    if report["swaps"]:
+        ok = sum(s["outcome"] == "OK" for s in report["swaps"])
+        print(f"  swaps: {ok} of {len(report['swaps'])} OK")
+    for process, growth in report["rss_after_warmup"].items():
+        print_growth(process, growth)
+    print(f"  fine-tune jobs' peak RSS: {report['job_peak_rss_mib']} MiB (not in the total)")
+    loads = report["load_1min"]
+    if loads:
+        print(
+            f"  load average (1 min) over the run: {min(loads)}-{max(loads)}, {report['cpus']} CPUs"
+        )
+
+
+def print_growth(process: str, growth: dict[str, Any]) -> None:
+    value = growth["growth"]
+    if value is None:
+        print(f"  {process} RSS growth after {WARMUP_S:.0f}s warm-up: not measured")
+        return
+    verdict = "OK" if value < TARGET_RSS_GROWTH else "MISSED"
+    print(
+        f"  {process} RSS after {WARMUP_S:.0f}s warm-up {growth['after_warmup']} MiB, at the end "
+        f"{growth['end']} MiB: {value * 100:+.1f}% (target < 5%) {verdict}"
     )
-    shown = "-" if growth is None else f"{growth * 100:+.1f}%"
-    print(f"  server RSS growth after {WARMUP_S:.0f}s warm-up: {shown} (target < 5%) {verdict}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -432,7 +563,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--team-batch", type=int, default=200, help="labeled texts per team batch (200)")
     add("--junk-every", type=float, default=45.0, help="seconds between junk floods (45)")
     add("--junk-copies", type=int, default=500, help="copies of the junk phrase per flood (500)")
+    add("--swap-loop", action="store_true", help="hot swaps instead of the team's labels")
+    add("--swaps", type=int, default=10, help="swaps of --swap-loop after the warm-up (10)")
     add("--state-dir", type=Path, help="keep everything here (must be new or empty)")
+    add(
+        "--built",
+        type=Path,
+        help="reuse the model of a run kept with --state-dir instead of building one (minutes)",
+    )
     add("--json", type=Path, help="write the report here")
     return parser.parse_args(argv)
 

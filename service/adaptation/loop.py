@@ -55,6 +55,7 @@ MAX_CANDIDATES = 1000
 DEFAULT_CANDIDATES = 20
 INTERRUPTED = "interrupted: the server stopped while the job ran"
 ABANDONED = "abandoned: no job runner took the job, so it never started"
+CANCEL_WAIT_S = 10.0  # how long a cancel waits for a job ended here to be recorded ended
 
 
 class AdaptationService:
@@ -524,7 +525,7 @@ class AdaptationService:
     def _cancel(self, job: Job, reason: str) -> Job:
         if self._runners[job.model].cancel(job.id, reason):
             log.warning("fine-tune job %s of %s %s", job.id, job.model, reason)
-            return self._jobs.job(job.id)
+            return self._cancelled_here(job.id)
         requested = self._jobs.request_cancel(job.id, reason)
         if requested is None:
             ended = self._jobs.job(job.id)
@@ -540,6 +541,17 @@ class AdaptationService:
         else:
             log.warning("queued fine-tune job %s of %s %s", job.id, job.model, reason)
         return requested
+
+    def _cancelled_here(self, job_id: str) -> Job:
+        """The job this process has just ended, once its runner has recorded the end (its
+        process was terminated: that takes a moment), so that the caller is answered with the
+        final state; as stored after CANCEL_WAIT_S otherwise."""
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        job = self._jobs.job(job_id)
+        while not job.state.finished and time.monotonic() < deadline:
+            time.sleep(0.05)  # a worker thread (cancel_job runs _cancel off the loop)
+            job = self._jobs.job(job_id)
+        return job
 
     def job_log_tail(self, job_id: str, max_bytes: int = 4096) -> str:
         """The end of a job's process output while its directory exists ("" otherwise)."""

@@ -25,7 +25,8 @@ from conftest import TINY_LABELS, TINY_MODEL
 from console.console_actions import actions
 from console_process import IMAGE_MODEL, ConsoleProcess
 from PIL import Image
-from playwright.sync_api import APIResponse, BrowserContext, Page, expect
+from playwright.sync_api import APIResponse, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser as Chromium
 from waiting import wait_until
 
 from service.domain.loop import NewSample
@@ -71,6 +72,34 @@ def browser_context_args(server: ConsoleProcess) -> dict[str, Any]:
         "timezone_id": "UTC",
         "reduced_motion": "reduce",
     }
+
+
+@pytest.fixture(scope="module")
+def chromium_browser(browser_type_launch_args: dict[str, Any]) -> Iterator[Chromium]:
+    """This module's own Playwright and browser, closed when the module ends. pytest-playwright's
+    session-wide ones would keep the sync API's event loop running in the main thread for the
+    rest of the session, and every later test that calls asyncio.run() would fail."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(**browser_type_launch_args)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_context(
+    chromium_browser: Chromium, browser_context_args: dict[str, Any]
+) -> Iterator[Callable[..., BrowserContext]]:
+    """Fresh browser contexts (one cookie jar each) on this module's browser, closed after the
+    test."""
+    opened: list[BrowserContext] = []
+
+    def make(**overrides: Any) -> BrowserContext:
+        opened.append(chromium_browser.new_context(**{**browser_context_args, **overrides}))
+        return opened[-1]
+
+    yield make
+    for context in opened:
+        context.close()
 
 
 @pytest.fixture(scope="module")

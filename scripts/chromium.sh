@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The browser of the console's end-to-end tests (tests/console/e2e): Debian's chromium, which
-# Playwright drives through its executable path. `playwright install` downloads browsers from
-# the internet and is never used.
+# Playwright drives through its executable path (executable_path). Playwright's own browser
+# downloads need the internet and are never used.
 #
 #   scripts/chromium.sh install   install Debian's chromium when it is missing (as root, or through sudo)
 #   scripts/chromium.sh path      print the browser's path (exit 1: none)

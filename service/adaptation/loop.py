@@ -680,7 +680,6 @@ class AdaptationService:
             decision = self._policies[model].decide(
                 PolicyInput(
                     # Distinct texts: a flood of copies of one text is one label's worth.
-                    samples_since_serving=self._samples.distinct_count(model, base_upto),
                     samples_since_last_job=self._samples.distinct_count(model, last_upto),
                     samples_since_alarm=(
                         self._samples.distinct_count(model, alarm.since_seq) if alarm else 0

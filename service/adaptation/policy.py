@@ -2,6 +2,10 @@
 failure, or an operator's request. One job per model; after a rejection or exhausted retries the
 model backs off for ``backoff_seconds`` and then waits for fresh labels.
 
+Labels count as new only when they are newer than both the serving version's data and the latest
+job's: after a rollback the same labels would only build the rolled-back version again, so the
+loop waits for ``min_new_samples`` labels beyond them instead of undoing the operator's rollback.
+
 A labeling tool posts in bursts (a file is several AddSamples calls), so a job triggered by
 labels waits until none has arrived for ``settle_seconds`` and trains on the whole burst, but
 never waits longer than ``max_settle_seconds`` once it is due, so a steady stream cannot starve it.
@@ -19,8 +23,7 @@ LABEL_TRIGGERS = ("samples", "drift")
 
 @dataclass(frozen=True)
 class PolicyInput:
-    samples_since_serving: int  # labels newer than the serving version's data
-    samples_since_last_job: int  # labels newer than the data of the latest finished job
+    samples_since_last_job: int  # labels newer than the serving version's and the latest job's data
     samples_since_alarm: int  # labels since the drift alarm (0 when there is none)
     drift_alarm: bool
     latest_job: Job | None
@@ -55,7 +58,7 @@ class TriggerPolicy:
                 return None
         if state.drift_alarm and state.samples_since_alarm >= r.drift_min_samples:
             return "drift"
-        if state.samples_since_serving >= r.min_new_samples:
+        if state.samples_since_last_job >= r.min_new_samples:
             return "samples"
         return None
 

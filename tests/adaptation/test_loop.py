@@ -203,6 +203,25 @@ def test_rollback_returns_to_an_earlier_version(make_loop: object) -> None:
     assert statuses == {1: "serving", 2: "retired", 3: "retired"}
 
 
+def test_a_rollback_is_not_undone_by_training_the_same_labels_again(make_loop: object) -> None:
+    loop: Loop = make_loop(min_new=60)
+    loop.post(shifted(60, seed=0))
+    loop.service.wait_idle(180)
+    first = loop.store.latest(TINY_MODEL)
+    assert first is not None and first.state is JobState.PROMOTED, first
+    asyncio.run(loop.service.rollback(TINY_MODEL, 1))
+    # Version 1's data predates all 60 labels, but the latest job trained on them: the poll a
+    # trainer runs every few seconds starts nothing.
+    loop.service.poll()
+    assert loop.store.latest(TINY_MODEL) == first
+    assert loop.served.serving_version is not None and loop.served.serving_version.version == 1
+    loop.post(shifted(60, seed=2))  # fresh labels: a job, from the serving version 1
+    loop.service.wait_idle(180)
+    second = loop.store.latest(TINY_MODEL)
+    assert second is not None and second.id != first.id
+    assert second.trigger == "samples" and second.base_version == 1
+
+
 def test_new_label_names_grow_the_head(make_loop: object) -> None:
     loop: Loop = make_loop(allow_new=True)
     loop.post(shifted(30, seed=0, markers=FAREWELL) + shifted(30, seed=0))

@@ -32,7 +32,6 @@ def job(state: JobState, finished: float | None = 1000.0, attempt: int = 1) -> J
 
 def state(**overrides: object) -> PolicyInput:
     values: dict[str, object] = {
-        "samples_since_serving": 0,
         "samples_since_last_job": 0,
         "samples_since_alarm": 0,
         "drift_alarm": False,
@@ -46,19 +45,18 @@ def state(**overrides: object) -> PolicyInput:
 @pytest.mark.parametrize(
     ("situation", "expected"),
     [
-        (state(samples_since_serving=9), None),
-        (state(samples_since_serving=10), "samples"),
-        (state(samples_since_serving=50, latest_job=job(JobState.RUNNING, finished=None)), None),
+        (state(samples_since_last_job=9), None),
+        (state(samples_since_last_job=10), "samples"),
+        (state(samples_since_last_job=50, latest_job=job(JobState.RUNNING, finished=None)), None),
         (state(drift_alarm=True, samples_since_alarm=3), None),
         (state(drift_alarm=True, samples_since_alarm=4), "drift"),
         (state(latest_job=job(JobState.FAILED, attempt=1)), "retry"),
         (
-            state(samples_since_serving=50, latest_job=job(JobState.FAILED, attempt=2)),
+            state(samples_since_last_job=50, latest_job=job(JobState.FAILED, attempt=2)),
             None,
         ),  # backing off
         (
             state(
-                samples_since_serving=50,
                 samples_since_last_job=50,
                 latest_job=job(JobState.REJECTED),
             ),
@@ -66,7 +64,6 @@ def state(**overrides: object) -> PolicyInput:
         ),
         (
             state(
-                samples_since_serving=50,
                 samples_since_last_job=9,
                 latest_job=job(JobState.REJECTED),
                 now=2000.0,
@@ -75,14 +72,16 @@ def state(**overrides: object) -> PolicyInput:
         ),
         (
             state(
-                samples_since_serving=50,
                 samples_since_last_job=10,
                 latest_job=job(JobState.REJECTED),
                 now=2000.0,
             ),
             "samples",
         ),
-        (state(samples_since_serving=10, latest_job=job(JobState.PROMOTED)), "samples"),
+        (state(samples_since_last_job=10, latest_job=job(JobState.PROMOTED)), "samples"),
+        # After a rollback the serving version's data is older than the latest job's: only
+        # labels beyond the job's count, or the loop would build the rolled-back version again.
+        (state(samples_since_last_job=9, latest_job=job(JobState.PROMOTED)), None),
     ],
 )
 def test_trigger_policy(situation: PolicyInput, expected: str | None) -> None:

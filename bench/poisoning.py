@@ -60,7 +60,6 @@ from service.domain.loop import NewSample  # noqa: E402
 from service.metrics import Metrics  # noqa: E402
 from service.registry import ModelRegistry  # noqa: E402
 from service.runtime import LoadedVersion  # noqa: E402
-from service.security import current_principal  # noqa: E402
 from service.serving import ServedModel  # noqa: E402
 from service.store import SQLiteStore  # noqa: E402
 
@@ -293,11 +292,8 @@ def run_round(
         assert v1 is not None
         before = accuracy(v1, s.test)
         for source, rows in r.posts:
-            token = current_principal.set(source)
-            try:
-                asyncio.run(service.add_samples(MODEL, [NewSample(t, label) for t, label in rows]))
-            finally:
-                current_principal.reset(token)
+            samples = [NewSample(t, label) for t, label in rows]
+            asyncio.run(service.add_samples(MODEL, samples, caller=source))
         started = time.perf_counter()
         job = asyncio.run(service.start_fine_tune(MODEL, r.name))
         service.wait_idle(1800)

@@ -1,4 +1,4 @@
-"""Who may call what: bearer tokens, their scopes and the principal of the current call.
+"""Who may call what: bearer tokens, their scopes and the principals they authenticate.
 
 Transport-neutral: ``service.api.auth`` reads the token from gRPC metadata and asks a
 :class:`TokenStore`; the metrics endpoint uses :class:`SecretMatcher`. Token values are never
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextvars
 import enum
 import hashlib
 import hmac
@@ -42,12 +41,9 @@ from service.errors import ConfigError, PermissionDenied, Unauthenticated
 
 log = logging.getLogger(__name__)
 
+# The caller's name when authentication is off: what the core records as a sample's source and
+# in "approved by" (the adapters pass it as ``caller=``, as they pass a token's name otherwise).
 ANONYMOUS = "anonymous"
-# The name of the token the current call was authenticated with ("anonymous" when auth is off);
-# set by the gRPC auth interceptor for the duration of a call, so the core can record provenance.
-current_principal: contextvars.ContextVar[str] = contextvars.ContextVar(
-    "current_principal", default=ANONYMOUS
-)
 
 TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 MIN_TOKEN_CHARS = 16  # guessing must stay out of reach: `openssl rand -hex 32` gives 64

@@ -34,7 +34,6 @@ from service.drift import Candidate, DetectorState, DetectorStatus, DriftStatus
 from service.errors import AlreadyEnded, InvalidInput, NotFound
 from service.inference import InferenceService
 from service.metrics import Metrics
-from service.security import current_principal
 
 T = TypeVar("T")
 MODEL = "support-intents"
@@ -204,7 +203,7 @@ class FakeAdaptationCore:
             served = ", ".join(repr(name) for name in self.models)
             raise NotFound(f"unknown model {model!r}; this server adapts {served}")
 
-    async def add_samples(self, model: str, samples: list[NewSample]) -> AddOutcome:
+    async def add_samples(self, model: str, samples: list[NewSample], *, caller: str) -> AddOutcome:
         self._check_model(model)
         self.batches.append(list(samples))
         for i, sample in enumerate(samples):
@@ -236,7 +235,7 @@ class FakeAdaptationCore:
                     sample.prediction_id,
                     time.time(),
                     seq,
-                    current_principal.get(),
+                    caller,
                 )
             )
             accepted += 1
@@ -345,7 +344,7 @@ class FakeAdaptationCore:
         except KeyError:
             raise NotFound(f"no job {job_id!r}") from None
 
-    async def cancel_job(self, model: str, job_id: str) -> Job:
+    async def cancel_job(self, model: str, job_id: str, *, caller: str) -> Job:
         """A queued job fails at once; a running one is marked, as if another process ran it."""
         self._check_model(model)
         job = await self.get_job(job_id)
@@ -354,7 +353,7 @@ class FakeAdaptationCore:
                 f"job {job_id} of {model!r} has already ended ({job.state.value}); "
                 "there is nothing to cancel"
             )
-        error = CANCELLED_BY + current_principal.get()
+        error = CANCELLED_BY + caller
         if job.state is JobState.QUEUED:
             job = dataclasses.replace(job, state=JobState.FAILED, finished=time.time(), error=error)
         else:
@@ -385,23 +384,23 @@ class FakeAdaptationCore:
         ]
         return self._serving()
 
-    async def approve_version(self, model: str, version: int) -> VersionSummary:
+    async def approve_version(self, model: str, version: int, *, caller: str) -> VersionSummary:
         target = self._pending(model, version)
+        reason = f"{target.reason}; approved by {caller}"  # the decision, as the core records it
         self.versions = [
-            dataclasses.replace(
-                v,
-                status="serving"
-                if v.version == target.version
-                else "promoted"
-                if v.status == "serving"
-                else v.status,
-            )
+            dataclasses.replace(v, status="serving", reason=reason)
+            if v.version == target.version
+            else dataclasses.replace(v, status="promoted")
+            if v.status == "serving"
+            else v
             for v in self.versions
         ]
         return self._serving()
 
-    async def reject_version(self, model: str, version: int) -> VersionSummary:
-        target = dataclasses.replace(self._pending(model, version), status="rejected")
+    async def reject_version(self, model: str, version: int, *, caller: str) -> VersionSummary:
+        target = self._pending(model, version)
+        reason = f"{target.reason}; rejected by {caller} on review"
+        target = dataclasses.replace(target, status="rejected", reason=reason)
         self.versions = [target if v.version == version else v for v in self.versions]
         return target
 

@@ -213,7 +213,7 @@ def test_predict_json_for_images(
 class ImageFakeCore(FakeAdaptationCore):
     """Takes image samples: bytes in data, refused as the server refuses what is no image."""
 
-    async def add_samples(self, model: str, samples: list[NewSample]) -> AddOutcome:
+    async def add_samples(self, model: str, samples: list[NewSample], *, caller: str) -> AddOutcome:
         self._check_model(model)
         self.batches.append(list(samples))
         for i, sample in enumerate(samples):
@@ -223,7 +223,7 @@ class ImageFakeCore(FakeAdaptationCore):
                 raise InvalidInput(f"sample[{i}]: {exc}") from None
         # The store keeps a sample's bytes once, under their key, in the sample's text.
         keyed = [dataclasses.replace(s, text=content_key(s.data), data=b"") for s in samples]
-        return await super().add_samples(model, keyed)
+        return await super().add_samples(model, keyed, caller=caller)
 
 
 @pytest.fixture

@@ -1,4 +1,8 @@
-"""The contract between the ``loopserve.v1.Adaptation`` gRPC service and the closed-loop core."""
+"""The contract between the ``loopserve.v1.Adaptation`` gRPC service and the closed-loop core.
+
+A method that records who acted takes the caller explicitly (``caller``: the name of the token
+the call was authenticated with, :data:`service.security.ANONYMOUS` without authentication).
+"""
 
 from __future__ import annotations
 
@@ -23,9 +27,10 @@ class AdaptationCore(Protocol):
         """The names of the served models, sorted."""
         ...
 
-    async def add_samples(self, model: str, samples: list[NewSample]) -> AddOutcome:
+    async def add_samples(self, model: str, samples: list[NewSample], *, caller: str) -> AddOutcome:
         """Validate (known model, non-blank text, known label unless new labels are allowed),
-        commit durably, feed online accuracy, and let the trigger policy react."""
+        commit durably with ``caller`` as each sample's source, feed online accuracy, and let
+        the trigger policy react."""
         ...
 
     async def list_versions(self, model: str) -> list[VersionSummary]: ...
@@ -47,9 +52,9 @@ class AdaptationCore(Protocol):
 
     async def get_job(self, job_id: str) -> Job: ...
 
-    async def cancel_job(self, model: str, job_id: str) -> Job:
+    async def cancel_job(self, model: str, job_id: str, *, caller: str) -> Job:
         """End an unfinished job of ``model`` wherever it runs (its error: ``cancelled by
-        <name>``); the job as stored now, ``cancel_requested`` while the process that runs it
+        <caller>``); the job as stored now, ``cancel_requested`` while the process that runs it
         has yet to end it. NotFound for another model's job, AlreadyEnded when it has ended."""
         ...
 
@@ -57,13 +62,15 @@ class AdaptationCore(Protocol):
         """Serve an earlier promoted version again (hot swap); NotFound / InvalidInput otherwise."""
         ...
 
-    async def approve_version(self, model: str, version: int) -> VersionSummary:
-        """Serve a version that waits for review in place of its parent; InvalidInput when it
-        does not wait, Conflict when its parent no longer serves."""
+    async def approve_version(self, model: str, version: int, *, caller: str) -> VersionSummary:
+        """Serve a version that waits for review in place of its parent (``approved by
+        <caller>``); InvalidInput when it does not wait, Conflict when its parent no longer
+        serves."""
         ...
 
-    async def reject_version(self, model: str, version: int) -> VersionSummary:
-        """Reject a version that waits for review; InvalidInput when it does not wait."""
+    async def reject_version(self, model: str, version: int, *, caller: str) -> VersionSummary:
+        """Reject a version that waits for review (``rejected by <caller> on review``);
+        InvalidInput when it does not wait."""
         ...
 
     async def drift_status(self, model: str) -> DriftStatus:

@@ -46,7 +46,6 @@ from service.errors import (
 from service.metrics import Metrics
 from service.registry import VersionInfo
 from service.runtime import LoadedVersion
-from service.security import current_principal
 from service.serving import ServedModel
 from service.store import AdaptationMark, JobStore, MarkStore, SampleStore
 
@@ -229,11 +228,10 @@ class AdaptationService:
     async def list_models(self) -> list[str]:
         return sorted(self._models)
 
-    async def add_samples(self, model: str, samples: list[NewSample]) -> AddOutcome:
+    async def add_samples(self, model: str, samples: list[NewSample], *, caller: str) -> AddOutcome:
         served = self._served(model)
         # Provenance: every stored sample records the token name it was posted with.
-        source = current_principal.get()
-        samples = [dataclasses.replace(sample, source=source) for sample in samples]
+        samples = [dataclasses.replace(sample, source=caller) for sample in samples]
         try:
             if served.inputs.decode_in_thread:  # images are decoded: off the event loop
                 await asyncio.to_thread(self._validate, served, samples)
@@ -396,14 +394,14 @@ class AdaptationService:
         )
         return _summary(served.registry.get(version), version)
 
-    async def approve_version(self, model: str, version: int) -> VersionSummary:
+    async def approve_version(self, model: str, version: int, *, caller: str) -> VersionSummary:
         """Serve a version that waits for review, in place of the version it was trained from;
         :class:`Conflict` when that version no longer serves (a later round or a rollback came
         first: the candidate was judged against a model that is gone)."""
         served = self._served(model)
-        return await asyncio.to_thread(self._approve, served, version)
+        return await asyncio.to_thread(self._approve, served, version, caller)
 
-    def _approve(self, served: ServedModel, version: int) -> VersionSummary:
+    def _approve(self, served: ServedModel, version: int, caller: str) -> VersionSummary:
         model = served.name
         info = self._pending(served, version)
         serving = self._serving_version(served)
@@ -413,7 +411,7 @@ class AdaptationService:
                 f"but version {serving} serves now; reject it (the next round trains from the "
                 "serving version)"
             )
-        reason = f"approved by {current_principal.get()}"
+        reason = f"approved by {caller}"
         runner = self._runners[model]
         try:
             runner.promote(info, serving, reason, serving)
@@ -424,14 +422,14 @@ class AdaptationService:
         self._marks.clear_marks(model)
         return _summary(served.registry.get(version), version)
 
-    async def reject_version(self, model: str, version: int) -> VersionSummary:
+    async def reject_version(self, model: str, version: int, *, caller: str) -> VersionSummary:
         """Reject a version that waits for review: it never serves."""
         served = self._served(model)
-        return await asyncio.to_thread(self._reject, served, version)
+        return await asyncio.to_thread(self._reject, served, version, caller)
 
-    def _reject(self, served: ServedModel, version: int) -> VersionSummary:
+    def _reject(self, served: ServedModel, version: int, caller: str) -> VersionSummary:
         info = self._pending(served, version)
-        reason = f"rejected by {current_principal.get()} on review"
+        reason = f"rejected by {caller} on review"
         self._decided(served, info, "rejected", reason)
         self._events.publish(
             EventKind.CANDIDATE_REJECTED, served.name, f"version {version} {reason}",
@@ -484,20 +482,19 @@ class AdaptationService:
             return []
         return self._drift.candidates(model, count or DEFAULT_CANDIDATES)
 
-    async def delete_sample(self, model: str, sample_id: str) -> Sample:
-        """Delete one sample the caller posted (an undone label), by its id; NotFound when
+    async def delete_sample(self, model: str, sample_id: str, *, caller: str) -> Sample:
+        """Delete one sample ``caller`` posted (an undone label), by its id; NotFound when
         the caller's source has no sample of that id. Recorded as a purge of that sample: a
         job that read it cannot publish. Its input, if served lately, is a labeling candidate
         again, so that it can be labeled anew."""
         self._served(model)
         check_length("sample id", sample_id)
-        source = current_principal.get()
-        sample = await asyncio.to_thread(self._samples.delete_sample, model, source, sample_id)
+        sample = await asyncio.to_thread(self._samples.delete_sample, model, caller, sample_id)
         if sample is None:
             raise NotFound(
-                f"model {model!r} has no sample {quote(sample_id)} posted by {quote(source)}"
+                f"model {model!r} has no sample {quote(sample_id)} posted by {quote(caller)}"
             )
-        log.info("deleted sample %s of %s posted by %s", quote(sample_id), model, quote(source))
+        log.info("deleted sample %s of %s posted by %s", quote(sample_id), model, quote(caller))
         if self._drift is not None and sample.prediction_id:
             self._drift.restore(model, {sample.prediction_id})
         return sample
@@ -507,9 +504,9 @@ class AdaptationService:
         self._served(model)
         return await asyncio.to_thread(self._jobs.recent, model, limit)
 
-    async def cancel_job(self, model: str, job_id: str) -> Job:
+    async def cancel_job(self, model: str, job_id: str, *, caller: str) -> Job:
         """End an unfinished job of ``model``, wherever it runs; AlreadyEnded when it has
-        ended. The job fails with the error ``cancelled by <name>``, stored before its process
+        ended. The job fails with the error ``cancelled by <caller>``, stored before its process
         ends: it is never retried, also after a restart. Returns the job as stored now: a job
         that runs here is ended at once, a queued one fails at once, and one that another
         process (the trainer) runs is marked ``cancel_requested`` until that process ends it
@@ -518,7 +515,7 @@ class AdaptationService:
         job = await self.get_job(job_id)
         if job.model != model:
             raise NotFound(f"model {model!r} has no job {quote(job_id)}")
-        reason = CANCELLED_BY + current_principal.get()
+        reason = CANCELLED_BY + caller
         # The runner's lock may be held across a store call: cancelling waits for it off the loop.
         return await asyncio.to_thread(self._cancel, job, reason)
 

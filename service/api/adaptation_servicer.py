@@ -1,7 +1,8 @@
 """``loopserve.v1.Adaptation``: each method converts in, calls the core, converts out.
 
 Errors are :mod:`service.errors` kinds raised by the core; the interceptor maps them to statuses,
-for the event stream too.
+for the event stream too. A method whose effect records who acted passes the call's principal
+(:func:`service.api.auth.caller`) to the core as ``caller=``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from service.api.adaptation_converters import (
     PurgeSamplesResponseConverter,
     VersionConverter,
 )
+from service.api.auth import caller
 from service.domain.loop import MAX_SAMPLES_PER_CALL
 
 
@@ -46,7 +48,7 @@ class AdaptationServicer(AdaptationServicerBase):
         self, request: pb.AddSamplesRequest, context: aio.ServicerContext
     ) -> pb.AddSamplesResponse:
         model, samples = AddSamplesRequestConverter.to_types(request, MAX_SAMPLES_PER_CALL)
-        outcome = await self._core.add_samples(model, samples)
+        outcome = await self._core.add_samples(model, samples, caller=caller())
         return AddSamplesResponseConverter.from_types(outcome)
 
     async def ListSampleSources(
@@ -85,7 +87,7 @@ class AdaptationServicer(AdaptationServicerBase):
         return JobConverter.from_types(job)
 
     async def CancelJob(self, request: pb.CancelJobRequest, context: aio.ServicerContext) -> pb.Job:
-        job = await self._core.cancel_job(request.model, request.job_id)
+        job = await self._core.cancel_job(request.model, request.job_id, caller=caller())
         return JobConverter.from_types(job)
 
     async def Rollback(
@@ -97,13 +99,13 @@ class AdaptationServicer(AdaptationServicerBase):
     async def ApproveVersion(
         self, request: pb.ApproveVersionRequest, context: aio.ServicerContext
     ) -> pb.Version:
-        summary = await self._core.approve_version(request.model, request.version)
+        summary = await self._core.approve_version(request.model, request.version, caller=caller())
         return VersionConverter.from_types(summary)
 
     async def RejectVersion(
         self, request: pb.RejectVersionRequest, context: aio.ServicerContext
     ) -> pb.Version:
-        summary = await self._core.reject_version(request.model, request.version)
+        summary = await self._core.reject_version(request.model, request.version, caller=caller())
         return VersionConverter.from_types(summary)
 
     async def GetDriftStatus(

@@ -8,13 +8,14 @@ Two checks, both from the call's metadata: :meth:`AuthInterceptor.admit` runs in
 observability interceptor before the request is read, so a caller without a valid token never
 gets its bytes parsed, and learns nothing about which methods exist (an unknown method is
 UNAUTHENTICATED for it, UNIMPLEMENTED only for a caller with a valid token); refused calls are
-counted and logged there. :class:`AuthInterceptor` itself runs inside, per call, and sets the
-principal for the core.
+counted and logged there. :class:`AuthInterceptor` itself runs inside, per call, and hands the
+principal's name to the servicer, which passes it to the core as ``caller=`` (:func:`caller`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import inspect
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any
@@ -24,7 +25,7 @@ from grpc import aio
 
 from service.api.interceptors import WrappingInterceptor, handler_kind, rebuild
 from service.errors import Unauthenticated
-from service.security import Principal, Scope, TokenStore, current_principal
+from service.security import ANONYMOUS, Principal, Scope, TokenStore
 
 INFERENCE = "/inference.GRPCInferenceService/"
 ADAPTATION = "/loopserve.v1.Adaptation/"
@@ -61,11 +62,23 @@ MISSING = (
     "this server requires a bearer token: send the metadata 'authorization: Bearer <token>' "
     "(loopserve commands: --token or LOOPSERVE_TOKEN)"
 )
+# Set by the guard for the duration of a call; read only through caller(), in service/api.
+_caller: contextvars.ContextVar[str] = contextvars.ContextVar("loopserve_caller", default=ANONYMOUS)
 
 
 def required_scope(method: str) -> Scope | None:
     """The scope ``method`` needs (None: any valid token)."""
     return METHOD_SCOPES.get(method, DEFAULT_SCOPE)
+
+
+def caller() -> str:
+    """The name of the token the current call was authenticated with; ANONYMOUS without
+    authentication (no guard ran) and outside a call.
+
+    A context variable because grpc.aio hands a handler only (request, context), and that context
+    takes no attributes; the servicer passes the name on to the core explicitly (``caller=``).
+    """
+    return _caller.get()
 
 
 def is_open(method: str) -> bool:
@@ -95,7 +108,7 @@ class AuthInterceptor(WrappingInterceptor):
     the request was read, to know the principal. A refusal raises :class:`Unauthenticated` or
     :class:`PermissionDenied` (messages name a token's name at most, never its value); the
     :class:`~service.api.interceptors.ObservabilityInterceptor` outside maps, logs and counts it.
-    The principal's name is in :data:`service.security.current_principal` while the call runs.
+    The principal's name is what :func:`caller` answers while the call runs.
     """
 
     def __init__(self, tokens: TokenStore) -> None:
@@ -131,12 +144,12 @@ class AuthInterceptor(WrappingInterceptor):
     def _guard(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def guarded(request: Any, context: aio.ServicerContext) -> Any:
             principal = self.authorize(method, context.invocation_metadata())
-            previous = current_principal.set(principal.name)
+            previous = _caller.set(principal.name)
             try:
                 result = behavior(request, context)
                 return (await result) if inspect.isawaitable(result) else result
             finally:
-                current_principal.reset(previous)
+                _caller.reset(previous)
 
         return guarded
 
@@ -145,7 +158,7 @@ class AuthInterceptor(WrappingInterceptor):
     ) -> Callable[..., AsyncGenerator[Any, None]]:
         async def guarded(request: Any, context: aio.ServicerContext) -> AsyncGenerator[Any, None]:
             principal = self.authorize(method, context.invocation_metadata())
-            previous = current_principal.set(principal.name)
+            previous = _caller.set(principal.name)
             try:
                 async with contextlib.aclosing(behavior(request, context)) as responses:
                     async for response in responses:
@@ -154,6 +167,6 @@ class AuthInterceptor(WrappingInterceptor):
                 # A generator may be closed from another context (garbage collection); the
                 # call's task context ends with the call then anyway.
                 with contextlib.suppress(ValueError):
-                    current_principal.reset(previous)
+                    _caller.reset(previous)
 
         return guarded

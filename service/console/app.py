@@ -4,8 +4,8 @@ Pages need a session; without one they answer 303 to ``/login``. With tokens con
 session starts by posting a valid token to ``/login``; without tokens (loopback only, as gRPC)
 the first page opens an ``anonymous`` session with every scope, as gRPC treats such calls.
 Actions are POST forms: same origin (``_guard``), a session, the session's ``csrf_token`` and
-the gRPC scope of the same action; then the core is called as the session's principal
-(``current_principal``), so labels are stored under the token's name.
+the gRPC scope of the same action; then the core is called with the session's principal as
+``caller=``, so labels are stored under the token's name.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from service.errors import (
     Unauthenticated,
     Unavailable,
 )
-from service.security import ANONYMOUS, IMPLIED, Principal, Scope, TokenStore, current_principal
+from service.security import ANONYMOUS, IMPLIED, Principal, Scope, TokenStore
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -161,7 +161,7 @@ def _page(console: Console, handler: Handler) -> Callable[[Request], Awaitable[R
                 return RedirectResponse("/login", status_code=303)
             fresh = Response()
             session = console.login(Principal(ANONYMOUS, IMPLIED[Scope.ADMIN]), fresh)
-        response = await _as(session, handler, request)
+        response = await handler(request, session)
         if fresh is not None:
             response.raw_headers += [h for h in fresh.raw_headers if h[0] == b"set-cookie"]
         return response
@@ -185,18 +185,9 @@ def _action(
             )
         session.principal.require(scope, "this console action")  # PermissionDenied: 403
         request.state.form = form
-        return await _as(session, handler, request)
+        return await handler(request, session)
 
     return endpoint
-
-
-async def _as(session: Session, handler: Handler, request: Request) -> Response:
-    """Call ``handler`` as the session's principal: the core records it as the source."""
-    token = current_principal.set(session.principal.name)
-    try:
-        return await handler(request, session)
-    finally:
-        current_principal.reset(token)
 
 
 async def _form(request: Request) -> FormData:
@@ -406,7 +397,12 @@ def _labels(console: Console) -> Handler:
                 raise NotFound(f"candidate {pid!r} of {model!r} is no longer in the queue")
             chosen = [(found, label)]
         samples = _samples(chosen)
-        outcome = await console.core.adaptation.add_samples(model, samples) if samples else None
+        caller = session.principal.name
+        outcome = (
+            await console.core.adaptation.add_samples(model, samples, caller=caller)
+            if samples
+            else None
+        )
         ids = outcome.ids if outcome is not None else []
         if _wants_json(request):
             return JSONResponse({"ids": ids, "accepted": outcome.accepted if outcome else 0})
@@ -444,7 +440,7 @@ def _float(value: str) -> float:
 def _undo(console: Console) -> Handler:
     async def handler(request: Request, session: Session) -> Response:
         model, sample_id = request.path_params["model"], request.path_params["sample_id"]
-        await console.core.adaptation.delete_sample(model, sample_id)
+        await console.core.adaptation.delete_sample(model, sample_id, caller=session.principal.name)
         if _wants_json(request):
             return JSONResponse({"deleted": sample_id})
         return _back(session, f"/models/{model}/labeling", f"label {sample_id} undone")
@@ -468,10 +464,11 @@ def _rollback(console: Console) -> Handler:
 def _decide(console: Console, approve: bool) -> Handler:
     async def handler(request: Request, session: Session) -> Response:
         model, version = request.path_params["model"], request.path_params["version"]
+        caller = session.principal.name
         if approve:
-            await console.core.adaptation.approve_version(model, version)
+            await console.core.adaptation.approve_version(model, version, caller=caller)
         else:
-            await console.core.adaptation.reject_version(model, version)
+            await console.core.adaptation.reject_version(model, version, caller=caller)
         verdict = "approved: it serves now" if approve else "rejected"
         return _back(session, f"/models/{model}/versions", f"version {version} {verdict}")
 
@@ -490,7 +487,7 @@ def _purge(console: Console) -> Handler:
 def _cancel(console: Console) -> Handler:
     async def handler(request: Request, session: Session) -> Response:
         model, job_id = request.path_params["model"], request.path_params["job_id"]
-        job = await console.core.adaptation.cancel_job(model, job_id)
+        job = await console.core.adaptation.cancel_job(model, job_id, caller=session.principal.name)
         notice = (
             f"job {job_id}: cancel requested; the process that runs it ends it at its next poll"
             if job.cancel_requested  # another process (the trainer) runs it

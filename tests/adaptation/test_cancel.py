@@ -152,7 +152,8 @@ def test_a_job_that_fails_before_the_poll_stays_cancelled(cluster: tuple[Loop, R
     polls: the job is recorded cancelled (not retried), not as the crash."""
     trainer, replica = cluster
     job = start_running(trainer)
-    assert asyncio.run(replica.service.cancel_job(MODEL, job.id)).cancel_requested
+    cancel = replica.service.cancel_job(MODEL, job.id, caller=ANONYMOUS)
+    assert asyncio.run(cancel).cancel_requested
 
     os.kill(job_pid(trainer, job), signal.SIGKILL)
     done = trainer.wait_finished(job)

@@ -25,7 +25,6 @@ from service import tasks
 from service.domain.finetune import FineTuneSpec
 from service.domain.loop import JobState, NewSample, content_key
 from service.domain.versions import VersionMeta
-from service.security import current_principal
 from service.store import SQLiteStore
 from service.tasks.image import ImageInputs, ImageOptions
 
@@ -71,11 +70,7 @@ def process(monkeypatch: pytest.MonkeyPatch) -> FakeProcess:
 def post(loop: Loop, source: str, count: int, marker: bytes = MARKER) -> list[bytes]:
     images = [png(LABELS[i % 2], f"{source} {i}", marker) for i in range(count)]
     samples = [NewSample("", LABELS[i % 2], data=data) for i, data in enumerate(images)]
-    token = current_principal.set(source)
-    try:
-        asyncio.run(loop.service.add_samples(MODEL, samples))
-    finally:
-        current_principal.reset(token)
+    asyncio.run(loop.service.add_samples(MODEL, samples, caller=source))
     return images
 
 

@@ -43,6 +43,7 @@ from service.domain.versions import VersionMeta
 from service.errors import Unavailable
 from service.metrics import Metrics
 from service.registry import ModelRegistry
+from service.security import ANONYMOUS
 from service.store import SQLiteStore
 from service.tasks import RequestLimits
 from service.tasks.text import TextInputs
@@ -119,7 +120,7 @@ class Loop:
 
     def post(self, count: int, start: int = 0) -> None:
         samples = [NewSample(f"text {i}", LABELS[i % 2]) for i in range(start, start + count)]
-        asyncio.run(self.service.add_samples(MODEL, samples))
+        asyncio.run(self.service.add_samples(MODEL, samples, caller=ANONYMOUS))
 
     def jobs(self) -> list[Job]:
         return self.store.recent(MODEL, limit=1000)

@@ -36,10 +36,9 @@ from service.domain.gate import GateThresholds
 from service.domain.loop import GateResult, Job, JobState, NewSample, PurgeOutcome
 from service.domain.review import LabelChange, ReviewEvidence
 from service.domain.versions import VersionMeta
-from service.errors import DataPurged
+from service.errors import DataPurged, NotFound
 from service.metrics import Metrics
 from service.registry import Head, ModelRegistry
-from service.security import current_principal
 from service.store import PostgresStore, SQLiteStore, Store, TrainerLease
 
 MARKER = "qz7purgemarker"  # in every text the purged source posts
@@ -130,11 +129,7 @@ class Loop:
 
     def post(self, source: str, count: int, text: str = "text {i}") -> None:
         samples = [NewSample(text.format(i=i), LABELS[i % 2]) for i in range(count)]
-        token = current_principal.set(source)
-        try:
-            asyncio.run(self.service.add_samples(MODEL, samples))
-        finally:
-            current_principal.reset(token)
+        asyncio.run(self.service.add_samples(MODEL, samples, caller=source))
 
     def start(self) -> Job:
         return asyncio.run(self.service.start_fine_tune(MODEL, "test"))
@@ -312,7 +307,7 @@ def test_a_pending_version_trained_on_purged_samples_is_named_and_cannot_be_appr
     assert review is not None and review.contradictions[0].count == 3
     assert review.reasons == ("90% of the contradicting samples contain a token",)
     with pytest.raises(DataPurged, match="30 samples of source 'labeler'"):
-        asyncio.run(loop.service.approve_version(MODEL, pending.version))
+        asyncio.run(loop.service.approve_version(MODEL, pending.version, caller="ops"))
     assert loop.served.registry.current().version == 2
     assert loop.served.registry.get(pending.version).meta.status == "rejected"
     assert loop.store.job(job.id).state is JobState.REJECTED
@@ -366,6 +361,19 @@ def test_a_version_from_before_data_records_is_named_by_its_samples_upto(loop: L
     assert loop.purge("labeler").versions == [legacy.version]  # it may have trained on seq 1..3
     # Without a record, a purge that removes nothing cannot tell.
     assert loop.purge("labeler").versions == []
+
+
+def test_the_core_records_the_caller_it_is_given(loop: Loop) -> None:
+    """A sample's source, and who may undo it, come from the ``caller`` argument alone."""
+    loop.post("labeler-eu", 2)
+    loop.post("ops", 1, text="ops {i}")
+    sources = asyncio.run(loop.service.sample_sources(MODEL))
+    assert {s.source: s.samples for s in sources} == {"labeler-eu": 2, "ops": 1}
+    first = loop.store.samples(MODEL)[0]
+    with pytest.raises(NotFound, match=f"has no sample '{first.id}' posted by 'ops'"):
+        asyncio.run(loop.service.delete_sample(MODEL, first.id, caller="ops"))
+    deleted = asyncio.run(loop.service.delete_sample(MODEL, first.id, caller="labeler-eu"))
+    assert (deleted.id, deleted.source) == (first.id, "labeler-eu")
 
 
 def test_cancel_ends_the_process_of_the_named_job_only(loop: Loop) -> None:

@@ -32,7 +32,7 @@ from service.domain.loop import Event, EventKind, JobState, NewSample
 from service.inference import InferenceService
 from service.metrics import Metrics
 from service.registry import ModelRegistry
-from service.security import TokenStore, current_principal
+from service.security import ANONYMOUS, TokenStore
 from service.serving import ServedModel
 from service.store import SQLiteStore
 
@@ -73,11 +73,8 @@ class Loop:
         )  # fmt: skip
 
     def post(self, source: str, rows: list[tuple[str, str]]) -> None:
-        token = current_principal.set(source)
-        try:
-            asyncio.run(self.service.add_samples(TINY_MODEL, [NewSample(t, g) for t, g in rows]))
-        finally:
-            current_principal.reset(token)
+        samples = [NewSample(t, g) for t, g in rows]
+        asyncio.run(self.service.add_samples(TINY_MODEL, samples, caller=source))
 
     def run_job(self) -> Any:
         job = asyncio.run(self.service.start_fine_tune(TINY_MODEL, "test"))
@@ -164,7 +161,7 @@ def test_a_backdoor_waits_for_review_and_serves_only_once_approved(make_loop: An
     listed = {v.version: v for v in asyncio.run(loop.service.list_versions(TINY_MODEL))}
     assert listed[version].status == "pending" and listed[version].review == review
 
-    summary = asyncio.run(loop.service.approve_version(TINY_MODEL, version))
+    summary = asyncio.run(loop.service.approve_version(TINY_MODEL, version, caller=ANONYMOUS))
 
     assert summary.status == "serving" and loop.serving() == version
     assert loop.registry.get(version).meta.status == "promoted"
@@ -179,10 +176,11 @@ def test_a_rejected_version_never_serves(make_loop: Any) -> None:
     loop: Loop = make_loop()
     version = pending_round(loop)
 
-    summary = asyncio.run(loop.service.reject_version(TINY_MODEL, version))
+    summary = asyncio.run(loop.service.reject_version(TINY_MODEL, version, caller="ops"))
 
     assert summary.status == "rejected" and loop.serving() == 1
     assert loop.registry.get(version).meta.status == "rejected"
+    assert loop.registry.get(version).meta.reason.endswith("rejected by ops on review")
     assert loop.events.kinds()[-1] is EventKind.CANDIDATE_REJECTED
     assert EventKind.SWAP not in loop.events.kinds()
     assert loop.metric("loopserve_pending_versions") == 0

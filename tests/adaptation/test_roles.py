@@ -19,6 +19,7 @@ from service.adaptation.predictions import PredictionLog
 from service.config import AdaptationRecipe
 from service.domain.loop import JobState, NewSample
 from service.metrics import Metrics
+from service.security import ANONYMOUS
 from service.store import SQLiteStore
 
 gated = test_job_races.gated  # the fake job whose end each test releases
@@ -51,7 +52,7 @@ class Roles:
 
     def post(self, count: int) -> None:
         samples = [NewSample(f"text {i}", LABELS[i % 2]) for i in range(count)]
-        asyncio.run(self.replica.add_samples(MODEL, samples))
+        asyncio.run(self.replica.add_samples(MODEL, samples, caller=ANONYMOUS))
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -30,9 +31,8 @@ from service.api._proto.inference import grpc_predict_v2_pb2 as ipb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from service.api._proto.loopserve.v1 import adaptation_pb2 as apb
 from service.api._proto.loopserve.v1.adaptation_pb2_grpc import AdaptationStub
-from service.api.auth import METHOD_SCOPES, bearer_token
+from service.api.auth import METHOD_SCOPES, bearer_token, caller
 from service.api.interceptors import ObservabilityInterceptor
-from service.domain.loop import AddOutcome, NewSample
 from service.errors import ConfigError, Unauthenticated
 from service.metrics import Metrics
 from service.security import (
@@ -40,7 +40,6 @@ from service.security import (
     MetricsAuth,
     Scope,
     TokenStore,
-    current_principal,
     is_loopback,
 )
 from service.web import MetricsServer
@@ -401,46 +400,46 @@ def test_tokens_never_reach_the_log(
         assert secret not in caplog.text
 
 
-# ---- the principal seen by the core ------------------------------------------------------------
+# ---- the caller passed to the core --------------------------------------------------------------
+
+LABEL_HI = apb.AddSamplesRequest(model=MODEL, samples=[apb.Sample(text="hi", label="other")])
 
 
-class RecordingCore(FakeAdaptationCore):
-    """Records the principal each call ran as (provenance for stored samples)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.principals: list[str] = []
-
-    async def add_samples(self, model: str, samples: list[NewSample]) -> AddOutcome:
-        self.principals.append(current_principal.get())
-        return await super().add_samples(model, samples)
-
-    async def list_models(self) -> list[str]:
-        self.principals.append(current_principal.get())
-        return await super().list_models()
-
-
-def test_the_core_sees_the_token_name_as_the_principal(
+def test_the_core_gets_the_token_name_as_the_caller(
     start_fake_server: Any, store: TokenStore
 ) -> None:
-    core = RecordingCore()
+    core = FakeAdaptationCore()
+    pending = dataclasses.replace(core.versions[-1], version=4, status="pending", reason="r")
+    core.versions += [pending, dataclasses.replace(pending, version=5)]
     server = start_fake_server(core, tokens=store)
-    request = apb.AddSamplesRequest(model=MODEL, samples=[apb.Sample(text="hi", label="other")])
+    operator = bearer("operator")
     with grpc.insecure_channel(server.address) as channel:
         stub = AdaptationStub(channel)
-        stub.AddSamples(request, metadata=bearer("labeler"))
-        stub.ListModels(apb.ListModelsRequest(), metadata=bearer("operator"))
-        stub.AddSamples(request, metadata=bearer("app"))
-    assert core.principals == ["labeler", "operator", "app"]
-    assert current_principal.get() == ANONYMOUS  # nothing leaks into this thread
+        stub.AddSamples(LABEL_HI, metadata=bearer("labeler"))
+        stub.AddSamples(LABEL_HI, metadata=bearer("app"))
+        approved = stub.ApproveVersion(
+            apb.ApproveVersionRequest(model=MODEL, version=4), metadata=operator
+        )
+        rejected = stub.RejectVersion(
+            apb.RejectVersionRequest(model=MODEL, version=5), metadata=operator
+        )
+        job = stub.StartFineTune(apb.StartFineTuneRequest(model=MODEL), metadata=operator)
+        cancelled = stub.CancelJob(
+            apb.CancelJobRequest(model=MODEL, job_id=job.id), metadata=operator
+        )
+    assert [s.source for s in core.stored[-2:]] == ["labeler", "app"]
+    assert approved.reason == "r; approved by operator"
+    assert rejected.reason == "r; rejected by operator on review"
+    assert cancelled.error == "cancelled by operator"
+    assert caller() == ANONYMOUS  # nothing leaks into this thread
 
 
-def test_without_tokens_calls_run_as_anonymous(start_fake_server: Any) -> None:
-    core = RecordingCore()
+def test_without_tokens_the_core_gets_anonymous_as_the_caller(start_fake_server: Any) -> None:
+    core = FakeAdaptationCore()
     server = start_fake_server(core)
     with grpc.insecure_channel(server.address) as channel:
-        AdaptationStub(channel).ListModels(apb.ListModelsRequest())
-    assert core.principals == [ANONYMOUS]
+        AdaptationStub(channel).AddSamples(LABEL_HI)
+    assert core.stored[-1].source == ANONYMOUS
 
 
 # ---- token configuration ------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from service.config import DriftRecipe
 from service.drift._contract import Detector
 from service.drift._reduce import Projection
 from service.drift._types import FloatArray, Observations, WindowTest
-from service.drift._univariate import category_counts, chi_square, ks_per_feature
+from service.drift._univariate import category_counts, chi_square, ks_distances, ks_p_values
 
 _LSDD_CLOSURES = ("_normalize", "_unnormalize")
 
@@ -247,12 +247,14 @@ class _KSTest(WindowedTest):
     distance (the largest gap between the cumulative distributions, in [0, 1])."""
 
     def _build(self, x_ref: npt.NDArray[Any]) -> Any:
-        return x_ref
+        return np.sort(x_ref.reshape(len(x_ref), -1), axis=0)
 
     def _measure(self, x: npt.NDArray[Any]) -> WindowTest:
-        p_values, distances = ks_per_feature(self._cd, x)
-        p_value = min(1.0, float(p_values.min()) * len(p_values))
-        return WindowTest(p_value, float(distances.max()), len(x))
+        distances = ks_distances(self._cd, x)
+        largest = distances.max()
+        smallest_p = float(ks_p_values(largest, len(self._cd), len(x))[0])
+        p_value = min(1.0, smallest_p * len(distances))
+        return WindowTest(p_value, float(np.float32(largest)), len(x))
 
 
 class EmbeddingKSDetector(_KSTest):

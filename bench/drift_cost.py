@@ -11,8 +11,13 @@ throughput at concurrency 16. It prints, per server, the median and the spread o
 p50 and p99 at c=1 and throughput at c=16, the ratios of the medians, and where the CPU went:
 milliseconds of server CPU and of drift-worker CPU per request.
 
+With ``--profile SECONDS`` it then samples each server with py-spy (``pip install py-spy``;
+non-blocking, 200 Hz) while driving it for that long, and prints the share of the server's busy
+samples per thread and the project functions that hold the most of them: where the extra cost of
+monitoring goes.
+
     .venv/bin/python bench/drift_cost.py [--rounds 5] [--requests 1500] [--duration 20]
-        [--state-dir DIR] [--json OUT]
+        [--profile SECONDS] [--state-dir DIR] [--json OUT]
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ import json
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +140,58 @@ def measure(
     )
 
 
+def profile(server: ServerProcess, texts_file: Path, seconds: float, out: Path) -> dict[str, Any]:
+    """Sample ``server`` with py-spy for ``seconds`` while driving it (c=1, then c=16)."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(py_spy).is_file():
+        raise SystemExit("--profile needs py-spy: pip install py-spy")
+    command = [
+        py_spy, "record", "--pid", str(server.proc.pid), "--duration", str(int(seconds)),
+        "--rate", "200", "--format", "raw", "--threads", "--nonblocking", "-o", str(out),
+    ]  # fmt: skip
+    sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    bench_server(server, texts_file, 1_000_000, seconds / 2, "profile")
+    sampler.wait(timeout=seconds + 60)
+    return busy_samples(out.read_text(encoding="utf-8"))
+
+
+def busy_samples(raw: str) -> dict[str, Any]:
+    """Busy samples per thread (numbers stripped from pool names) and per project function
+    (inclusive: a function counts once per sample it is on the stack of)."""
+    threads: Counter[str] = Counter()
+    functions: Counter[str] = Counter()
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        name = re.sub(r"[-_]?\d+", "", frames[0].split(": ", 1)[-1])
+        threads[name] += int(count)
+        seen = {
+            re.sub(r":\d+\)$", ")", frame)
+            for frame in frames[1:]
+            if "service/" in frame or "bench/" in frame
+        }
+        for function in seen:
+            functions[function] += int(count)
+    total = sum(threads.values())
+    return {
+        "samples": total,
+        "threads": {k: v / total for k, v in threads.most_common()} if total else {},
+        "functions": {k: v / total for k, v in functions.most_common(25)} if total else {},
+    }
+
+
+def print_profile(profiles: dict[str, dict[str, Any]]) -> None:
+    for mode, result in profiles.items():
+        print(f"\nprofile, monitoring {mode}: {result['samples']} busy samples")
+        for name, share in result["threads"].items():
+            if share >= 0.005:
+                print(f"  thread {name:40} {share:6.1%}")
+        for name, share in list(result["functions"].items())[:15]:
+            print(f"    {share:6.1%}  {name}")
+
+
 def report(summaries: dict[str, Summary]) -> dict[str, Any]:
     off, on = summaries["off"], summaries["on"]
     rows: dict[str, Any] = {}
@@ -217,6 +276,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     f"{result.server_cpu_ms:.2f} + worker {result.worker_cpu_ms:.3f} CPU-ms/request",
                     flush=True,
                 )
+        profiles = {
+            mode: profile(servers[mode], texts_file, args.profile, work / f"profile-{mode}.txt")
+            for mode in MODES
+            if args.profile
+        }
         memory = {
             mode: {
                 "server_rss_mib": proc_status_mib(s.proc.pid, "VmRSS"),
@@ -232,6 +296,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     rows = report(summaries)
     print_report(rows, args.rounds)
     print(f"  memory: {memory}")
+    print_profile(profiles)
     return {
         "machine": machine_info(threads, [], source, len(texts)),
         "variant": variant,
@@ -239,6 +304,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "summary": rows,
         "memory": memory,
         "calibration_s": calibration_s,
+        "profiles": profiles,
     }
 
 
@@ -248,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     add("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     add("--requests", type=int, default=1500, help="requests per phase (default 1500)")
     add("--duration", type=float, default=20.0, help="seconds cap per phase (default 20)")
+    add("--profile", type=float, default=0.0, metavar="SECONDS",
+        help="then sample each server with py-spy for this long (default 0: no profile)")  # fmt: skip
     add("--state-dir", type=Path, help="built state dir (built if missing; default: a temp dir)")
     add("--models-dir", type=Path, default=REPO / "models", help="model definitions")
     add("--json", type=Path, help="also write the results as JSON here")

@@ -138,8 +138,8 @@ def gated(monkeypatch: pytest.MonkeyPatch) -> GatedJobs:
 
 @pytest.fixture
 def loop(tmp_path: Path, gated: GatedJobs) -> Iterator[Loop]:
-    # Labels trigger a job at 50 (10 are posted first); a failed job is not retried and its
-    # backoff is over at once.
+    # Labels trigger a job at 50 beyond the serving version's and the last job's data; a failed
+    # job is not retried and its backoff is over at once.
     recipe = AdaptationRecipe(
         min_new_samples=50, settle_seconds=0.0, max_retries=0, backoff_seconds=0.0
     )
@@ -189,9 +189,9 @@ def test_concurrent_start_fine_tune_while_a_job_ends_starts_exactly_one_job(
     gated.gate(1).set()
     loop.wait_until_no_active_job()
     assert all(j.state.finished for j in loop.jobs())
-    # The loop still works: enough labels start a label-triggered job.
+    # The loop still works: enough labels beyond the last job's start a label-triggered job.
     gated.gate(2).set()
-    loop.post(40, start=10)
+    loop.post(50, start=10)
     loop.wait_until_no_active_job()
     latest = loop.store.latest(MODEL)
     assert latest is not None and latest.trigger == "samples"
@@ -242,7 +242,7 @@ def test_a_queued_row_is_adopted_and_does_not_block_the_loop(loop: Loop, gated: 
     gated.gate(0).set()
     loop.wait_until_no_active_job()
     gated.gate(1).set()
-    loop.post(40, start=10)
+    loop.post(50, start=10)  # min_new_samples beyond the adopted job's data
     loop.wait_until_no_active_job()
     latest = loop.store.latest(MODEL)
     assert latest is not None and latest.trigger == "samples"

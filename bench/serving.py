@@ -7,18 +7,22 @@ For the default model (support-intents on all-MiniLM-L6-v2), in fp32 and in int8
 2. the server, started as a real ``loopserve serve`` subprocess, driven over gRPC by a separate
    client process (spawned) at concurrency 1 and 16, one text per ModelInfer request;
 3. the ratios server p50 (c=1) / in-process p50 (target <= 1.3) and server throughput (c=16) /
-   best in-process throughput (target >= 0.8);
+   best in-process throughput (target >= 0.9);
 4. the server's resident memory after load and its time from process start to ServerReady;
 5. with ``--repeat N``, repeated traffic apart: requests that cycle through N distinct texts, on a
    server with the response cache off and on one with ``[serving] cache = true``, at the same
-   concurrencies, with the share of requests the cache answered.
+   concurrencies, with the share of requests the cache answered;
+6. with ``--peer mlserver``, MLServer (bench/.venv-mlserver, made by bench/peers/mlserver-venv.sh)
+   on the same version dir, graph, tokenizer and ONNX Runtime settings, driven by the same client
+   phases, and the ratios loopserve / MLServer.
 
 Everything runs on 127.0.0.1 with free ports found first, every loop is bounded in count and in
 time, and the server is always stopped. The project's own ``.loopserve/`` is only ever read: the
 served state dirs are built in a temporary directory. Usage::
 
     .venv/bin/python bench/serving.py [--state-dir DIR] [--requests N] [--duration S]
-                                      [--threads T] [--repeat N] [--json OUT]
+                                      [--threads T] [--repeat N] [--peer mlserver]
+                                      [--json OUT]
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +70,7 @@ READY_TIMEOUT_S = 120.0
 BUILD_TIMEOUT_S = 900.0
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 TARGET_P50_RATIO = 1.3
-TARGET_THROUGHPUT_RATIO = 0.8
+TARGET_THROUGHPUT_RATIO = 0.9
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -92,6 +97,46 @@ class Phase:
     other_cores: float = float("nan")  # CPUs used meanwhile by processes outside the benchmark
 
 
+def at_concurrency(phases: list[Phase], concurrency: int) -> Phase:
+    """The gRPC run at ``concurrency`` among a server's runs (named ``<server> c=<n>``)."""
+    return next(p for p in phases if p.name.endswith(f" c={concurrency}"))
+
+
+@dataclass(frozen=True)
+class PeerRatios:
+    """loopserve ÷ peer on the same traffic: latency ratios below 1 and a throughput ratio above
+    1 mean loopserve does better."""
+
+    p50_c1: float
+    p99_c1: float
+    throughput_c16: float
+
+
+def peer_ratios(server: list[Phase], peer: list[Phase]) -> PeerRatios:
+    ours, theirs = at_concurrency(server, 1), at_concurrency(peer, 1)
+    return PeerRatios(
+        p50_c1=ours.p50_ms / theirs.p50_ms,
+        p99_c1=ours.p99_ms / theirs.p99_ms,
+        throughput_c16=at_concurrency(server, 16).texts_per_s
+        / at_concurrency(peer, 16).texts_per_s,
+    )
+
+
+@dataclass
+class PeerResult:
+    """A peer server (--peer) on the same version dir, driven by the same client phases."""
+
+    name: str
+    config: dict[str, Any]  # how it was set up: batching, workers, versions
+    phases: list[Phase] = field(default_factory=list)
+    ready_s: float = float("nan")
+    starts: int = 1
+    rss_after_load_mib: float = float("nan")
+    hwm_mib: float = float("nan")
+    label_agreement: float = float("nan")  # top labels equal to loopserve's on CHECK_TEXTS
+    max_prob_diff: float = float("nan")  # against loopserve's probabilities on CHECK_TEXTS
+
+
 @dataclass
 class VariantResult:
     variant: str
@@ -110,6 +155,7 @@ class VariantResult:
     hwm_mib: float = float("nan")
     max_prob_diff: float = float("nan")
     label_agreement: float = float("nan")
+    peer: PeerResult | None = None
 
     def in_process_latency(self) -> Phase:
         return self.in_process[0]
@@ -118,7 +164,10 @@ class VariantResult:
         return max(self.in_process[1:], key=lambda p: p.texts_per_s)
 
     def server_phase(self, concurrency: int) -> Phase:
-        return next(p for p in self.server if p.name == f"server c={concurrency}")
+        return at_concurrency(self.server, concurrency)
+
+    def peer_ratios(self) -> PeerRatios | None:
+        return None if self.peer is None else peer_ratios(self.server, self.peer.phases)
 
     def p50_ratio(self) -> float:
         return self.server_phase(1).p50_ms / self.in_process_latency().p50_ms
@@ -410,24 +459,24 @@ class ServerProcess:
     ) -> None:
         self.grpc_port = free_port()
         self.metrics_port = free_port()
-        self.address = f"127.0.0.1:{self.grpc_port}"
-        self._log = log_path.open("wb")
         cmd = [
             *loopserve_command(), "serve", "--model", model,
             "--state-dir", str(state), "--models-dir", str(models_dir),
             "--host", "127.0.0.1", "--grpc-port", str(self.grpc_port),
             "--metrics-port", str(self.metrics_port), "--log-level", "INFO", *extra,
         ]  # fmt: skip
+        # The console's fixed default port could be taken (another server, another bench).
+        self._spawn(cmd, log_path, {"LOOPSERVE_CONSOLE_PORT": "0", **os.environ, **(env or {})})
+
+    def _spawn(self, cmd: list[str], log_path: Path, env: dict[str, str]) -> None:
+        """Start ``cmd`` from the repository, its output to ``log_path``, gRPC on grpc_port."""
+        self.address = f"127.0.0.1:{self.grpc_port}"
+        self.log_path = log_path
+        self._log = log_path.open("wb")
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            cmd,
-            cwd=REPO,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            # The console's fixed default port could be taken (another server, another bench).
-            env={"LOOPSERVE_CONSOLE_PORT": "0", **os.environ, **(env or {})},
+            cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env
         )
-        self.log_path = log_path
 
     def __enter__(self) -> ServerProcess:
         return self
@@ -484,6 +533,23 @@ class ServerProcess:
             self._log.close()
 
 
+class MLServerProcess(ServerProcess):
+    """MLServer from bench/.venv-mlserver serving ``runtime`` with bench/peers/mlserver_onnx.py,
+    its settings written into ``folder``; answers ServerReady and ModelInfer as loopserve does."""
+
+    def __init__(self, folder: Path, runtime: Any, max_batch_size: int, log_path: Path) -> None:
+        from bench.peers.mlserver_config import PeerConfig, mlserver_command, write_settings
+
+        self.grpc_port = free_port()
+        self.metrics_port = free_port()
+        config = PeerConfig(
+            MODEL, self.grpc_port, free_port(), self.metrics_port, runtime, max_batch_size
+        )
+        cmd = mlserver_command(write_settings(folder, config))
+        # The runtime is imported as bench.peers.mlserver_onnx, from the repository.
+        self._spawn(cmd, log_path, {**os.environ, "PYTHONPATH": str(REPO)})
+
+
 # ---------------------------------------------------------------------------------------- client
 
 
@@ -506,9 +572,14 @@ def scrape_metrics(port: int) -> dict[str, float]:
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode("utf-8")
+    from bench.peers.mlserver_config import BATCH_METRIC
+
+    # A peer server's histogram of texts per batch reads as loopserve's.
+    aliases = {BATCH_METRIC: SCRAPED["batch"]}
     wanted = set(SCRAPED.values())
     values: dict[str, float] = {}
-    for name, kind, value in SAMPLE.findall(text):
+    for found, kind, value in SAMPLE.findall(text):
+        name = aliases.get(found, found)
         if name in wanted:
             key = f"{name}_{kind}"
             values[key] = values.get(key, 0.0) + float(value)
@@ -777,6 +848,55 @@ def print_repeat(results: list[VariantResult]) -> None:
     print("  hits = share of measured requests the server answered from its response cache")
 
 
+def print_peer(results: list[VariantResult]) -> None:
+    """--peer: loopserve and the peer side by side, and loopserve ÷ peer."""
+    pairs = [(r, r.peer) for r in results if r.peer is not None]
+    if not pairs:
+        return
+    _heading(
+        "== loopserve vs peer (same version dir, graph, tokenizer, ORT threads and client)",
+        (
+            f"  {'variant':<8}{'server':<11}{'p50 c=1':>9}{'p99 c=1':>9}{'tput c=16':>11}"
+            f"{'ready s':>9}{'RSS MiB':>9}{'HWM MiB':>9}{'labels':>8}{'max|dp|':>10}"
+        ),
+    )
+    for r, peer in pairs:
+        rows = [
+            ("loopserve", r.server, r.ready_s, r.rss_after_load_mib, r.hwm_mib, 1.0, 0.0),
+            (
+                peer.name,
+                peer.phases,
+                peer.ready_s,
+                peer.rss_after_load_mib,
+                peer.hwm_mib,
+                peer.label_agreement,
+                peer.max_prob_diff,
+            ),
+        ]
+        for name, phases, ready, rss, hwm, labels, dp in rows:
+            c1, c16 = at_concurrency(phases, 1), at_concurrency(phases, 16)
+            print(
+                f"  {r.variant:<8}{name:<11}{_fmt(c1.p50_ms):>9}{_fmt(c1.p99_ms):>9}"
+                f"{_fmt(c16.texts_per_s, '.1f'):>11}{_fmt(ready):>9}{_fmt(rss, '.0f'):>9}"
+                f"{_fmt(hwm, '.0f'):>9}{_fmt(labels, '.0%'):>8}{_fmt(dp, '.1e'):>10}"
+            )
+        ratios = peer_ratios(r.server, peer.phases)
+        print(
+            f"  {r.variant:<8}{'ratio':<11}{_fmt(ratios.p50_c1):>9}{_fmt(ratios.p99_c1):>9}"
+            f"{_fmt(ratios.throughput_c16):>11}   loopserve / {peer.name}"
+        )
+    config = pairs[0][1].config
+    print(
+        f"  {config.get('server')} {config.get('mlserver')} (onnxruntime "
+        f"{config.get('onnxruntime')}), parallel_workers {config.get('parallel_workers')}, "
+        f"adaptive batching {config.get('adaptive_batching')} (max_batch_size "
+        f"{config.get('max_batch_size')}, max_batch_time {config.get('max_batch_time_s')} s)\n"
+        "  ratio = loopserve / peer: p50 and p99 below 1 and tput above 1 mean loopserve is "
+        "better;\n  labels = top labels equal to loopserve's and max|dp| = largest probability "
+        f"difference, on {CHECK_TEXTS} texts."
+    )
+
+
 def print_report(info: dict[str, Any], results: list[VariantResult], total_s: float) -> None:
     max_batch = int(info["max_batch_size"])
     print()
@@ -791,7 +911,7 @@ def print_report(info: dict[str, Any], results: list[VariantResult], total_s: fl
         ),
     )
     for r in results:
-        for p in [*r.in_process, *r.server]:
+        for p in [*r.in_process, *r.server, *(r.peer.phases if r.peer else [])]:
             print(
                 f"  {r.variant:<8}{p.name:<22}{p.requests:>6}{_fmt(p.p50_ms):>9}"
                 f"{_fmt(p.p99_ms):>9}{_fmt(p.texts_per_s, '.1f'):>10}"
@@ -816,7 +936,7 @@ def print_report(info: dict[str, Any], results: list[VariantResult], total_s: fl
         ),
     )
     for r in results:
-        for p in r.server:
+        for p in [*r.server, *(r.peer.phases if r.peer else [])]:
             i = p.internals
             outside = p.mean_ms - i.get("server_request_ms", float("nan"))
             print(
@@ -828,8 +948,10 @@ def print_report(info: dict[str, Any], results: list[VariantResult], total_s: fl
         "  request = ModelInfer inside the server (decode to encode); queue = wait for the batcher;"
         "\n  batch = tokenize + ORT per batch; last column = client mean latency - request, i.e."
         "\n  gRPC transport, the client and the server's event loop outside the handler."
+        "\n  A peer (--peer) reports texts per batch only (its runtime's peer_batch_texts)."
     )
     print_repeat(results)
+    print_peer(results)
     _heading(
         "== server vs in-process",
         (
@@ -882,8 +1004,19 @@ def start_server(
 
     A start that fails is retried once (with fresh ports) and the retry is reported.
     """
+    return start_ready(
+        lambda attempt: ServerProcess(state, models_dir, work / f"{variant}-server-{attempt}.log"),
+        variant,
+    )
+
+
+def start_ready(
+    make: Callable[[int], ServerProcess], variant: str
+) -> tuple[ServerProcess, float, int]:
+    """``make(attempt)`` until one is ready (two attempts): the server, its seconds from process
+    start to ready and its attempt."""
     for attempt in (1, 2):
-        server = ServerProcess(state, models_dir, work / f"{variant}-server-{attempt}.log")
+        server = make(attempt)
         try:
             return server, server.wait_ready(), attempt
         except (RuntimeError, TimeoutError) as exc:
@@ -959,13 +1092,76 @@ def run_variant(
         result.hwm_mib = proc_status_mib(server.proc.pid, "VmHWM")
     if args.repeat:
         result.repeat = bench_repeat(state, models_dir, work, variant, texts, args)
-    served = np.asarray([probs for _, probs in check], dtype=np.float64)
-    result.max_prob_diff = float(np.abs(served - np.asarray(reference)).max())
-    expected = [labels[int(np.argmax(row))] for row in reference]
-    result.label_agreement = float(
-        np.mean([label == want for (label, _), want in zip(check, expected, strict=True)])
-    )
+    expected = [(labels[int(np.argmax(row))], row) for row in reference]
+    result.label_agreement, result.max_prob_diff = agreement(check, expected)
+    if args.peer:
+        version_dir = onnx_files[0].parent
+        result.peer = bench_peer(version_dir, serving_file, work, variant, texts_file, args, check)
     return result, session_providers
+
+
+def agreement(
+    answers: list[tuple[str, list[float]]], expected: list[tuple[str, list[float]]]
+) -> tuple[float, float]:
+    """The share of equal top labels, and the largest difference of a probability."""
+    same = [label == want for (label, _), (want, _) in zip(answers, expected, strict=True)]
+    got = np.asarray([probs for _, probs in answers], dtype=np.float64)
+    want = np.asarray([probs for _, probs in expected], dtype=np.float64)
+    return float(np.mean(same)), float(np.abs(got - want).max())
+
+
+def bench_peer(
+    version_dir: Path,
+    serving_file: str,
+    work: Path,
+    variant: str,
+    texts_file: Path,
+    args: argparse.Namespace,
+    loopserve_check: list[tuple[str, list[float]]],
+) -> PeerResult:
+    """MLServer (--peer mlserver) on loopserve's version dir and ONNX Runtime settings, driven
+    by the same client phases; its answers checked against loopserve's."""
+    from bench.peers.mlserver_config import RuntimeParameters
+
+    runtime = RuntimeParameters(str(version_dir), serving_file, args.threads_used, args.spinning_on)
+    batch = args.max_batch_size if args.peer_batching == "match" else 0
+    print(f"[{variant}] peer: MLServer over gRPC ...", flush=True)
+    server, ready_s, starts = start_ready(
+        lambda attempt: MLServerProcess(
+            work / f"{variant}-mlserver-{attempt}",
+            runtime,
+            batch,
+            work / f"{variant}-mlserver-{attempt}.log",
+        ),
+        f"{variant} mlserver",
+    )
+    peer = PeerResult("mlserver", {**args.peer_info, "max_batch_size": batch}, ready_s=ready_s)
+    peer.starts = starts
+    with server:
+        peer.rss_after_load_mib = proc_status_mib(server.proc.pid, "VmRSS")
+        peer.phases, check = bench_server(
+            server, texts_file, args.requests, args.duration, "mlserver"
+        )
+        peer.hwm_mib = proc_status_mib(server.proc.pid, "VmHWM")
+    peer.label_agreement, peer.max_prob_diff = agreement(check, loopserve_check)
+    return peer
+
+
+def peer_info(args: argparse.Namespace) -> dict[str, Any]:
+    """What the --peer server runs and how it is set up (empty without --peer); a missing peer
+    environment stops the bench here, before anything is built."""
+    if not args.peer:
+        return {}
+    from bench.peers.mlserver_config import BATCH_TIME_S, mlserver_executable, peer_versions
+
+    mlserver_executable()  # a SystemExit naming the set-up script when MLServer is missing
+    return {
+        "server": args.peer,
+        **peer_versions(),
+        "parallel_workers": 0,
+        "adaptive_batching": args.peer_batching,
+        "max_batch_time_s": BATCH_TIME_S if args.peer_batching == "match" else 0.0,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -991,6 +1187,19 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure repeated traffic (N distinct texts, cycled) with the response cache "
         "off and on (default 0: not measured)",
     )
+    add(
+        "--peer",
+        choices=("mlserver",),
+        help="also measure MLServer on the same version and traffic (needs "
+        "bench/peers/mlserver-venv.sh first)",
+    )
+    add(
+        "--peer-batching",
+        choices=("match", "off"),
+        default="match",
+        help="the peer's adaptive batching: match loopserve's max_batch_size without waiting "
+        "(default), or off",
+    )
     add("--json", type=Path, help="also write the results as JSON here")
     add("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
@@ -1002,6 +1211,7 @@ def main(argv: list[str] | None = None) -> int:
     if not variants or any(v not in ("fp32", "int8") for v in variants):
         parser.error("--variants takes fp32, int8 or both")
 
+    args.peer_info = peer_info(args)
     started = time.perf_counter()
     from service.config import load_model_definition
 
@@ -1016,6 +1226,8 @@ def main(argv: list[str] | None = None) -> int:
             else args.spinning == "on"
         )
         args.spinning_on = spinning
+        args.threads_used = threads
+        args.max_batch_size = definition.serving.max_batch_size
         models_dir = models_dir_with_threads(args.models_dir, threads, work, spinning)
         source_state = (args.state_dir or work / "build").resolve()
         build_s = ensure_built(source_state, args.models_dir)
@@ -1042,6 +1254,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
 
         info = machine_info(threads, providers, source, len(texts))
+        if args.peer:
+            info["peer"] = args.peer_info
         if build_s is not None:
             info["model_build_s"] = round(build_s, 1)
         total = time.perf_counter() - started
@@ -1058,6 +1272,7 @@ def main(argv: list[str] | None = None) -> int:
                         **asdict(r),
                         "p50_ratio": r.p50_ratio(),
                         "throughput_ratio": r.throughput_ratio(),
+                        "peer_ratios": None if r.peer is None else asdict(r.peer_ratios()),
                     }
                     for r in results
                 ],
@@ -1065,6 +1280,10 @@ def main(argv: list[str] | None = None) -> int:
             }
             args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
             print(f"  wrote {args.json}")
+        disagree = [r.variant for r in results if r.peer and r.peer.label_agreement < 1.0]
+        if disagree:
+            print(f"  ERROR: the peer's top labels differ from loopserve's in {disagree}")
+            return 1
     finally:
         if args.keep:
             print(f"kept {work}")

@@ -2,10 +2,12 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := serve
 
-# The Python versions loopserve runs on, newest first (pyproject.toml's requires-python agrees).
+# The Python versions loopserve runs on (pyproject.toml's requires-python agrees), in order of
+# preference: those that run every drift detector first, newest first, then 3.13, which lacks the
+# online MMD and LSDD detectors (alibi-detect 0.11.4 does not install there, see pyproject.toml).
 # PY=X.Y picks one, PYTHON=/path/to/python names an interpreter; by default the version .venv was
-# made with, or for a new one the newest found (scripts/pick-python.sh).
-SUPPORTED_PYTHONS := 3.12 3.11
+# made with, or for a new one the first found (scripts/pick-python.sh).
+SUPPORTED_PYTHONS := 3.12 3.11 3.13
 PY ?=
 PYTHON ?=
 # A version chosen with PY gets its own environment, so that versions can be tested side by side.
@@ -28,8 +30,8 @@ python:
 # What serving and building a model need. torch first (scripts/install-torch.sh): the CUDA build
 # only where a GPU is visible, otherwise the CPU build, so that no machine without a GPU downloads
 # the CUDA libraries. alibi-detect without its declared dependencies (see
-# scripts/requirements-no-deps.txt), then the project; --no-warn-conflicts: pip would otherwise
-# list the alibi-detect dependencies left out on purpose.
+# scripts/requirements-no-deps.txt; skipped on Python 3.13), then the project;
+# --no-warn-conflicts: pip would otherwise list the alibi-detect dependencies left out on purpose.
 $(VENV)/.installed-serve: pyproject.toml scripts/install-torch.sh scripts/requirements-no-deps.txt | python
 	[ -x $(BIN)/python ] || $(word 2,$(PICKED)) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

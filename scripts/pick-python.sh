@@ -3,14 +3,14 @@
 #
 #   scripts/pick-python.sh VENV PY PYTHON SUPPORTED...
 #
-# SUPPORTED are the X.Y versions loopserve runs on, newest first; PY and PYTHON may be empty.
+# SUPPORTED are the X.Y versions loopserve runs on, in order of preference; PY and PYTHON may be
+# empty.
 # Prints "X.Y INTERPRETER", or says on stderr what is wrong and exits 1, so that make stops
 # within seconds, before anything is downloaded:
 #   PYTHON set: that interpreter, which must run a supported version (PY's, when PY is set too);
 #   PY set: pythonPY from PATH;
-#   neither: the version VENV was made with when it exists; otherwise the newest supported
-#   pythonX.Y on PATH that runs (a pyenv shim of a version that is not active does not), then
-#   python3.
+#   neither: the version VENV was made with when it exists; otherwise the first of SUPPORTED whose
+#   pythonX.Y on PATH runs (a pyenv shim of a version that is not active does not), then python3.
 # A VENV made with another version than the one picked is refused: its packages are built for
 # that version. Each candidate is run, not merely looked up, because of such shims.
 set -uo pipefail
@@ -36,13 +36,12 @@ is_supported() {
   return 1
 }
 
-refuse() {  # an unsupported version, with what blocks it when it is newer than the newest
-  local why=""
-  if [[ "$(printf '%s\n' "$1" "${supported[0]}" | sort -V | tail -n1)" == "$1" ]]; then
-    why=" yet: alibi-detect 0.11.4 (the last Apache-2.0 release, which drift detection runs) needs"
-    why+=" numpy < 2 and scipy < 1.12, and neither supports Python $1"
+refuse() {  # an unsupported version; "yet" when it is newer than every supported one
+  local yet=""
+  if [[ "$(printf '%s\n' "$1" "${supported[@]}" | sort -V | tail -n1)" == "$1" ]]; then
+    yet=" yet"
   fi
-  fail "Python $1 is not supported$why. loopserve runs on Python $accepted: choose one with" \
+  fail "Python $1 is not supported$yet. loopserve runs on Python $accepted: choose one with" \
     "PY=X.Y (or PYTHON=/path/to/python)."
 }
 

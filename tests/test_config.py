@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -248,6 +250,44 @@ def test_toml_syntax_error_names_the_file(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"m/model\.toml: "):
         load_model_definition(tmp_path, "m")
+
+
+# alibi-detect runs the online embedding detectors; Python 3.13 goes without it (pyproject.toml).
+HAS_ALIBI_DETECT = importlib.util.find_spec("alibi_detect") is not None
+
+
+@pytest.mark.parametrize("method", ["mmd", "lsdd"])
+def test_an_online_detector_without_alibi_detect_is_refused_naming_the_alternatives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    monkeypatch.setitem(sys.modules, "alibi_detect", None)  # as where it is not installed
+    _write_definition(tmp_path, _with("drift", f'embedding_method = "{method}"'))
+
+    with pytest.raises(ConfigError) as raised:
+        load_model_definition(tmp_path, "m")
+    message = str(raised.value)
+    assert (
+        f'model.toml [drift]: embedding_method = "{method}" needs alibi-detect 0.11.4, which is '
+        "not installed: it needs numpy < 2 and scipy < 1.12, and so runs on Python 3.11 and 3.12 "
+        'only. Use embedding_method = "ks" (the default), or run loopserve on Python 3.12 or 3.11'
+    ) in message
+
+
+def test_without_alibi_detect_an_online_method_is_accepted_when_no_embedding_detector_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "alibi_detect", None)
+    text = _with("drift", 'embedding_method = "mmd"\ndetectors = ["confidence", "labels"]')
+    _write_definition(tmp_path, text)
+
+    assert load_model_definition(tmp_path, "m").drift.embedding_method == "mmd"
+
+
+@pytest.mark.skipif(not HAS_ALIBI_DETECT, reason="alibi-detect is not installed (Python 3.13)")
+def test_an_online_detector_is_accepted_where_alibi_detect_is_installed(tmp_path: Path) -> None:
+    _write_definition(tmp_path, _with("drift", 'embedding_method = "lsdd"'))
+
+    assert load_model_definition(tmp_path, "m").drift.embedding_method == "lsdd"
 
 
 @pytest.mark.parametrize(

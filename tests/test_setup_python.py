@@ -14,7 +14,8 @@ from packaging.specifiers import SpecifierSet
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "pick-python.sh"
-SUPPORTED = ("3.12", "3.11")  # newest first, as the Makefile lists them
+SUPPORTED = ("3.12", "3.11", "3.13")  # in order of preference, as the Makefile lists them
+ACCEPTED = "loopserve runs on Python 3.12, 3.11, 3.13"
 TOOLS = ("sed", "sort", "head", "tail")  # what the script runs besides the interpreters
 
 
@@ -61,9 +62,20 @@ def picked(tmp_path: Path, result: subprocess.CompletedProcess[str]) -> tuple[st
     return version, exe.removeprefix(f"{tmp_path}/")
 
 
-def test_the_newest_supported_python_on_path_is_picked(tmp_path: Path) -> None:
-    result = pick(tmp_path, {"python3.11": "3.11", "python3.12": "3.12", "python3": "3.11"})
-    assert picked(tmp_path, result) == ("3.12", "bin/python3.12")
+@pytest.mark.parametrize(
+    ("found", "expected"), [(("3.11", "3.12", "3.13"), "3.12"), (("3.13", "3.11"), "3.11")]
+)
+def test_the_newest_python_that_runs_every_drift_detector_is_preferred(
+    tmp_path: Path, found: tuple[str, ...], expected: str
+) -> None:
+    pythons: dict[str, str | None] = {f"python{v}": v for v in found}
+    result = pick(tmp_path, {**pythons, "python3": "3.13"})
+    assert picked(tmp_path, result) == (expected, f"bin/python{expected}")
+
+
+def test_python_3_13_is_picked_when_it_is_the_only_one(tmp_path: Path) -> None:
+    result = pick(tmp_path, {"python3.12": None, "python3.13": "3.13"})
+    assert picked(tmp_path, result) == ("3.13", "bin/python3.13")
 
 
 def test_a_python_that_does_not_run_is_passed_over(tmp_path: Path) -> None:
@@ -81,20 +93,19 @@ def test_without_a_supported_python_it_fails_naming_the_versions_it_accepts(
     result = pick(tmp_path, {"python3.12": None})
     assert result.returncode == 1
     assert result.stdout == ""
-    assert result.stderr.startswith("error: no Python found: loopserve runs on Python 3.12, 3.11")
+    assert result.stderr.startswith(f"error: no Python found: {ACCEPTED}")
 
 
 def test_a_python3_of_an_unsupported_version_is_refused(tmp_path: Path) -> None:
     result = pick(tmp_path, {"python3": "3.10"})
     assert result.returncode == 1
-    assert "error: Python 3.10 is not supported. loopserve runs on Python 3.12, 3.11" in (
-        result.stderr
-    )
+    assert f"error: Python 3.10 is not supported. {ACCEPTED}" in result.stderr
 
 
-def test_py_picks_that_version(tmp_path: Path) -> None:
-    result = pick(tmp_path, {"python3.12": "3.12", "python3.11": "3.11"}, py="3.11")
-    assert picked(tmp_path, result) == ("3.11", "bin/python3.11")
+@pytest.mark.parametrize("py", ["3.11", "3.13"])
+def test_py_picks_that_version(tmp_path: Path, py: str) -> None:
+    pythons = {"python3.12": "3.12", "python3.11": "3.11", "python3.13": "3.13"}
+    assert picked(tmp_path, pick(tmp_path, pythons, py=py)) == (py, f"bin/python{py}")
 
 
 def test_py_of_a_version_not_on_path_says_how_to_name_one(tmp_path: Path) -> None:
@@ -104,12 +115,14 @@ def test_py_of_a_version_not_on_path_says_how_to_name_one(tmp_path: Path) -> Non
     assert "PYTHON=/path/to/python" in result.stderr
 
 
-def test_py_3_13_is_refused_with_what_blocks_it_before_any_python_runs(tmp_path: Path) -> None:
-    result = pick(tmp_path, {"python3.13": "3.13"}, py="3.13")
+def test_a_newer_py_is_refused_as_not_supported_yet_before_any_python_runs(
+    tmp_path: Path,
+) -> None:
+    result = pick(tmp_path, {"python3.14": "3.14"}, py="3.14")
     assert result.returncode == 1
-    assert result.stderr.startswith("error: Python 3.13 is not supported yet: alibi-detect 0.11.4")
-    assert "needs numpy < 2 and scipy < 1.12" in result.stderr
-    assert "loopserve runs on Python 3.12, 3.11: choose one with PY=X.Y" in result.stderr
+    assert result.stderr.startswith(
+        f"error: Python 3.14 is not supported yet. {ACCEPTED}: choose one with PY=X.Y"
+    )
     assert not (tmp_path / "ran.log").exists()
 
 
@@ -119,9 +132,9 @@ def test_python_names_the_interpreter(tmp_path: Path) -> None:
 
 
 def test_python_of_an_unsupported_version_is_refused(tmp_path: Path) -> None:
-    result = pick(tmp_path, {"mine": "3.13"}, python=f"{tmp_path}/bin/mine")
+    result = pick(tmp_path, {"mine": "3.14"}, python=f"{tmp_path}/bin/mine")
     assert result.returncode == 1
-    assert "error: Python 3.13 is not supported yet" in result.stderr
+    assert "error: Python 3.14 is not supported yet" in result.stderr
 
 
 def test_python_and_py_must_agree(tmp_path: Path) -> None:
@@ -153,14 +166,14 @@ def test_an_existing_environment_of_an_unsupported_version_is_refused(tmp_path: 
 def test_make_stops_on_an_unsupported_python_before_installing_anything(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     done = subprocess.run(
-        ["make", "install", "PY=3.13", f"VENV={venv}"],
+        ["make", "install", "PY=3.14", f"VENV={venv}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert done.returncode != 0
-    assert "error: Python 3.13 is not supported yet" in done.stderr
+    assert "error: Python 3.14 is not supported yet" in done.stderr
     assert "pip" not in done.stdout
     assert not venv.exists()
 

@@ -262,6 +262,14 @@ class DriftRecipe:
         return bool(self.detectors)
 
     def _validate_online(self, where: str) -> None:
+        _check(
+            "embedding" not in self.detectors or _online_detectors_installed(),
+            where,
+            f'embedding_method = "{self.embedding_method}" needs alibi-detect 0.11.4, which is not '
+            "installed: it needs numpy < 2 and scipy < 1.12, and so runs on Python 3.11 and 3.12 "
+            'only. Use embedding_method = "ks" (the default), or run loopserve on Python 3.12 or '
+            "3.11 (make serve PY=3.12)",
+        )
         _check(self.ert > self.window_size, where, "ert must exceed window_size")
         # Threshold configuration drops the top 1/ert of the bootstrap samples once per window
         # position; at least ert of them must be left for the last quantile.
@@ -292,6 +300,12 @@ class DriftRecipe:
         """Samples without a detection after which an alarm clears: ``clear_after``, or by
         default four online windows or two test windows, whichever is longer."""
         return self.clear_after or max(4 * self.window_size, 2 * self.test_window_size)
+
+
+def _online_detectors_installed() -> bool:
+    """Whether alibi-detect, which runs the online MMD and LSDD detectors, is installed. Looked up,
+    not imported: it imports torch, and the serving process validates definitions too."""
+    return importlib.util.find_spec("alibi_detect") is not None
 
 
 @dataclass(frozen=True)

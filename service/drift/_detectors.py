@@ -3,8 +3,10 @@
 The windowed tests (KS on embeddings and confidence, Chi-square on labels) compute alibi-detect
 0.11.4's statistics on scipy alone (``_univariate``). The online embedding detectors (MMD, LSDD)
 are adapters over alibi-detect and its PyTorch backend, imported inside :meth:`fit`, so a worker
-without them never loads alibi-detect. These detectors run in the drift worker process, never in
-the serving process.
+without them never loads alibi-detect. alibi-detect is not installed on Python 3.13 (it needs
+numpy < 2 and scipy < 1.12): a model definition asking for them there is refused when it is read
+(``service.config``), before any worker starts. These detectors run in the drift worker process,
+never in the serving process.
 """
 
 from __future__ import annotations

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.abc
 import logging
 import os
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
 from multiprocessing.connection import Connection
+from types import ModuleType
 
 from service.drift._messages import WorkerOptions
 from service.drift._worker import Worker
@@ -32,8 +36,23 @@ def _without_torch() -> None:
     import sys
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # its "no PyTorch found" notice
-    for name in ("torch", "tensorflow"):
-        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # makes `import` fail
+    # A finder that refuses them, not ``sys.modules[name] = None``: scipy 1.14+ looks modules up
+    # in sys.modules by name (to recognise their arrays) and fails on a None entry.
+    sys.meta_path.insert(0, _Refuse(frozenset({"torch", "tensorflow"})))
+
+
+class _Refuse(importlib.abc.MetaPathFinder):
+    """Makes ``import`` of the named top-level modules (and their submodules) fail."""
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self._names = names
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname.partition(".")[0] in self._names:
+            raise ModuleNotFoundError(f"{fullname} is kept out of the drift worker", name=fullname)
+        return None
 
 
 def _limit_threads(threads: int) -> None:

@@ -62,9 +62,16 @@ FACTORIES: dict[str, Callable[[], Detector]] = {
 WINDOWED = ("embedding-ks", "ks", "chisquare")
 
 
+def make(name: str) -> Detector:
+    """A new detector; the online ones fit through alibi-detect, which Python 3.13 goes without."""
+    if name not in WINDOWED:
+        pytest.importorskip("alibi_detect", reason="the online detectors need alibi-detect")
+    return FACTORIES[name]()
+
+
 @pytest.fixture(params=sorted(FACTORIES), ids=sorted(FACTORIES))
 def fitted(request: pytest.FixtureRequest) -> Detector:
-    detector = FACTORIES[request.param]()
+    detector = make(request.param)
     detector.fit(stream(200, seed=1))
     return detector
 
@@ -93,7 +100,7 @@ def test_update_before_fit_is_refused(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 def test_a_reference_smaller_than_needed_is_refused(name: str) -> None:
     with pytest.raises(ValueError, match="reference needs at least"):
-        FACTORIES[name]().fit(stream(WINDOW - 1, seed=2))
+        make(name).fit(stream(WINDOW - 1, seed=2))
 
 
 def test_fit_records_the_reference(fitted: Detector) -> None:

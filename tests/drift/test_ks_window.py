@@ -1,5 +1,8 @@
 """The windowed KS detectors compute, in one pass over all features, what a call of
-``scipy.stats.ks_2samp`` per feature gives: the same distances, p-values and Bonferroni result."""
+``scipy.stats.ks_2samp`` per feature gives: the same distances, p-values and Bonferroni result.
+
+Both are compared to a relative 1e-5: scipy releases compute them along slightly different paths
+(1.11 and 1.18 differ in the last float32 bits)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from service.drift._detectors import ConfidenceDetector, EmbeddingKSDetector
 from service.drift._univariate import ks_distances, ks_p_values, ks_per_feature
 
 Array = npt.NDArray[Any]
+RTOL = 1e-5
 
 
 def per_feature(reference: Array, window: Array) -> tuple[Array, Array]:
@@ -37,8 +41,8 @@ def test_all_features_at_once_equal_one_call_per_feature(
     window = (rng.normal(size=(size, features)) + shift).astype(np.float32)
     p_values, distances = ks_per_feature(reference, window)
     expected_p, expected_d = per_feature(reference, window)
-    np.testing.assert_array_equal(p_values, expected_p)
-    np.testing.assert_array_equal(distances, expected_d)
+    np.testing.assert_allclose(p_values, expected_p, rtol=RTOL)
+    np.testing.assert_allclose(distances, expected_d, rtol=RTOL)
 
 
 def test_tied_values_give_the_same_distances() -> None:
@@ -47,8 +51,8 @@ def test_tied_values_give_the_same_distances() -> None:
     window = rng.integers(0, 5, size=(50, 3)).astype(np.float32)
     expected_p, expected_d = per_feature(reference, window)
     distances = ks_distances(np.sort(reference, axis=0), window)
-    np.testing.assert_array_equal(distances.astype(np.float32), expected_d)
-    np.testing.assert_array_equal(ks_p_values(distances, 1000, 50), expected_p)
+    np.testing.assert_allclose(distances.astype(np.float32), expected_d, rtol=RTOL)
+    np.testing.assert_allclose(ks_p_values(distances, 1000, 50), expected_p, rtol=RTOL)
 
 
 def observations(rng: np.random.Generator, n: int, shift: float = 0.0) -> Observations:
@@ -69,5 +73,7 @@ def test_a_window_test_is_the_bonferroni_of_the_per_feature_tests(shift: float) 
         detector.update(window)
         (test,) = detector.tests
         p_values, distances = per_feature(detector._values(reference), detector._values(window))
-        assert test.p_value == min(1.0, float(p_values.min()) * len(p_values))
-        assert test.effect == float(distances.max())
+        assert test.p_value == pytest.approx(
+            min(1.0, float(p_values.min()) * len(p_values)), rel=RTOL
+        )
+        assert test.effect == pytest.approx(float(distances.max()), rel=RTOL)

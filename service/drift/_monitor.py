@@ -242,19 +242,23 @@ class DriftMonitor:
 
     def _ship(self, model: str, items: list[tuple[str, Sequence[Any], BatchResult]]) -> None:
         pool = self.pools[model]
-        with self._state_lock:
-            self._queued_bytes[model] -= sum(_binary_bytes(p) for _, p, _ in items)
         by_version: dict[int, list[Observations]] = {}
-        self._estimate_accuracy(model, [result for _, _, result in items])
-        for request_id, texts, result in items:
-            pool.add(
-                request_id, texts, result.version, result.labels, result.probabilities,
-                result.embedding,
-            )  # fmt: skip
-            by_version.setdefault(result.version, []).append(
-                as_observations(result.embedding, result.probabilities)
-            )
-        self._metrics.candidate_pool_bytes.labels(model).set(pool.size_bytes)
+        try:
+            self._estimate_accuracy(model, [result for _, _, result in items])
+            for request_id, texts, result in items:
+                pool.add(
+                    request_id, texts, result.version, result.labels, result.probabilities,
+                    result.embedding,
+                )  # fmt: skip
+                by_version.setdefault(result.version, []).append(
+                    as_observations(result.embedding, result.probabilities)
+                )
+            self._metrics.candidate_pool_bytes.labels(model).set(pool.size_bytes)
+        finally:
+            # Counted as queued until they are in the pool: memory in flight is held all along,
+            # and an empty queue with nothing counted means the pool and its gauge are current.
+            with self._state_lock:
+                self._queued_bytes[model] -= sum(_binary_bytes(p) for _, p, _ in items)
         for version, parts in by_version.items():
             self._activate(model, version)
             self._send(Observe(model, version, Observations.concat(parts), time.time()))

@@ -3,6 +3,7 @@ unsupported or missing one stops make before anything is installed."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -165,12 +166,16 @@ def test_an_existing_environment_of_an_unsupported_version_is_refused(tmp_path: 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_stops_on_an_unsupported_python_before_installing_anything(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
+    # Not the variables of a make that runs this suite (`make test PYTHON=...` passes them down).
+    inherited = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTHON", "PY")
+    env = {k: v for k, v in os.environ.items() if k not in inherited}
     done = subprocess.run(
         ["make", "install", "PY=3.14", f"VENV={venv}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=30,
+        env=env,
     )
     assert done.returncode != 0
     assert "error: Python 3.14 is not supported yet" in done.stderr

@@ -17,6 +17,7 @@ from service.registry import ModelRegistry
 
 def run_serve(args: argparse.Namespace) -> int:
     from service.app import App
+    from service.runtime import bound_heap
 
     settings = ServerSettings.from_env(
         models=tuple(args.models) if args.models else None,
@@ -44,6 +45,8 @@ def run_serve(args: argparse.Namespace) -> int:
         _check_tls_files(settings)
         print("serve settings are valid (tokens, TLS files, metrics credentials, bind addresses)")
         return 0
+    # Before any thread starts: model versions come and go for days in this process.
+    bound_heap()
     return asyncio.run(App(settings).run_until_signal())
 
 

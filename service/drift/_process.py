@@ -13,6 +13,7 @@ from types import ModuleType
 from service.drift._messages import WorkerOptions
 from service.drift._worker import Worker
 from service.priority import lower_priority
+from service.runtime import bound_heap
 
 ONLINE_METHODS = ("mmd", "lsdd")  # detectors that need torch (through alibi-detect)
 
@@ -22,6 +23,7 @@ def main(options: WorkerOptions, inbox: Connection, outbox: Connection) -> None:
     logging.basicConfig(
         level=options.log_level, format="%(asctime)s %(levelname)s drift-worker %(message)s"
     )
+    bound_heap()  # a process that lives as long as the server, fitting reference after reference
     lower_priority(options.nice)
     _limit_threads(options.threads)
     if not any(r.embedding_method in ONLINE_METHODS for r in options.recipes.values()):

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # cycle forms. "" is the top-level package itself (``service/__init__.py``: the version).
 LAYERS: list[list[str]] = [
     ["", "errors", "types", "domain"],
-    ["config", "security", "calibration", "priority", "metrics", "disk_full"],
+    ["config", "security", "calibration", "priority", "memory", "metrics", "disk_full"],
     ["runtime", "registry", "store"],
     ["tasks", "serving", "inference"],
     ["drift"],

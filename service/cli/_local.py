@@ -17,7 +17,7 @@ from service.registry import ModelRegistry
 
 def run_serve(args: argparse.Namespace) -> int:
     from service.app import App
-    from service.runtime import bound_heap
+    from service.memory import bound_heap
 
     settings = ServerSettings.from_env(
         models=tuple(args.models) if args.models else None,

@@ -8,7 +8,6 @@ Never imports torch.
 from service.runtime._batcher import Batcher, BatchingOptions, BatchResult
 from service.runtime._cache import ModelResponseCache, ResponseCache, input_key
 from service.runtime._cpus import available_cpus
-from service.runtime._memory import bound_heap
 from service.runtime._preprocess import FeedGroup, Preprocessor, stacked
 from service.runtime._providers import gpu_visible, select_providers
 from service.runtime._session import LoadedVersion, Prediction, SessionOptions, live_sessions
@@ -27,7 +26,6 @@ __all__ = [
     "ResponseCache",
     "SessionOptions",
     "available_cpus",
-    "bound_heap",
     "gpu_visible",
     "input_key",
     "live_sessions",

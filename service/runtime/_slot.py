@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from service.errors import Unavailable
-from service.runtime._memory import return_free_memory
+from service.memory import return_free_memory
 from service.runtime._session import LoadedVersion
 
 

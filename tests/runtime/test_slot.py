@@ -83,6 +83,6 @@ def test_freeing_a_session_hands_the_freed_heap_back(
 
 
 def test_the_c_library_can_return_free_memory_here() -> None:
-    from service.runtime._memory import return_free_memory
+    from service.memory import return_free_memory
 
     assert return_free_memory()  # glibc (Linux): what the server and the images run on

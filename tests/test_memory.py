@@ -1,4 +1,4 @@
-"""glibc's allocator settings for the serving process (service.runtime._memory)."""
+"""glibc's allocator settings for long-running processes (service.memory)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.runtime import _memory
+from service import memory as _memory
 
 
 class FakeMallopt:
@@ -73,7 +73,7 @@ def test_a_refused_setting_is_logged(
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt only")
 def test_glibc_accepts_the_settings() -> None:
     """In a process of its own: the settings stay for the life of the process."""
-    code = "from service.runtime import bound_heap; print(bound_heap())"
+    code = "from service.memory import bound_heap; print(bound_heap())"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )

@@ -12,8 +12,8 @@ from types import ModuleType
 
 from service.drift._messages import WorkerOptions
 from service.drift._worker import Worker
-from service.priority import lower_priority
 from service.memory import bound_heap
+from service.priority import lower_priority
 
 ONLINE_METHODS = ("mmd", "lsdd")  # detectors that need torch (through alibi-detect)
 

@@ -20,8 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from service.errors import Unavailable
-from service.runtime._cpus import available_cpus
 from service.memory import return_free_memory
+from service.runtime._cpus import available_cpus
 from service.runtime._preprocess import Preprocessor
 from service.runtime._providers import CUDA, preload_cuda_libraries, select_providers
 

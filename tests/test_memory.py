@@ -5,12 +5,18 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
+from multiprocessing.connection import Connection
+from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from service import memory as _memory
+from service.cli import main
+from service.config import DriftRecipe
+from service.drift import _process
+from service.drift._messages import WorkerOptions
 
 
 class FakeMallopt:
@@ -78,3 +84,45 @@ def test_glibc_accepts_the_settings() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "True", "")
+
+
+def test_serve_bounds_the_heap_before_the_server_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls: list[str] = []
+
+    class FakeApp:
+        def __init__(self, settings: object) -> None:
+            calls.append("app")
+
+        async def run_until_signal(self) -> int:
+            return 0
+
+    monkeypatch.setattr(_memory, "bound_heap", lambda: calls.append("bound_heap") or True)
+    monkeypatch.setattr("service.app.App", FakeApp)
+    state = ["--state-dir", str(tmp_path), "--models-dir", str(tmp_path)]
+
+    assert main(["serve", *state, "--insecure"]) == 0
+    assert calls == ["bound_heap", "app"]
+
+
+def test_the_drift_worker_bounds_its_heap_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    class FakeWorker:
+        def __init__(self, options: WorkerOptions, outbox: object) -> None:
+            calls.append("worker")
+
+        def run(self, inbox: object) -> None:
+            calls.append("run")
+
+    monkeypatch.setattr(_process, "bound_heap", lambda: calls.append("bound_heap") or True)
+    monkeypatch.setattr(_process, "Worker", FakeWorker)
+    monkeypatch.setattr(_process, "lower_priority", lambda nice: None)
+    monkeypatch.setattr(_process, "_limit_threads", lambda threads: None)
+    monkeypatch.setattr(_process, "_without_torch", lambda: None)
+    options = WorkerOptions(Path("unused"), {"m": DriftRecipe()})
+
+    unused = cast(Connection, SimpleNamespace())
+    _process.main(options, unused, unused)
+    assert calls == ["bound_heap", "worker", "run"]

@@ -234,7 +234,7 @@ def edit_model_toml(path: Path, overrides: dict[str, dict[str, Any]]) -> None:
     document = tomllib.loads(path.read_text(encoding="utf-8"))
     for section, values in overrides.items():
         document.setdefault(section, {}).update(values)
-    lines = ["# Written by bench/adaptation.py from `loopserve init --data` plus overrides."]
+    lines = ["# Written by a benchmark: the model's definition plus overrides."]
     for section, table in document.items():
         lines.append(f"\n[{section}]")
         lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]

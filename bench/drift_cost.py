@@ -29,7 +29,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -40,6 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench._interleaved import add_round_options, check_round_options, run_in_work_dir  # noqa: E402
 from bench.drift import drift_worker_pid, ready  # noqa: E402
 from bench.serving import (  # noqa: E402
     MODEL,
@@ -310,26 +310,12 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    add = parser.add_argument
-    add("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    add("--requests", type=int, default=1500, help="requests per phase (default 1500)")
-    add("--duration", type=float, default=20.0, help="seconds cap per phase (default 20)")
-    add("--profile", type=float, default=0.0, metavar="SECONDS",
+    add_round_options(parser, rounds=5, duration=20.0)
+    parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
         help="then sample each server with py-spy for this long (default 0: no profile)")  # fmt: skip
-    add("--state-dir", type=Path, help="built state dir (built if missing; default: a temp dir)")
-    add("--models-dir", type=Path, default=REPO / "models", help="model definitions")
-    add("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.requests < 1 or args.duration <= 0:
-        parser.error("--rounds and --requests must be >= 1 and --duration > 0")
-    work = Path(tempfile.mkdtemp(prefix="loopserve-drift-cost-"))
-    try:
-        result = run(args, work)
-        if args.json is not None:
-            args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
+    check_round_options(parser, args)
+    return run_in_work_dir(run, args, "loopserve-drift-cost-")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 For the default model (support-intents on all-MiniLM-L6-v2), in fp32 and in int8, it measures:
 
 1. in-process: ``LoadedVersion.predict`` (same tokenizer path, model file and thread count as the
-   server): latency of one text at a time and the best throughput over a few batch sizes;
+   server): latency of one text at a time and the best throughput over a few batch sizes. Its
+   ONNX Runtime workers spin as long as ONNX Runtime's default lets them (the fastest for runs
+   back to back), whatever the server's ``[serving] thread_spin_us``;
 2. the server, started as a real ``loopserve serve`` subprocess, driven over gRPC by a separate
    client process (spawned) at concurrency 1 and 16, one text per ModelInfer request;
 3. the ratios server p50 (c=1) / in-process p50 (target <= 1.3) and server throughput (c=16) /
@@ -15,6 +17,12 @@ For the default model (support-intents on all-MiniLM-L6-v2), in fp32 and in int8
 6. with ``--peer mlserver``, MLServer (bench/.venv-mlserver, made by bench/peers/mlserver-venv.sh)
    on the same version dir, graph, tokenizer and ONNX Runtime settings, driven by the same client
    phases, and the ratios loopserve / MLServer.
+7. the transport floor (``--no-floor`` to skip): bench/peers/floor_server.py, a bare grpc.aio
+   server that parses each request and answers loopserve's own response bytes, driven by the same
+   client. Its latency and CPU are what gRPC and this client cost here whatever the server does;
+   with the in-process figures they give the best ratios any Python gRPC server could reach:
+   (in-process p50 + floor p50) / in-process p50, and the throughput of the machine's cores if
+   each text cost only its in-process CPU plus the floor's CPU per request.
 
 Everything runs on 127.0.0.1 with free ports found first, every loop is bounded in count and in
 time, and the server is always stopped. The project's own ``.loopserve/`` is only ever read: the
@@ -22,7 +30,7 @@ served state dirs are built in a temporary directory. Usage::
 
     .venv/bin/python bench/serving.py [--state-dir DIR] [--requests N] [--duration S]
                                       [--threads T] [--repeat N] [--peer mlserver]
-                                      [--json OUT]
+                                      [--no-floor] [--json OUT]
 """
 
 from __future__ import annotations
@@ -156,6 +164,8 @@ class VariantResult:
     max_prob_diff: float = float("nan")
     label_agreement: float = float("nan")
     peer: PeerResult | None = None
+    # The transport floor (bench/peers/floor_server.py) driven by the same client.
+    floor: list[Phase] = field(default_factory=list)
 
     def in_process_latency(self) -> Phase:
         return self.in_process[0]
@@ -174,6 +184,36 @@ class VariantResult:
 
     def throughput_ratio(self) -> float:
         return self.server_phase(16).texts_per_s / self.in_process_best().texts_per_s
+
+    def floor_bounds(self, cores: int) -> FloorBounds | None:
+        return None if not self.floor else floor_bounds(self, cores)
+
+
+@dataclass(frozen=True)
+class FloorBounds:
+    """The best ratios a server could reach over the transport floor, from one run.
+
+    ``p50_ratio``: (in-process p50 + floor p50 at c=1) / in-process p50, i.e. a server whose
+    only cost beyond in-process inference is gRPC and the client. ``throughput_ratio``: the
+    machine's cores spent on nothing but each text's in-process CPU (at the best batch size) plus
+    the floor's server and client CPU per request, over the in-process best.
+    """
+
+    p50_ratio: float
+    throughput_ratio: float
+    floor_cpu_ms: float  # server + client CPU per request at c=16
+
+
+def floor_bounds(result: VariantResult, cores: int) -> FloorBounds:
+    latency, best = result.in_process_latency(), result.in_process_best()
+    c1, c16 = at_concurrency(result.floor, 1), at_concurrency(result.floor, 16)
+    transport_ms = c16.cpu_ms_per_text + (c16.client_cpu_ms_per_text or 0.0)
+    ceiling = cores * 1000.0 / (best.cpu_ms_per_text + transport_ms)
+    return FloorBounds(
+        p50_ratio=(latency.p50_ms + c1.p50_ms) / latency.p50_ms,
+        throughput_ratio=ceiling / best.texts_per_s,
+        floor_cpu_ms=transport_ms,
+    )
 
 
 def machine_busy_seconds() -> float:
@@ -550,6 +590,27 @@ class MLServerProcess(ServerProcess):
         self._spawn(cmd, log_path, {**os.environ, "PYTHONPATH": str(REPO)})
 
 
+class FloorServerProcess(ServerProcess):
+    """bench/peers/floor_server.py answering ``response_file``'s bytes to every ModelInfer."""
+
+    def __init__(self, response_file: Path, log_path: Path) -> None:
+        self.grpc_port = free_port()
+        self.metrics_port = free_port()
+        cmd = [
+            sys.executable, "-m", "bench.peers.floor_server", "--port", str(self.grpc_port),
+            "--metrics-port", str(self.metrics_port), "--response", str(response_file),
+        ]  # fmt: skip
+        self._spawn(cmd, log_path, dict(os.environ))
+
+
+def raw_response(address: str, text: str) -> bytes:
+    """The serialized ModelInferResponse a server gives for ``text``."""
+    import grpc
+
+    with grpc.insecure_channel(address) as channel:
+        return bytes(channel.unary_unary(INFER_METHOD)(_encode_request(text), timeout=30))
+
+
 # ---------------------------------------------------------------------------------------- client
 
 
@@ -808,6 +869,7 @@ def machine_info(
         "backbone": definition.backbone,
         "max_batch_size": definition.serving.max_batch_size,
         "max_queue_delay_ms": definition.serving.max_queue_delay_ms,
+        "server_thread_spin_us": definition.serving.thread_spin_us,
         "texts": f"{n_texts} from {texts_source}",
     }
 
@@ -897,6 +959,35 @@ def print_peer(results: list[VariantResult]) -> None:
     )
 
 
+def print_floor(results: list[VariantResult], cores: int) -> None:
+    """The transport floor and the best ratios it leaves a server (see FloorBounds)."""
+    bounded = [(r, r.floor_bounds(cores)) for r in results]
+    bounded = [(r, b) for r, b in bounded if b is not None]
+    if not bounded:
+        return
+    _heading(
+        "== the transport floor: a bare grpc.aio server answering a canned response, same client",
+        (
+            f"  {'variant':<8}{'floor p50 c=1':>14}{'floor p99':>11}{'floor tput':>12}"
+            f"{'cpu ms/req':>12}{'best p50 ratio':>16}{'best tput ratio':>17}"
+        ),
+    )
+    for r, bounds in bounded:
+        c1, c16 = at_concurrency(r.floor, 1), at_concurrency(r.floor, 16)
+        print(
+            f"  {r.variant:<8}{_fmt(c1.p50_ms):>14}{_fmt(c1.p99_ms):>11}"
+            f"{_fmt(c16.texts_per_s, '.0f'):>12}{_fmt(bounds.floor_cpu_ms):>12}"
+            f"{_fmt(bounds.p50_ratio):>16}{_fmt(bounds.throughput_ratio):>17}"
+        )
+    print(
+        "  cpu ms/req = the floor server's plus the client's CPU per request at c=16;\n"
+        "  best p50 ratio = (in-process p50 + floor p50) / in-process p50;\n"
+        f"  best tput ratio = {cores} cores / (in-process CPU per text at its best batch + cpu "
+        "ms/req),\n  over the in-process best: no Python gRPC server does better with this "
+        "client on these cores."
+    )
+
+
 def print_report(info: dict[str, Any], results: list[VariantResult], total_s: float) -> None:
     max_batch = int(info["max_batch_size"])
     print()
@@ -911,7 +1002,7 @@ def print_report(info: dict[str, Any], results: list[VariantResult], total_s: fl
         ),
     )
     for r in results:
-        for p in [*r.in_process, *r.server, *(r.peer.phases if r.peer else [])]:
+        for p in [*r.in_process, *r.server, *(r.peer.phases if r.peer else []), *r.floor]:
             print(
                 f"  {r.variant:<8}{p.name:<22}{p.requests:>6}{_fmt(p.p50_ms):>9}"
                 f"{_fmt(p.p99_ms):>9}{_fmt(p.texts_per_s, '.1f'):>10}"
@@ -952,6 +1043,7 @@ def print_report(info: dict[str, Any], results: list[VariantResult], total_s: fl
     )
     print_repeat(results)
     print_peer(results)
+    print_floor(results, int(info["cpus_usable"]))
     _heading(
         "== server vs in-process",
         (
@@ -1090,6 +1182,9 @@ def run_variant(
         result.server, check = bench_server(server, texts_file, args.requests, args.duration)
         result.rss_after_bench_mib = proc_status_mib(server.proc.pid, "VmRSS")
         result.hwm_mib = proc_status_mib(server.proc.pid, "VmHWM")
+        response = raw_response(server.address, texts[0])
+    if args.floor:
+        result.floor = bench_floor(response, work, variant, texts_file, args)
     if args.repeat:
         result.repeat = bench_repeat(state, models_dir, work, variant, texts, args)
     expected = [(labels[int(np.argmax(row))], row) for row in reference]
@@ -1123,7 +1218,9 @@ def bench_peer(
     by the same client phases; its answers checked against loopserve's."""
     from bench.peers.mlserver_config import RuntimeParameters
 
-    runtime = RuntimeParameters(str(version_dir), serving_file, args.threads_used, args.spinning_on)
+    runtime = RuntimeParameters(
+        str(version_dir), serving_file, args.threads_used, args.spinning_on, args.spin_us
+    )
     batch = args.max_batch_size if args.peer_batching == "match" else 0
     print(f"[{variant}] peer: MLServer over gRPC ...", flush=True)
     server, ready_s, starts = start_ready(
@@ -1145,6 +1242,22 @@ def bench_peer(
         peer.hwm_mib = proc_status_mib(server.proc.pid, "VmHWM")
     peer.label_agreement, peer.max_prob_diff = agreement(check, loopserve_check)
     return peer
+
+
+def bench_floor(
+    response: bytes, work: Path, variant: str, texts_file: Path, args: argparse.Namespace
+) -> list[Phase]:
+    """The transport floor answering loopserve's ``response``, driven by the same client."""
+    response_file = work / f"{variant}-response.bin"
+    response_file.write_bytes(response)
+    print(f"[{variant}] transport floor over gRPC ...", flush=True)
+    server, _, _ = start_ready(
+        lambda attempt: FloorServerProcess(response_file, work / f"{variant}-floor-{attempt}.log"),
+        f"{variant} floor",
+    )
+    with server:
+        phases, _ = bench_server(server, texts_file, args.requests, args.duration, "floor")
+    return phases
 
 
 def peer_info(args: argparse.Namespace) -> dict[str, Any]:
@@ -1200,6 +1313,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the peer's adaptive batching: match loopserve's max_batch_size without waiting "
         "(default), or off",
     )
+    add(
+        "--floor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the transport floor, a bare gRPC server (default: on)",
+    )
     add("--json", type=Path, help="also write the results as JSON here")
     add("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
@@ -1226,6 +1345,7 @@ def main(argv: list[str] | None = None) -> int:
             else args.spinning == "on"
         )
         args.spinning_on = spinning
+        args.spin_us = definition.serving.thread_spin_us
         args.threads_used = threads
         args.max_batch_size = definition.serving.max_batch_size
         models_dir = models_dir_with_threads(args.models_dir, threads, work, spinning)
@@ -1273,6 +1393,9 @@ def main(argv: list[str] | None = None) -> int:
                         "p50_ratio": r.p50_ratio(),
                         "throughput_ratio": r.throughput_ratio(),
                         "peer_ratios": None if r.peer is None else asdict(r.peer_ratios()),
+                        "floor_bounds": None
+                        if not r.floor
+                        else asdict(floor_bounds(r, int(info["cpus_usable"]))),
                     }
                     for r in results
                 ],

@@ -64,7 +64,10 @@ class ServedModel:
         self.inputs = self.task.input_contract(definition)
         self.outputs = tasks.ClassifierOutputs()
         self._session_options = SessionOptions(
-            serving.intra_op_threads, serving.providers, serving.thread_spinning
+            serving.intra_op_threads,
+            serving.providers,
+            serving.thread_spinning,
+            serving.thread_spin_us,
         )
         self._swap_lock = threading.Lock()
         self._cache = (

@@ -204,6 +204,8 @@ def test_section_that_is_not_a_table_is_rejected(tmp_path: Path, text: str) -> N
         ("serving", "max_texts_per_request = 0", "max_texts_per_request must be >= 1"),
         ("serving", "max_text_bytes = 0", "max_text_bytes must be >= 1"),
         ("serving", "intra_op_threads = -1", "intra_op_threads must be >= 0"),
+        ("serving", "thread_spin_us = -1", r"thread_spin_us must be in \[0, 1000000\]"),
+        ("serving", "thread_spin_us = 2000000", r"thread_spin_us must be in \[0, 1000000\]"),
         ("serving", "int8_max_accuracy_drop = 1.5", r"int8_max_accuracy_drop must be in \[0, 1\]"),
         ("serving", "cache_max_entries = 0", "cache_max_entries must be >= 1"),
         ("serving", "cache_max_bytes = 1024", "cache_max_bytes must be >= 65536"),

@@ -3,6 +3,7 @@ versions' sessions freed."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 from collections import Counter
@@ -15,13 +16,14 @@ from conftest import TINY_LABELS, TINY_MODEL, RunningApp
 from tasks.image.tiny_image_model import publish_version, write_definition
 from waiting import wait_until
 
+from service import serving as serving_module
 from service.api._proto.inference import grpc_predict_v2_pb2 as pb
 from service.api._proto.inference.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from service.config import load_model_definition
 from service.errors import Conflict
 from service.metrics import Metrics
 from service.registry import ModelRegistry
-from service.runtime import live_sessions
+from service.runtime import SessionOptions, live_sessions
 from service.serving import ServedModel
 
 CLIENTS = 8
@@ -141,3 +143,31 @@ def test_swaps_and_rollbacks_free_the_retired_sessions(tmp_path: Path) -> None:
         assert [v for model, v in live_sessions() if model == name] == [2]
     finally:
         served.stop(5)
+
+
+def test_a_served_version_runs_with_its_definitions_thread_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "spinning"
+    models_dir, state_dir = tmp_path / "models", tmp_path / "state"
+    write_definition(models_dir, name, size=8)
+    publish_version(state_dir, name, size=8)
+    definition = load_model_definition(models_dir, name)
+    serving = dataclasses.replace(definition.serving, thread_spin_us=37, intra_op_threads=1)
+    opened: list[SessionOptions] = []
+    real_open = serving_module.tasks.open_version
+
+    def recording_open(model: str, info: object, options: SessionOptions) -> object:
+        opened.append(options)
+        return real_open(model, info, options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(serving_module.tasks, "open_version", recording_open)
+    served = ServedModel(
+        dataclasses.replace(definition, serving=serving), ModelRegistry(state_dir, name), Metrics()
+    )
+    served.start()
+    served.stop(5)
+
+    assert [(o.intra_op_threads, o.thread_spinning, o.spin_duration_us) for o in opened] == [
+        (1, True, 37)
+    ]

@@ -37,6 +37,7 @@ class RuntimeParameters:
     serving_file: str  # model.onnx (fp32) or model.int8.onnx
     intra_op_threads: int
     thread_spinning: bool
+    spin_duration_us: int = 0  # 0: ONNX Runtime's default
 
     @staticmethod
     def from_extra(extra: Mapping[str, Any]) -> RuntimeParameters:
@@ -46,6 +47,7 @@ class RuntimeParameters:
             serving_file=str(extra["serving_file"]),
             intra_op_threads=int(extra["intra_op_threads"]),
             thread_spinning=bool(extra["thread_spinning"]),
+            spin_duration_us=int(extra.get("spin_duration_us", 0)),
         )
 
 

@@ -129,4 +129,8 @@ def session_options(params: RuntimeParameters) -> ort.SessionOptions:
     so.log_severity_level = 3
     spinning = "1" if params.thread_spinning else "0"
     so.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+    if params.thread_spinning and params.spin_duration_us:
+        so.add_session_config_entry(
+            "session.intra_op.spin_duration_us", str(params.spin_duration_us)
+        )
     return so

@@ -183,25 +183,29 @@ class Batcher:
         except Exception as exc:
             if not isinstance(exc, Unavailable):
                 log.exception("batch of %d items failed on model %s", len(items), self._model)
-            for p in batch:
-                p.loop.call_soon_threadsafe(_fail, p.future, exc)
+            _answer(batch, [exc] * len(batch))
             return
         # Recorded before the answers go: a caller that reads the metrics after its answer sees
         # its batch counted.
         self._inference_latency.observe(time.perf_counter() - started)
         self._batch_size.observe(len(items))
+        results: list[BatchResult | Exception] = []
         offset = 0
         for p in batch:
             n = len(p.items)
-            result = BatchResult(
-                version=version.version,
-                labels=version.labels,
-                probabilities=np.ascontiguousarray(prediction.probabilities[offset : offset + n]),
-                embedding=np.ascontiguousarray(prediction.embedding[offset : offset + n]),
-                queue_seconds=started - p.enqueued,
+            results.append(
+                BatchResult(
+                    version=version.version,
+                    labels=version.labels,
+                    probabilities=np.ascontiguousarray(
+                        prediction.probabilities[offset : offset + n]
+                    ),
+                    embedding=np.ascontiguousarray(prediction.embedding[offset : offset + n]),
+                    queue_seconds=started - p.enqueued,
+                )
             )
             offset += n
-            p.loop.call_soon_threadsafe(_resolve, p.future, result)
+        _answer(batch, results)
 
 
 def _deadline_exceeded(pending: _Pending) -> DeadlineExceeded:
@@ -217,9 +221,27 @@ def _drop(pending: _Pending) -> None:
         pending.loop.call_soon_threadsafe(_fail, pending.future, _deadline_exceeded(pending))
 
 
-def _resolve(future: asyncio.Future[BatchResult], result: BatchResult) -> None:
-    if not future.done():
-        future.set_result(result)
+def _answer(batch: list[_Pending], outcomes: Sequence[BatchResult | Exception]) -> None:
+    """Settle each request of ``batch`` with its outcome, waking each event loop once.
+
+    A wake-up is a write to the loop's self-pipe, and the batcher thread then waits for the
+    interpreter lock the woken loop has just taken: one per batch instead of one per request
+    keeps the batcher free to start the next batch (profiled: 8 % of its samples at c=16).
+    """
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[BatchResult], Any]]] = {}
+    for p, outcome in zip(batch, outcomes, strict=True):
+        by_loop.setdefault(p.loop, []).append((p.future, outcome))
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # its event loop closed: nobody waits for it
+            loop.call_soon_threadsafe(_settle_all, settled)
+
+
+def _settle_all(settled: list[tuple[asyncio.Future[BatchResult], Any]]) -> None:
+    for future, outcome in settled:
+        if isinstance(outcome, BaseException):
+            _fail(future, outcome)
+        elif not future.done():
+            future.set_result(outcome)
 
 
 def _fail(future: asyncio.Future[BatchResult], exc: BaseException) -> None:

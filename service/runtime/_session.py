@@ -54,6 +54,7 @@ class SessionOptions:
     intra_op_threads: int = 0
     providers: str = "auto"
     thread_spinning: bool = True
+    spin_duration_us: int = 0  # 0: ONNX Runtime's own default
 
 
 class LoadedVersion:
@@ -157,4 +158,10 @@ def _session_options(options: SessionOptions) -> ort.SessionOptions:
     so.add_session_config_entry(
         "session.intra_op.allow_spinning", "1" if options.thread_spinning else "0"
     )
+    if options.thread_spinning and options.spin_duration_us:
+        # A worker that spins on between requests holds a core the event loop and the callers
+        # need. (ONNX Runtime versions without this setting ignore it.)
+        so.add_session_config_entry(
+            "session.intra_op.spin_duration_us", str(options.spin_duration_us)
+        )
     return so

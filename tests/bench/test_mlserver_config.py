@@ -17,7 +17,7 @@ from bench.peers.mlserver_config import (
     write_settings,
 )
 
-RUNTIME = RuntimeParameters("/state/models/m/versions/3", "model.int8.onnx", 2, False)
+RUNTIME = RuntimeParameters("/state/models/m/versions/3", "model.int8.onnx", 2, True, 100)
 
 
 def config(max_batch_size: int) -> PeerConfig:

@@ -90,6 +90,38 @@ def test_queued_requests_are_batched_up_to_max_batch_size() -> None:
     assert [t for b in version.batches[1:] for t in b] == [f"t{i}" for i in range(10)]
 
 
+def test_a_batch_answers_each_request_its_own_rows_with_one_wake_up_of_the_loop() -> None:
+    gate = threading.Event()
+    version = FakeVersion(gate=gate)
+    batcher = make_batcher(version, max_batch_size=8, max_queue_size=100)
+    wake_ups: list[object] = []
+
+    async def run() -> list[np.ndarray]:
+        loop = asyncio.get_running_loop()
+        call_soon_threadsafe = loop.call_soon_threadsafe
+
+        def counted(*args: object, **kwargs: object) -> object:
+            if getattr(args[0], "__module__", "") == Batcher.__module__:  # not to_thread's
+                wake_ups.append(args[0])
+            return call_soon_threadsafe(*args, **kwargs)  # type: ignore[arg-type]
+
+        first = asyncio.ensure_future(batcher.infer(["blocker"]))
+        await asyncio.to_thread(version.started.wait, 5)
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        rest = [asyncio.ensure_future(batcher.infer([f"t{i}"] * (i + 1))) for i in range(3)]
+        await wait_until_async(lambda: queued(batcher) == 3)
+        gate.set()
+        await first
+        return [result.embedding[:, 0] for result in await asyncio.gather(*rest)]
+
+    embeddings = asyncio.run(run())
+    batcher.stop(5)
+    assert version.batches[1] == ["t0", "t1", "t1", "t2", "t2", "t2"]
+    # FakeVersion numbers a batch's rows 0..5: each request gets its own, in order.
+    assert [e.tolist() for e in embeddings] == [[0.0], [1.0, 2.0], [3.0, 4.0, 5.0]]
+    assert len(wake_ups) == 2  # one per batch (the blocker's, then the three requests')
+
+
 def test_a_request_larger_than_max_batch_runs_alone() -> None:
     version = FakeVersion()
     batcher = make_batcher(version, max_batch_size=2)

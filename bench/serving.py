@@ -983,8 +983,9 @@ def print_floor(results: list[VariantResult], cores: int) -> None:
         "  cpu ms/req = the floor server's plus the client's CPU per request at c=16;\n"
         "  best p50 ratio = (in-process p50 + floor p50) / in-process p50;\n"
         f"  best tput ratio = {cores} cores / (in-process CPU per text at its best batch + cpu "
-        "ms/req),\n  over the in-process best: no Python gRPC server does better with this "
-        "client on these cores."
+        "ms/req),\n  over the in-process best. Estimates of what a Python gRPC server could "
+        "reach with this\n  client on these cores; they divide figures from different minutes, "
+        "like the ratios above."
     )
 
 

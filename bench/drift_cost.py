@@ -49,6 +49,7 @@ from bench.serving import (  # noqa: E402
     load_texts,
     machine_info,
     models_dir_with_threads,
+    models_dir_without_drift,
     prepare_variant,
     proc_cpu_seconds,
     proc_status_mib,
@@ -86,24 +87,6 @@ class Summary:
     def spread(self, name: str) -> tuple[float, float]:
         values = self.values(name)
         return min(values), max(values)
-
-
-def models_dir_without_drift(models_dir: Path, work: Path) -> Path:
-    """A copy of ``models_dir`` whose model has ``[drift] detectors = []``."""
-    from service.config import load_model_definition
-
-    target = work / "models-drift-off"
-    shutil.copytree(models_dir, target)
-    toml = target / MODEL / "model.toml"
-    text = toml.read_text(encoding="utf-8")
-    if re.search(r"(?m)^\[drift\]\s*$", text):
-        text = re.sub(r"(?m)^\[drift\]\s*$", "[drift]\ndetectors = []", text, count=1)
-    else:
-        text += "\n[drift]\ndetectors = []\n"
-    toml.write_text(text, encoding="utf-8")
-    if load_model_definition(target, MODEL).drift.enabled:
-        raise SystemExit(f"could not turn drift monitoring off in {toml}")
-    return target
 
 
 def wait_detectors(server: ServerProcess, texts_file: Path, names: list[str]) -> float:

@@ -7,7 +7,8 @@ For the default model (support-intents on all-MiniLM-L6-v2), in fp32 and in int8
    ONNX Runtime workers spin as long as ONNX Runtime's default lets them (the fastest for runs
    back to back), whatever the server's ``[serving] thread_spin_us``;
 2. the server, started as a real ``loopserve serve`` subprocess, driven over gRPC by a separate
-   client process (spawned) at concurrency 1 and 16, one text per ModelInfer request;
+   client process (spawned) at concurrency 1 and 16, one text per ModelInfer request, with the
+   model's drift monitoring (``--no-drift``: without, like the peer);
 3. the ratios server p50 (c=1) / in-process p50 (target <= 1.3) and server throughput (c=16) /
    best in-process throughput (target >= 0.9);
 4. the server's resident memory after load and its time from process start to ServerReady;
@@ -30,7 +31,7 @@ served state dirs are built in a temporary directory. Usage::
 
     .venv/bin/python bench/serving.py [--state-dir DIR] [--requests N] [--duration S]
                                       [--threads T] [--repeat N] [--peer mlserver]
-                                      [--no-floor] [--json OUT]
+                                      [--no-drift] [--no-floor] [--json OUT]
 """
 
 from __future__ import annotations
@@ -349,6 +350,24 @@ def models_dir_with_cache(models_dir: Path, work: Path) -> Path:
     toml.write_text(text, encoding="utf-8")
     if not load_model_definition(target, MODEL).serving.cache:
         raise SystemExit(f"could not set [serving] cache = true in {toml}")
+    return target
+
+
+def models_dir_without_drift(models_dir: Path, work: Path) -> Path:
+    """A copy of ``models_dir`` whose model has ``[drift] detectors = []``."""
+    from service.config import load_model_definition
+
+    target = work / "models-drift-off"
+    shutil.copytree(models_dir, target)
+    toml = target / MODEL / "model.toml"
+    text = toml.read_text(encoding="utf-8")
+    if re.search(r"(?m)^\[drift\]\s*$", text):
+        text = re.sub(r"(?m)^\[drift\]\s*$", "[drift]\ndetectors = []", text, count=1)
+    else:
+        text += "\n[drift]\ndetectors = []\n"
+    toml.write_text(text, encoding="utf-8")
+    if load_model_definition(target, MODEL).drift.enabled:
+        raise SystemExit(f"could not turn drift monitoring off in {toml}")
     return target
 
 
@@ -1315,6 +1334,13 @@ def main(argv: list[str] | None = None) -> int:
         "(default), or off",
     )
     add(
+        "--drift",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="loopserve with the model's drift monitoring (default), or --no-drift without it, "
+        "like the peer",
+    )
+    add(
         "--floor",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -1350,6 +1376,8 @@ def main(argv: list[str] | None = None) -> int:
         args.threads_used = threads
         args.max_batch_size = definition.serving.max_batch_size
         models_dir = models_dir_with_threads(args.models_dir, threads, work, spinning)
+        if not args.drift:
+            models_dir = models_dir_without_drift(models_dir, work)
         source_state = (args.state_dir or work / "build").resolve()
         build_s = ensure_built(source_state, args.models_dir)
         texts, source = load_texts()
@@ -1375,6 +1403,9 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
 
         info = machine_info(threads, providers, source, len(texts))
+        info["loopserve_drift"] = (
+            "model's settings" if args.drift else "off ([drift] detectors = [])"
+        )
         if args.peer:
             info["peer"] = args.peer_info
         if build_s is not None:

@@ -19,7 +19,12 @@ def add_round_options(parser: argparse.ArgumentParser, rounds: int, duration: fl
     add = parser.add_argument
     add("--rounds", type=int, default=rounds, help=f"interleaved rounds (default {rounds})")
     add("--requests", type=int, default=1500, help="requests per phase (default 1500)")
-    add("--duration", type=float, default=duration, help=f"seconds cap per phase ({duration:g})")
+    add(
+        "--duration",
+        type=float,
+        default=duration,
+        help=f"seconds cap per phase (default {duration:g})",
+    )
     add("--state-dir", type=Path, help="built state dir (built if missing; default: a temp dir)")
     add("--models-dir", type=Path, default=REPO / "models", help="model definitions")
     add("--json", type=Path, help="also write the results as JSON here")

@@ -21,7 +21,7 @@ For the default model (support-intents on all-MiniLM-L6-v2), in fp32 and in int8
 7. the transport floor (``--no-floor`` to skip): bench/peers/floor_server.py, a bare grpc.aio
    server that parses each request and answers loopserve's own response bytes, driven by the same
    client. Its latency and CPU are what gRPC and this client cost here whatever the server does;
-   with the in-process figures they give the best ratios any Python gRPC server could reach:
+   with the in-process figures they estimate the ratios of a server that added nothing else:
    (in-process p50 + floor p50) / in-process p50, and the throughput of the machine's cores if
    each text cost only its in-process CPU plus the floor's CPU per request.
 
@@ -192,12 +192,14 @@ class VariantResult:
 
 @dataclass(frozen=True)
 class FloorBounds:
-    """The best ratios a server could reach over the transport floor, from one run.
+    """Estimated ratios of a server whose only cost beyond in-process inference is the
+    transport floor, from one run.
 
-    ``p50_ratio``: (in-process p50 + floor p50 at c=1) / in-process p50, i.e. a server whose
-    only cost beyond in-process inference is gRPC and the client. ``throughput_ratio``: the
-    machine's cores spent on nothing but each text's in-process CPU (at the best batch size) plus
-    the floor's server and client CPU per request, over the in-process best.
+    ``p50_ratio``: (in-process p50 + floor p50 at c=1) / in-process p50. ``throughput_ratio``:
+    the machine's cores spent on nothing but each text's in-process CPU (at the best batch size)
+    plus the floor's server and client CPU per request, over the in-process best. Estimates, not
+    bounds: they divide figures from different minutes, and the in-process CPU includes what its
+    ONNX Runtime workers spent spinning, so the throughput estimate can come out low.
     """
 
     p50_ratio: float
@@ -888,7 +890,6 @@ def machine_info(
         "backbone": definition.backbone,
         "max_batch_size": definition.serving.max_batch_size,
         "max_queue_delay_ms": definition.serving.max_queue_delay_ms,
-        "server_thread_spin_us": definition.serving.thread_spin_us,
         "texts": f"{n_texts} from {texts_source}",
     }
 
@@ -979,7 +980,7 @@ def print_peer(results: list[VariantResult]) -> None:
 
 
 def print_floor(results: list[VariantResult], cores: int) -> None:
-    """The transport floor and the best ratios it leaves a server (see FloorBounds)."""
+    """The transport floor and the ratios it leaves a server, estimated (see FloorBounds)."""
     bounded = [(r, r.floor_bounds(cores)) for r in results]
     bounded = [(r, b) for r, b in bounded if b is not None]
     if not bounded:
@@ -988,7 +989,7 @@ def print_floor(results: list[VariantResult], cores: int) -> None:
         "== the transport floor: a bare grpc.aio server answering a canned response, same client",
         (
             f"  {'variant':<8}{'floor p50 c=1':>14}{'floor p99':>11}{'floor tput':>12}"
-            f"{'cpu ms/req':>12}{'best p50 ratio':>16}{'best tput ratio':>17}"
+            f"{'cpu ms/req':>12}{'est. p50 ratio':>16}{'est. tput ratio':>17}"
         ),
     )
     for r, bounds in bounded:
@@ -1000,11 +1001,12 @@ def print_floor(results: list[VariantResult], cores: int) -> None:
         )
     print(
         "  cpu ms/req = the floor server's plus the client's CPU per request at c=16;\n"
-        "  best p50 ratio = (in-process p50 + floor p50) / in-process p50;\n"
-        f"  best tput ratio = {cores} cores / (in-process CPU per text at its best batch + cpu "
-        "ms/req),\n  over the in-process best. Estimates of what a Python gRPC server could "
-        "reach with this\n  client on these cores; they divide figures from different minutes, "
-        "like the ratios above."
+        "  est. p50 ratio = (in-process p50 + floor p50) / in-process p50;\n"
+        f"  est. tput ratio = {cores} cores / (in-process CPU per text at its best batch + cpu "
+        "ms/req),\n  over the in-process best: a server that added nothing to the floor, with "
+        "this client on\n  these cores. Estimates, not bounds: they divide figures from "
+        "different minutes, and the\n  in-process CPU includes its ONNX Runtime workers' "
+        "spinning (see FloorBounds)."
     )
 
 
@@ -1202,7 +1204,7 @@ def run_variant(
         result.server, check = bench_server(server, texts_file, args.requests, args.duration)
         result.rss_after_bench_mib = proc_status_mib(server.proc.pid, "VmRSS")
         result.hwm_mib = proc_status_mib(server.proc.pid, "VmHWM")
-        response = raw_response(server.address, texts[0])
+        response = raw_response(server.address, texts[0]) if args.floor else b""
     if args.floor:
         result.floor = bench_floor(response, work, variant, texts_file, args)
     if args.repeat:
@@ -1403,6 +1405,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
 
         info = machine_info(threads, providers, source, len(texts))
+        info["server_thread_spin_us"] = args.spin_us
         info["loopserve_drift"] = (
             "model's settings" if args.drift else "off ([drift] detectors = [])"
         )

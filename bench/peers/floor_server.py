@@ -6,7 +6,7 @@ bytes that loopserve gave for a real text, so the answer has the same size. It a
 ServerReady, and it serves an empty ``/metrics`` page for the bench client's scrapes.
 
 Driven by bench/serving.py's client, its latency and CPU are the cost of gRPC transport plus that
-client on this machine. No server written in Python on grpcio can go below this cost.
+client on this machine: a grpcio server driven by that client pays at least as much.
 Usage::
 
     python -m bench.peers.floor_server --port P --metrics-port M --response FILE

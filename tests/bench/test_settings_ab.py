@@ -21,6 +21,17 @@ def test_each_side_gets_its_overrides_and_nothing_else(tmp_path: Path) -> None:
     assert changed.labels == original.labels
 
 
+def test_lists_and_other_sections_can_be_overridden(tmp_path: Path) -> None:
+    overrides = ["drift.detectors=[]", "model.max_seq_length=64", "serving.int8=false"]
+
+    models = models_dir_with(REPO / "models", overrides, tmp_path / "b")
+    changed = load_model_definition(models, MODEL)
+
+    assert not changed.drift.enabled
+    assert changed.max_seq_length == 64
+    assert not changed.serving.int8
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [("serving.no_such_key=1", "unknown key"), ("serving.thread_spin_us=-5", "thread_spin_us")],

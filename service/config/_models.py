@@ -108,7 +108,7 @@ class ServingOptions:
         _check(self.max_text_bytes >= 1, where, "max_text_bytes must be >= 1")
         _check(self.intra_op_threads >= 0, where, "intra_op_threads must be >= 0 (0 = all cores)")
         _check(
-            0 <= self.thread_spin_us <= 10_000,  # ONNX Runtime ignores longer ones
+            0 <= self.thread_spin_us <= 10_000,  # ONNX Runtime warns above: CPU burnt spinning
             where,
             "thread_spin_us must be in [0, 10000] (0 = ONNX Runtime's default)",
         )
